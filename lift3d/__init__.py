@@ -1,0 +1,11 @@
+"""lift3d: multi-view consistent segmentation (MastSAM) lifted onto 3D points and Gaussian splats.
+
+The four stages of the flow install as subpackages of this one namespace:
+`lift3d.recon` (scenes, cameras, pointmaps, correspondences), `lift3d.consistency` (segmenters,
+the MastSAM tracker, the metric H, 2D evaluation), `lift3d.viewers` (previews, report, web viewer)
+and this package itself (CLI, pipeline, lifting, export, 3D evaluation).
+
+Nothing heavy is imported here: `import lift3d` stays light (tests/test_imports.py checks it).
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,62 @@
+"""The configuration of a `lift3d segment` run: a dataclass, from which the CLI is derived.
+
+Light on purpose (no torch, no open3d): `lift3d --help` imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from lift3d.consistency.tracker import TrackerConfig
+
+
+@dataclass
+class SegmentConfig:
+    """Run the whole flow on one scene: geometry, consistent masks, lifting, export, metric, previews."""
+
+    scene: Path
+    """Scene folder or file: ScanNet export, .sens, image folder, video, COLMAP, transforms.json, Redwood."""
+    out: Path | None = None
+    """Output folder; default: outputs/<scene name>."""
+    format: Literal["auto", "scannet", "sens", "nerfstudio", "colmap", "redwood", "video", "images"] = "auto"
+    """Scene format; `auto` detects it from the folder's content."""
+    size: tuple[int, int] | None = None
+    """Working resolution W H; default: the depth size for RGB-D scans, else the image size capped at 640."""
+    frames: str | None = None
+    """Frame subset as START:STOP:STEP (Python slice over the scene's frames)."""
+    max_frames: int | None = None
+    """Keep at most this many frames (evenly spaced) after --frames."""
+    segmenter: Literal["classical", "sam"] = "classical"
+    """2D segmenter: the weight-free classical one (default) or SAM (needs --sam-checkpoint)."""
+    sam_checkpoint: Path | None = None
+    """SAM checkpoint (.pth state dict) for --segmenter sam."""
+    sam_model: Literal["vit_h", "vit_l", "vit_b"] = "vit_h"
+    """SAM architecture of the checkpoint."""
+    recon: Literal["auto", "depth", "mast3r"] = "auto"
+    """Geometry: sensor depth + poses, or MASt3R for image-only scenes; auto picks depth when present."""
+    matches: Literal["auto", "reprojection", "mast3r"] = "auto"
+    """Correspondences for tracking: exact reprojection (needs depth + poses) or MASt3R."""
+    mast3r_checkpoint: Path | None = None
+    """MASt3R checkpoint for --recon/--matches mast3r."""
+    splats: Path | None = None
+    """A trained 3DGS PLY in the scene's world frame: written back labeled as splats.ply."""
+    device: str = "auto"
+    """Torch device for the models: auto, cpu, cuda, cuda:1 ..."""
+    eps: float = 0.02
+    """Radius (metres) of the metric H's neighbourhoods."""
+    voxel_size: float = 0.02
+    """Voxel size (metres) of the fused point cloud when the scene has no mesh."""
+    min_instance_points: int = 0
+    """Drop lifted instances with fewer points than this (0 keeps all)."""
+    baseline: bool = False
+    """Also run the segmenter frame by frame (no tracking) for the side-by-side preview."""
+    preview: bool = True
+    """Write overlays, contact sheet, heat-maps and the HTML report."""
+    resume: bool = False
+    """Skip frames whose label maps already exist in OUT/masks."""
+    seed: int = 0
+    """Random seed (K-Means, sampling): the same input and seed give the same output."""
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    """MastSAM tracker settings."""
