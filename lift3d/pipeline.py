@@ -272,8 +272,14 @@ def config_to_json(cfg: SegmentConfig) -> dict:
     return json.loads(json.dumps(asdict(cfg), default=str))
 
 
-def run_segment(cfg: SegmentConfig) -> Path:
-    """Run the whole flow; returns the output folder."""
+def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
+    """Run the whole flow; returns the output folder.
+
+    Args:
+        cfg: the run's configuration.
+        segmenter: a segmenter already built from `cfg` (batch workers keep one loaded across
+            scenes); default: built here.
+    """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -291,7 +297,10 @@ def run_segment(cfg: SegmentConfig) -> Path:
     masks_dir = out / "masks"
     masks_dir.mkdir(exist_ok=True)
     t = lap("scene", t)
-    segmenter, seg_info = build_segmenter(cfg)
+    if segmenter is None:
+        segmenter, seg_info = build_segmenter(cfg)
+    else:
+        seg_info = {"segmenter": getattr(segmenter, "name", type(segmenter).__name__)}
     backends.update(seg_info)
     logger.info("%s: %d frames at %dx%d, %s", scene.name, len(scene), *scene.size, ", ".join(f"{k}={v}" for k, v in backends.items()))
     track = run_tracking(scene, segmenter, cfg, masks_dir)
