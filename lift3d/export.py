@@ -1,0 +1,251 @@
+"""Files lift3d writes for other tools: labeled PLY point clouds and the ScanNet instance format.
+
+Every file appears whole or not at all: it is written under a temporary name beside its final
+path and renamed (`lift3d.recon.files.atomic_path`). The ScanNet benchmark format shares one
+`pred_mask/` folder between all scenes of a submission, so its files are renamed one by one and
+the scene's index file, the only one the evaluator starts from, is renamed last: an interrupted
+run leaves either the previous index or the new one, never an index naming a missing mask.
+
+ScanNet instance format (class-agnostic, as lift3d predicts instances without classes):
+
+```
+<out>/<scene>.txt                 one line per instance: `pred_mask/<scene>_<k:03d>.txt 1 <confidence>`
+<out>/pred_mask/<scene>_<k>.txt   one `0` or `1` per mesh vertex, in vertex order
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+
+from lift3d.errors import InputError
+from lift3d.recon.files import atomic_path
+
+logger = logging.getLogger(__name__)
+
+#: class id written for every instance: lift3d's instances are class-agnostic
+AGNOSTIC_CLASS_ID = 1
+
+
+def read_ply(path: str | Path):
+    """A PLY file as a `plyfile.PlyData`, with errors that name the file.
+
+    Raises:
+        InputError: the file is missing, is not a PLY, or is truncated.
+    """
+    from plyfile import PlyData, PlyParseError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "PLY file not found")
+    try:
+        with open(path, "rb") as f:
+            return PlyData.read(f)
+    except PlyParseError as e:
+        raise InputError(path, f"not a readable PLY file ({e})") from None
+    except (ValueError, UnicodeDecodeError, EOFError) as e:
+        raise InputError(path, f"not a readable PLY file ({e.__class__.__name__}: {e})") from None
+
+
+def ply_vertex_fields(ply, path: Path, required: tuple[str, ...], what: str) -> np.ndarray:
+    """The `vertex` element's structured array, after checking it holds `required` properties."""
+    names = [e.name for e in ply.elements]
+    if "vertex" not in names:
+        raise InputError(path, f"PLY has no 'vertex' element (elements: {', '.join(names) or 'none'}); expected {what}")
+    data = ply["vertex"].data
+    missing = [name for name in required if name not in (data.dtype.names or ())]
+    if missing:
+        raise InputError(path, f"{what}: vertex properties missing: {', '.join(missing)}")
+    return data
+
+
+def write_ply(path: str | Path, vertex: np.ndarray, *, comments: list[str] | None = None) -> None:
+    """Write a structured array as the `vertex` element of a binary little-endian PLY, atomically."""
+    from plyfile import PlyData, PlyElement
+
+    element = PlyElement.describe(vertex, "vertex")
+    ply = PlyData([element], text=False, byte_order="<", comments=list(comments or []))
+    with atomic_path(path) as tmp:
+        ply.write(str(tmp))
+
+
+def _check_per_point(name: str, array: np.ndarray, n: int) -> np.ndarray:
+    array = np.asarray(array)
+    if array.shape != (n,):
+        raise InputError(None, f"{name} must have shape [{n}] (one value per point), got {list(array.shape)}")
+    return array
+
+
+def write_points_ply(
+    path: str | Path,
+    xyz: np.ndarray,  # [P, 3] float32 metres, world frame
+    rgb: np.ndarray,  # [P, 3] uint8
+    label: np.ndarray,  # [P] int32, 0 = unlabeled
+    confidence: np.ndarray,  # [P] float32 in [0, 1]
+) -> None:
+    """Write a labeled point cloud: binary PLY with x y z red green blue label confidence.
+
+    Args:
+        path: output file (`points.ply`); written to a temporary name and renamed.
+        xyz: [P, 3] point positions in metres (world frame), stored as float32.
+        rgb: [P, 3] uint8 colours.
+        label: [P] instance IDs (0 = unlabeled), stored as int32.
+        confidence: [P] winning share of the votes, stored as float32.
+
+    Raises:
+        InputError: arrays of mismatched shapes.
+    """
+    xyz = np.asarray(xyz)
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise InputError(None, f"xyz must have shape [P, 3], got {list(xyz.shape)}")
+    n = len(xyz)
+    rgb = np.asarray(rgb)
+    if rgb.shape != (n, 3):
+        raise InputError(None, f"rgb must have shape [{n}, 3], got {list(rgb.shape)}")
+    label = _check_per_point("label", label, n)
+    confidence = _check_per_point("confidence", confidence, n)
+    vertex = np.empty(
+        n,
+        dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
+               ("label", "<i4"), ("confidence", "<f4")],
+    )
+    for k, axis in enumerate("xyz"):
+        vertex[axis] = xyz[:, k]
+    for k, channel in enumerate(("red", "green", "blue")):
+        vertex[channel] = rgb[:, k]
+    vertex["label"] = label
+    vertex["confidence"] = confidence
+    write_ply(path, vertex, comments=["lift3d labeled points: label 0 = unlabeled"])
+
+
+def _mask_name(scene_name: str, k: int) -> str:
+    return f"{scene_name}_{k:03d}.txt"
+
+
+def _mask_bytes(mask: np.ndarray) -> bytes:
+    """One `0`/`1` per line, as ScanNet's evaluation reads them (np.loadtxt-compatible)."""
+    out = np.empty((len(mask), 2), np.uint8)
+    out[:, 0] = np.where(mask, ord("1"), ord("0"))
+    out[:, 1] = ord("\n")
+    return out.tobytes()
+
+
+def write_scannet_instances(
+    out_dir: str | Path,
+    scene_name: str,
+    label: np.ndarray,  # [P] int, one per mesh vertex, 0 = unlabeled
+    confidence: np.ndarray,  # [P] float in [0, 1]
+    *,
+    min_points: int = 0,
+) -> list[int]:
+    """Write one scene's instances in the ScanNet benchmark format (class-agnostic).
+
+    Each instance ID > 0 becomes one mask file; its confidence is the mean confidence of its
+    points. Mask files of an earlier run of the same scene that the new index no longer lists are
+    removed after the new index is in place.
+
+    Args:
+        out_dir: the submission folder (shared by all scenes).
+        scene_name: e.g. `scene0000_00`; names the index file and prefixes the mask files.
+        label: [P] instance ID per mesh vertex (0 = unlabeled).
+        confidence: [P] per-vertex confidence.
+        min_points: instances with fewer vertices are not written.
+
+    Returns:
+        The instance IDs written, in file order (mask k holds the k-th).
+
+    Raises:
+        InputError: mismatched shapes, negative labels or a scene name that is not a file name.
+    """
+    if not scene_name or not re.fullmatch(r"[A-Za-z0-9_.-]+", scene_name):
+        raise InputError(None, f"scene name {scene_name!r} cannot name a file: use letters, digits, _ . -")
+    label = np.asarray(label)
+    if label.ndim != 1:
+        raise InputError(None, f"label must have shape [P], got {list(label.shape)}")
+    confidence = _check_per_point("confidence", confidence, len(label)).astype(np.float64)
+    if (label < 0).any():
+        raise InputError(None, "label must be >= 0 (0 = unlabeled)")
+    out_dir = Path(out_dir)
+    mask_dir = out_dir / "pred_mask"
+    mask_dir.mkdir(parents=True, exist_ok=True)
+
+    ids, counts = np.unique(label[label > 0], return_counts=True)
+    ids = [int(i) for i, c in zip(ids, counts) if c >= max(min_points, 1)]
+    lines = []
+    for k, inst in enumerate(ids):
+        mask = label == inst
+        name = _mask_name(scene_name, k)
+        with atomic_path(mask_dir / name) as tmp:
+            tmp.write_bytes(_mask_bytes(mask))
+        lines.append(f"pred_mask/{name} {AGNOSTIC_CLASS_ID} {confidence[mask].mean():.6f}\n")
+    with atomic_path(out_dir / f"{scene_name}.txt") as tmp:
+        tmp.write_text("".join(lines))
+
+    kept = {_mask_name(scene_name, k) for k in range(len(ids))}
+    pattern = re.compile(re.escape(scene_name) + r"_\d{3,}\.txt")
+    for old in mask_dir.iterdir():
+        if pattern.fullmatch(old.name) and old.name not in kept:
+            old.unlink()
+    logger.info("%s: %d instances written to %s", scene_name, len(ids), out_dir)
+    return ids
+
+
+def read_scannet_instances(
+    out_dir: str | Path,
+    scene_name: str,
+    num_vertices: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read one scene's predicted instances in the ScanNet benchmark format.
+
+    Mask paths in the index are relative to the index file's folder, as in ScanNet's own
+    evaluation script. The class id of each line is checked to be an integer and otherwise ignored.
+
+    Args:
+        out_dir: the folder holding `<scene_name>.txt` and `pred_mask/`.
+        scene_name: the scene whose index to read.
+        num_vertices: vertices of the scene's mesh: every mask must have exactly this many values.
+
+    Returns:
+        masks: [K, P] bool, one row per index line.
+        confidences: [K] float32.
+
+    Raises:
+        InputError: a missing index or mask file, a malformed line, a mask of the wrong length
+            or holding values other than 0 and 1 (the message names the file).
+    """
+    out_dir = Path(out_dir)
+    index = out_dir / f"{scene_name}.txt"
+    if not index.is_file():
+        raise InputError(index, f"ScanNet instance index of {scene_name} not found")
+    masks, confidences = [], []
+    for n, line in enumerate(index.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 3:
+            raise InputError(index, f"line {n}: expected '<mask file> <class id> <confidence>', found {line!r}")
+        rel, class_id, conf = parts
+        try:
+            int(class_id)
+            conf_value = float(conf)
+        except ValueError:
+            raise InputError(index, f"line {n}: class id must be an integer and confidence a number, found {line!r}") from None
+        mask_path = out_dir / rel
+        if not mask_path.is_file():
+            raise InputError(mask_path, f"mask file listed on line {n} of {index.name} not found")
+        try:
+            values = np.array(mask_path.read_bytes().split(), dtype=np.int64)
+        except ValueError:
+            raise InputError(mask_path, "mask file must hold one integer (0 or 1) per line") from None
+        if len(values) != num_vertices:
+            raise InputError(mask_path, f"mask has {len(values)} values, the mesh has {num_vertices} vertices")
+        if not np.isin(values, (0, 1)).all():
+            raise InputError(mask_path, "mask values must be 0 or 1")
+        masks.append(values.astype(bool))
+        confidences.append(conf_value)
+    masks_arr = np.stack(masks) if masks else np.zeros((0, num_vertices), bool)
+    return masks_arr, np.asarray(confidences, np.float32)

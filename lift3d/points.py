@@ -1,0 +1,385 @@
+"""Consistent per-view label maps voted onto a scene's 3D points.
+
+The points are the scan's own mesh vertices when it has them (ScanNet `*_vh_clean_2.ply`, what
+the ScanNet benchmark scores), else the fused pointmaps of all views on a voxel grid.
+
+Voting: every view projects every point; a point inside the image whose depth agrees with the
+view's depth map at its pixel (`|z - depth[v, u]| <= depth_tol + depth_tol_rel * depth[v, u]`) is
+seen by that view and receives the view's label at that pixel. Occluded points (behind the depth
+surface), points out of the image and points over missing depth get no vote.
+
+A pixel with label 0 casts no vote. Label 0 means the segmenter put no mask there (gaps between
+SAM masks, pixels the tracker left unassigned), not that the pixel shows "no object": counting it
+as a vote for "nothing" would let the gaps of some views erase an object that other views
+segment well. The price: a point seen labeled in one view and unlabeled in many others still gets
+that label, with the confidence of its labeled votes alone (`votes` says how many views voted).
+
+Per point: the label with the most votes (ties: the smallest ID), its share of the votes as
+confidence, and the number of views that voted. Votes are accumulated sparsely as (point, label)
+keys merged every few views, so memory grows with the distinct (point, label) pairs, never with
+the number of views.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lift3d.errors import InputError
+from lift3d.recon.geometry import project
+from lift3d.recon.scene import Frame
+
+logger = logging.getLogger(__name__)
+
+# (point, label) vote keys pack the point index above the label bits; labels are int32 >= 0
+_LABEL_BITS = 31
+
+
+@dataclass
+class PointLabels:
+    """The outcome of voting label maps onto P points (or splats)."""
+
+    label: np.ndarray
+    """[P] int32 winning instance ID, 0 = unlabeled (no view voted)."""
+    confidence: np.ndarray
+    """[P] float32 share of the votes (or weights) won by `label`, 0 where unlabeled."""
+    votes: np.ndarray
+    """[P] int32 number of views that voted for the point (any label)."""
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+def read_mesh_vertices(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The vertices of a mesh PLY (ScanNet `*_vh_clean_2.ply`) and their colours.
+
+    Args:
+        path: a PLY file with a `vertex` element holding x, y, z (and usually red, green, blue).
+
+    Returns:
+        xyz: [P, 3] float32 metres, in the mesh's frame (ScanNet: the scan's world frame).
+        rgb: [P, 3] uint8 colours; mid grey when the file has none.
+
+    Raises:
+        InputError: the file is missing, not a PLY, or its vertices lack x, y or z.
+    """
+    from lift3d.export import ply_vertex_fields, read_ply
+
+    path = Path(path)
+    data = ply_vertex_fields(read_ply(path), path, ("x", "y", "z"), "mesh vertices need x, y, z")
+    xyz = np.stack([data["x"], data["y"], data["z"]], axis=-1).astype(np.float32)
+    names = data.dtype.names
+    if all(c in names for c in ("red", "green", "blue")):
+        rgb = np.stack([data["red"], data["green"], data["blue"]], axis=-1)
+        if rgb.dtype != np.uint8:
+            # float colours in [0, 1] are the other convention found in the wild
+            rgb = np.clip(rgb * 255.0 if rgb.dtype.kind == "f" else rgb, 0, 255).round()
+        rgb = rgb.astype(np.uint8)
+    else:
+        logger.info("%s: vertices have no colours; using grey", path)
+        rgb = np.full((len(xyz), 3), 128, np.uint8)
+    return xyz, rgb
+
+
+def _voxel_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
+    """[M] int64 key of each point's voxel on the fixed grid with a corner at the origin."""
+    ijk = np.floor(xyz / voxel_size).astype(np.int64) + (1 << 20)
+    if (ijk < 0).any() or (ijk >= 1 << 21).any():
+        raise InputError(None, f"points lie more than {(1 << 20) * voxel_size:.0f} m from the origin for voxel {voxel_size}")
+    return (ijk[:, 0] << 42) | (ijk[:, 1] << 21) | ijk[:, 2]
+
+
+def _merge_voxels(keys: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum the rows of `sums` [M, 6] and `counts` [M] that share a voxel key."""
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    out = np.stack([np.bincount(inverse, weights=sums[:, c], minlength=len(uniq)) for c in range(sums.shape[1])], axis=1)
+    return uniq, out, np.bincount(inverse, weights=counts, minlength=len(uniq))
+
+
+def fuse_pointmaps(
+    frames: Iterable[Frame],
+    *,
+    voxel_size: float = 0.02,
+    chunk_frames: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The scene's point set when it has no mesh: every valid pointmap point, on a voxel grid.
+
+    Each voxel of the fixed grid (a corner at the world origin, edge `voxel_size`) holding at least
+    one point becomes one point at the mean position and colour of its points. Frames are
+    reduced a chunk at a time into per-voxel sums and counts, so memory is bounded by the number
+    of occupied voxels, and the result is exactly that of downsampling all points at once, in
+    whatever order or chunks the frames come (open3d's `voxel_down_sample` places its grid at
+    each cloud's own minimum corner, so downsampling chunks with it and then again is not).
+
+    Args:
+        frames: views with `pointmap`, `valid` and `image` at the same size.
+        voxel_size: voxel edge in metres.
+        chunk_frames: frames reduced together (more: fewer merges, more memory).
+
+    Returns:
+        xyz: [P, 3] float32 world points, sorted by voxel.
+        rgb: [P, 3] uint8 mean colours.
+
+    Raises:
+        InputError: a non-positive voxel size, a frame without a pointmap, or no valid point.
+    """
+    if not voxel_size > 0:
+        raise InputError(None, f"voxel_size must be positive (metres), got {voxel_size}")
+    keys = np.zeros(0, np.int64)
+    sums = np.zeros((0, 6), np.float64)
+    counts = np.zeros(0, np.float64)
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        nonlocal keys, sums, counts
+        if not pending:
+            return
+        block = np.concatenate(pending)
+        pending.clear()
+        keys, sums, counts = _merge_voxels(
+            np.concatenate([keys, _voxel_keys(block[:, :3], voxel_size)]),
+            np.concatenate([sums, block]),
+            np.concatenate([counts, np.ones(len(block))]),
+        )
+
+    for n, frame in enumerate(frames, start=1):
+        if frame.pointmap is None or frame.valid is None:
+            raise InputError(None, f"frame {frame.name} has no pointmap: fusing points needs geometry (depth + poses or MASt3R)")
+        valid = frame.valid & np.isfinite(frame.pointmap).all(axis=-1)
+        pending.append(np.concatenate([frame.pointmap[valid], frame.image[valid]], axis=1).astype(np.float64))
+        if n % chunk_frames == 0:
+            flush()
+    flush()
+    if not len(keys):
+        raise InputError(None, "no valid pointmap point in any frame: nothing to fuse")
+    mean = sums / counts[:, None]
+    return mean[:, :3].astype(np.float32), np.clip(mean[:, 3:].round(), 0, 255).astype(np.uint8)
+
+
+def _fuse_pointmaps_reference(frames: Iterable[Frame], *, voxel_size: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+    """Pure-Python twin of `fuse_pointmaps`: a dict from voxel index to point and colour sums."""
+    cells: dict[tuple[int, int, int], list[float]] = {}
+    for frame in frames:
+        for p, c in zip(frame.pointmap[frame.valid], frame.image[frame.valid]):
+            cell = cells.setdefault(tuple(int(k) for k in np.floor(p.astype(np.float64) / voxel_size)), [0.0] * 7)
+            for k in range(3):
+                cell[k] += float(p[k])
+                cell[3 + k] += float(c[k])
+            cell[6] += 1
+    order = sorted(cells)
+    acc = np.array([cells[k] for k in order], np.float64).reshape(-1, 7)
+    mean = acc[:, :6] / acc[:, 6:]
+    return mean[:, :3].astype(np.float32), np.clip(mean[:, 3:].round(), 0, 255).astype(np.uint8)
+
+
+def _frame_depth(frame: Frame) -> np.ndarray:
+    """[H, W] depth along the optical axis: the frame's depth, else its pointmap's camera z."""
+    if frame.depth is not None:
+        return frame.depth
+    if frame.pointmap is not None and frame.valid is not None:
+        T = np.asarray(frame.T_world_camera, np.float64)
+        z = (frame.pointmap.astype(np.float64) - T[:3, 3]) @ T[:3, 2]
+        return np.where(frame.valid, z, 0).astype(np.float32)
+    raise InputError(None, f"frame {frame.name} has neither depth nor a pointmap: visibility cannot be tested")
+
+
+def _check_view(frame: Frame, label_map: np.ndarray, *, need_depth: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    """(depth [H, W] or None, label map [H, W] int64) of one view, checked against each other."""
+    if frame.T_world_camera is None:
+        raise InputError(None, f"frame {frame.name} has no camera pose: points cannot be projected into it")
+    depth = _frame_depth(frame) if need_depth else None
+    expected = depth.shape if depth is not None else (frame.size[1], frame.size[0])
+    label_map = np.asarray(label_map)
+    if label_map.shape != expected:
+        raise InputError(
+            None, f"label map of frame {frame.name} is {list(label_map.shape)} (H, W), the frame is {list(expected)}: they must match"
+        )
+    if label_map.dtype.kind not in "iu":
+        raise InputError(None, f"label map of frame {frame.name} must be integer, got {label_map.dtype}")
+    if label_map.size and (label_map.min() < 0 or label_map.max() >= 1 << _LABEL_BITS):
+        raise InputError(None, f"label map of frame {frame.name} holds IDs outside 0..2^31-1")
+    return depth, label_map.astype(np.int64, copy=False)
+
+
+def _views(
+    frames: Iterable[Frame], label_maps: Iterable[np.ndarray], *, need_depth: bool = True
+) -> Iterator[tuple[Frame, np.ndarray | None, np.ndarray]]:
+    """(frame, depth, label map) per view; an error when the two sequences differ in length."""
+    frames_it, maps_it = iter(frames), iter(label_maps)
+    n = 0
+    end = object()
+    while True:
+        frame, label_map = next(frames_it, end), next(maps_it, end)
+        if frame is end and label_map is end:
+            return
+        if frame is end or label_map is end:
+            more = "label maps" if frame is end else "frames"
+            raise InputError(None, f"frames and label maps differ in number: more {more} than the first {n}")
+        n += 1
+        depth, labels = _check_view(frame, label_map, need_depth=need_depth)
+        yield frame, depth, labels
+
+
+def _check_points(points_world: np.ndarray) -> np.ndarray:
+    points_world = np.asarray(points_world)
+    if points_world.ndim != 2 or points_world.shape[1] != 3:
+        raise InputError(None, f"points_world must have shape [P, 3], got {list(points_world.shape)}")
+    return points_world
+
+
+def _view_votes(
+    points_world: np.ndarray,  # [P, 3]
+    finite: np.ndarray,  # [P] bool
+    frame: Frame,
+    depth: np.ndarray,  # [H, W]
+    labels: np.ndarray,  # [H, W] int64
+    depth_tol: float,
+    depth_tol_rel: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(point index [M] int64, label [M] int64) of the points this view sees on labeled pixels."""
+    H, W = depth.shape
+    uv, z = project(points_world, frame.K, frame.T_world_camera)
+    with np.errstate(invalid="ignore"):
+        u = np.rint(uv[:, 0])
+        v = np.rint(uv[:, 1])
+        inside = finite & (z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    idx = np.flatnonzero(inside)
+    pix = v[idx].astype(np.int64) * W + u[idx].astype(np.int64)
+    d = depth.reshape(-1)[pix]
+    lab = labels.reshape(-1)[pix]
+    seen = (d > 0) & (np.abs(z[idx] - d) <= depth_tol + depth_tol_rel * d) & (lab > 0)
+    return idx[seen], lab[seen]
+
+
+def _merge_votes(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum `counts` over equal `keys`; returns sorted unique keys and their totals."""
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    return uniq, np.bincount(inverse, weights=counts, minlength=len(uniq)).astype(np.int64)
+
+
+def _decide(num_points: int, keys: np.ndarray, counts: np.ndarray) -> PointLabels:
+    """Per point: the label with the most votes (ties: smallest), its share, and the vote count."""
+    points = keys >> _LABEL_BITS
+    labels = keys & ((1 << _LABEL_BITS) - 1)
+    order = np.lexsort((labels, -counts, points))
+    first = order[np.unique(points[order], return_index=True)[1]]
+    total = np.bincount(points, weights=counts, minlength=num_points)
+    label = np.zeros(num_points, np.int32)
+    confidence = np.zeros(num_points, np.float32)
+    label[points[first]] = labels[first]
+    confidence[points[first]] = counts[first] / total[points[first]]
+    return PointLabels(label=label, confidence=confidence, votes=total.astype(np.int32))
+
+
+def drop_small_instances(result: PointLabels, min_instance_points: int) -> PointLabels:
+    """Unlabel (label 0, confidence 0) the points of instances holding fewer than `min_instance_points`."""
+    if min_instance_points <= 1:
+        return result
+    sizes = np.bincount(result.label)
+    small = sizes[result.label] < min_instance_points
+    small &= result.label > 0
+    label = np.where(small, 0, result.label).astype(np.int32)
+    confidence = np.where(small, 0, result.confidence).astype(np.float32)
+    return PointLabels(label=label, confidence=confidence, votes=result.votes)
+
+
+def lift_to_points(
+    points_world: np.ndarray,  # [P, 3] float32 metres, world frame
+    frames: Iterable[Frame],
+    label_maps: Iterable[np.ndarray],  # each [H, W] int, 0 = unlabeled
+    *,
+    depth_tol: float = 0.05,
+    depth_tol_rel: float = 0.01,
+    min_instance_points: int = 0,
+    chunk_views: int = 32,
+) -> PointLabels:
+    """Vote each view's labels onto the points it sees (see the module docstring).
+
+    Args:
+        points_world: [P, 3] points in the world frame of the frames' poses.
+        frames: views with `K`, `T_world_camera` and `depth` (or a pointmap, whose camera z is
+            used as depth) at the label maps' size. Consumed once, in step with `label_maps`.
+        label_maps: one [H, W] integer map per frame, 0 = unlabeled (casts no vote).
+        depth_tol: absolute visibility tolerance in metres.
+        depth_tol_rel: tolerance growing with depth (fraction of the view's depth), for sensor
+            noise that grows with distance.
+        min_instance_points: instances won by fewer points are unlabeled (0: keep all).
+        chunk_views: views whose votes are merged together (memory vs. merge count).
+
+    Returns:
+        PointLabels with label, confidence and votes per point.
+
+    Raises:
+        InputError: points not [P, 3], frames and label maps of different counts or sizes, a
+            frame without pose or depth, negative label IDs.
+    """
+    points_world = _check_points(points_world)
+    finite = np.isfinite(points_world).all(axis=1)
+    P = len(points_world)
+    if P >= 1 << (63 - _LABEL_BITS):
+        raise InputError(None, f"too many points ({P}) for one call; split them")
+    keys = np.zeros(0, np.int64)
+    counts = np.zeros(0, np.int64)
+    pending: list[np.ndarray] = []
+    for n, (frame, depth, labels) in enumerate(_views(frames, label_maps), start=1):
+        idx, lab = _view_votes(points_world, finite, frame, depth, labels, depth_tol, depth_tol_rel)
+        pending.append((idx << _LABEL_BITS) | lab)
+        if n % chunk_views == 0:
+            keys, counts = _merge_votes(np.concatenate([keys, *pending]), np.concatenate([counts, *(np.ones(len(k), np.int64) for k in pending)]))
+            pending.clear()
+    if pending:
+        keys, counts = _merge_votes(np.concatenate([keys, *pending]), np.concatenate([counts, *(np.ones(len(k), np.int64) for k in pending)]))
+    result = _decide(P, keys, counts)
+    return drop_small_instances(result, min_instance_points)
+
+
+def _lift_to_points_reference(
+    points_world: np.ndarray,  # [P, 3]
+    frames: Iterable[Frame],
+    label_maps: Iterable[np.ndarray],
+    *,
+    depth_tol: float = 0.05,
+    depth_tol_rel: float = 0.01,
+    min_instance_points: int = 0,
+) -> PointLabels:
+    """Pure-Python twin of `lift_to_points`: one point at a time, votes counted in dicts."""
+    P = len(points_world)
+    votes: list[dict[int, int]] = [{} for _ in range(P)]
+    for frame, label_map in zip(frames, label_maps, strict=True):
+        depth = _frame_depth(frame)
+        H, W = depth.shape
+        K = np.asarray(frame.K, np.float64)
+        T = np.asarray(frame.T_world_camera, np.float64)
+        R_cw, t_wc = T[:3, :3].T, T[:3, 3]
+        for i in range(P):
+            p = np.asarray(points_world[i], np.float64)
+            if not np.isfinite(p).all():
+                continue
+            x, y, z = R_cw @ (p - t_wc)
+            if z <= 1e-9:
+                continue
+            # rounded from float32 as `project` returns pixels, so both agree at half-pixel ties
+            xn, yn = x / z, y / z
+            u = round(float(np.float32(K[0, 0] * xn + K[0, 1] * yn + K[0, 2])))
+            v = round(float(np.float32(K[1, 1] * yn + K[1, 2])))
+            if not (0 <= u < W and 0 <= v < H):
+                continue
+            d = float(depth[v, u])
+            lab = int(label_map[v, u])
+            # float32 z, as `project` returns it, so both agree on points exactly at the tolerance
+            if d > 0 and lab > 0 and abs(float(np.float32(z)) - d) <= depth_tol + depth_tol_rel * d:
+                votes[i][lab] = votes[i].get(lab, 0) + 1
+    label = np.zeros(P, np.int32)
+    confidence = np.zeros(P, np.float32)
+    total = np.zeros(P, np.int32)
+    for i, counts in enumerate(votes):
+        if counts:
+            best = min(counts, key=lambda k: (-counts[k], k))
+            total[i] = sum(counts.values())
+            label[i] = best
+            confidence[i] = counts[best] / total[i]
+    return drop_small_instances(PointLabels(label=label, confidence=confidence, votes=total), min_instance_points)

@@ -1,0 +1,270 @@
+"""Voting label maps onto 3D points: exact small cases, the reference twin, the synthetic scan."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lift3d.errors import InputError
+from lift3d.points import (
+    PointLabels,
+    _fuse_pointmaps_reference,
+    _lift_to_points_reference,
+    fuse_pointmaps,
+    lift_to_points,
+    read_mesh_vertices,
+)
+from lift3d.recon.geometry import backproject
+from lift3d.recon.scene import Frame
+
+K5 = np.array([[5.0, 0, 2], [0, 5.0, 2], [0, 0, 1]], np.float32)
+# camera B sits at z = 6 looking back down -z (180 degrees about y)
+T_A = np.eye(4, dtype=np.float32)
+T_B = np.array([[-1, 0, 0, 0], [0, 1, 0, 0], [0, 0, -1, 6], [0, 0, 0, 1]], np.float32)
+
+# p0 on A's wall, p1 behind it (B's wall), p2 on A's wall off-centre, p3 outside A, p4 behind A
+POINTS = np.array([[0, 0, 2], [0, 0, 4], [0.8, 0, 2], [5, 0, 2], [0, 0, -1]], np.float32)
+
+
+def _frame(T: np.ndarray, depth: float = 2.0, name: str = "f") -> Frame:
+    return Frame(name=name, index=0, image=np.zeros((5, 5, 3), np.uint8), K=K5, T_world_camera=T,
+                 depth=np.full((5, 5), depth, np.float32))
+
+
+def _labels(fill: int, **pixels: int) -> np.ndarray:
+    """A 5x5 label map filled with `fill`, with `u{u}v{v}=label` overrides."""
+    lab = np.full((5, 5), fill, np.int32)
+    for key, value in pixels.items():
+        u, v = key[1:].split("v")
+        lab[int(v), int(u)] = value
+    return lab
+
+
+def _two_views():
+    return [_frame(T_A), _frame(T_B)], [_labels(1, u4v2=2), _labels(3)]
+
+
+def test_occluded_point_gets_no_vote_from_the_view_hiding_it():
+    frames, maps = _two_views()
+    out = lift_to_points(POINTS, frames, maps)
+    assert isinstance(out, PointLabels) and len(out) == 5
+    # p0: seen by A only (B's wall hides it); p1: seen by B only; p2: A only; p3, p4: nobody
+    assert out.label.tolist() == [1, 3, 2, 0, 0]
+    assert out.votes.tolist() == [1, 1, 1, 0, 0]
+    assert out.confidence.tolist() == [1, 1, 1, 0, 0]
+    assert out.label.dtype == np.int32 and out.confidence.dtype == np.float32 and out.votes.dtype == np.int32
+
+
+def test_shares_ties_and_unlabeled_pixels():
+    frames = [_frame(T_A, name=str(i)) for i in range(5)]
+    # p0 sits on pixel (2, 2): votes 1, 5, 5, and an unlabeled pixel that casts no vote
+    maps = [_labels(1), _labels(1, u2v2=5), _labels(1, u2v2=5), _labels(1, u2v2=0), _labels(9, u2v2=0)]
+    out = lift_to_points(POINTS[:1], frames, maps)
+    assert out.label[0] == 5 and out.votes[0] == 3
+    np.testing.assert_allclose(out.confidence[0], 2 / 3, rtol=1e-6)
+    tie = lift_to_points(POINTS[:1], frames[:2], maps[:2])
+    assert tie.label[0] == 1 and tie.confidence[0] == 0.5  # ties go to the smallest ID
+
+
+def test_depth_tolerance_absolute_and_relative():
+    frame = _frame(T_A, depth=2.0)
+    # default tolerance at 2 m: 0.05 + 0.01 * 2 = 0.07 m
+    near = np.array([[0, 0, 2.06], [0, 0, 2.09], [0, 0, 1.91]], np.float32)
+    assert lift_to_points(near, [frame], [_labels(1)]).label.tolist() == [1, 0, 0]
+    assert lift_to_points(near, [frame], [_labels(1)], depth_tol_rel=0.03).label.tolist() == [1, 1, 1]
+    assert lift_to_points(near, [frame], [_labels(1)], depth_tol=0.0, depth_tol_rel=0.0).label.tolist() == [0, 0, 0]
+
+
+def test_missing_depth_casts_no_vote_and_pointmap_stands_in_for_depth():
+    frame = _frame(T_A)
+    frame.depth[2, 2] = 0
+    assert lift_to_points(POINTS[:1], [frame], [_labels(4)]).label[0] == 0
+    # a MASt3R-style frame: no depth, a pointmap instead
+    depth = np.full((5, 5), 2.0, np.float32)
+    pointmap, valid = backproject(depth, K5, T_B)
+    frame = Frame(name="m", index=0, image=np.zeros((5, 5, 3), np.uint8), K=K5, T_world_camera=T_B,
+                  pointmap=pointmap, valid=valid)
+    assert lift_to_points(POINTS[:2], [frame], [_labels(7)]).label.tolist() == [0, 7]
+
+
+def test_min_instance_points_drops_small_instances():
+    frames, maps = _two_views()
+    out = lift_to_points(POINTS[:3], frames, maps, min_instance_points=2)
+    assert out.label.tolist() == [0, 0, 0]  # three instances of one point each
+    both = lift_to_points(POINTS[[0, 2]], [frames[0]], [_labels(1)], min_instance_points=2)
+    assert both.label.tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("chunk_views", [1, 3, 32])
+def test_fast_matches_reference_on_random_views(chunk_views):
+    rng = np.random.default_rng(chunk_views)
+    points = rng.uniform([-1, -1, 1], [1, 1, 4], (300, 3)).astype(np.float32)
+    points[:5] = np.nan
+    frames, maps = [], []
+    for i in range(6):
+        T = np.eye(4, dtype=np.float32)
+        T[:3, 3] = rng.uniform(-0.2, 0.2, 3)
+        # depth maps built from a subset of the points, so some points are seen and others hidden
+        depth = rng.uniform(1.5, 3.5, (5, 5)).astype(np.float32)
+        depth[rng.random((5, 5)) < 0.1] = 0
+        frames.append(_frame(T, name=str(i)))
+        frames[-1].depth = depth
+        maps.append(rng.integers(0, 4, (5, 5)).astype(np.int32))
+    kwargs = dict(depth_tol=0.4, depth_tol_rel=0.1, min_instance_points=3)
+    fast = lift_to_points(points, frames, maps, chunk_views=chunk_views, **kwargs)
+    ref = _lift_to_points_reference(points, frames, maps, **kwargs)
+    assert fast.votes.sum() > 50  # the case exercises voting, occlusion and ties
+    np.testing.assert_array_equal(fast.label, ref.label)
+    np.testing.assert_array_equal(fast.votes, ref.votes)
+    np.testing.assert_allclose(fast.confidence, ref.confidence, rtol=1e-6)
+
+
+def _gt_vertex_instances(scene_dir) -> np.ndarray:
+    """Synthetic scan GT per vertex: segments 0-2 are floor and walls, segment k + 2 is object k."""
+    seg = np.array(json.loads((scene_dir / f"{scene_dir.name}_vh_clean_2.0.010000.segs.json").read_text())["segIndices"])
+    return np.where(seg >= 3, seg - 2, 0)
+
+
+def test_gt_label_maps_lift_onto_the_gt_mesh_instances(synthetic_scene_dir, synthetic_gt):
+    from lift3d.recon import load_scene
+
+    scene = load_scene(synthetic_scene_dir)
+    xyz, rgb = read_mesh_vertices(scene.mesh_path)
+    frames = list(scene)
+    out = lift_to_points(xyz, frames, list(synthetic_gt))
+    gt = _gt_vertex_instances(synthetic_scene_dir)
+    seen = (out.votes > 0) & (gt > 0)
+    assert seen.sum() > 0.6 * (gt > 0).sum()
+    assert (out.label[seen] == gt[seen]).mean() > 0.99
+    assert (out.label[gt == 0] > 0).mean() < 0.02  # floor and walls stay (almost) unlabeled
+    ref = _lift_to_points_reference(xyz, frames[:3], list(synthetic_gt[:3]))
+    fast = lift_to_points(xyz, frames[:3], list(synthetic_gt[:3]))
+    np.testing.assert_array_equal(fast.label, ref.label)
+    np.testing.assert_array_equal(fast.votes, ref.votes)
+
+
+def test_bad_inputs_raise_input_errors():
+    frames, maps = _two_views()
+    with pytest.raises(InputError, match=r"\[P, 3\]"):
+        lift_to_points(POINTS[:, :2], frames, maps)
+    with pytest.raises(InputError, match="differ in number"):
+        lift_to_points(POINTS, frames, maps[:1])
+    with pytest.raises(InputError, match="differ in number"):
+        lift_to_points(POINTS, frames[:1], maps)
+    with pytest.raises(InputError, match="must match"):
+        lift_to_points(POINTS, frames, [np.zeros((4, 5), np.int32)] * 2)
+    with pytest.raises(InputError, match="integer"):
+        lift_to_points(POINTS, frames, [m.astype(np.float32) for m in maps])
+    with pytest.raises(InputError, match="outside"):
+        lift_to_points(POINTS, frames, [m - 2 for m in maps])
+    no_pose = _frame(T_A)
+    no_pose.T_world_camera = None
+    with pytest.raises(InputError, match="no camera pose"):
+        lift_to_points(POINTS, [no_pose], maps[:1])
+    no_depth = _frame(T_A)
+    no_depth.depth = None
+    with pytest.raises(InputError, match="neither depth nor a pointmap"):
+        lift_to_points(POINTS, [no_depth], maps[:1])
+
+
+def test_empty_inputs_give_unlabeled_points():
+    out = lift_to_points(POINTS, [], [])
+    assert out.label.tolist() == [0] * 5 and out.votes.tolist() == [0] * 5
+    assert len(lift_to_points(np.zeros((0, 3), np.float32), *_two_views())) == 0
+
+
+# --- mesh vertices ---------------------------------------------------------------------------------
+
+
+def _write_vertex_ply(path, fields: dict[str, tuple[str, np.ndarray]]):
+    from plyfile import PlyData, PlyElement
+
+    n = len(next(iter(fields.values()))[1])
+    data = np.empty(n, dtype=[(k, t) for k, (t, _) in fields.items()])
+    for k, (_, v) in fields.items():
+        data[k] = v
+    PlyData([PlyElement.describe(data, "vertex")], text=False).write(str(path))
+
+
+def test_read_mesh_vertices_with_and_without_colours(tmp_path):
+    xyz = np.arange(12, dtype=np.float32).reshape(4, 3)
+    rgb = np.arange(12, dtype=np.uint8).reshape(4, 3) * 20
+    _write_vertex_ply(tmp_path / "m.ply", {
+        "x": ("<f4", xyz[:, 0]), "y": ("<f4", xyz[:, 1]), "z": ("<f4", xyz[:, 2]),
+        "red": ("u1", rgb[:, 0]), "green": ("u1", rgb[:, 1]), "blue": ("u1", rgb[:, 2]), "alpha": ("u1", rgb[:, 0]),
+    })
+    got_xyz, got_rgb = read_mesh_vertices(tmp_path / "m.ply")
+    np.testing.assert_array_equal(got_xyz, xyz)
+    np.testing.assert_array_equal(got_rgb, rgb)
+    assert got_xyz.dtype == np.float32 and got_rgb.dtype == np.uint8
+    _write_vertex_ply(tmp_path / "plain.ply", {"x": ("<f8", xyz[:, 0]), "y": ("<f8", xyz[:, 1]), "z": ("<f8", xyz[:, 2])})
+    got_xyz, got_rgb = read_mesh_vertices(tmp_path / "plain.ply")
+    assert got_xyz.dtype == np.float32 and (got_rgb == 128).all() and got_rgb.shape == (4, 3)
+
+
+def test_read_mesh_vertices_bad_files(tmp_path):
+    (tmp_path / "text.ply").write_text("solid cube\nfacet normal 0 0 1\n")
+    with pytest.raises(InputError, match="not a readable PLY") as err:
+        read_mesh_vertices(tmp_path / "text.ply")
+    assert err.value.path == tmp_path / "text.ply"
+    with pytest.raises(InputError, match="not found"):
+        read_mesh_vertices(tmp_path / "missing.ply")
+    _write_vertex_ply(tmp_path / "flat.ply", {"x": ("<f4", np.zeros(3)), "y": ("<f4", np.zeros(3))})
+    with pytest.raises(InputError, match="missing: z"):
+        read_mesh_vertices(tmp_path / "flat.ply")
+
+
+def test_read_scannet_mesh(shared_data):
+    xyz, rgb = read_mesh_vertices(shared_data / "scannet/scene0000_00/scene0000_00_vh_clean_2.ply")
+    assert xyz.shape == (81369, 3) and rgb.shape == (81369, 3)
+    assert np.isfinite(xyz).all() and rgb.std() > 10
+
+
+# --- fused pointmaps -------------------------------------------------------------------------------
+
+
+def _pointmap_frames(n: int, seed: int = 0) -> list[Frame]:
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):
+        T = np.eye(4, dtype=np.float32)
+        T[:3, 3] = rng.uniform(-0.3, 0.3, 3)
+        depth = rng.uniform(1, 2, (6, 8)).astype(np.float32)
+        depth[rng.random((6, 8)) < 0.2] = 0
+        K = np.array([[6.0, 0, 3.5], [0, 6.0, 2.5], [0, 0, 1]], np.float32)
+        pointmap, valid = backproject(depth, K, T)
+        frames.append(Frame(name=str(i), index=i, image=rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), K=K,
+                            T_world_camera=T, depth=depth, pointmap=pointmap, valid=valid))
+    return frames
+
+
+def test_fuse_pointmaps_matches_reference_whatever_the_chunking():
+    frames = _pointmap_frames(5)
+    ref_xyz, ref_rgb = _fuse_pointmaps_reference(frames, voxel_size=0.1)
+    for chunk in (1, 2, 16):
+        xyz, rgb = fuse_pointmaps(iter(frames), voxel_size=0.1, chunk_frames=chunk)
+        assert xyz.dtype == np.float32 and rgb.dtype == np.uint8 and xyz.shape == ref_xyz.shape
+        np.testing.assert_allclose(xyz, ref_xyz, atol=1e-6)
+        assert np.abs(rgb.astype(int) - ref_rgb).max() <= 1  # .5 colours may round either way
+    n_valid = sum(int(f.valid.sum()) for f in frames)
+    assert 0 < len(ref_xyz) < n_valid
+
+
+def test_fuse_pointmaps_one_point_per_voxel():
+    xyz, _ = fuse_pointmaps(_pointmap_frames(3), voxel_size=0.05)
+    cells = np.floor(xyz / 0.05).astype(np.int64)
+    assert len(np.unique(cells, axis=0)) == len(xyz)
+
+
+def test_fuse_pointmaps_bad_inputs():
+    frames = _pointmap_frames(1)
+    with pytest.raises(InputError, match="voxel_size"):
+        fuse_pointmaps(frames, voxel_size=0)
+    bare = Frame(name="b", index=0, image=np.zeros((6, 8, 3), np.uint8), K=frames[0].K)
+    with pytest.raises(InputError, match="no pointmap"):
+        fuse_pointmaps([bare])
+    frames[0].valid[:] = False
+    with pytest.raises(InputError, match="no valid pointmap point"):
+        fuse_pointmaps(frames)
