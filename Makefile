@@ -21,7 +21,7 @@ sysdeps:
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q -e '.[dev,sam2]'
 	@touch $(STAMP)
 
 demo: sysdeps $(STAMP)

@@ -28,12 +28,17 @@ class SegmentConfig:
     """Frame subset as START:STOP:STEP (Python slice over the scene's frames)."""
     max_frames: int | None = None
     """Keep at most this many frames (evenly spaced) after --frames."""
-    segmenter: Literal["classical", "sam"] = "classical"
-    """2D segmenter: the weight-free classical one (default) or SAM (needs --sam-checkpoint)."""
+    segmenter: Literal["classical", "sam", "sam2"] = "classical"
+    """2D segmenter: the weight-free classical one (default), SAM or SAM 2 (need --sam-checkpoint)."""
     sam_checkpoint: Path | None = None
-    """SAM checkpoint (.pth state dict) for --segmenter sam."""
+    """SAM / SAM 2 checkpoint (.pth) for --segmenter sam|sam2."""
     sam_model: Literal["vit_h", "vit_l", "vit_b"] = "vit_h"
     """SAM architecture of the checkpoint."""
+    sam2_model: Literal[
+        "sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l",
+        "sam2_hiera_t", "sam2_hiera_s", "sam2_hiera_b+", "sam2_hiera_l",
+    ] = "sam2.1_hiera_l"
+    """SAM 2 architecture of the checkpoint (pip install 'lift3d[sam2]')."""
     recon: Literal["auto", "depth", "mast3r"] = "auto"
     """Geometry: sensor depth + poses, or MASt3R for image-only scenes; auto picks depth when present."""
     matches: Literal["auto", "reprojection", "mast3r"] = "auto"

@@ -129,13 +129,19 @@ def build_segmenter(cfg: SegmentConfig):
     if cfg.segmenter == "classical":
         from lift3d.consistency.classical import ClassicalSegmenter
 
-        return ClassicalSegmenter(), {"segmenter": "classical"}
+        seg = ClassicalSegmenter()
+        return seg, seg.describe()
     if cfg.sam_checkpoint is None:
-        raise InputError(None, "--segmenter sam needs --sam-checkpoint PATH (SAM weights cannot be downloaded by lift3d)")
+        raise InputError(None, f"--segmenter {cfg.segmenter} needs --sam-checkpoint PATH (weights cannot be downloaded by lift3d)")
+    if cfg.segmenter == "sam2":
+        from lift3d.consistency.sam2 import Sam2Segmenter
+
+        seg = Sam2Segmenter(cfg.sam_checkpoint, model=cfg.sam2_model, device=resolve_device(cfg.device))
+        return seg, seg.describe()
     from lift3d.consistency.sam import SamSegmenter
 
     seg = SamSegmenter(cfg.sam_checkpoint, model=cfg.sam_model, device=resolve_device(cfg.device))
-    return seg, {"segmenter": f"sam {cfg.sam_model}"}
+    return seg, seg.describe()
 
 
 def _out_dir(cfg: SegmentConfig, scene: Scene) -> Path:
@@ -300,7 +306,8 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
     if segmenter is None:
         segmenter, seg_info = build_segmenter(cfg)
     else:
-        seg_info = {"segmenter": getattr(segmenter, "name", type(segmenter).__name__)}
+        describe = getattr(segmenter, "describe", None)
+        seg_info = describe() if callable(describe) else {"segmenter": getattr(segmenter, "name", type(segmenter).__name__)}
     backends.update(seg_info)
     logger.info("%s: %d frames at %dx%d, %s", scene.name, len(scene), *scene.size, ", ".join(f"{k}={v}" for k, v in backends.items()))
     track = run_tracking(scene, segmenter, cfg, masks_dir)
@@ -337,12 +344,9 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
 
         write_heatmaps(out / "preview" / "heatmaps", metric.per_pixel, scene.frame_names)
         write_previews(out, scene, masks_dir, baseline_dir=out / "baseline" / "masks" if cfg.baseline else None)
-        try:
-            from lift3d.viewers.render import write_point_renders
+        from lift3d.viewers.render import write_point_renders
 
-            write_point_renders(out / "preview" / "renders", out / "points.ply", out / "cameras.json")
-        except ImportError:
-            pass
+        write_point_renders(out / "preview" / "renders", out / "points.ply", out / "cameras.json")
         t = lap("previews", t)
     timings["total"] = round(time.perf_counter() - t_start, 3)
     metrics["timings"] = timings

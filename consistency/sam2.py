@@ -1,0 +1,347 @@
+"""The SAM 2 backend of the `Segmenter` protocol, on Meta's `sam2` package (optional).
+
+`pip install sam2` (an sdist; set `SAM2_BUILD_CUDA=0` where no CUDA toolkit is installed, the
+image predictor does not need the extension). Models are SAM 2's own hydra configs
+(`SAM2_ARCHS`), optionally with hydra overrides, so a test can build a tiny random model through
+the same path as a user's Hiera-L. Checkpoints (`{"model": state_dict}` as Meta releases them)
+are read with `torch.load(..., map_location="cpu", weights_only=True)` and checked against the
+model before loading; bad files raise `CheckpointError` as the SAM backend does.
+
+Only the image predictor and the automatic mask generator are used: MastSAM does the tracking,
+not SAM 2's video memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lift3d.consistency.sam import (
+    SamAutoConfig,
+    _check_image,
+    _load_failure,
+    _mismatch,
+    _resolve_device,
+    _state_dict_of,
+)
+from lift3d.consistency.segmenter import Masks
+from lift3d.errors import CheckpointError, InputError, NotInstalledError
+
+if TYPE_CHECKING:
+    from sam2.modeling.sam2_base import SAM2Base
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sam2Arch:
+    """A SAM 2 model: one of the `sam2` package's hydra configs, plus overrides."""
+
+    config: str
+    """Config inside the sam2 package, e.g. `configs/sam2.1/sam2.1_hiera_l.yaml`."""
+    overrides: tuple[str, ...] = ()
+    """Hydra overrides (`++model.image_size=256`, ...); empty for the released models."""
+
+
+SAM2_ARCHS: MappingProxyType[str, Sam2Arch] = MappingProxyType(
+    {
+        f"{version}_hiera_{size}": Sam2Arch(f"configs/{version}/{version}_hiera_{size}.yaml")
+        for version in ("sam2.1", "sam2")
+        for size in ("t", "s", "b+", "l")
+    }
+)
+"""The released SAM 2 and SAM 2.1 checkpoints' models."""
+
+# trunk width and block count of the released Hiera sizes, to name a checkpoint of another size
+_HIERA_SIZES = {(96, 12): "t", (96, 16): "s", (112, 24): "b+", (144, 48): "l"}
+
+# what `sam2.build_sam.build_sam2(apply_postprocessing=True)` adds (no effect on the weights)
+_POSTPROCESSING = (
+    "++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true",
+    "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta=0.05",
+    "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh=0.98",
+)
+
+
+@dataclass
+class Sam2AutoConfig(SamAutoConfig):
+    """Parameters of SAM 2's automatic mask generator (`SAM2AutomaticMaskGenerator`)."""
+
+    pred_iou_thresh: float = 0.8
+    """Drop masks whose predicted IoU is below this (SAM 2's default)."""
+    use_m2m: bool = False
+    """Refine each mask once more with its own low-resolution logits as a mask prompt."""
+
+
+def sam2_version() -> str:
+    """The installed sam2 version (for run.json), or 'not installed'."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sam2")
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _import_sam2():
+    try:
+        import sam2  # noqa: F401  (initialises hydra's config search path)
+    except ImportError as e:
+        raise NotInstalledError(
+            "SAM 2 is not installed: SAM2_BUILD_CUDA=0 pip install sam2 (or pip install 'lift3d[sam2]')"
+        ) from e
+
+
+def _resolve_arch(arch: str | Sam2Arch) -> tuple[str, Sam2Arch]:
+    if isinstance(arch, Sam2Arch):
+        return next((k for k, v in SAM2_ARCHS.items() if v == arch), "custom"), arch
+    if arch not in SAM2_ARCHS:
+        raise InputError(None, f"unknown SAM 2 model {arch!r}; expected one of {', '.join(SAM2_ARCHS)}")
+    return arch, SAM2_ARCHS[arch]
+
+
+def build_sam2(arch: str | Sam2Arch) -> SAM2Base:
+    """A randomly initialised SAM 2 of `arch` (a preset name or a `Sam2Arch`), in eval mode, on CPU."""
+    _import_sam2()
+    from hydra import compose
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    _, a = _resolve_arch(arch)
+    cfg = compose(config_name=a.config, overrides=[*_POSTPROCESSING, *a.overrides])
+    OmegaConf.resolve(cfg)
+    return instantiate(cfg.model, _recursive_=True).eval()
+
+
+def load_sam2(checkpoint: str | Path, arch: str | Sam2Arch, *, device: str = "cpu") -> SAM2Base:
+    """SAM 2 of `arch` with the weights of a checkpoint, in eval mode on `device`.
+
+    Raises:
+        CheckpointError: the file is missing, not a readable torch file, not a state dict, or a
+            state dict of another model (the message names the Hiera size it looks like).
+    """
+    import torch
+
+    name, a = _resolve_arch(arch)
+    path = Path(checkpoint)
+    expected = f"a SAM 2 {'' if name == 'custom' else name + ' '}checkpoint"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: SAM 2 checkpoint {'is a folder' if path.is_dir() else 'not found'}; expected {expected}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... on bad files
+        raise CheckpointError(f"{path}: {_load_failure(path, e)}; expected {expected}") from e
+    state = _state_dict_of(obj)
+    if state is None:
+        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors; expected {expected}")
+    # built on CPU, not the meta device: SAM 2's RoPE attention keeps plain tensors outside the
+    # state dict that a meta build would leave empty
+    model = build_sam2(a)
+    reference = model.state_dict()
+    problem = _mismatch(state, reference)
+    if problem:
+        raise CheckpointError(f"{path}: does not fit {expected} ({_describe(reference)}): {problem}; {_looks_like(state)}")
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def _hiera(state: dict) -> tuple[int, int] | None:
+    """(trunk width, trunk blocks) of a SAM 2 state dict, None if it has no Hiera trunk."""
+    w = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    blocks = {int(k.split(".")[3]) for k in state if k.startswith("image_encoder.trunk.blocks.")}
+    return (int(w.shape[0]), len(blocks)) if w is not None and blocks else None
+
+
+def _describe(state: dict) -> str:
+    h = _hiera(state)
+    return "no Hiera trunk" if h is None else f"Hiera width {h[0]}, {h[1]} blocks"
+
+
+def _looks_like(state: dict) -> str:
+    h = _hiera(state)
+    if h is None:
+        return "it does not look like a SAM 2 image encoder at all"
+    size = _HIERA_SIZES.get(h)
+    if size is None:
+        return f"it looks like a SAM 2 ({_describe(state)})"
+    return f"it looks like SAM 2 hiera_{size} ({_describe(state)}): pass the matching sam2.1_hiera_{size} or sam2_hiera_{size} model"
+
+
+class Sam2Segmenter:
+    """SAM 2 (image predictor + automatic generator) behind the `Segmenter` protocol.
+
+    Args:
+        checkpoint: the checkpoint (`sam2.1_hiera_large.pt`, ...).
+        model: preset name (`sam2.1_hiera_l`, ...) or a `Sam2Arch`, matching the checkpoint.
+        device: torch device; `auto` picks CUDA when available, where the networks run under
+            bfloat16 autocast.
+        amg: automatic mask generator parameters for `generate`.
+        multimask: `predict` keeps the best (by predicted IoU) of SAM 2's 3 masks per prompt set.
+        max_batch: `predict` decodes at most this many prompt sets at once.
+    """
+
+    name = "sam2"
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        *,
+        model: str | Sam2Arch = "sam2.1_hiera_l",
+        device: str = "auto",
+        amg: Sam2AutoConfig | None = None,
+        multimask: bool = True,
+        max_batch: int = 64,
+    ):
+        self.device = _resolve_device(device)
+        self.arch_name, self.arch = _resolve_arch(model)
+        self.checkpoint = Path(checkpoint)
+        self.model = load_sam2(checkpoint, self.arch, device=self.device)
+        self.amg = amg or Sam2AutoConfig()
+        self.multimask = multimask
+        self.max_batch = max_batch
+        self.predictor = _make_predictor(self.model, autocast=self.device.startswith("cuda"))
+
+    def describe(self) -> dict:
+        """What made the masks, for run.json."""
+        return {
+            "segmenter": f"sam2 {self.arch_name}",
+            "checkpoint": str(self.checkpoint),
+            "sam2": sam2_version(),
+            "device": self.device,
+            "amg": asdict(self.amg),
+            "multimask": self.multimask,
+        }
+
+    def generate(self, image: np.ndarray, *, geometry: np.ndarray | None = None) -> Masks:
+        """Automatic masks (SAM 2's grid-prompted generator); `geometry` is ignored.
+
+        Returns:
+            Masks with masks [K, H, W] bool and scores [K] float32 (predicted IoU); K may be 0.
+        """
+        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+        _check_image(image)
+        self.predictor.embed(image)
+        generator = SAM2AutomaticMaskGenerator(self.model, **asdict(self.amg))
+        generator.predictor = self.predictor  # reuses the cached embedding of the frame
+        records = generator.generate(image)
+        if not records:
+            return Masks.empty((image.shape[1], image.shape[0]))
+        masks = np.stack([np.asarray(r["segmentation"], bool) for r in records])
+        scores = np.clip([r["predicted_iou"] for r in records], 0, 1).astype(np.float32)
+        return Masks(masks, scores)
+
+    def predict(
+        self,
+        image: np.ndarray,  # [H, W, 3] uint8
+        points: np.ndarray,  # [B, P, 2] float (u, v) pixels
+        point_labels: np.ndarray,  # [B, P] int: 1 foreground, 0 background, -1 padding
+        *,
+        geometry: np.ndarray | None = None,
+    ) -> Masks:
+        """One mask per prompt set, all sets decoded together against the cached embedding.
+
+        Points outside the image are padding; a set without any real point gives an empty mask.
+
+        Returns:
+            Masks with masks [B, H, W] bool at the image size and scores [B] float32.
+        """
+        import torch
+
+        _check_image(image)
+        points = np.asarray(points, dtype=np.float64)
+        labels = np.asarray(point_labels).astype(np.int64)
+        if points.ndim != 3 or points.shape[2] != 2 or labels.shape != points.shape[:2]:
+            raise InputError(
+                None, f"prompts must be points [B, P, 2] and labels [B, P]; got {points.shape} and {labels.shape}"
+            )
+        H, W = image.shape[:2]
+        B = points.shape[0]
+        if B == 0 or points.shape[1] == 0:
+            return Masks(np.zeros((B, H, W), bool), np.zeros((B,), np.float32))
+        inside = np.isfinite(points).all(-1)
+        inside &= (points[..., 0] >= -0.5) & (points[..., 0] < W - 0.5) & (points[..., 1] >= -0.5) & (points[..., 1] < H - 0.5)
+        labels = np.where(inside & np.isin(labels, (0, 1)), labels, -1)
+        points = np.where(inside[..., None], points, 0.0)
+        self.predictor.embed(image)
+        masks = np.zeros((B, H, W), bool)
+        scores = np.zeros((B,), np.float32)
+        for s in range(0, B, self.max_batch):
+            _, coords, lab, _ = self.predictor._prep_prompts(
+                points[s : s + self.max_batch], labels[s : s + self.max_batch], None, None, True
+            )
+            m, iou, _ = self.predictor._predict(coords, lab, multimask_output=self.multimask)
+            best = iou.argmax(dim=1)
+            rows = torch.arange(len(best), device=best.device)
+            masks[s : s + len(best)] = m[rows, best].cpu().numpy()
+            scores[s : s + len(best)] = iou[rows, best].clamp(0, 1).cpu().numpy()
+        empty = ~(labels >= 0).any(1)
+        masks[empty] = False
+        scores[empty] = 0.0
+        return Masks(masks, scores)
+
+
+def _make_predictor(model: SAM2Base, *, autocast: bool):
+    """A `SAM2ImagePredictor` that caches one frame's embedding, works at the model's input size
+    (SAM 2 hard-codes the feature sizes of 1024) and runs under bf16 autocast on CUDA."""
+    import contextlib
+
+    import torch
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    def amp():
+        return torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+
+    class _FramePredictor(SAM2ImagePredictor):
+        def __init__(self, sam: SAM2Base):
+            self._frame: np.ndarray | None = None
+            self._key: tuple | None = None
+            self._state: tuple | None = None
+            super().__init__(sam)
+            s = sam.image_size
+            self._bb_feat_sizes = [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]
+
+        def embed(self, image: np.ndarray) -> None:
+            key = (id(image), image.shape)
+            if self._key == key and self._frame is image:
+                self._restore()
+                return
+            with amp():
+                super().set_image(image)
+            # keep the array so its id cannot be reused by another frame while cached
+            self._frame, self._key = image, key
+            self._state = (self._features, self._orig_hw)
+
+        def set_image(self, image) -> None:
+            f = self._frame
+            same = (
+                isinstance(image, np.ndarray)
+                and f is not None
+                and image.shape == f.shape
+                and image.strides == f.strides
+                and image.__array_interface__["data"][0] == f.__array_interface__["data"][0]
+            )
+            if same:
+                self._restore()
+            else:
+                with amp():
+                    super().set_image(image)
+
+        def _restore(self) -> None:
+            self._features, self._orig_hw = self._state
+            self._is_image_set, self._is_batch = True, False
+
+        @torch.no_grad()
+        def _predict(self, *args, **kwargs):
+            with amp():
+                masks, iou, low = super()._predict(*args, **kwargs)
+            if masks.dtype != torch.bool:
+                masks = masks.float()
+            return masks, iou.float(), low.float()
+
+    return _FramePredictor(model)
