@@ -7,7 +7,8 @@ The format is detected from the folder's content:
 | `color/ depth/ pose/ intrinsic/`                | ScanNet SensReader export |
 | a `*.sens` file (or a folder holding one)       | ScanNet raw `.sens`    |
 | `transforms.json`                               | nerfstudio / instant-ngp |
-| `sparse/` (or `sparse/0/`) + `images/`          | COLMAP model           |
+| `sparse/` (or `sparse/0/`) + `images/`, or a   | COLMAP model           |
+| model folder (`cameras.bin`/`cameras.txt`)      |                        |
 | `*.log` trajectory + `image/` + `depth/`        | Redwood RGB-D          |
 | a video file (`.mp4`, `.avi`, `.mov`, ...)      | video frames           |
 | a folder of images                              | image folder           |
@@ -75,7 +76,7 @@ def detect_format(path: Path) -> str:
         return "sens"
     if (path / "transforms.json").is_file():
         return "nerfstudio"
-    if (path / "sparse").is_dir():
+    if (path / "sparse").is_dir() or any((path / f"cameras{ext}").is_file() for ext in (".bin", ".txt")):
         return "colmap"
     if (path / "image").is_dir() and (path / "depth").is_dir() and (
         list(path.glob("*.log")) or list(path.glob("*/trajectory.log"))

@@ -597,3 +597,16 @@ def test_every_format_is_detected_from_the_folder(shared_data, sens_file, video_
     assert detect_format(shared_data / "icl_livingroom1") == "redwood"
     assert detect_format(shared_data / "photos" / "nle_tower") == "images"
     assert load_scene(tmp_path / "ns" / "transforms.json").kind == "nerfstudio"
+
+
+def test_colmap_model_folder_is_detected_directly(shared_data):
+    """Users often point at the model folder itself (sparse/0), not at the scene above it."""
+    from lift3d.recon import load_scene
+    from lift3d.recon.detect import detect_format
+
+    model = shared_data / "colmap" / "cake" / "sparse"
+    if (model / "0").is_dir():
+        model = model / "0"
+    assert detect_format(model) == "colmap"
+    scene = load_scene(model)
+    assert scene.kind == "colmap" and len(scene) == 8
