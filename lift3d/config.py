@@ -53,6 +53,9 @@ class SegmentConfig:
     """Radius (metres) of the metric H's neighbourhoods."""
     voxel_size: float = 0.02
     """Voxel size (metres) of the fused point cloud when the scene has no mesh."""
+    fill_radius: float = 0.1
+    """Mesh vertices no view saw take the label of the nearest labeled vertex along the mesh
+    surface, up to this many metres (0 disables); they keep confidence 0."""
     min_instance_points: int = 0
     """Drop lifted instances with fewer points than this (0 keeps all)."""
     baseline: bool = False

@@ -383,3 +383,95 @@ def _lift_to_points_reference(
             label[i] = best
             confidence[i] = counts[best] / total[i]
     return drop_small_instances(PointLabels(label=label, confidence=confidence, votes=total), min_instance_points)
+
+
+def read_mesh_faces(path: str | Path) -> np.ndarray:  # -> [F, 3] int64 vertex indices
+    """The triangles of a mesh PLY (`face` element, `vertex_indices`); [0, 3] when it has none."""
+    from lift3d.export import read_ply
+
+    path = Path(path)
+    ply = read_ply(path)
+    if "face" not in [e.name for e in ply.elements]:
+        return np.zeros((0, 3), np.int64)
+    face = ply["face"]
+    key = "vertex_indices" if "vertex_indices" in face.data.dtype.names else face.data.dtype.names[0]
+    rows = face.data[key]
+    try:
+        faces = np.vstack(rows).astype(np.int64) if len(rows) else np.zeros((0, 3), np.int64)
+    except ValueError:
+        raise InputError(path, "mesh faces are not all triangles") from None
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise InputError(path, f"mesh faces must be triangles, found {faces.shape[1]} indices per face")
+    return faces
+
+
+def _mesh_graph(xyz: np.ndarray, faces: np.ndarray):
+    """Sparse [P, P] matrix of mesh edge lengths (metres)."""
+    from scipy.sparse import coo_matrix
+
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    w = np.linalg.norm(xyz[e[:, 0]].astype(np.float64) - xyz[e[:, 1]], axis=1)
+    # a zero-length edge would read as "no edge" in a sparse matrix
+    w = np.maximum(w, 1e-9)
+    n = len(xyz)
+    return coo_matrix((w, (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
+
+
+def fill_unseen(
+    result: PointLabels,
+    xyz: np.ndarray,  # [P, 3] mesh vertices, metres
+    faces: np.ndarray,  # [F, 3] triangles
+    *,
+    radius: float = 0.1,
+) -> tuple[PointLabels, int]:
+    """Label the vertices no view saw from the nearest labeled vertex *along the mesh surface*.
+
+    Vertices under furniture or on backs of objects are never seen by a scan's cameras; they
+    take the label of the labeled vertex nearest along mesh edges (geodesic path length, not
+    straight-line distance, so labels do not jump across gaps between objects), up to `radius`
+    metres. Filled vertices keep confidence 0 and votes 0, so they can be told apart.
+
+    Returns:
+        The completed labels, and how many vertices were filled.
+    """
+    from scipy.sparse.csgraph import dijkstra
+
+    if radius <= 0 or len(faces) == 0:
+        return result, 0
+    have = np.flatnonzero(result.label > 0)
+    if not len(have) or len(have) == len(result.label):
+        return result, 0
+    dist, _, src = dijkstra(_mesh_graph(xyz, faces), directed=False, indices=have, limit=radius,
+                            min_only=True, return_predecessors=True)
+    fill = (result.label == 0) & np.isfinite(dist) & (src >= 0)
+    label = result.label.copy()
+    label[fill] = result.label[src[fill]]
+    return PointLabels(label=label, confidence=result.confidence, votes=result.votes), int(fill.sum())
+
+
+def _fill_unseen_reference(result: PointLabels, xyz: np.ndarray, faces: np.ndarray, *, radius: float = 0.1) -> np.ndarray:
+    """Plain Dijkstra from every labeled vertex (heap, dict adjacency): the label of the nearest."""
+    import heapq
+
+    adj: dict[int, list[tuple[int, float]]] = {}
+    for a, b, c in faces.tolist():
+        for u, v in ((a, b), (b, c), (c, a)):
+            w = max(float(np.linalg.norm(xyz[u].astype(np.float64) - xyz[v])), 1e-9)
+            adj.setdefault(u, []).append((v, w))
+            adj.setdefault(v, []).append((u, w))
+    best = {int(i): (0.0, int(result.label[i])) for i in np.flatnonzero(result.label > 0)}
+    heap = [(0.0, i, lab) for i, (_, lab) in best.items()]
+    heapq.heapify(heap)
+    while heap:
+        d, u, lab = heapq.heappop(heap)
+        if best.get(u, (np.inf,))[0] < d:
+            continue
+        for v, w in adj.get(u, []):
+            nd = d + w
+            if nd <= radius and nd < best.get(v, (np.inf,))[0]:
+                best[v] = (nd, lab)
+                heapq.heappush(heap, (nd, v, lab))
+    out = result.label.copy()
+    for v, (_, lab) in best.items():
+        out[v] = lab
+    return out

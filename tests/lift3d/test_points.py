@@ -268,3 +268,44 @@ def test_fuse_pointmaps_bad_inputs():
     frames[0].valid[:] = False
     with pytest.raises(InputError, match="no valid pointmap point"):
         fuse_pointmaps(frames)
+
+
+def _random_mesh(seed: int, n: int = 60):
+    from scipy.spatial import Delaunay
+
+    rng = np.random.default_rng(seed)
+    uv = rng.random((n, 2))
+    faces = Delaunay(uv).simplices.astype(np.int64)
+    xyz = np.c_[uv, 0.05 * rng.random(n)].astype(np.float32)
+    return xyz, faces, rng
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fill_unseen_matches_the_reference(seed):
+    from lift3d.points import PointLabels, _fill_unseen_reference, fill_unseen
+
+    xyz, faces, rng = _random_mesh(seed)
+    label = np.where(rng.random(len(xyz)) < 0.3, rng.integers(1, 4, len(xyz)), 0).astype(np.int32)
+    conf = (label > 0).astype(np.float32)
+    res = PointLabels(label=label, confidence=conf, votes=(label > 0).astype(np.int32))
+    for radius in (0.05, 0.2, 10.0):
+        filled, n = fill_unseen(res, xyz, faces, radius=radius)
+        ref = _fill_unseen_reference(res, xyz, faces, radius=radius)
+        assert (filled.label == ref).all()
+        assert n == int(((label == 0) & (ref > 0)).sum())
+        assert (filled.confidence == conf).all(), "filled vertices keep confidence 0"
+    # the whole mesh is one component: a large radius labels every vertex
+    assert (fill_unseen(res, xyz, faces, radius=10.0)[0].label > 0).all()
+
+
+def test_fill_unseen_does_not_cross_gaps_between_parts():
+    """Two triangles 1 cm apart but not connected: labels never jump across."""
+    from lift3d.points import PointLabels, fill_unseen
+
+    xyz = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0.01], [1, 0, 0.01], [0, 1, 0.01]], np.float32)
+    faces = np.array([[0, 1, 2], [3, 4, 5]])
+    label = np.array([7, 0, 0, 0, 0, 0], np.int32)
+    res = PointLabels(label=label, confidence=np.zeros(6, np.float32), votes=np.zeros(6, np.int32))
+    filled, n = fill_unseen(res, xyz, faces, radius=5.0)
+    assert filled.label.tolist() == [7, 7, 7, 0, 0, 0] and n == 2
+    assert fill_unseen(res, xyz, faces, radius=0.0)[0] is res
