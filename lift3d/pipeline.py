@@ -61,7 +61,8 @@ def select_frames(scene: Scene, *, frames: str | None, max_frames: int | None) -
         if max_frames <= 0:
             raise InputError(None, f"--max-frames must be positive, got {max_frames}")
         if len(idx) > max_frames:
-            pick = np.linspace(0, len(idx) - 1, max_frames).round().astype(int)
+            # first and last kept; halves round up (not numpy's round-half-to-even)
+            pick = np.floor(np.linspace(0, len(idx) - 1, max_frames) + 0.5).astype(int)
             idx = [idx[k] for k in pick]
     if not idx:
         raise InputError(scene.root, "the frame selection is empty")
@@ -197,6 +198,10 @@ def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path) -> dict:
         xyz, _progress(frames, total=len(scene), desc="lift to points"), label_maps,
         min_instance_points=cfg.min_instance_points,
     )
+    if scene.mesh_path is not None and cfg.fill_radius > 0:
+        from lift3d.points import fill_unseen, read_mesh_faces
+
+        lifted, info["filled_unseen_points"] = fill_unseen(lifted, xyz, read_mesh_faces(scene.mesh_path), radius=cfg.fill_radius)
     write_points_ply(out / "points.ply", xyz, rgb, lifted.label, lifted.confidence)
     write_scannet_instances(out / "scannet", scene.name, lifted.label, lifted.confidence)
     info["num_points"] = int(len(xyz))
