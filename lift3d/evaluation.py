@@ -1,0 +1,514 @@
+"""The evaluation harness: every method on DAVIS (2D) and on a ScanNet scan (3D), like for like.
+
+Methods (`METHODS`), all from one segmenter so that only the association differs:
+
+- `framewise`: the segmenter frame by frame, IDs independent per frame (`segment_framewise`);
+- `sam3d`: the framewise masks associated by SAM3D's bidirectional hierarchical merging
+  (`lift3d.consistency.baselines`): in 3D on ScanNet, through consecutive-frame optical flow on
+  DAVIS (no depth);
+- `mastsam-no-unmasked`: MastSAM with unmasked-region initialization off (`TrackerConfig
+  .unmasked_init=False`, the paper's Table II ablation);
+- `mastsam`: MastSAM.
+
+`run_davis_eval` (`lift3d eval davis`): per sequence and method, label maps written as 16-bit PNGs
+at the annotations' size under `out/<method>/<seq>/`, then read back and scored by
+`evaluate_davis_sequence`: the MastSAM paper's protocol (best-IoU mask per frame), the sequence
+protocol (one ID per sequence) with DAVIS J and F, and the consecutive-frame consistency H
+through optical-flow correspondences (DAVIS has no depth: OpenCV DIS flow, forward-backward
+checked, is the documented 2D fallback of the correspondence provider).
+
+`run_scannet_eval`: per method, label maps of a frame subset of a ScanNet scan, voted onto the
+mesh vertices as `lift3d segment` does (`lift_to_points`), exported in the ScanNet benchmark
+format, read back and scored class-agnostic (AP, AP50, AP25; `lift3d.instance_eval`), with the
+metric H on the views' pointmaps when `lift3d.consistency.metric` is available.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from lift3d.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("framewise", "sam3d", "mastsam-no-unmasked", "mastsam")
+
+_PAPER_KEYS = ("iou", "f1", "precision", "recall")
+_SEQUENCE_KEYS = ("J", "J_recall", "J_decay", "F", "F_recall", "F_decay", "JF")
+
+
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """The methods asked for, in `METHODS` order; an error naming an unknown one."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InputError(None, f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if not methods:
+        raise InputError(None, "no method to evaluate")
+    return [m for m in METHODS if m in methods]
+
+
+def method_labels(
+    method: str,
+    scene,
+    segmenter,
+    *,
+    merge,
+    framewise: np.ndarray | None = None,  # [N, H, W] already computed
+    tracker=None,
+    seed: int = 0,
+) -> np.ndarray:  # [N, H, W] int32
+    """Label maps of every frame of `scene` by one method.
+
+    Args:
+        method: one of `METHODS`.
+        scene: the scene (with a correspondence provider for the MastSAM methods).
+        segmenter: the 2D segmenter.
+        merge: `labels -> labels`, SAM3D's merging of the framewise maps for this scene (3D or
+            through flow).
+        framewise: the framewise maps when already computed (`sam3d` starts from them).
+        tracker: base `TrackerConfig` (default: the defaults).
+        seed: K-Means and ID-permutation seed.
+    """
+    from lift3d.consistency.tracker import TrackerConfig, segment_framewise, track_scene
+
+    if method in ("framewise", "sam3d"):
+        if framewise is None:
+            framewise = np.stack([lab for _, lab in segment_framewise(scene, segmenter, seed=seed)])
+        return framewise if method == "framewise" else merge(framewise)
+    if method in ("mastsam", "mastsam-no-unmasked"):
+        cfg = replace(tracker or TrackerConfig(), unmasked_init=method == "mastsam")
+        return np.stack([lab for _, lab in track_scene(scene, segmenter, cfg, seed=seed)])
+    raise InputError(None, f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def build_segmenter(segmenter: str, *, sam_checkpoint: Path | None = None, sam_model: str = "vit_h", device: str = "auto"):
+    """The segmenter and its description, as `lift3d segment` builds them."""
+    from lift3d.config import SegmentConfig
+    from lift3d.pipeline import build_segmenter as _build
+
+    cfg = SegmentConfig(scene=Path("."), segmenter=segmenter, sam_checkpoint=sam_checkpoint, sam_model=sam_model, device=device)
+    seg, info = _build(cfg)
+    return seg, info["segmenter"]
+
+
+def _mean(values: list[float]) -> float:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def _resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[N, h, w] label maps to (W, H) by nearest pixel centre (half-pixel convention)."""
+    W, H = size
+    h, w = labels.shape[1:]
+    if (w, h) == (W, H):
+        return labels
+    rows = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
+    return labels[:, rows[:, None], cols[None, :]]
+
+
+def _scale_matches(matches, src: tuple[int, int], dst: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Correspondences from pixels of a (W, H) `src` image to the same points of a `dst` image."""
+    sx, sy = dst[0] / src[0], dst[1] / src[1]
+    scale = np.array([sx, sy], np.float32)
+
+    def f(uv):
+        return ((np.asarray(uv, np.float32) + 0.5) * scale - 0.5).astype(np.float32)
+
+    return [(f(a), f(b), c) for a, b, c in matches]
+
+
+# ---------------------------------------------------------------------------------------------
+# DAVIS
+
+
+class _PairMatches:
+    """`Scene.match_fn` serving precomputed consecutive-frame flow, computing any other pair."""
+
+    def __init__(self, matches: list, stride: int):
+        self._pairs = {(t, t + 1): m for t, m in enumerate(matches)}
+        self.stride = stride
+
+    def __call__(self, frame_i, frame_j):
+        from lift3d.recon.flow import flow_matches
+
+        m = self._pairs.get((frame_i.index, frame_j.index))
+        return m if m is not None else flow_matches(frame_i.image, frame_j.image, stride=self.stride)
+
+
+def _video_scene(name: str, frames: list[Path], size: tuple[int, int] | None):
+    """An image-only scene of the given frame files, decoded once and held in memory."""
+    from lift3d.recon.files import read_image
+    from lift3d.recon.geometry import make_frame
+    from lift3d.recon.images import capped_size, placeholder_intrinsics
+    from lift3d.recon.scene import RawFrame, Scene
+
+    images = [read_image(p) for p in frames]
+    H0, W0 = images[0].shape[:2]
+    for p, im in zip(frames, images):
+        if im.shape[:2] != (H0, W0):
+            raise InputError(p, f"frame is {im.shape[1]}x{im.shape[0]}, the first frame is {W0}x{H0}")
+    size = tuple(size) if size is not None else capped_size((W0, H0))
+    K = placeholder_intrinsics((W0, H0))
+    loaded = [make_frame(RawFrame(name=p.stem, image=im, K=K), i, size) for i, (p, im) in enumerate(zip(frames, images))]
+    return Scene(
+        name=name, root=frames[0].parent, frame_names=[p.stem for p in frames], size=size,
+        load_frame=lambda i: loaded[i], kind="images", meta={"intrinsics": "placeholder"},
+    )
+
+
+def davis_flow_matches(images: Sequence[np.ndarray], *, stride: int = 4) -> list:
+    """Consecutive-frame correspondences (t -> t + 1) of a video by forward-backward-checked DIS flow."""
+    from lift3d.recon.flow import flow_matches
+
+    return [flow_matches(images[t], images[t + 1], stride=stride) for t in range(len(images) - 1)]
+
+
+def read_davis_predictions(pred_dir: str | Path, names: Sequence[str], size: tuple[int, int]) -> np.ndarray:
+    """[N, H, W] int32 predicted label maps `pred_dir/<name>.png`, one per annotated frame.
+
+    Raises:
+        InputError: the folder or a frame's label map is missing, unreadable, or not (W, H) =
+            `size` (the annotations' size); the message names the file.
+    """
+    from lift3d.consistency.labelmaps import read_label_map
+
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise InputError(pred_dir, "prediction folder not found")
+    W, H = size
+    maps = []
+    for name in names:
+        path = pred_dir / f"{name}.png"
+        if not path.is_file():
+            raise InputError(path, f"no predicted label map for annotated frame {name}")
+        m = read_label_map(path)
+        if m.shape != (H, W):
+            raise InputError(path, f"label map is {m.shape[1]}x{m.shape[0]}, the annotation is {W}x{H}")
+        maps.append(m)
+    return np.stack(maps)
+
+
+def evaluate_davis_sequence(
+    root: str | Path,
+    seq: str,
+    pred_dir: str | Path,
+    *,
+    matches: Sequence | None = None,
+    max_frames: int | None = None,
+    stride: int = 4,
+) -> dict:
+    """Score one sequence's predicted label maps with every DAVIS protocol.
+
+    Args:
+        root: the DAVIS root (`JPEGImages/480p`, `Annotations/480p`).
+        seq: the sequence.
+        pred_dir: its label maps, `<frame>.png` at the annotations' size.
+        matches: consecutive-frame correspondences at the annotations' size for H; default:
+            flow computed here on the frames (`davis_flow_matches`).
+        max_frames: score the first this many frames only.
+        stride: flow sampling when `matches` is not given.
+
+    Returns:
+        `frames`, `paper` (iou, f1, precision, recall), `sequence` (id, J, J_recall, J_decay, F,
+        F_recall, F_decay, JF), `H` (consecutive-frame consistency, None when undefined), `ids`
+        (distinct IDs) and `masks_per_frame` (mean).
+
+    Raises:
+        InputError: a missing or malformed prediction (the message names the file).
+    """
+    from lift3d.consistency.davis import (
+        consecutive_consistency,
+        paper_protocol,
+        read_davis_sequence,
+        sequence_protocol,
+    )
+
+    frames, gt = read_davis_sequence(root, seq)
+    if max_frames is not None:
+        frames, gt = frames[:max_frames], gt[:max_frames]
+    size = (gt.shape[2], gt.shape[1])
+    pred = read_davis_predictions(pred_dir, [f.stem for f in frames], size)
+    if matches is None:
+        from lift3d.recon.files import read_image
+
+        matches = davis_flow_matches([read_image(f) for f in frames], stride=stride)
+    paper = paper_protocol(pred, gt)
+    seqp = sequence_protocol(pred, gt)
+    h = consecutive_consistency(pred, matches)
+    counts = [len(np.unique(p[p > 0])) for p in pred]
+    return {
+        "frames": len(frames),
+        "paper": {k: paper[k] for k in _PAPER_KEYS},
+        "sequence": {"id": seqp["id"], **{k: seqp[k] for k in _SEQUENCE_KEYS}},
+        "H": None if not math.isfinite(h) else h,
+        "ids": int(len(np.unique(pred[pred > 0]))),
+        "masks_per_frame": float(np.mean(counts)) if counts else 0.0,
+    }
+
+
+def _davis_means(per_seq: dict[str, dict]) -> dict:
+    rows = list(per_seq.values())
+    return {
+        "sequences": len(rows),
+        "frames": int(sum(r["frames"] for r in rows)),
+        "paper": {k: _mean([r["paper"][k] for r in rows]) for k in _PAPER_KEYS},
+        "sequence": {k: _mean([r["sequence"][k] for r in rows]) for k in _SEQUENCE_KEYS},
+        "H": _mean([r["H"] for r in rows]),
+        "masks_per_frame": _mean([r["masks_per_frame"] for r in rows]),
+        "seconds": float(sum(r.get("seconds", 0.0) for r in rows)),
+    }
+
+
+def run_davis_eval(cfg, *, size: tuple[int, int] | None = None, seed: int = 0, stride: int = 4, verbose: bool = True) -> dict:
+    """`lift3d eval davis`: every method on every sequence, label maps, scores, results.json.
+
+    Args:
+        cfg: the `EvalDavis` options: root, sequences (empty: all), methods, segmenter,
+            sam_checkpoint, sam_model, max_frames (the first this many frames of each
+            sequence), out.
+        size: working resolution (W, H) of the segmenter and the tracker; default: the frames'
+            size with the long side capped at 640. Label maps are written and scored at the
+            annotations' size (nearest-pixel upsampling).
+        seed: K-Means and ID-permutation seed.
+        stride: flow correspondences every `stride`-th pixel.
+        verbose: print the table.
+
+    Returns:
+        The results written to `out/results.json`: `per_sequence[method][seq]`,
+        `mean[method]` over sequences, `settings`, `backends`, `date`.
+    """
+    from lift3d.consistency.baselines import sam3d_merge_2d
+    from lift3d.consistency.davis import list_davis_sequences, read_davis_sequence
+    from lift3d.consistency.labelmaps import write_label_map
+    from lift3d.pipeline import write_json
+
+    root = Path(cfg.root)
+    methods = check_methods(cfg.methods)
+    seqs = list(cfg.sequences) or list_davis_sequences(root)
+    if cfg.max_frames is not None and cfg.max_frames < 2:
+        raise InputError(None, f"--max-frames must be at least 2 (consecutive pairs), got {cfg.max_frames}")
+    segmenter, seg_name = build_segmenter(cfg.segmenter, sam_checkpoint=cfg.sam_checkpoint, sam_model=cfg.sam_model)
+    out = Path(cfg.out)
+    per_seq: dict[str, dict[str, dict]] = {m: {} for m in methods}
+    sizes = {}
+    for seq in seqs:
+        frames, gt = read_davis_sequence(root, seq)
+        if cfg.max_frames is not None:
+            frames, gt = frames[: cfg.max_frames], gt[: cfg.max_frames]
+        gt_size = (gt.shape[2], gt.shape[1])
+        t0 = time.perf_counter()
+        scene = _video_scene(seq, frames, size)
+        images = [scene[i].image for i in range(len(scene))]
+        matches = davis_flow_matches(images, stride=stride)
+        scene.match_fn = _PairMatches(matches, stride)
+        matches_gt = _scale_matches(matches, scene.size, gt_size)
+        flow_s = time.perf_counter() - t0
+        sizes[seq] = {"frames": len(frames), "working_size": list(scene.size), "annotation_size": list(gt_size), "flow_seconds": round(flow_s, 2)}
+        framewise = None
+        for method in methods:
+            t = time.perf_counter()
+            labels = method_labels(
+                method, scene, segmenter, framewise=framewise, seed=seed,
+                merge=partial(sam3d_merge_2d, matches=matches, stride=stride),
+            )
+            if method == "framewise":
+                framewise = labels
+            seconds = time.perf_counter() - t
+            pred_dir = out / method / seq
+            for name, lab in zip(scene.frame_names, _resize_labels(labels, gt_size)):
+                write_label_map(pred_dir / f"{name}.png", lab)
+            res = evaluate_davis_sequence(root, seq, pred_dir, matches=matches_gt, max_frames=cfg.max_frames)
+            res["seconds"] = round(seconds, 2)
+            per_seq[method][seq] = res
+            logger.info("%s %s: paper IoU %.3f, J&F %.3f, H %s (%.1f s)", seq, method, res["paper"]["iou"],
+                        res["sequence"]["JF"], "n/a" if res["H"] is None else f"{res['H']:.3f}", seconds)
+    results = {
+        "date": datetime.now(UTC).date().isoformat(),
+        "root": str(root.resolve()),
+        "methods": methods,
+        "sequences": seqs,
+        "settings": {"max_frames": cfg.max_frames, "size": list(size) if size else "long side capped at 640",
+                     "seed": seed, "flow_stride": stride, "per_sequence": sizes},
+        "backends": {
+            "segmenter": seg_name,
+            "matches": f"optical flow (OpenCV DIS 'medium', forward-backward checked < 1 px, every {stride}th pixel)",
+            "geometry": "none (DAVIS has no depth)",
+        },
+        "per_sequence": per_seq,
+        "mean": {m: _davis_means(per_seq[m]) for m in methods},
+    }
+    write_json(out / "results.json", results)
+    if verbose:
+        print(format_davis_table(results))
+        print(f"-> {out / 'results.json'}")
+    return results
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
+
+
+def format_davis_table(results: dict) -> str:
+    """A plain-text table of `run_davis_eval`'s results, one row per method and sequence."""
+    head = f"{'method':<20} {'sequence':<14} {'IoU':>6} {'F1':>6} {'prec':>6} {'rec':>6} | {'J':>6} {'F':>6} {'J&F':>6} | {'H':>6}"
+    lines = [head, "-" * len(head)]
+    for m in results["methods"]:
+        rows = [*results["per_sequence"][m].items(), ("mean", results["mean"][m])]
+        for seq, r in rows:
+            p, s = r["paper"], r["sequence"]
+            lines.append(
+                f"{m:<20} {seq:<14} {_fmt(p['iou']):>6} {_fmt(p['f1']):>6} {_fmt(p['precision']):>6} {_fmt(p['recall']):>6} | "
+                f"{_fmt(s['J']):>6} {_fmt(s['F']):>6} {_fmt(s['JF']):>6} | {_fmt(r['H']):>6}"
+            )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# ScanNet
+
+
+def _consistency_fn():
+    """`consistency_score`, or None with the reason when the metric module cannot be imported."""
+    try:
+        from lift3d.consistency.metric import consistency_score
+    except ImportError as e:
+        return None, f"H not computed: lift3d.consistency.metric could not be imported ({e})"
+    return consistency_score, None
+
+
+def run_scannet_eval(
+    scene: str | Path,
+    *,
+    out: str | Path,
+    methods: Sequence[str] = METHODS,
+    segmenter: str = "classical",
+    sam_checkpoint: Path | None = None,
+    sam_model: str = "vit_h",
+    frames: str | None = "::10",
+    size: tuple[int, int] | None = None,
+    eps: float = 0.02,
+    voxel: float = 0.05,
+    seed: int = 0,
+    verbose: bool = True,
+) -> dict:
+    """Every method on one ScanNet scan: label maps, lifting, ScanNet export, AP, H.
+
+    Args:
+        scene: the ScanNet scan folder (SensReader export with the GT files beside it).
+        out: output folder: `<method>/masks/`, `<method>/scannet/`, `results.json`.
+        methods: a subset of `METHODS`.
+        segmenter, sam_checkpoint, sam_model: the 2D segmenter, as `lift3d segment`.
+        frames: the frame subset as START:STOP:STEP (default every 10th frame).
+        size: working resolution (W, H); default: the depth size.
+        eps: the metric H's radius (metres).
+        voxel: SAM3D's voxel (metres).
+        seed: K-Means and ID-permutation seed.
+        verbose: print the table.
+
+    Returns:
+        The results written to `out/results.json`: per method AP, AP50, AP25, num_gt,
+        num_pred, H and pairwise (None with `H_note` when the metric is unavailable), ids,
+        masks_per_frame, seconds; plus settings, backends, date.
+    """
+    from lift3d.consistency.baselines import sam3d_merge
+    from lift3d.consistency.labelmaps import write_label_map
+    from lift3d.export import read_scannet_instances, write_scannet_instances
+    from lift3d.instance_eval import evaluate_instances, load_scannet_gt
+    from lift3d.pipeline import select_frames, write_json
+    from lift3d.points import lift_to_points, read_mesh_vertices
+    from lift3d.recon import load_scene
+    from lift3d.recon.detect import resolve_scene_path
+
+    methods = check_methods(methods)
+    scene_dir = resolve_scene_path(scene)
+    sc = load_scene(scene_dir, size=size)
+    n_all = len(sc)
+    sc = select_frames(sc, frames=frames, max_frames=None)
+    if not sc.has_geometry:
+        raise InputError(scene_dir, "the 3D evaluation needs a scan with depth + poses")
+    if sc.mesh_path is None:
+        raise InputError(scene_dir, f"no mesh {sc.name}_vh_clean_2.ply: the ScanNet benchmark scores its vertices")
+    out = Path(out)
+    segm, seg_name = build_segmenter(segmenter, sam_checkpoint=sam_checkpoint, sam_model=sam_model)
+    gt = load_scannet_gt(scene_dir, sc.name)
+    xyz, _ = read_mesh_vertices(sc.mesh_path)
+    if len(xyz) != gt.num_vertices:
+        raise InputError(sc.mesh_path, f"mesh has {len(xyz)} vertices, the GT files {gt.num_vertices}")
+    W, H = sc.size
+    pointmaps = np.zeros((len(sc), H, W, 3), np.float32)
+    valid = np.zeros((len(sc), H, W), bool)
+    for i, f in enumerate(sc):
+        pointmaps[i], valid[i] = np.nan_to_num(f.pointmap), f.valid
+    score_fn, h_note = _consistency_fn()
+
+    per_method: dict[str, dict] = {}
+    framewise = None
+    for method in methods:
+        t = time.perf_counter()
+        labels = method_labels(
+            method, sc, segm, framewise=framewise, seed=seed,
+            merge=partial(sam3d_merge, pointmaps=pointmaps, valid=valid, voxel=voxel),
+        )
+        if method == "framewise":
+            framewise = labels
+        seconds = time.perf_counter() - t
+        mdir = out / method
+        for name, lab in zip(sc.frame_names, labels):
+            write_label_map(mdir / "masks" / f"{name}.png", lab)
+        lifted = lift_to_points(xyz, (sc[i] for i in range(len(sc))), iter(labels))
+        written = write_scannet_instances(mdir / "scannet", sc.name, lifted.label, lifted.confidence)
+        masks, conf = read_scannet_instances(mdir / "scannet", sc.name, gt.num_vertices)
+        ap = evaluate_instances(gt, masks, conf)
+        res = {k: ap[k] for k in ("AP", "AP50", "AP25", "num_gt", "num_pred")}
+        res["instances_written"] = len(written)
+        res["H"] = res["pairwise"] = None
+        if score_fn is not None:
+            metric = score_fn(pointmaps, valid, labels, eps=eps)
+            res["H"], res["pairwise"], res["pixels"] = metric.H, metric.pairwise, metric.pixels
+        res["ids"] = int(len(np.unique(labels[labels > 0])))
+        res["masks_per_frame"] = float(np.mean([len(np.unique(lab[lab > 0])) for lab in labels]))
+        res["seconds"] = round(seconds, 2)
+        per_method[method] = res
+        logger.info("%s %s: AP %.3f AP50 %.3f AP25 %.3f H %s (%.1f s)", sc.name, method, res["AP"], res["AP50"], res["AP25"],
+                    "n/a" if res["H"] is None else f"{res['H']:.3f}", seconds)
+    results = {
+        "date": datetime.now(UTC).date().isoformat(),
+        "scene": sc.name,
+        "root": str(scene_dir.resolve()),
+        "methods": methods,
+        "settings": {"frames": frames, "frames_used": len(sc), "frames_in_scan": n_all, "size": list(sc.size),
+                     "eps": eps, "sam3d_voxel": voxel, "seed": seed, "frame_names": sc.frame_names},
+        "backends": {"segmenter": seg_name, "geometry": "depth+poses", "matches": "reprojection (depth + poses)",
+                     "points": f"mesh vertices of {sc.mesh_path.name} ({len(xyz)})"},
+        "per_method": per_method,
+    }
+    if h_note:
+        results["H_note"] = h_note
+    write_json(out / "results.json", results)
+    if verbose:
+        print(format_scannet_table(results))
+        print(f"-> {out / 'results.json'}")
+    return results
+
+
+def format_scannet_table(results: dict) -> str:
+    """A plain-text table of `run_scannet_eval`'s results."""
+    head = f"{'method':<20} {'AP':>6} {'AP50':>6} {'AP25':>6} {'pred':>5} | {'H':>6} {'pairw.':>6} {'IDs':>5}"
+    lines = [head, "-" * len(head)]
+    for m in results["methods"]:
+        r = results["per_method"][m]
+        lines.append(f"{m:<20} {_fmt(r['AP']):>6} {_fmt(r['AP50']):>6} {_fmt(r['AP25']):>6} {r['num_pred']:>5} | "
+                     f"{_fmt(r['H']):>6} {_fmt(r['pairwise']):>6} {r['ids']:>5}")
+    if results.get("H_note"):
+        lines.append(results["H_note"])
+    return "\n".join(lines)
