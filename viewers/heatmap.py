@@ -1,64 +1,173 @@
-"""Per-pixel consistency h(p) as heat-map PNGs: where a model is inconsistent across views.
+"""Where a model is inconsistent: the per-pixel h of the metric H drawn as heat-maps.
 
-Each frame's h map (from `consistency_score(..., per_pixel=True)`) is coloured with a fixed
-0..1 scale (red = inconsistent, green = consistent), pixels left out of the metric (no depth,
-unlabeled) in grey, so heat-maps of different runs and frames compare by eye.
+`write_heatmaps` writes one PNG per frame (what `lift3d segment` leaves in
+`OUT/preview/heatmaps/<frame>.png`); `write_heatmap_sheet` writes a contact sheet of evenly
+spaced frames with the colour bar as legend. The scale is fixed, never stretched to a frame's
+own range, so one colour means one value in every frame and every run: h = 0 (no 3D neighbour
+shares the pixel's label) red, 0.5 pale yellow, 1 (every neighbour agrees) green, after
+ColorBrewer's RdYlGn; pixels left out of H (no depth, unlabeled) are grey.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import math
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
-EXCLUDED_RGB = (96, 96, 96)
-"""Colour of pixels left out of the metric (no valid point, or unlabeled)."""
+from lift3d.viewers.overlay import _save, _thumbnail, contact_sheet, evenly_spaced
+
+logger = logging.getLogger(__name__)
+
+#: colour of pixels left out of H (NaN in the per-pixel map)
+EXCLUDED_RGB = (128, 128, 128)
+#: ColorBrewer RdYlGn, 11 classes, red (0) to green (1); interpolated linearly between them
+_RAMP = np.array(
+    [
+        [165, 0, 38], [215, 48, 39], [244, 109, 67], [253, 174, 97], [254, 224, 139], [255, 255, 191],
+        [217, 239, 139], [166, 217, 106], [102, 189, 99], [26, 152, 80], [0, 104, 55],
+    ],
+    np.float64,
+)
+_TEXT_H = 14  # pixels of a line of PIL's default font (~11 px high)
+_BAR_H = 14  # pixels of the colour bar's ramp
 
 
-def heatmap_rgb(h: np.ndarray, *, cmap: str = "RdYlGn") -> np.ndarray:  # [H, W] float -> [H, W, 3] uint8
-    """Colour one h map: values in [0, 1] through `cmap`, NaN (excluded) in grey."""
-    from matplotlib import colormaps
+def heatmap_rgb(
+    h: np.ndarray,  # [...] float, NaN = excluded
+    *,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+) -> np.ndarray:  # [..., 3] uint8
+    """Colours of per-pixel h values on the fixed red-yellow-green scale.
 
-    h = np.asarray(h, np.float32)
-    if h.ndim != 2:
-        raise ValueError(f"h must be an [H, W] map, got shape {h.shape}")
-    ok = np.isfinite(h)
-    lut = (colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
-    idx = np.clip(np.nan_to_num(h, nan=0.0) * 255 + 0.5, 0, 255).astype(np.intp)
-    out = lut[idx]
-    out[~ok] = EXCLUDED_RGB
-    return out
+    Args:
+        h: values of any shape (an [H, W] map of h(p)); NaN where the pixel was left out.
+        vmin: value drawn red (values below are clipped to it); 0 for label maps, -1 suits
+            feature input, whose cosines can be negative.
+        vmax: value drawn green (values above are clipped to it).
+
+    Returns:
+        [..., 3] uint8 RGB; NaN is `EXCLUDED_RGB`.
+    """
+    _check_range(vmin, vmax)
+    h = np.asarray(h, np.float64)
+    x = np.clip((np.nan_to_num(h, nan=vmin) - vmin) / (vmax - vmin), 0.0, 1.0) * (len(_RAMP) - 1)
+    lo = np.minimum(np.floor(x).astype(np.int64), len(_RAMP) - 2)
+    f = (x - lo)[..., None]
+    rgb = np.round(_RAMP[lo] * (1 - f) + _RAMP[lo + 1] * f).astype(np.uint8)
+    rgb[np.isnan(h)] = EXCLUDED_RGB
+    return rgb
+
+
+def colour_bar(
+    width: int,
+    *,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    title: str = "h(p): share of the pixel's 3D neighbours (within eps) with its label",
+) -> np.ndarray:  # [bar height, width, 3] uint8
+    """The legend: a title, the ramp with ticks at vmin, the middle and vmax, the grey swatch."""
+    _check_range(vmin, vmax)
+    pad = 6
+    ramp_w = max(16, int(width) - 2 * pad)
+    im = Image.new("RGB", (ramp_w + 2 * pad, 3 * _TEXT_H + _BAR_H + 2 * pad + 4), (255, 255, 255))
+    draw = ImageDraw.Draw(im)
+    draw.text((pad, pad), title, fill=(30, 30, 30))
+    y0 = pad + _TEXT_H
+    im.paste(Image.fromarray(heatmap_rgb(np.linspace(vmin, vmax, ramp_w)[None].repeat(_BAR_H, 0), vmin=vmin, vmax=vmax)), (pad, y0))
+    for frac, anchor in ((0.0, "la"), (0.5, "ma"), (1.0, "ra")):
+        x = pad + round(frac * (ramp_w - 1))
+        draw.line((x, y0 + _BAR_H, x, y0 + _BAR_H + 3), fill=(30, 30, 30))
+        draw.text((x, y0 + _BAR_H + 4), f"{vmin + frac * (vmax - vmin):g}", fill=(30, 30, 30), anchor=anchor)
+    y1 = y0 + _BAR_H + _TEXT_H + 6
+    draw.rectangle((pad, y1 + 1, pad + 10, y1 + 11), fill=EXCLUDED_RGB)
+    draw.text((pad + 15, y1 + 1), "left out of H: no depth, or unlabeled", fill=(30, 30, 30))
+    return np.asarray(im)
 
 
 def write_heatmaps(
     out_dir: str | Path,
-    per_pixel: np.ndarray,  # [N, H, W] float32 h(p), NaN = excluded
-    frame_names: Sequence[str],
+    per_pixel: np.ndarray,  # [N, H, W] float, NaN = excluded
+    frame_names: list[str],
     *,
-    cmap: str = "RdYlGn",
+    vmin: float = 0.0,
+    vmax: float = 1.0,
 ) -> list[Path]:
-    """Write `<out_dir>/<frame>.png` for every frame (atomically); returns the paths.
+    """Write one heat-map PNG per frame, `out_dir/<frame>.png`, each atomically.
 
     Args:
-        out_dir: folder to write (created).
-        per_pixel: [N, H, W] h(p) in [0, 1], NaN where the pixel is not part of the metric.
-        frame_names: N names, one per frame.
-        cmap: matplotlib colour map (low = inconsistent).
+        out_dir: the folder (created if needed).
+        per_pixel: [N, H, W] h(p) of every frame (`MetricResult.per_pixel`), NaN where excluded.
+        frame_names: the N frame names, in order.
+        vmin: value drawn red; vmax: value drawn green (see `heatmap_rgb`).
+
+    Returns:
+        The N files, in frame order.
+
+    Raises:
+        ValueError: per_pixel is not a float [N, H, W] array, or the names do not match it.
     """
-    from PIL import Image
-
-    from lift3d.recon.files import atomic_path
-
-    per_pixel = np.asarray(per_pixel)
-    if per_pixel.ndim != 3 or per_pixel.shape[0] != len(frame_names):
-        raise ValueError(f"per_pixel must be [N, H, W] with N = {len(frame_names)} frames, got {per_pixel.shape}")
+    per_pixel, names = _check_maps(per_pixel, frame_names)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, h in zip(frame_names, per_pixel, strict=True):
-        path = out_dir / f"{name}.png"
-        with atomic_path(path) as tmp:
-            Image.fromarray(heatmap_rgb(h, cmap=cmap)).save(tmp, format="PNG")
-        paths.append(path)
-    return paths
+    written = [_save(out_dir / f"{name}.png", heatmap_rgb(per_pixel[i], vmin=vmin, vmax=vmax)) for i, name in enumerate(names)]
+    logger.info("heat-maps: %d frames -> %s", len(names), out_dir)
+    return written
+
+
+def write_heatmap_sheet(
+    path: str | Path,
+    per_pixel: np.ndarray,  # [N, H, W] float, NaN = excluded
+    frame_names: list[str],
+    *,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    max_frames: int = 12,
+    thumb_width: int = 320,
+) -> Path:
+    """Write a contact sheet of up to `max_frames` evenly spaced heat-maps, each captioned with
+    its frame name and mean h, above the colour bar (PNG, atomically).
+
+    Args:
+        path: the PNG to write.
+        per_pixel: [N, H, W] h(p) of every frame, NaN where excluded.
+        frame_names: the N frame names, in order.
+        vmin: value drawn red; vmax: value drawn green.
+        max_frames: most frames on the sheet (first and last included).
+        thumb_width: width the cells are shrunk to (wider frames only).
+    """
+    per_pixel, names = _check_maps(per_pixel, frame_names)
+    if not names:
+        raise ValueError("no frames to draw")
+    tiles, captions = [], []
+    for i in evenly_spaced(len(names), max_frames):
+        tiles.append(_thumbnail(heatmap_rgb(per_pixel[i], vmin=vmin, vmax=vmax), thumb_width))
+        finite = per_pixel[i][np.isfinite(per_pixel[i])]
+        captions.append(f"{names[i]}  mean h {finite.mean():.3f}" if finite.size else f"{names[i]}  no pixels")
+    grid = contact_sheet(tiles, cols=min(4, len(tiles)), labels=captions)
+    bar = colour_bar(max(min(grid.shape[1], 480), 300), vmin=vmin, vmax=vmax)
+    sheet = np.full((grid.shape[0] + bar.shape[0], max(grid.shape[1], bar.shape[1]), 3), 255, np.uint8)
+    sheet[: grid.shape[0], : grid.shape[1]] = grid
+    sheet[grid.shape[0]:, : bar.shape[1]] = bar
+    return _save(Path(path), sheet)
+
+
+def _check_maps(per_pixel, frame_names) -> tuple[np.ndarray, list[str]]:
+    if per_pixel is None:
+        raise ValueError("no per-pixel h to draw: compute the metric with per_pixel=True")
+    per_pixel = np.asarray(per_pixel)
+    if per_pixel.ndim != 3 or not np.issubdtype(per_pixel.dtype, np.floating):
+        raise ValueError(f"per_pixel must be a float [N, H, W] array, got {per_pixel.dtype} {list(per_pixel.shape)}")
+    names = [str(n) for n in frame_names]
+    if len(names) != len(per_pixel):
+        raise ValueError(f"per_pixel holds N = {len(per_pixel)} frames, frame_names N = {len(names)} frames")
+    if len(set(names)) != len(names):
+        raise ValueError("frame names must be distinct: each names a file")
+    return per_pixel, names
+
+
+def _check_range(vmin: float, vmax: float) -> None:
+    if not (math.isfinite(vmin) and math.isfinite(vmax) and vmin < vmax):
+        raise ValueError(f"need finite vmin < vmax, got vmin={vmin}, vmax={vmax}")

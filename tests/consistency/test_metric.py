@@ -1,0 +1,419 @@
+"""The exact metric H: fast kernels == brute-force reference, its invariants, bad input, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lift3d.consistency.metric import (
+    _consistency_score_reference,
+    consistency_score,
+    run_metric,
+    scene_pointmaps,
+)
+from lift3d.errors import InputError
+
+# eps and lattice step are exact binary fractions, so lattice points at exactly eps apart (axis
+# steps of 5, and 3-4-5 triangles) give squared distances exactly equal to eps^2: the `<=` ties
+EPS = 5 / 16
+STEP = 1 / 16
+
+
+def random_scene(seed: int, *, n_views: int = 4, size: tuple[int, int] = (8, 6), n_labels: int = 4,
+                 spread: float = 4.0, dense: bool = False):
+    """Pointmaps mixing Gaussian clusters (many pairs within eps, many straddling the sphere),
+    lattice points (pairs at exactly eps), duplicated points, invalid and unlabeled pixels."""
+    rng = np.random.default_rng(seed)
+    W, H = size
+    n = n_views * H * W
+    centres = rng.uniform(0, spread * EPS, (3, 3))
+    sigma = 0.15 * EPS if dense else 0.8 * EPS
+    pts = centres[rng.integers(0, 3, n)] + rng.normal(0, sigma, (n, 3))
+    lattice = rng.random(n) < 0.4
+    pts[lattice] = rng.integers(0, 8, (lattice.sum(), 3)) * STEP + centres[0] // STEP * STEP
+    dup = rng.random(n) < 0.15
+    pts[dup] = pts[rng.integers(0, n, dup.sum())]
+    pointmaps = pts.astype(np.float32).reshape(n_views, H, W, 3)
+    valid = rng.random((n_views, H, W)) < 0.9
+    pointmaps[~valid] = np.nan  # invalid pixels may hold anything
+    labels = rng.integers(0, n_labels + 1, (n_views, H, W))
+    return pointmaps, valid, labels
+
+
+def assert_same_result(fast, ref, *, rtol: float):
+    assert fast.pixels == ref.pixels
+    assert fast.eps == ref.eps
+    assert fast.H == pytest.approx(ref.H, rel=rtol, abs=rtol)
+    np.testing.assert_array_equal(np.isnan(fast.per_pixel), np.isnan(ref.per_pixel))
+    np.testing.assert_allclose(fast.per_pixel, ref.per_pixel, rtol=rtol, atol=rtol, equal_nan=True)
+    np.testing.assert_allclose(fast.per_frame, ref.per_frame, rtol=rtol, atol=rtol, equal_nan=True)
+    if ref.pairwise is None:
+        assert fast.pairwise is None
+    else:
+        assert fast.pairwise == pytest.approx(ref.pairwise, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_equals_reference_for_labels(seed):
+    pointmaps, valid, labels = random_scene(seed)
+    fast = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True)
+    ref = _consistency_score_reference(pointmaps, valid, labels, eps=EPS, per_pixel=True)
+    # counts are integers: h agrees to the last bit
+    assert_same_result(fast, ref, rtol=1e-15)
+    assert 0 < ref.H < 1 and 0 < ref.pairwise < 1
+
+
+def test_reference_sees_the_ties_and_the_shell():
+    """The test scenes are only worth as much as the cases they hold: pairs at exactly eps, and
+    pairs just inside and just outside it."""
+    pointmaps, valid, labels = random_scene(0)
+    sel = valid & (labels > 0)
+    X = pointmaps[sel].astype(np.float64)
+    d2 = ((X[:, None] - X[None]) ** 2).sum(-1)
+    assert (d2 == EPS**2).sum() > 40
+    assert ((d2 > 0.8 * EPS**2) & (d2 < EPS**2)).sum() > 100
+    assert ((d2 > EPS**2) & (d2 < 1.25 * EPS**2)).sum() > 100
+    assert ((d2 == 0) & ~np.eye(len(X), dtype=bool)).sum() > 10  # duplicated points
+
+
+@pytest.mark.parametrize("seed", [10, 11])
+def test_fast_equals_reference_on_a_dense_many_label_cluster(seed):
+    # dozens of (view, label) groups per fine cell and thousands of contingency entries: the
+    # kernels' per-cell and per-chunk tables must grow past their initial sizes
+    pointmaps, valid, labels = random_scene(seed, n_views=5, size=(9, 7), n_labels=40, spread=0.5, dense=True)
+    fast = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True)
+    ref = _consistency_score_reference(pointmaps, valid, labels, eps=EPS, per_pixel=True)
+    assert_same_result(fast, ref, rtol=1e-15)
+
+
+@pytest.mark.parametrize("eps", [0.01, 0.1, 10.0])
+def test_fast_equals_reference_across_eps(eps):
+    # from nearly every point alone in its ball to one ball holding the whole scene
+    pointmaps, valid, labels = random_scene(3)
+    fast = consistency_score(pointmaps, valid, labels, eps=eps, per_pixel=True)
+    ref = _consistency_score_reference(pointmaps, valid, labels, eps=eps, per_pixel=True)
+    assert_same_result(fast, ref, rtol=1e-15)
+
+
+def test_fast_equals_reference_for_pairs_a_rounding_error_from_eps():
+    # points on spheres of radius eps (1 +- 1e-7) around a few centres: float32 cannot tell
+    # inside from outside, so the kernels must fall back to the reference's float64 test
+    rng = np.random.default_rng(9)
+    n_views, H, W = 3, 6, 8
+    n = n_views * H * W
+    centres = rng.uniform(0, 2 * EPS, (4, 3))
+    u = rng.normal(size=(n, 3))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    radius = EPS * (1 + rng.choice([-1e-7, -1e-9, 0, 1e-9, 1e-7], n))
+    pts = centres[rng.integers(0, 4, n)] + radius[:, None] * u
+    pts[::7] = centres[rng.integers(0, 4, len(pts[::7]))]  # the centres themselves
+    pointmaps = pts.astype(np.float32).reshape(n_views, H, W, 3)
+    valid = np.ones((n_views, H, W), bool)
+    labels = rng.integers(1, 4, (n_views, H, W))
+    fast = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True)
+    ref = _consistency_score_reference(pointmaps, valid, labels, eps=EPS, per_pixel=True)
+    assert_same_result(fast, ref, rtol=1e-15)
+    X = pointmaps.reshape(-1, 3).astype(np.float64)
+    d2 = ((X[:, None] - X[None]) ** 2).sum(-1)
+    near = np.abs(d2 / EPS**2 - 1) < 4e-6
+    assert near.sum() > 100 and (near & (d2 <= EPS**2)).sum() > 20 and (near & (d2 > EPS**2)).sum() > 20
+
+
+def test_fast_equals_reference_when_eps_is_beyond_float32():
+    # eps^2 above float32's range: every pair is tested in float64 only
+    pointmaps, valid, labels = random_scene(2)
+    fast = consistency_score(pointmaps, valid, labels, eps=1e16, per_pixel=True)
+    ref = _consistency_score_reference(pointmaps, valid, labels, eps=1e16, per_pixel=True)
+    assert_same_result(fast, ref, rtol=1e-15)
+
+
+@pytest.mark.parametrize("k,m", [(2, 2), (3, 3), (2, 3)])
+def test_finer_cells_give_the_same_result(monkeypatch, k, m):
+    # the kernels also run with cells of eps / k in blocks of m^3 (slower on real scans, see
+    # docs/benchmarks/metric.md): the wholesale cell-to-cell counting is only exercised there
+    import lift3d.consistency.metric as metric
+
+    pointmaps, valid, labels = random_scene(4, n_views=4, size=(10, 8), spread=6.0)
+    ref = _consistency_score_reference(pointmaps, valid, labels, eps=EPS, per_pixel=True)
+    monkeypatch.setattr(metric, "_K", k)
+    monkeypatch.setattr(metric, "_M", m)
+    assert_same_result(consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True), ref, rtol=1e-15)
+    features = np.eye(labels.max() + 1, dtype=np.float32)[labels][..., 1:]
+    by_features = consistency_score(pointmaps, valid, features=features, eps=EPS, per_pixel=True)
+    np.testing.assert_allclose(by_features.per_pixel, ref.per_pixel, atol=1e-12)
+
+
+def test_float64_pointmaps_are_measured_as_float32():
+    pointmaps, valid, labels = random_scene(5)
+    as64 = consistency_score(pointmaps.astype(np.float64), valid, labels, eps=EPS, per_pixel=True)
+    as32 = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True)
+    np.testing.assert_array_equal(as64.per_pixel, as32.per_pixel)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_equals_reference_for_features(seed):
+    pointmaps, valid, _ = random_scene(seed)
+    rng = np.random.default_rng(100 + seed)
+    features = rng.normal(size=(*valid.shape, 6)).astype(np.float32)
+    features[rng.random(valid.shape) < 0.1] = 0  # all-zero vector: unlabeled
+    fast = consistency_score(pointmaps, valid, features=features, eps=EPS, per_pixel=True)
+    ref = _consistency_score_reference(pointmaps, valid, features=features, eps=EPS, per_pixel=True)
+    assert ref.pairwise is None
+    assert_same_result(fast, ref, rtol=1e-6)
+    assert fast.pixels == int((valid & (features != 0).any(-1)).sum())
+
+
+def test_one_hot_features_give_the_label_result():
+    pointmaps, valid, labels = random_scene(5)
+    one_hot = np.eye(labels.max() + 1, dtype=np.float32)[labels][..., 1:]  # label 0 -> all zero
+    by_labels = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True)
+    by_features = consistency_score(pointmaps, valid, features=one_hot, eps=EPS, per_pixel=True)
+    assert by_features.pixels == by_labels.pixels
+    assert by_features.H == pytest.approx(by_labels.H, abs=1e-12)
+    np.testing.assert_allclose(by_features.per_pixel, by_labels.per_pixel, atol=1e-12)
+
+
+def test_one_label_everywhere_gives_exactly_one():
+    pointmaps, valid, labels = random_scene(1)
+    labels = np.where(labels > 0, 7, 0)
+    result = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True)
+    assert result.H == 1.0
+    assert result.pairwise == 1.0
+    sel = valid & (labels > 0)
+    assert result.pixels == int(sel.sum())
+    assert np.all(result.per_pixel[sel] == 1.0) and np.all(np.isnan(result.per_pixel[~sel]))
+
+
+def test_pairwise_is_unchanged_by_any_relabelling_within_a_view():
+    pointmaps, valid, labels = random_scene(2, n_labels=6)
+    before = consistency_score(pointmaps, valid, labels, eps=EPS)
+    rng = np.random.default_rng(0)
+    relabelled = labels.copy()
+    for i in range(len(labels)):
+        # a different bijection of the IDs in every view, onto IDs far apart (0 stays 0)
+        ids = np.r_[0, rng.permutation(1000)[: labels.max()] + 1]
+        relabelled[i] = ids[labels[i]]
+    after = consistency_score(pointmaps, valid, relabelled, eps=EPS)
+    assert after.pairwise == pytest.approx(before.pairwise, rel=1e-12)
+    assert after.pixels == before.pixels
+    # H is not ID-free: the new IDs no longer agree across views
+    assert after.H < before.H - 0.05
+
+
+def test_h_rewards_consistent_ids():
+    # labels from the geometry (which third of the scene a point lies in) are consistent across
+    # views; the same partition with the IDs of one view swapped is not
+    pointmaps, valid, _ = random_scene(4, spread=8.0)
+    x = np.nan_to_num(pointmaps[..., 0])
+    labels = 1 + np.digitize(x, np.quantile(x[valid], [1 / 3, 2 / 3]))
+    consistent = consistency_score(pointmaps, valid, labels, eps=EPS)
+    swapped = labels.copy()
+    swapped[0] = np.array([0, 2, 3, 1])[labels[0]]
+    inconsistent = consistency_score(pointmaps, valid, swapped, eps=EPS)
+    assert inconsistent.H < consistent.H
+    assert inconsistent.pairwise == pytest.approx(consistent.pairwise, rel=1e-12)
+
+
+def test_one_and_two_workers_agree():
+    pointmaps, valid, labels = random_scene(6, n_views=6, size=(40, 30), spread=12.0)
+    one = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True, workers=1)
+    two = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True, workers=2)
+    np.testing.assert_array_equal(one.per_pixel, two.per_pixel)
+    assert one.H == two.H and one.pairwise == pytest.approx(two.pairwise, rel=1e-14)
+
+
+def test_pairwise_can_be_skipped_and_h_is_the_same():
+    pointmaps, valid, labels = random_scene(7)
+    with_pw = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True)
+    without = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True, pairwise=False)
+    assert without.pairwise is None
+    np.testing.assert_array_equal(with_pw.per_pixel, without.per_pixel)
+
+
+def test_frame_without_labeled_pixels_has_nan_mean_and_json_null():
+    pointmaps, valid, labels = random_scene(8)
+    labels[1] = 0
+    result = consistency_score(pointmaps, valid, labels, eps=EPS)
+    assert math.isnan(result.per_frame[1]) and all(math.isfinite(v) for i, v in enumerate(result.per_frame) if i != 1)
+    out = result.to_json()
+    assert out["per_frame"][1] is None
+    assert {"H", "pairwise", "eps", "pixels"} <= set(out)
+    json.dumps(out, allow_nan=False)
+
+
+def test_pixels_alone_in_their_ball_count_themselves():
+    # far apart points: every h is 1 (a pixel always neighbours itself); no correspondences
+    pointmaps = (np.arange(2 * 3 * 3 * 3, dtype=np.float32) * 10).reshape(2, 3, 3, 3)
+    valid = np.ones((2, 3, 3), bool)
+    labels = np.arange(1, 19).reshape(2, 3, 3)
+    result = consistency_score(pointmaps, valid, labels, eps=0.5)
+    assert result.H == 1.0 and result.pairwise is None and result.pixels == 18
+
+
+# ---------------------------------------------------------------------------------- bad input
+
+
+def _bad_input_cases():
+    pm, valid, labels = random_scene(0)
+    nan_pm = pm.copy()
+    i, v, u = np.argwhere(valid)[3]
+    nan_pm[i, v, u, 1] = np.nan
+    neg = labels.copy()
+    neg[1, 2, 3] = -4
+    return [
+        ("valid shape", dict(pointmaps=pm, valid=valid[:, :-1], labels=labels), "valid must be"),
+        ("labels shape", dict(pointmaps=pm, valid=valid, labels=labels[:-1]), "labels must be"),
+        ("pointmap channels", dict(pointmaps=pm[..., :2], valid=valid, labels=labels), r"\[N, H, W, 3\]"),
+        ("float labels", dict(pointmaps=pm, valid=valid, labels=labels.astype(float)), "integer"),
+        ("eps zero", dict(pointmaps=pm, valid=valid, labels=labels, eps=0.0), "eps must be a positive"),
+        ("eps negative", dict(pointmaps=pm, valid=valid, labels=labels, eps=-0.02), "eps must be a positive"),
+        ("eps nan", dict(pointmaps=pm, valid=valid, labels=labels, eps=float("nan")), "eps must be a positive"),
+        ("nan point", dict(pointmaps=nan_pm, valid=valid, labels=labels),
+         rf"frame {i} have non-finite points, e.g. pixel \(u={u}, v={v}\)"),
+        ("negative label", dict(pointmaps=pm, valid=valid, labels=neg), "labels of frame 1 are negative"),
+        ("no labels", dict(pointmaps=pm, valid=valid, labels=np.zeros_like(labels)), "no pixel is both valid and labeled"),
+        ("both inputs", dict(pointmaps=pm, valid=valid, labels=labels, features=np.ones((*valid.shape, 2), np.float32)),
+         "exactly one of labels and features"),
+        ("features shape", dict(pointmaps=pm, valid=valid, features=np.ones((*valid.shape[:2], 2), np.float32)),
+         "features must be"),
+    ]
+
+
+@pytest.mark.parametrize("name,kwargs,match", _bad_input_cases(), ids=[c[0] for c in _bad_input_cases()])
+def test_bad_input_is_an_input_error_saying_what_is_wrong(name, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        consistency_score(**kwargs)
+
+
+def test_nan_features_in_a_valid_pixel_are_an_input_error():
+    pm, valid, _ = random_scene(0)
+    features = np.ones((*valid.shape, 3), np.float32)
+    features[2][valid[2]] = np.inf
+    with pytest.raises(InputError, match="features of frame 2 hold non-finite values"):
+        consistency_score(pm, valid, features=features)
+
+
+def test_nan_points_in_invalid_pixels_are_ignored():
+    pm, valid, labels = random_scene(0)
+    assert np.isnan(pm[~valid]).all()
+    assert consistency_score(pm, valid, labels, eps=EPS).pixels == int((valid & (labels > 0)).sum())
+
+
+# ------------------------------------------------------------------------------ on a scene
+
+
+@pytest.fixture(scope="module")
+def scene_and_gt(synthetic_scene_dir, synthetic_gt):
+    """The scene and its GT instances + 1 (floor and walls become one more object, which touches
+    every other: H < 1 where objects meet the floor)."""
+    from lift3d.recon import load_scene
+
+    return load_scene(synthetic_scene_dir), synthetic_gt + 1
+
+
+def write_masks(folder: Path, names: list[str], maps: np.ndarray) -> Path:
+    from lift3d.consistency.labelmaps import write_label_map
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, m in zip(names, maps):
+        write_label_map(folder / f"{name}.png", m)
+    return folder
+
+
+def test_run_metric_equals_consistency_score_on_the_scene(tmp_path, synthetic_scene_dir, scene_and_gt):
+    scene, gt = scene_and_gt
+    masks = write_masks(tmp_path / "masks", scene.frame_names, gt)
+    out = run_metric(synthetic_scene_dir, masks, eps=0.03, out_json=tmp_path / "metric.json")
+    pointmaps, valid = scene_pointmaps(scene, scene.size)
+    direct = consistency_score(pointmaps, valid, gt, eps=0.03)
+    assert out["H"] == direct.H and out["pairwise"] == direct.pairwise
+    assert out["pixels"] == int((valid & (gt > 0)).sum()) > 1000
+    assert out["eps"] == 0.03 and out["frames"] == len(scene) and out["size"] == list(scene.size)
+    assert json.loads((tmp_path / "metric.json").read_text()) == out
+    # GT instances are consistent across views: only object borders disagree
+    assert 0.9 < out["H"] < 1 and 0.9 < out["pairwise"] < 1
+
+
+def test_run_metric_resamples_the_scene_to_the_masks_size(tmp_path, synthetic_scene_dir, scene_and_gt):
+    scene, gt = scene_and_gt
+    W, H = scene.size
+    _, valid = scene_pointmaps(scene, scene.size)
+    # label maps at twice the depth size: every label-map pixel takes its nearest depth pixel
+    # (half-pixel convention: pixel u of the 2x map sits at u / 2 - 0.25, nearest u // 2)
+    one = write_masks(tmp_path / "one", scene.frame_names, np.ones((len(scene), 2 * H, 2 * W), np.int32))
+    out = run_metric(synthetic_scene_dir, one, eps=0.03)
+    assert out["size"] == [2 * W, 2 * H]
+    assert out["pixels"] == 4 * int(valid.sum())
+    assert out["H"] == 1.0
+    up = write_masks(tmp_path / "up", scene.frame_names, gt.repeat(2, axis=1).repeat(2, axis=2))
+    at_2x = run_metric(synthetic_scene_dir, up, eps=0.03)
+    assert at_2x["pixels"] == 4 * int((valid & (gt > 0)).sum())
+    at_1x = run_metric(synthetic_scene_dir, write_masks(tmp_path / "gt", scene.frame_names, gt), eps=0.03)
+    # the same labels on the same surfaces, sampled 4x denser: about the same H
+    assert at_2x["H"] == pytest.approx(at_1x["H"], abs=0.02)
+
+
+def test_run_metric_on_features(tmp_path, synthetic_scene_dir, scene_and_gt):
+    scene, gt = scene_and_gt
+    folder = tmp_path / "features"
+    folder.mkdir()
+    one_hot = np.eye(gt.max() + 1, dtype=np.float32)[gt][..., 1:]
+    for name, f in zip(scene.frame_names, one_hot):
+        np.save(folder / f"{name}.npy", f)
+    by_features = run_metric(synthetic_scene_dir, None, features_dir=folder, eps=0.03)
+    by_labels = run_metric(synthetic_scene_dir, write_masks(tmp_path / "m", scene.frame_names, gt), eps=0.03)
+    assert by_features["input"] == "features" and by_features["pairwise"] is None
+    assert by_features["pixels"] == by_labels["pixels"]
+    assert by_features["H"] == pytest.approx(by_labels["H"], abs=1e-9)
+    (folder / f"{scene.frame_names[2]}.npy").unlink()
+    with pytest.raises(InputError, match=f"{scene.frame_names[2]}.npy"):
+        run_metric(synthetic_scene_dir, None, features_dir=folder)
+
+
+def test_masks_folder_missing_a_frame(tmp_path, synthetic_scene_dir, scene_and_gt):
+    scene, gt = scene_and_gt
+    masks = write_masks(tmp_path / "masks", scene.frame_names, gt)
+    (masks / f"{scene.frame_names[3]}.png").unlink()
+    with pytest.raises(InputError, match=rf"1 of {len(scene)} frames have no label map, e.g. {scene.frame_names[3]}\.png"):
+        run_metric(synthetic_scene_dir, masks)
+
+
+def test_masks_folder_with_an_extra_frame(tmp_path, synthetic_scene_dir, scene_and_gt):
+    scene, gt = scene_and_gt
+    masks = write_masks(tmp_path / "masks", scene.frame_names, gt)
+    Image.fromarray(gt[0].astype(np.uint16)).save(masks / "999999.png")
+    with pytest.raises(InputError, match=r"match no frame of the scene .* 999999\.png"):
+        run_metric(synthetic_scene_dir, masks)
+
+
+def test_masks_of_different_sizes(tmp_path, synthetic_scene_dir, scene_and_gt):
+    scene, gt = scene_and_gt
+    masks = write_masks(tmp_path / "masks", scene.frame_names, gt)
+    Image.fromarray(gt[4, :-1].astype(np.uint16)).save(masks / f"{scene.frame_names[4]}.png")
+    with pytest.raises(InputError, match=rf"{scene.frame_names[4]}\.png: label map is"):
+        run_metric(synthetic_scene_dir, masks)
+
+
+def test_run_metric_rejects_bad_eps_before_reading(tmp_path):
+    with pytest.raises(InputError, match="--eps must be a positive"):
+        run_metric(tmp_path / "no-scene", tmp_path / "no-masks", eps=0)
+
+
+def test_cli_metric_prints_and_writes_json(tmp_path, capsys, synthetic_scene_dir, scene_and_gt):
+    from lift3d.cli import entrypoint
+
+    scene, gt = scene_and_gt
+    masks = write_masks(tmp_path / "run" / "masks", scene.frame_names, gt)
+    assert entrypoint(["metric", "--scene", str(synthetic_scene_dir), "--masks", str(masks), "--eps", "0.03"]) == 0
+    printed = capsys.readouterr().out
+    out = json.loads((tmp_path / "run" / "metric.json").read_text())
+    assert {"H", "pairwise", "eps", "pixels"} <= set(out)
+    assert f"H = {out['H']:.4f}" in printed and f"pixels = {out['pixels']:,}" in printed
+    (masks / f"{scene.frame_names[0]}.png").unlink()
+    assert entrypoint(["metric", "--scene", str(synthetic_scene_dir), "--masks", str(masks)]) == 2
+    assert f"{scene.frame_names[0]}.png" in capsys.readouterr().err
