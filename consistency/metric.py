@@ -90,15 +90,17 @@ def consistency_score(
     """The exact consistency metric H (and the pairwise variant for labels).
 
     Args:
-        pointmaps: [N, H, W, 3] world points of every view, metres.
-        valid: [N, H, W] pixels whose point is known.
+        pointmaps: [N, H, W, 3] world points of every view, metres; float32 (other float
+            types are rounded to float32 first, the precision geometry has everywhere).
+        valid: [N, H, W] pixels whose point is known; other pixels may hold anything.
         labels: [N, H, W] non-negative integer IDs shared across views (0 = unlabeled); give
             exactly one of `labels` and `features`.
         features: [N, H, W, C] per-pixel vectors (soft masks, CLIP/DINO-style features);
             cosine similarity; an all-zero vector marks the pixel unlabeled.
         eps: neighbourhood radius in metres (> 0).
         per_pixel: also return h(p) as an [N, H, W] float32 map.
-        workers: threads (each runs compiled code without the GIL).
+        workers: threads (each runs compiled code without the GIL); the result does not
+            depend on it.
         pairwise: also compute the pairwise variant (labels only; it needs per-view counts,
             about doubling the time).
 
@@ -462,7 +464,8 @@ def run_metric(
         out_json: where to write the result (atomically); None writes nothing.
 
     Returns:
-        The JSON dict: H, pairwise, eps, pixels, per_frame, frames, size, input, seconds.
+        The JSON dict: H, pairwise, eps, pixels, per_frame, frames, size, input, seconds (in all;
+        seconds_reading: scene and masks; seconds_metric: `consistency_score`).
     """
     from lift3d.consistency.labelmaps import read_label_maps
     from lift3d.recon import load_scene
@@ -491,10 +494,13 @@ def run_metric(
         # read depth straight at the labels' size: one nearest-neighbour resampling, not two
         scene = load_scene(scene_path, size=size)
     pointmaps, valid = scene_pointmaps(scene, size)
+    t1 = time.perf_counter()
     result = consistency_score(pointmaps, valid, labels, features=features, eps=eps)
+    t2 = time.perf_counter()
     out = result.to_json()
     out.update({"frames": len(names), "size": list(size), "input": "features" if features is not None else "labels",
-                "seconds": round(time.perf_counter() - t0, 2)})
+                "seconds": round(time.perf_counter() - t0, 2), "seconds_reading": round(t1 - t0, 2),
+                "seconds_metric": round(t2 - t1, 2)})
     if out_json is not None:
         from lift3d.recon.files import atomic_path
 

@@ -1,32 +1,36 @@
 """Compiled kernels of the exact consistency metric (numba); `metric.py` is the public side.
 
-The points of all views sit in one sparse grid of fine cells (edge a hair over `eps / k`),
-grouped in blocks of `m^3` cells (m >= k, so every neighbour of a block's cell lies in the 27
-blocks around it), sorted by (block, cell, label, view). A block and its 26 neighbours are
-written into a small dense local grid; each query cell A of the block then visits the cells C
-within k cells of it whose index offset can hold a pair within eps, and compares tight
-bounding boxes:
+The points of all views sit in one sparse grid of cells (edge a hair over `eps / k`; k = 1 by
+default, see `metric._K`), grouped in blocks of `m^3` cells (m >= k, so every neighbour of a
+block's cell lies in the 27 blocks around it), sorted by (block, cell, label, view). A block and
+its 26 neighbours are written into a small dense local grid; each query cell A of the block then
+visits the cells C within k cells of it whose index offset can hold a pair within eps, and
+compares tight bounding boxes:
 
 - box-to-box min distance > eps: no pair, skipped;
 - box-to-box max distance <= eps: every point of C lies in the ball of every point of A, so C's
   per-label counts (and, for the pairwise variant, its per-(label, view) counts) are added once
   for the whole of A;
-- otherwise C straddles some sphere: its points are copied into one contiguous buffer, which
-  each point of A then tests in a tight loop the compiler vectorises (float64 lanes).
+- otherwise C may straddle some sphere: its points are copied into one contiguous buffer, which
+  each point of A tests in a loop the compiler vectorises (float32, 8 lanes).
 
-Exactness: every distance is `dx*dx + dy*dy + dz*dz <= eps*eps` in float64 of the float32
-coordinates, the expression the reference computes. Box bounds are coordinates of actual
-points (so float32 holds them exactly), and IEEE rounding is monotone, so a bound computed with
-the same operations bounds every pair's computed distance: a wholesale decision never disagrees
-with the per-pair test, ties at exactly eps included.
+Exactness: the reference decides `dx*dx + dy*dy + dz*dz <= eps*eps` in float64 of the float32
+coordinates. Box bounds are coordinates of actual points (so float32 holds them exactly) and
+IEEE rounding is monotone, so a bound computed with the same float64 operations bounds every
+pair's computed distance: a wholesale decision never disagrees with the per-pair test, ties at
+exactly eps included. The float32 pass rounds each of its five operations by at most 2^-24, so
+its squared distance is within 3e-7 (relative) of the exact one; only pairs within 4e-6 of
+eps^2 are undecided, and a point with any such pair is recounted in float64.
 
 The pairwise (ID-free) variant needs pair counts per (label, view) group x (label, view) group;
 a block accumulates them in a small dense matrix (rows: the block's groups, columns: its
 neighbourhood's) and flushes the nonzero entries with view_row < view_col into a hash table.
 
-Hot paths, measured on scene0000_00 (docs/benchmarks/metric.md): neighbour blocks are found by
-nine forward-moving pointers (a binary search per neighbour block cost more than all the
-counting), and the (2k+1)^3 offsets are pruned to those whose cells can hold a pair within eps.
+Measured on scene0000_00 (docs/benchmarks/metric.md): cells of eps beat eps/2 and eps/3 (the
+per-cell classification of 125 or 343 neighbour cells cost more than the pair tests it saved);
+neighbour blocks are found by nine forward-moving pointers (a binary search per neighbour block
+cost more than all the counting); the float32 pass vectorises only as a separate fastmath
+function whose loop starts at 0.
 """
 
 from __future__ import annotations
@@ -520,8 +524,8 @@ def label_chunk(
     hk = np.full(1024, _EMPTY, np.int64)
     hv = np.zeros(1024, np.int64)
     hn = 0
-    # float32 thresholds, or always float64 when eps^2 is too large for float32 squares
-    use32 = eps2 * (1 + 1e-5) < 1e30
+    # float32 thresholds, or always float64 when eps^2 is beyond float32's normal range
+    use32 = 1e-30 < eps2 < 1e30
     lo32 = np.float32(eps2 * (1 - 4e-6)) if use32 else np.float32(0)
     hi32 = np.float32(eps2 * (1 + 4e-6)) if use32 else np.float32(0)
     cap = 1024  # buffer of the straddling cells' points

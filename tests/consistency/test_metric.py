@@ -205,6 +205,14 @@ def test_pairwise_is_unchanged_by_any_relabelling_within_a_view():
     assert after.H < before.H - 0.05
 
 
+def test_ids_beyond_32_bits_are_only_compared():
+    pointmaps, valid, labels = random_scene(3)
+    small = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True)
+    big = consistency_score(pointmaps, valid, labels.astype(np.int64) << 40, eps=EPS, per_pixel=True)
+    np.testing.assert_array_equal(big.per_pixel, small.per_pixel)
+    assert big.pairwise == small.pairwise
+
+
 def test_h_rewards_consistent_ids():
     # labels from the geometry (which third of the scene a point lies in) are consistent across
     # views; the same partition with the IDs of one view swapped is not
