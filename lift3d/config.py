@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from lift3d.consistency.tracker import TrackerConfig
+from lift3d.recon.mast3r import Mast3rOptions
 
 
 @dataclass
@@ -68,3 +69,5 @@ class SegmentConfig:
     """Random seed (K-Means, sampling): the same input and seed give the same output."""
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     """MastSAM tracker settings."""
+    mast3r: Mast3rOptions = field(default_factory=Mast3rOptions)
+    """MASt3R settings for --recon mast3r (network size, pair graph, alignment iterations)."""

@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -99,7 +101,7 @@ def prepare_scene(cfg: SegmentConfig) -> tuple[Scene, dict]:
             raise InputError(None, "--recon mast3r needs --mast3r-checkpoint PATH")
         scene = mast3r_scene(
             scene, checkpoint=cfg.mast3r_checkpoint, cache_dir=_out_dir(cfg, scene) / "mast3r_cache",
-            device=resolve_device(cfg.device),
+            device=resolve_device(cfg.device), options=cfg.mast3r,
         )
         backends["geometry"] = "mast3r"
     matches = cfg.matches
@@ -110,7 +112,7 @@ def prepare_scene(cfg: SegmentConfig) -> tuple[Scene, dict]:
 
         if cfg.mast3r_checkpoint is None:
             raise InputError(None, "--matches mast3r needs --mast3r-checkpoint PATH")
-        scene = attach_mast3r_matches(scene, checkpoint=cfg.mast3r_checkpoint, device=resolve_device(cfg.device))
+        scene = attach_mast3r_matches(scene, checkpoint=cfg.mast3r_checkpoint, device=resolve_device(cfg.device), size=cfg.mast3r.size)
     if matches == "reprojection" and recon != "depth":
         raise InputError(None, "--matches reprojection needs sensor depth + poses (--recon depth)")
     backends["matches"] = matches
@@ -325,13 +327,13 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
     write_cameras_and_instances(scene, masks_dir, out, point_labels, point_conf)
     t = lap("lifting", t)
 
-    from lift3d.consistency.labelmaps import read_label_maps
-    from lift3d.consistency.metric import consistency_score, scene_pointmaps
+    # streamed: one frame and one slab of space in memory at a time, whatever the frame count
+    from lift3d.consistency.metric_stream import consistency_score_stream, label_frame_loader
 
-    labels = read_label_maps(masks_dir, scene.frame_names)
-    pointmaps, valid = scene_pointmaps(scene, scene.size)
-    metric = consistency_score(pointmaps, valid, labels, eps=cfg.eps, per_pixel=cfg.preview)
-    del pointmaps, valid
+    h_dir = tempfile.mkdtemp(prefix="h-", dir=out)
+    load, _ = label_frame_loader(scene, masks_dir, scene.size)
+    metric = consistency_score_stream(load, len(scene), eps=cfg.eps, per_pixel_dir=h_dir if cfg.preview else None,
+                                      work_dir=out)
     t = lap("metric", t)
     metrics = metric.to_json()
     metrics.update({
@@ -344,15 +346,20 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
         "backends": backends,
     })
     if cfg.preview:
-        from lift3d.viewers.heatmap import write_heatmaps
+        from lift3d.consistency.metric_stream import read_h_frame
+        from lift3d.viewers.heatmap import write_heatmap_frames, write_heatmap_sheet
         from lift3d.viewers.overlay import write_previews
 
-        write_heatmaps(out / "preview" / "heatmaps", metric.per_pixel, scene.frame_names)
+        h_frames = (read_h_frame(h_dir, i) for i in range(len(scene)))
+        write_heatmap_frames(out / "preview" / "heatmaps", h_frames, scene.frame_names)
+        write_heatmap_sheet(out / "preview" / "heatmap_sheet.png", metric.per_pixel, scene.frame_names)
         write_previews(out, scene, masks_dir, baseline_dir=out / "baseline" / "masks" if cfg.baseline else None)
         from lift3d.viewers.render import write_point_renders
 
         write_point_renders(out / "preview" / "renders", out / "points.ply", out / "cameras.json")
         t = lap("previews", t)
+    metric.per_pixel = None  # unmap h.npy before removing it
+    shutil.rmtree(h_dir, ignore_errors=True)
     timings["total"] = round(time.perf_counter() - t_start, 3)
     metrics["timings"] = timings
     write_json(out / "metrics.json", metrics)
