@@ -168,7 +168,13 @@ def consistency_score(
     t2, c2 = time.perf_counter(), time.process_time()
     logger.debug("metric: %d points, %d cells, %d blocks; grid %.1f s (CPU %.1f s), counting %.1f s (CPU %.1f s)",
                  n, n_cells, n_blocks, t1 - t0, c1 - c0, t2 - t1, c2 - c1)
-    frame_sum, frame_n = mk.frame_sums(num, n_all, idx, H * W, N)
+    if features is None:
+        # exact sums: the same numbers to the bit whatever the order (`consistency_score_stream`)
+        limbs, frame_n = np.zeros((N, 3), np.int64), np.zeros(N, np.int64)
+        mk.frame_sums_exact(num, n_all, idx, H * W, limbs, frame_n)
+        frame_sum = _limbs_to_float(limbs)
+    else:
+        frame_sum, frame_n = mk.frame_sums(num, n_all, idx, H * W, N)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_frame = (frame_sum / frame_n).tolist()
     out_map = None
@@ -180,6 +186,12 @@ def consistency_score(
         out_map = out_map.reshape(N, H, W)
     return MetricResult(H=math.fsum(frame_sum) / n, pairwise=pairwise, eps=eps, pixels=n,
                         per_pixel=out_map, per_frame=per_frame)
+
+
+def _limbs_to_float(limbs: np.ndarray) -> np.ndarray:
+    """[N] float64 of the exact per-frame sums in [N, 3] 28-bit limbs (`frame_sums_exact`)."""
+    return np.array([((int(a) << 56) + (int(b) << 28) + int(c)) / (1 << 84) for a, b, c in limbs.tolist()],
+                    np.float64)
 
 
 def _unit_features(features: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -252,8 +264,7 @@ def _prepare(pointmaps, valid, labels, features, eps):
             labels matters, and ranks fit int32 whatever the IDs).
         vl_view: [G] int64 view of each group.
     """
-    if isinstance(eps, bool) or not (isinstance(eps, (int, float, np.floating, np.integer)) and math.isfinite(eps) and eps > 0):
-        raise InputError(None, f"eps must be a positive number of metres, got {eps!r}")
+    _check_eps(eps)
     pointmaps = np.asarray(pointmaps)
     valid = np.asarray(valid)
     if pointmaps.ndim != 4 or pointmaps.shape[-1] != 3 or not np.issubdtype(pointmaps.dtype, np.floating):
@@ -299,7 +310,18 @@ def _prepare(pointmaps, valid, labels, features, eps):
         raise InputError(None, "no pixel is both valid and labeled: nothing to measure")
     if labels is None:
         return pointmaps, sel, None, np.zeros(1, np.int32), np.zeros(1, np.int64)
-    # (label, view) groups, numbered in (label, view) order
+    return (pointmaps, sel, *_label_groups(per_frame_labels))
+
+
+def _check_eps(eps) -> None:
+    if isinstance(eps, bool) or not (isinstance(eps, (int, float, np.floating, np.integer)) and math.isfinite(eps) and eps > 0):
+        raise InputError(None, f"eps must be a positive number of metres, got {eps!r}")
+
+
+def _label_groups(per_frame_labels: list[np.ndarray]):
+    """(vl_of, vl_label, vl_view) of `_prepare` from each frame's sorted labels: (label, view)
+    groups numbered in (label, view) order."""
+    N = len(per_frame_labels)
     lab_all = np.concatenate(per_frame_labels)
     view_all = np.concatenate([np.full(len(u), i, np.int64) for i, u in enumerate(per_frame_labels)])
     order = np.lexsort((view_all, lab_all))
@@ -308,7 +330,7 @@ def _prepare(pointmaps, valid, labels, features, eps):
     starts = np.cumsum([0] + [len(u) for u in per_frame_labels])
     vl_of = [(per_frame_labels[i], vl_id[starts[i]:starts[i + 1]]) for i in range(N)]
     rank = np.unique(lab_all, return_inverse=True)[1].reshape(-1)
-    return pointmaps, sel, vl_of, rank[order].astype(np.int32), view_all[order]
+    return vl_of, rank[order].astype(np.int32), view_all[order]
 
 
 def _build_grid(pointmaps, labels, sel, vl_of, G, eps):
@@ -420,29 +442,35 @@ def scene_pointmaps(scene, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarra
         pointmaps: [N, H, W, 3] float32 world metres (0 where invalid).
         valid: [N, H, W] bool.
     """
-    from lift3d.recon.geometry import align_depth, backproject, pixel_grid, scale_intrinsics
-
     W, H = int(size[0]), int(size[1])
     pointmaps = np.zeros((len(scene), H, W, 3), np.float32)
     valid = np.zeros((len(scene), H, W), bool)
     for i, frame in enumerate(scene):
-        if frame.pointmap is None or frame.valid is None:
-            raise InputError(scene.root, f"frame {frame.name} has no 3D points (the metric needs depth + poses "
-                                         "or a MASt3R reconstruction)")
-        if frame.size == (W, H):
-            pointmaps[i], valid[i] = frame.pointmap, frame.valid
-            continue
-        K = scale_intrinsics(frame.K, frame.size, (W, H))
-        if frame.depth is not None and frame.T_world_camera is not None:
-            depth = align_depth(frame.depth, frame.K, K, (W, H))
-            pointmaps[i], valid[i] = backproject(depth, K, frame.T_world_camera)
-        else:
-            # nearest source pixel of each target pixel centre (half-pixel convention)
-            uv = pixel_grid((W, H))
-            u = np.clip(np.floor((uv[..., 0] + 0.5) * frame.size[0] / W).astype(int), 0, frame.size[0] - 1)
-            v = np.clip(np.floor((uv[..., 1] + 0.5) * frame.size[1] / H).astype(int), 0, frame.size[1] - 1)
-            pointmaps[i], valid[i] = frame.pointmap[v, u], frame.valid[v, u]
+        pointmaps[i], valid[i] = frame_pointmap(scene, frame, (W, H))
     return pointmaps, valid
+
+
+def frame_pointmap(scene, frame, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """One frame's ([H, W, 3] float32 world points, [H, W] bool valid) at size (W, H), as in
+    `scene_pointmaps` (which stacks them; this streams)."""
+    from lift3d.recon.geometry import align_depth, backproject, pixel_grid, scale_intrinsics
+
+    W, H = int(size[0]), int(size[1])
+    if frame.pointmap is None or frame.valid is None:
+        raise InputError(scene.root, f"frame {frame.name} has no 3D points (the metric needs depth + poses "
+                                     "or a MASt3R reconstruction)")
+    if frame.size == (W, H):
+        return np.asarray(frame.pointmap, np.float32), np.asarray(frame.valid, bool)
+    K = scale_intrinsics(frame.K, frame.size, (W, H))
+    if frame.depth is not None and frame.T_world_camera is not None:
+        depth = align_depth(frame.depth, frame.K, K, (W, H))
+        pm, v = backproject(depth, K, frame.T_world_camera)
+        return np.asarray(pm, np.float32), np.asarray(v, bool)
+    # nearest source pixel of each target pixel centre (half-pixel convention)
+    uv = pixel_grid((W, H))
+    u = np.clip(np.floor((uv[..., 0] + 0.5) * frame.size[0] / W).astype(int), 0, frame.size[0] - 1)
+    v = np.clip(np.floor((uv[..., 1] + 0.5) * frame.size[1] / H).astype(int), 0, frame.size[1] - 1)
+    return np.asarray(frame.pointmap[v, u], np.float32), np.asarray(frame.valid[v, u], bool)
 
 
 def run_metric(
@@ -467,7 +495,7 @@ def run_metric(
         The JSON dict: H, pairwise, eps, pixels, per_frame, frames, size, input, seconds (in all;
         seconds_reading: scene and masks; seconds_metric: `consistency_score`).
     """
-    from lift3d.consistency.labelmaps import read_label_maps
+    from lift3d.consistency.labelmaps import read_label_map, read_label_maps
     from lift3d.recon import load_scene
 
     t0 = time.perf_counter()
@@ -488,14 +516,29 @@ def run_metric(
             if extra:
                 raise InputError(masks_dir, f"{len(extra)} label map(s) match no frame of the scene "
                                             f"({len(names)} frames), e.g. {', '.join(e + '.png' for e in extra[:5])}")
-        labels = read_label_maps(masks_dir, names)
-        size = (labels.shape[2], labels.shape[1])
+        if not masks_dir.is_dir():
+            raise InputError(masks_dir, "masks folder not found")
+        first = masks_dir / f"{names[0]}.png" if names else None
+        if first is None or not first.is_file():
+            read_label_maps(masks_dir, names)  # raises, naming the missing maps
+        m0 = read_label_map(first)
+        size = (m0.shape[1], m0.shape[0])
+        del m0
     if tuple(scene.size) != size:
         # read depth straight at the labels' size: one nearest-neighbour resampling, not two
         scene = load_scene(scene_path, size=size)
-    pointmaps, valid = scene_pointmaps(scene, size)
-    t1 = time.perf_counter()
-    result = consistency_score(pointmaps, valid, labels, features=features, eps=eps)
+    if features is not None:
+        pointmaps, valid = scene_pointmaps(scene, size)
+        t1 = time.perf_counter()
+        result = consistency_score(pointmaps, valid, labels, features=features, eps=eps)
+    else:
+        # labels stream a frame at a time (bounded memory whatever the number of frames)
+        from lift3d.consistency.metric_stream import consistency_score_stream, label_frame_loader
+
+        load, seconds = label_frame_loader(scene, masks_dir, size)
+        t1 = time.perf_counter()
+        result = consistency_score_stream(load, len(names), eps=eps)
+        t1 = t0 + (t1 - t0) + seconds[0]  # reading happens inside the streaming metric
     t2 = time.perf_counter()
     out = result.to_json()
     out.update({"frames": len(names), "size": list(size), "input": "features" if features is not None else "labels",

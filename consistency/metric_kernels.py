@@ -767,3 +767,32 @@ def frame_sums(n_same, n_all, idx, HW, n_frames):  # pragma: no cover - compiled
         sums[f] += n_same[i] / n_all[i]
         counts[f] += 1
     return sums, counts
+
+
+@njit(nogil=True, cache=True)
+def frame_sums_exact(n_same, n_all, idx, HW, limbs, counts):  # pragma: no cover - compiled
+    """Add h = n_same / n_all of each point to its frame's exact sum, in place.
+
+    Float sums depend on their order; these do not, so a metric computed in spatial tiles (any
+    order of points) gives per-frame sums identical to the bit. h is a float64 in (0, 1] with
+    h >= 1 / n_all >= 2^-31, so its last bit is worth >= 2^-84 and h * 2^84 is an integer, split
+    into three 28-bit limbs (h * 2^28, then the fraction's next 28 bits, then the rest: each
+    extraction is exact). Below 2^31 points per frame no limb sum overflows int64; the caller
+    forms (l2 * 2^56 + l1 * 2^28 + l0) / 2^84 with Python integers (one correct rounding).
+
+    Args:
+        n_same, n_all: [n] counts (n_all >= n_same >= 1); idx: [n] flat pixel indices.
+        HW: pixels per frame; limbs: [N, 3] int64 (added to); counts: [N] int64 (added to).
+    """
+    two28 = 268435456.0
+    for i in range(idx.shape[0]):
+        f = idx[i] // HW
+        t = (n_same[i] / n_all[i]) * two28
+        a = np.floor(t)
+        t = (t - a) * two28
+        b = np.floor(t)
+        c = (t - b) * two28
+        limbs[f, 0] += np.int64(a)
+        limbs[f, 1] += np.int64(b)
+        limbs[f, 2] += np.int64(c)
+        counts[f] += 1

@@ -425,3 +425,178 @@ def test_cli_metric_prints_and_writes_json(tmp_path, capsys, synthetic_scene_dir
     (masks / f"{scene.frame_names[0]}.png").unlink()
     assert entrypoint(["metric", "--scene", str(synthetic_scene_dir), "--masks", str(masks)]) == 2
     assert f"{scene.frame_names[0]}.png" in capsys.readouterr().err
+
+
+# --- the streaming, spatially tiled metric: the same numbers in bounded memory -------------------
+
+def _stream(pointmaps, valid, labels, **kw):
+    from lift3d.consistency.metric_stream import consistency_score_stream
+
+    calls = []
+
+    def load(i):
+        calls.append(i)
+        return pointmaps[i], valid[i], labels[i]
+
+    out = consistency_score_stream(load, len(pointmaps), **kw)
+    assert calls == list(range(len(pointmaps)))  # one pass over the frames, in order
+    return out
+
+
+def assert_identical(stream, ref):
+    """Bit for bit: per-point counts are integers, per-frame sums exact, pairwise from integers."""
+    assert stream.pixels == ref.pixels and stream.eps == ref.eps
+    assert stream.H == ref.H
+    assert stream.pairwise == ref.pairwise
+    np.testing.assert_array_equal(stream.per_frame, ref.per_frame)
+    if ref.per_pixel is not None:
+        np.testing.assert_array_equal(np.asarray(stream.per_pixel), ref.per_pixel)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("max_points", [1, 23, 10**9])
+def test_stream_equals_consistency_score_bit_for_bit(tmp_path, seed, max_points):
+    # spread over ~12 eps: a dozen layers along the longest axis, so max_points 1 and 23 cut
+    # the scene into many slabs, and one slab (10**9) is the plain case
+    pointmaps, valid, labels = random_scene(seed, n_views=5, size=(9, 7), spread=12.0, n_labels=5)
+    ref = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True)
+    out = _stream(pointmaps, valid, labels, eps=EPS, max_points=max_points, per_pixel_dir=tmp_path / "h")
+    assert_identical(out, ref)
+    from lift3d.consistency.metric_stream import read_h_frame
+
+    np.testing.assert_array_equal(read_h_frame(tmp_path / "h", 3), ref.per_pixel[3])
+    # and the in-memory path equals the brute-force reference (so the stream does too)
+    assert_same_result(ref, _consistency_score_reference(pointmaps, valid, labels, eps=EPS, per_pixel=True), rtol=1e-12)
+
+
+def test_stream_slabs_own_their_points_and_read_one_halo_layer(monkeypatch):
+    from lift3d.consistency import metric_stream as ms
+
+    pointmaps, valid, labels = random_scene(5, n_views=6, size=(9, 7), spread=12.0)
+    seen = []
+    slab = ms._slab
+
+    def spy(pts, own_layers, grid, groups, *args):
+        lo, s, dims, perm = grid
+        layer = ms._layers(pts["p"], lo, s, perm[0])
+        a, b = own_layers
+        own = int(((layer >= a) & (layer < b)).sum())
+        # only the own layers and one layer each side; every own point counted once
+        assert ((layer >= a - 1) & (layer <= b)).all()
+        res = slab(pts, own_layers, grid, groups, *args)
+        seen.append((b - a, own, 0 if res is None else len(res[0])))
+        return res
+
+    monkeypatch.setattr(ms, "_slab", spy)
+    max_points = 20
+    ref = consistency_score(pointmaps, valid, labels, eps=EPS)
+    assert_identical(_stream(pointmaps, valid, labels, eps=EPS, max_points=max_points), ref)
+    assert len(seen) > 5
+    assert all(own == counted for _, own, counted in seen)
+    assert sum(own for _, own, _ in seen) == ref.pixels
+    # a slab holds at most max_points own points, unless a single layer holds more
+    assert all(own <= max_points or n_layers == 1 for n_layers, own, _ in seen)
+
+
+@pytest.mark.parametrize("hist, max_points, expected", [
+    ([3, 0, 4, 9, 1, 1, 0, 0], 5, [0, 2, 3, 4, 8]),
+    ([0, 0, 0], 1, [0, 3]),
+    ([7], 1, [0, 1]),
+    ([1, 1, 1, 1], 2, [0, 2, 4]),
+])
+def test_slabs_are_whole_layers_of_at_most_max_points(hist, max_points, expected):
+    from lift3d.consistency.metric_stream import _plan_slabs
+
+    assert _plan_slabs(np.array(hist), max_points).tolist() == expected
+
+
+def test_stream_with_empty_slabs_and_pairs_at_exactly_eps_across_slab_edges(monkeypatch, tmp_path):
+    from lift3d.consistency import metric_stream as ms
+
+    # planes x = k * eps (k = 0, 1, 2, 7, 8): neighbours across each layer edge at exactly eps
+    # (the `<=` ties), and layers 3..6 empty; with one slab per layer some slabs own nothing
+    # and slabs 4 and 5 receive no point at all (not even halo)
+    rng = np.random.default_rng(0)
+    ks = np.array([0, 1, 2, 7, 8])
+    n_views, H, W = 3, 6, 10
+    x = ks[rng.integers(0, len(ks), (n_views, H, W))] * EPS
+    yz = rng.integers(0, 3, (n_views, H, W, 2)) * STEP
+    pointmaps = np.concatenate([x[..., None], yz], axis=-1).astype(np.float32)
+    valid = np.ones((n_views, H, W), bool)
+    labels = rng.integers(1, 4, (n_views, H, W))
+    slabs = []
+
+    def one_layer_each(hist, max_points):
+        slabs.append(hist.copy())
+        return np.arange(len(hist) + 1)
+
+    monkeypatch.setattr(ms, "_plan_slabs", one_layer_each)
+    ref = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True)
+    out = _stream(pointmaps, valid, labels, eps=EPS, per_pixel_dir=tmp_path)
+    assert_identical(out, ref)
+    hist = slabs[0]
+    # cells are a hair over eps: x = 0 and x = eps share layer 1; 2, 7 and 8 eps sit in layers 2, 7, 8
+    assert np.flatnonzero(hist).tolist() == [1, 2, 7, 8]
+    assert_same_result(ref, _consistency_score_reference(pointmaps, valid, labels, eps=EPS, per_pixel=True), rtol=1e-12)
+
+
+def test_stream_on_the_synthetic_scene_equals_the_in_memory_metric(tmp_path, synthetic_scene_dir, scene_and_gt):
+    from lift3d.consistency.metric_stream import consistency_score_stream, label_frame_loader
+
+    scene, gt = scene_and_gt
+    masks = write_masks(tmp_path / "masks", scene.frame_names, gt)
+    pointmaps, valid = scene_pointmaps(scene, scene.size)
+    ref = consistency_score(pointmaps, valid, gt, eps=0.03, per_pixel=True)
+    load, seconds = label_frame_loader(scene, masks, scene.size)
+    out = consistency_score_stream(load, len(scene), eps=0.03, max_points=5_000, per_pixel_dir=tmp_path / "h",
+                                   work_dir=tmp_path / "work")
+    assert_identical(out, ref)
+    assert seconds[0] > 0
+    assert not list((tmp_path / "work").iterdir())  # spill files removed
+
+
+def test_stream_bad_input_is_an_input_error_and_leaves_no_spill(tmp_path):
+    from lift3d.consistency.metric_stream import consistency_score_stream
+
+    pointmaps, valid, labels = random_scene(0)
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def run(pm=pointmaps, v=valid, lab=labels, **kw):
+        return consistency_score_stream(lambda i: (pm[i], v[i], lab[i]), len(pm), work_dir=work, **kw)
+
+    with pytest.raises(InputError, match="eps must be a positive"):
+        run(eps=0)
+    with pytest.raises(InputError, match="max_points must be a positive"):
+        run(max_points=0)
+    with pytest.raises(InputError, match="labels of frame 2 are negative"):
+        run(lab=np.where(np.arange(4)[:, None, None] == 2, -1, labels))
+    with pytest.raises(InputError, match="no pixel is both valid and labeled"):
+        run(lab=np.zeros_like(labels))
+    with pytest.raises(InputError, match=r"3 valid pixel\(s\) of frame 0 have non-finite points"):
+        run(v=np.ones_like(valid))
+    bad = [pointmaps[0], pointmaps[1][:, :-1]]
+    with pytest.raises(InputError, match="all frames one size"):
+        consistency_score_stream(lambda i: (bad[i], valid[i], labels[i]), 2, work_dir=work)
+    assert not list(work.iterdir())
+
+
+def test_exact_frame_sums_do_not_depend_on_the_order():
+    from lift3d.consistency import metric_kernels as mk
+    from lift3d.consistency.metric import _limbs_to_float
+
+    rng = np.random.default_rng(0)
+    n_all = rng.integers(1, 2**31 - 1, 5000).astype(np.int32)
+    n_all[:10] = 2**31 - 1  # the smallest h, 2^-31: its last bit is worth 2^-84
+    n_same = np.minimum(rng.integers(1, 2**31 - 1, 5000), n_all).astype(np.int32)
+    n_same[:10] = 1
+    idx = rng.integers(0, 3 * 7, 5000)
+    sums = []
+    for order in (np.arange(5000), rng.permutation(5000)):
+        limbs, counts = np.zeros((3, 3), np.int64), np.zeros(3, np.int64)
+        mk.frame_sums_exact(n_same[order], n_all[order], idx[order], 7, limbs, counts)
+        sums.append(_limbs_to_float(limbs))
+    np.testing.assert_array_equal(sums[0], sums[1])
+    h = n_same / n_all
+    for f in range(3):
+        assert sums[0][f] == math.fsum(h[idx // 7 == f])  # the correctly rounded sum
