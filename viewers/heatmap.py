@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,43 @@ def write_heatmaps(
     per_pixel, names = _check_maps(per_pixel, frame_names)
     out_dir = Path(out_dir)
     written = [_save(out_dir / f"{name}.png", heatmap_rgb(per_pixel[i], vmin=vmin, vmax=vmax)) for i, name in enumerate(names)]
+    logger.info("heat-maps: %d frames -> %s", len(names), out_dir)
+    return written
+
+
+def write_heatmap_frames(
+    out_dir: str | Path,
+    per_pixel: Iterable[np.ndarray],  # N x [H, W] float, NaN = excluded
+    frame_names: list[str],
+    *,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+) -> list[Path]:
+    """`write_heatmaps` from maps given one frame at a time (an iterator: a long scan's h never
+    needs to sit in memory at once).
+
+    Args:
+        out_dir: the folder (created if needed).
+        per_pixel: one [H, W] h(p) map per frame, in the order of frame_names.
+        frame_names: the N frame names (distinct).
+
+    Raises:
+        ValueError: a map is not a float [H, W] array, or the iterator's length differs from N.
+    """
+    names = [str(n) for n in frame_names]
+    if len(set(names)) != len(names):
+        raise ValueError("frame names must be distinct: each names a file")
+    out_dir = Path(out_dir)
+    written = []
+    for h in per_pixel:
+        h = np.asarray(h)
+        if h.ndim != 2 or not np.issubdtype(h.dtype, np.floating):
+            raise ValueError(f"each map must be a float [H, W] array, got {h.dtype} {list(h.shape)}")
+        if len(written) == len(names):
+            raise ValueError(f"more maps than the {len(names)} frame names")
+        written.append(_save(out_dir / f"{names[len(written)]}.png", heatmap_rgb(h, vmin=vmin, vmax=vmax)))
+    if len(written) != len(names):
+        raise ValueError(f"{len(written)} maps for {len(names)} frame names")
     logger.info("heat-maps: %d frames -> %s", len(names), out_dir)
     return written
 
