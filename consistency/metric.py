@@ -128,15 +128,9 @@ def consistency_score(
     x, y, z = (np.empty(n, np.float32) for _ in range(3))
     mk.gather_points(pointmaps, idx, x, y, z)
     (cell_key, cell_start, cell_bbox, cell_run_start, run_start, run_vl,
-     cell_lrun_start, lrun_start, lrun_label) = mk.build_cells(keys, G, x, y, z, vl_label)
+     cell_lrun_start, lrun_start, lrun_label), block_keys, block_cell_start = _cells_and_blocks(keys, G, x, y, z, vl_label)
     vl = (keys % G).astype(np.int32)
     del keys
-    m3 = _M**3
-    block_of_cell = cell_key // m3
-    block_first = np.flatnonzero(np.r_[True, block_of_cell[1:] != block_of_cell[:-1]])
-    block_keys = block_of_cell[block_first]
-    block_cell_start = np.r_[block_first, len(cell_key)].astype(np.int64)
-    del block_of_cell, block_first
     chunks = _chunks(cell_start, block_cell_start, workers)
     grid = (block_keys, block_cell_start, cell_key, cell_start, cell_bbox)
     n_cells, n_blocks = len(cell_key), len(block_keys)
@@ -192,6 +186,20 @@ def _limbs_to_float(limbs: np.ndarray) -> np.ndarray:
     """[N] float64 of the exact per-frame sums in [N, 3] 28-bit limbs (`frame_sums_exact`)."""
     return np.array([((int(a) << 56) + (int(b) << 28) + int(c)) / (1 << 84) for a, b, c in limbs.tolist()],
                     np.float64)
+
+
+def _cells_and_blocks(keys, G, x, y, z, vl_label):
+    """Cells and runs of the sorted keys (`metric_kernels.build_cells`), and the blocks of cells:
+    block_keys [nb] and block_cell_start [nb + 1] (cell ranges)."""
+    from lift3d.consistency import metric_kernels as mk
+
+    cells = mk.build_cells(keys, G, x, y, z, vl_label)
+    cell_key = cells[0]
+    block_of_cell = cell_key // _M**3
+    block_first = np.flatnonzero(np.r_[True, block_of_cell[1:] != block_of_cell[:-1]])
+    block_keys = block_of_cell[block_first]
+    block_cell_start = np.r_[block_first, len(cell_key)].astype(np.int64)
+    return cells, block_keys, block_cell_start
 
 
 def _unit_features(features: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ from lift3d.consistency.metric import (
     _K,
     _M,
     MetricResult,
+    _cells_and_blocks,
     _check_eps,
     _label_groups,
     _limbs_to_float,
@@ -360,15 +361,9 @@ def _slab(pts, own_layers, grid, groups, eps2, workers, pairwise):
     idx = pts["i"][order]
     del order, p, pts
     (cell_key, cell_start, cell_bbox, cell_run_start, run_start, run_vl,
-     cell_lrun_start, lrun_start, lrun_label) = mk.build_cells(keys, G, x, y, z, vl_label)
+     cell_lrun_start, lrun_start, lrun_label), block_keys, block_cell_start = _cells_and_blocks(keys, G, x, y, z, vl_label)
     vl = (keys % G).astype(np.int32)
     del keys
-    m3 = _M**3
-    block_of_cell = cell_key // m3
-    block_first = np.flatnonzero(np.r_[True, block_of_cell[1:] != block_of_cell[:-1]])
-    block_keys = block_of_cell[block_first]
-    block_cell_start = np.r_[block_first, len(cell_key)].astype(np.int64)
-    del block_of_cell, block_first
     plane = int(dp[1]) * int(dp[2])
     b0 = int(np.searchsorted(block_keys, own_layers[0] * plane))
     b1 = int(np.searchsorted(block_keys, own_layers[1] * plane))
