@@ -408,12 +408,7 @@ class SamSegmenter:
         generator = SamAutomaticMaskGenerator(self.model, **asdict(self.amg))
         # the generator's own predictor would embed the frame again; ours reuses the cached one
         generator.predictor = self.predictor
-        records = generator.generate(image)
-        if not records:
-            return Masks.empty((image.shape[1], image.shape[0]))
-        masks = np.stack([np.asarray(r["segmentation"], bool) for r in records])
-        scores = np.clip([r["predicted_iou"] for r in records], 0, 1).astype(np.float32)
-        return Masks(masks, scores)
+        return _masks_from_records(generator.generate(image), image)
 
     def predict(
         self,
@@ -433,37 +428,72 @@ class SamSegmenter:
         """
         import torch
 
-        _check_image(image)
-        points = np.asarray(points, dtype=np.float64)
-        labels = np.asarray(point_labels).astype(np.int64)
-        if points.ndim != 3 or points.shape[2] != 2 or labels.shape != points.shape[:2]:
-            raise InputError(
-                None, f"prompts must be points [B, P, 2] and labels [B, P]; got {points.shape} and {labels.shape}"
-            )
-        H, W = image.shape[:2]
-        B = points.shape[0]
-        if B == 0 or points.shape[1] == 0:
-            return Masks(np.zeros((B, H, W), bool), np.zeros((B,), np.float32))
-        inside = np.isfinite(points).all(-1)
-        inside &= (points[..., 0] >= -0.5) & (points[..., 0] < W - 0.5) & (points[..., 1] >= -0.5) & (points[..., 1] < H - 0.5)
-        labels = np.where(inside & np.isin(labels, (0, 1)), labels, -1)
-        points = np.where(inside[..., None], points, 0.0)
+        points, labels = _prompt_sets(image, points, point_labels)
+        if labels.size == 0:
+            return Masks(np.zeros((labels.shape[0], *image.shape[:2]), bool), np.zeros((labels.shape[0],), np.float32))
         self.predictor.embed(image)
-        coords = self.predictor.transform.apply_coords(points, (H, W))
-        masks = np.zeros((B, H, W), bool)
-        scores = np.zeros((B,), np.float32)
-        for s in range(0, B, self.max_batch):
-            c = torch.as_tensor(coords[s : s + self.max_batch], dtype=torch.float32, device=self.device)
-            lab = torch.as_tensor(labels[s : s + self.max_batch], dtype=torch.int64, device=self.device)
+        coords = self.predictor.transform.apply_coords(points, image.shape[:2])
+
+        def decode(s: int, e: int):
+            c = torch.as_tensor(coords[s:e], dtype=torch.float32, device=self.device)
+            lab = torch.as_tensor(labels[s:e], dtype=torch.int64, device=self.device)
             m, iou, _ = self.predictor.predict_torch(c, lab, multimask_output=self.multimask)
-            best = iou.argmax(dim=1)
-            rows = torch.arange(len(best), device=best.device)
-            masks[s : s + len(best)] = m[rows, best].cpu().numpy()
-            scores[s : s + len(best)] = iou[rows, best].clamp(0, 1).cpu().numpy()
-        empty = ~(labels >= 0).any(1)
-        masks[empty] = False
-        scores[empty] = 0.0
-        return Masks(masks, scores)
+            return m, iou
+
+        return _decode_batched(labels, image.shape[:2], self.max_batch, decode)
+
+
+def _masks_from_records(records: list[dict], image: np.ndarray) -> Masks:
+    """The automatic generator's records as Masks (scores: predicted IoU clipped to [0, 1])."""
+    if not records:
+        return Masks.empty((image.shape[1], image.shape[0]))
+    masks = np.stack([np.asarray(r["segmentation"], bool) for r in records])
+    scores = np.clip([r["predicted_iou"] for r in records], 0, 1).astype(np.float32)
+    return Masks(masks, scores)
+
+
+def _prompt_sets(
+    image: np.ndarray,  # [H, W, 3] uint8
+    points,  # [B, P, 2] (u, v) pixels
+    point_labels,  # [B, P] int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Checked prompt sets: points [B, P, 2] float64 and labels [B, P] int64, where a point
+    outside the image, not finite, or with a label other than 0/1 becomes padding (label -1,
+    point 0)."""
+    _check_image(image)
+    points = np.asarray(points, dtype=np.float64)
+    labels = np.asarray(point_labels).astype(np.int64)
+    if points.ndim != 3 or points.shape[2] != 2 or labels.shape != points.shape[:2]:
+        raise InputError(
+            None, f"prompts must be points [B, P, 2] and labels [B, P]; got {points.shape} and {labels.shape}"
+        )
+    H, W = image.shape[:2]
+    inside = np.isfinite(points).all(-1)
+    inside &= (points[..., 0] >= -0.5) & (points[..., 0] < W - 0.5) & (points[..., 1] >= -0.5) & (points[..., 1] < H - 0.5)
+    labels = np.where(inside & np.isin(labels, (0, 1)), labels, -1)
+    points = np.where(inside[..., None], points, 0.0)
+    return points, labels
+
+
+def _decode_batched(labels: np.ndarray, hw: tuple[int, int], max_batch: int, decode) -> Masks:
+    """Decode prompt sets `max_batch` at a time; `decode(s, e)` returns the candidate masks
+    [b, M, H, W] and IoUs [b, M] of sets s..e, of which the best by IoU is kept. Sets without a
+    real point get an empty mask and score 0."""
+    import torch
+
+    B = labels.shape[0]
+    masks = np.zeros((B, *hw), bool)
+    scores = np.zeros((B,), np.float32)
+    for s in range(0, B, max_batch):
+        m, iou = decode(s, s + max_batch)
+        best = iou.argmax(dim=1)
+        rows = torch.arange(len(best), device=best.device)
+        masks[s : s + len(best)] = m[rows, best].cpu().numpy()
+        scores[s : s + len(best)] = iou[rows, best].clamp(0, 1).cpu().numpy()
+    empty = ~(labels >= 0).any(1)
+    masks[empty] = False
+    scores[empty] = 0.0
+    return Masks(masks, scores)
 
 
 def _check_image(image: np.ndarray) -> None:

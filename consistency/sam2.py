@@ -24,8 +24,11 @@ import numpy as np
 from lift3d.consistency.sam import (
     SamAutoConfig,
     _check_image,
+    _decode_batched,
     _load_failure,
+    _masks_from_records,
     _mismatch,
+    _prompt_sets,
     _resolve_device,
     _state_dict_of,
 )
@@ -229,12 +232,7 @@ class Sam2Segmenter:
         self.predictor.embed(image)
         generator = SAM2AutomaticMaskGenerator(self.model, **asdict(self.amg))
         generator.predictor = self.predictor  # reuses the cached embedding of the frame
-        records = generator.generate(image)
-        if not records:
-            return Masks.empty((image.shape[1], image.shape[0]))
-        masks = np.stack([np.asarray(r["segmentation"], bool) for r in records])
-        scores = np.clip([r["predicted_iou"] for r in records], 0, 1).astype(np.float32)
-        return Masks(masks, scores)
+        return _masks_from_records(generator.generate(image), image)
 
     def predict(
         self,
@@ -251,39 +249,17 @@ class Sam2Segmenter:
         Returns:
             Masks with masks [B, H, W] bool at the image size and scores [B] float32.
         """
-        import torch
-
-        _check_image(image)
-        points = np.asarray(points, dtype=np.float64)
-        labels = np.asarray(point_labels).astype(np.int64)
-        if points.ndim != 3 or points.shape[2] != 2 or labels.shape != points.shape[:2]:
-            raise InputError(
-                None, f"prompts must be points [B, P, 2] and labels [B, P]; got {points.shape} and {labels.shape}"
-            )
-        H, W = image.shape[:2]
-        B = points.shape[0]
-        if B == 0 or points.shape[1] == 0:
-            return Masks(np.zeros((B, H, W), bool), np.zeros((B,), np.float32))
-        inside = np.isfinite(points).all(-1)
-        inside &= (points[..., 0] >= -0.5) & (points[..., 0] < W - 0.5) & (points[..., 1] >= -0.5) & (points[..., 1] < H - 0.5)
-        labels = np.where(inside & np.isin(labels, (0, 1)), labels, -1)
-        points = np.where(inside[..., None], points, 0.0)
+        points, labels = _prompt_sets(image, points, point_labels)
+        if labels.size == 0:
+            return Masks(np.zeros((labels.shape[0], *image.shape[:2]), bool), np.zeros((labels.shape[0],), np.float32))
         self.predictor.embed(image)
-        masks = np.zeros((B, H, W), bool)
-        scores = np.zeros((B,), np.float32)
-        for s in range(0, B, self.max_batch):
-            _, coords, lab, _ = self.predictor._prep_prompts(
-                points[s : s + self.max_batch], labels[s : s + self.max_batch], None, None, True
-            )
+
+        def decode(s: int, e: int):
+            _, coords, lab, _ = self.predictor._prep_prompts(points[s:e], labels[s:e], None, None, True)
             m, iou, _ = self.predictor._predict(coords, lab, multimask_output=self.multimask)
-            best = iou.argmax(dim=1)
-            rows = torch.arange(len(best), device=best.device)
-            masks[s : s + len(best)] = m[rows, best].cpu().numpy()
-            scores[s : s + len(best)] = iou[rows, best].clamp(0, 1).cpu().numpy()
-        empty = ~(labels >= 0).any(1)
-        masks[empty] = False
-        scores[empty] = 0.0
-        return Masks(masks, scores)
+            return m, iou
+
+        return _decode_batched(labels, image.shape[:2], self.max_batch, decode)
 
 
 def _make_predictor(model: SAM2Base, *, autocast: bool):
