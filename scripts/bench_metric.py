@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from bench_lift import gt_vertex_instances  # scripts/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SCENE = ROOT / ".." / "shared" / "data" / "scannet" / "scene0000_00"
@@ -50,18 +51,6 @@ def cpu_model() -> str:
 def gib(kib: float) -> float:
     """ru_maxrss (KiB on Linux) in GiB."""
     return kib / 2**20
-
-
-def gt_vertex_instances(scene_dir: Path, n_vertices: int) -> np.ndarray:
-    """[P] int32 ScanNet GT instance per mesh vertex (objectId + 1, 0 = unannotated)."""
-    name = scene_dir.name
-    seg = np.array(json.loads((scene_dir / f"{name}_vh_clean_2.0.010000.segs.json").read_text())["segIndices"])
-    groups = json.loads((scene_dir / f"{name}.aggregation.json").read_text())["segGroups"]
-    seg_to_inst = {s: g["objectId"] + 1 for g in groups for s in g["segments"]}
-    out = np.array([seg_to_inst.get(s, 0) for s in seg.tolist()], np.int32)
-    if len(out) != n_vertices:
-        raise SystemExit(f"{name}: segs.json has {len(out)} vertices, the mesh {n_vertices}")
-    return out
 
 
 def load_with_gt_labels(scene_dir: Path, n_frames: int | None) -> tuple:
