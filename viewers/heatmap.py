@@ -112,10 +112,7 @@ def write_heatmaps(
         ValueError: per_pixel is not a float [N, H, W] array, or the names do not match it.
     """
     per_pixel, names = _check_maps(per_pixel, frame_names)
-    out_dir = Path(out_dir)
-    written = [_save(out_dir / f"{name}.png", heatmap_rgb(per_pixel[i], vmin=vmin, vmax=vmax)) for i, name in enumerate(names)]
-    logger.info("heat-maps: %d frames -> %s", len(names), out_dir)
-    return written
+    return write_heatmap_frames(out_dir, per_pixel, names, vmin=vmin, vmax=vmax)
 
 
 def write_heatmap_frames(
