@@ -402,6 +402,29 @@ def _pairwise_from_entries(parts, vl_view, G) -> float | None:
     counts = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     if not len(keys):
         return None
+    T, D = _pairwise_terms(keys, counts, vl_view, G)
+    return _pairwise_total([T], [D])
+
+
+def _pairwise_total(T_parts, D_parts) -> float | None:
+    """sum(D) / sum(T) over view pairs, each sum correctly rounded (`math.fsum`), so the result
+    does not depend on how the pairs were split into parts."""
+    if not T_parts:
+        return None
+    total = math.fsum(np.concatenate(T_parts))  # one fsum over all: fsum of fsums would round twice
+    if total == 0:
+        return None
+    return math.fsum(np.concatenate(D_parts)) / total
+
+
+def _pairwise_terms(keys, counts, vl_view, G):
+    """Per view pair (a, b): T = C(N_ab, 2) pixel pairs and D = T + 2 S - X - Y agreeing pairs
+    (the Rand index's numerator), from the entries of those pairs (all entries of a view pair
+    must be present; a key may repeat, its counts are summed).
+
+    Every term is an integer below 2**53, so exact in float64: the values do not depend on the
+    entries' order or on which other pairs are computed alongside.
+    """
     # a (vl_a, vl_b) entry may come from several chunks: sum them
     order = np.argsort(keys, kind="stable")
     keys, counts = keys[order], counts[order]
@@ -429,10 +452,7 @@ def _pairwise_from_entries(parts, vl_view, G) -> float | None:
     col_pair[col_inv] = pinv
     X = np.bincount(row_pair, weights=row_c2, minlength=len(T))
     Y = np.bincount(col_pair, weights=col_c2, minlength=len(T))
-    total = math.fsum(T)
-    if total == 0:
-        return None
-    return math.fsum(T + 2 * S - X - Y) / total
+    return T, T + 2 * S - X - Y
 
 
 def scene_pointmaps(scene, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -488,6 +508,7 @@ def run_metric(
     eps: float = 0.02,
     features_dir: str | Path | None = None,
     out_json: str | Path | None = None,
+    max_points: int | None = None,
 ) -> dict:
     """`lift3d metric`: H (and pairwise) of a masks folder, or of per-frame features, on a scene.
 
@@ -498,6 +519,8 @@ def run_metric(
         features_dir: folder of `<frame>.npy` [H, W, C] float vectors; when given, H is computed
             on them (cosine similarity) and `masks_dir` is not read.
         out_json: where to write the result (atomically); None writes nothing.
+        max_points: labeled points held at once by the streamed metric (its memory bound);
+            default `metric_stream.DEFAULT_MAX_POINTS`. Not used for features.
 
     Returns:
         The JSON dict: H, pairwise, eps, pixels, per_frame, frames, size, input, seconds (in all;
@@ -541,11 +564,19 @@ def run_metric(
         result = consistency_score(pointmaps, valid, labels, features=features, eps=eps)
     else:
         # labels stream a frame at a time (bounded memory whatever the number of frames)
-        from lift3d.consistency.metric_stream import consistency_score_stream, label_frame_loader
+        from lift3d.consistency.metric_stream import (
+            DEFAULT_MAX_POINTS,
+            consistency_score_stream,
+            label_frame_loader,
+        )
+        from lift3d.recon.files import scratch_dir
 
         load, seconds = label_frame_loader(scene, masks_dir, size)
         t1 = time.perf_counter()
-        result = consistency_score_stream(load, len(names), eps=eps)
+        # spill files beside the output (or the masks), not in a possibly small system temp
+        with scratch_dir(Path(out_json).parent if out_json is not None else masks_dir.parent) as scratch:
+            result = consistency_score_stream(load, len(names), eps=eps, work_dir=scratch,
+                                              max_points=DEFAULT_MAX_POINTS if max_points is None else max_points)
         t1 = t0 + (t1 - t0) + seconds[0]  # reading happens inside the streaming metric
     t2 = time.perf_counter()
     out = result.to_json()

@@ -18,11 +18,19 @@ point plus the inputs: 4.2 GiB for 300 frames at 640x480), so a 5,000-frame scan
    counted). Point coordinates keep their x, y, z order, so every distance is computed with
    the very operations of the global computation.
 
+5. the pairwise variant's contingency entries ((label, view a), (label, view b)) -> count of
+   each slab are appended to a spill file; at the end they are cut by view a into groups of
+   at most `max_points` entries (whole views, as slabs are whole layers), and each group is
+   summed and reduced to its view pairs' Rand terms on its own (`metric._pairwise_terms`).
+
 Per-point counts are integers, hence equal to the global ones; per-frame sums of h are exact
 (`metric_kernels.frame_sums_exact`, order-free); pairwise contingency entries are integer sums
-over slabs. Peak memory is one slab's arrays (~100 bytes a point) plus per-frame and per-label
-bookkeeping, whatever the number of frames; the spill files take ~2 x 28 bytes a labeled point
-of disk, briefly.
+over slabs, and every view pair's Rand terms are exact integers in float64, summed with one
+`math.fsum`. Peak memory is one slab's arrays (~100 bytes a point) or one group of entries
+(~80 bytes an entry) plus per-frame and per-label bookkeeping, whatever the number of frames
+(the entries of one view a with all later views are the one thing that grows with the scan:
+a few per label pair that touches in 3D). The spill files take ~2 x 28 bytes a labeled point
+of disk, briefly, and 16 bytes per entry.
 """
 
 from __future__ import annotations
@@ -45,7 +53,8 @@ from lift3d.consistency.metric import (
     _check_eps,
     _label_groups,
     _limbs_to_float,
-    _pairwise_from_entries,
+    _pairwise_terms,
+    _pairwise_total,
     _run,
 )
 from lift3d.errors import InputError
@@ -54,8 +63,9 @@ logger = logging.getLogger(__name__)
 
 #: one spilled point: world xyz (float32), flat pixel index frame * H * W + v * W + u, label
 _POINT = np.dtype([("p", np.float32, 3), ("i", np.int64), ("l", np.int64)])
-#: own points per slab by default: ~100 bytes each at the peak of a slab, so about 1 GiB
-DEFAULT_MAX_POINTS = 10_000_000
+#: own points per slab by default: ~100 bytes each at the peak of a slab (0.5 GiB measured on
+#: scene0000_00, and no slower than 10M: docs/benchmarks/memory.md)
+DEFAULT_MAX_POINTS = 2_000_000
 _READ = 1 << 22  # points per read of a spill file
 
 
@@ -78,7 +88,9 @@ def consistency_score_stream(
             frame at most (once, in fact), in order.
         num_frames: N, the number of views.
         eps: neighbourhood radius in metres (> 0).
-        max_points: most labeled points a slab owns (its halo adds the two layers around it).
+        max_points: most labeled points a slab owns (its halo adds the two layers around it),
+            and most contingency entries reduced at once by the pairwise variant: the knob of
+            peak memory (~100 bytes a point).
         per_pixel_dir: when given, h(p) is written to `per_pixel_dir/h.npy`, an [N, H, W]
             float32 array (NaN where excluded), and `MetricResult.per_pixel` is a read-only
             memory map of it; read it a frame at a time (`read_h_frame`).
@@ -136,7 +148,7 @@ def consistency_score_stream(
             _init_h(h_path, (N, H, W))
         limbs = np.zeros((N, 3), np.int64)
         frame_n = np.zeros(N, np.int64)
-        entries: list[tuple[np.ndarray, np.ndarray]] = []
+        pair_spill = tmp / "pairs.bin"  # every slab's contingency entries, reduced at the end
         vl_view64 = vl_view.astype(np.int64)
         do_pairwise = bool(pairwise)
         grid = (lo, s, dims, perm)
@@ -155,14 +167,14 @@ def consistency_score_stream(
             if h_path is not None:
                 _write_h(h_path, idx, n_same, n_all)
             if do_pairwise and len(part[0]):
-                entries = [_merge_entries(entries + [part])]
+                _append_entries(pair_spill, *part)
             del idx, n_same, n_all, part
         if int(frame_n.sum()) != n:
             raise RuntimeError(f"slabs counted {int(frame_n.sum())} points of {n}")  # a bug, never input
         frame_sum = _limbs_to_float(limbs)
         with np.errstate(invalid="ignore", divide="ignore"):
             per_frame = (frame_sum / frame_n).tolist()
-        pw = _pairwise_from_entries(entries, vl_view64, G) if do_pairwise else None
+        pw = _pairwise_stream(pair_spill, tmp, vl_view64, G, N, max_points) if do_pairwise else None
         per_pixel = None if h_path is None else np.load(h_path, mmap_mode="r")
         logger.debug("metric (stream): %d points, %d frames, %d slabs, %.1f s", n, N, len(edges) - 1,
                      time.perf_counter() - t0)
@@ -312,18 +324,34 @@ def _plan_slabs(hist: np.ndarray, max_points: int) -> np.ndarray:
 
 def _distribute(spill, tmp, lo, s, axis, edges, count):
     """Pass 3: each slab's own points and one halo layer on each side into `tmp/slab<k>.bin`
-    (None for a slab that receives no point). Returns the S paths."""
+    (None for a slab that receives no point). Returns the S paths.
+
+    A point of layer L owned by slab k also goes to slab k - 1 when L is k's first layer and
+    to slab k + 1 when L is k's last (the halo of a slab is its neighbours' edge layers).
+    """
     S = len(edges) - 1
     paths = [tmp / f"slab{k}.bin" for k in range(S)]
     used = [False] * S
+    slab_of = np.repeat(np.arange(S), np.diff(edges))  # layer -> owning slab
+    first = np.zeros(len(slab_of), bool)
+    last = np.zeros(len(slab_of), bool)
+    first[edges[1:-1]] = True  # first layers of slabs 1.. (halo of the slab before)
+    last[edges[1:-1] - 1] = True  # last layers of slabs ..S-2 (halo of the slab after)
     for rec in _chunks_of(spill, count):
         layer = _layers(rec["p"], lo, s, axis)
-        for k in range(S):
-            keep = (layer >= edges[k] - 1) & (layer < edges[k + 1] + 1)
-            if keep.any():
-                with open(paths[k], "ab") as fh:
-                    rec[keep].tofile(fh)
-                used[k] = True
+        k = slab_of[layer]
+        lo_halo = np.flatnonzero(first[layer])
+        hi_halo = np.flatnonzero(last[layer])
+        src = np.concatenate([np.arange(len(rec)), lo_halo, hi_halo])
+        dst = np.concatenate([k, k[lo_halo] - 1, k[hi_halo] + 1])
+        order = np.argsort(dst, kind="stable")
+        src, dst = src[order], dst[order]
+        cuts = np.flatnonzero(np.r_[True, dst[1:] != dst[:-1], True])
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            j = int(dst[a])
+            with open(paths[j], "ab") as fh:
+                rec[src[a:b]].tofile(fh)
+            used[j] = True
     return [p if u else None for p, u in zip(paths, used)]
 
 
@@ -404,6 +432,63 @@ def _merge_entries(parts):
     keys, counts = keys[order], counts[order]
     first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     return keys[first], np.add.reduceat(counts, first)
+
+
+_ENTRY = np.dtype([("k", np.int64), ("c", np.int64)])  # (vl_a * G + vl_b, count)
+
+
+def _append_entries(path: Path, keys: np.ndarray, counts: np.ndarray) -> None:
+    rec = np.empty(len(keys), _ENTRY)
+    rec["k"], rec["c"] = keys, counts
+    with open(path, "ab") as fh:
+        rec.tofile(fh)
+
+
+def _entry_chunks(path: Path, count: int):
+    with open(path, "rb") as fh:
+        while True:
+            rec = np.fromfile(fh, _ENTRY, count=count)
+            if not len(rec):
+                return
+            yield rec
+
+
+def _pairwise_stream(path: Path, tmp: Path, vl_view: np.ndarray, G: int, N: int, max_entries: int) -> float | None:
+    """`metric._pairwise_from_entries` over the spilled entries, one group of views a at a time.
+
+    All entries of a view pair share view a (the smaller view), so a group of whole views a
+    holds every entry of its pairs; the per-pair terms are exact, the final sums one fsum each.
+    """
+    if not path.is_file():
+        return None
+    count = max(1 << 16, min(_READ, int(max_entries)))
+    hist = np.zeros(N, np.int64)
+    for rec in _entry_chunks(path, count):
+        hist += np.bincount(vl_view[rec["k"] // G], minlength=N)
+    edges = _plan_slabs(hist, max_entries)  # whole views a, at most max_entries entries each
+    S = len(edges) - 1
+    group_of_view = np.repeat(np.arange(S), np.diff(edges))
+    paths = [tmp / f"pairs{k}.bin" for k in range(S)]
+    for rec in _entry_chunks(path, count):
+        g = group_of_view[vl_view[rec["k"] // G]]
+        order = np.argsort(g, kind="stable")
+        rec, g = rec[order], g[order]
+        cuts = np.flatnonzero(np.r_[True, g[1:] != g[:-1], True])
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            with open(paths[int(g[a])], "ab") as fh:
+                rec[a:b].tofile(fh)
+    path.unlink()
+    T_parts, D_parts = [], []
+    for q in paths:
+        if not q.is_file():
+            continue
+        rec = np.fromfile(q, _ENTRY)
+        q.unlink()
+        T, D = _pairwise_terms(rec["k"], rec["c"], vl_view, G)
+        del rec
+        T_parts.append(T)
+        D_parts.append(D)
+    return _pairwise_total(T_parts, D_parts)
 
 
 def _init_h(path: Path, shape):

@@ -8,6 +8,7 @@ numpy.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,3 +106,43 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+SCRATCH = ".lift3d-tmp"  #: the folder of a run's temporary files inside its output folder
+
+
+@contextmanager
+def scratch_dir(out: str | Path) -> Iterator[Path]:
+    """A private temporary folder `out/.lift3d-tmp/<pid>-<random>`, removed when the block ends.
+
+    Large temporary files (the metric's spill files: ~60 bytes a labeled point) go beside the
+    outputs rather than into the system's temp folder, which is often a small RAM disk. A run
+    killed outright (SIGKILL, out of memory) cannot clean up after itself, so on entry the
+    folders of processes that no longer exist are removed: the next run into the same output
+    folder takes the litter away. Folders of live processes (a concurrent run) are left alone.
+    """
+    root = Path(out) / SCRATCH
+    root.mkdir(parents=True, exist_ok=True)
+    for d in root.iterdir():
+        pid = d.name.split("-", 1)[0]
+        if d.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            root.rmdir()  # only when empty: another run's folder stays
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -600,3 +600,42 @@ def test_exact_frame_sums_do_not_depend_on_the_order():
     h = n_same / n_all
     for f in range(3):
         assert sums[0][f] == math.fsum(h[idx // 7 == f])  # the correctly rounded sum
+
+
+@pytest.mark.parametrize("max_entries", [1, 7, 10**9])
+def test_pairwise_reduced_in_groups_of_whole_views_equals_all_at_once(tmp_path, monkeypatch, max_entries):
+    from lift3d.consistency import metric_stream as ms
+    from lift3d.consistency.metric import _pairwise_from_entries
+
+    # random contingency entries over 9 views x 4 labels, keys repeated across "slabs"
+    rng = np.random.default_rng(3)
+    N, L = 9, 4
+    vl_view = np.repeat(np.arange(N), L).astype(np.int64)  # group g = view * L + label
+    G = len(vl_view)
+    va = rng.integers(0, G, 400)
+    vb = rng.integers(0, G, 400)
+    keep = vl_view[va] < vl_view[vb]
+    keys, counts = va[keep] * G + vb[keep], rng.integers(1, 50, int(keep.sum()))
+    path = tmp_path / "pairs.bin"
+    for part in np.array_split(np.arange(len(keys)), 5):  # appended slab by slab
+        ms._append_entries(path, keys[part], counts[part])
+    groups = []
+    terms = ms._pairwise_terms
+
+    def spy(k, c, *args):
+        views = np.unique(vl_view[k // G])
+        groups.append((len(k), views))
+        return terms(k, c, *args)
+
+    monkeypatch.setattr(ms, "_pairwise_terms", spy)
+    got = ms._pairwise_stream(path, tmp_path, vl_view, G, N, max_entries)
+    assert got == _pairwise_from_entries([(keys, counts)], vl_view, G)  # to the bit
+    assert not list(tmp_path.glob("pairs*.bin"))  # spill files removed
+    seen = np.concatenate([v for _, v in groups])
+    assert len(seen) == len(np.unique(seen))  # each view a in exactly one group
+    assert sum(n for n, _ in groups) == len(keys)
+    if max_entries < 10**9:
+        assert len(groups) > 1
+        assert all(n <= max_entries or len(v) == 1 for n, v in groups)
+    else:
+        assert len(groups) == 1
