@@ -42,12 +42,15 @@ class Metric:
     """Folder of per-frame feature maps <frame>.npy [H, W, C] (instead of label one-hots)."""
     out: Path | None = None
     """JSON file to write (default: <masks>/../metric.json)."""
+    max_points: int = 2_000_000
+    """Labeled points held at once (one slab of space, ~100 bytes each): the memory bound."""
 
     def main(self) -> None:
         from lift3d.consistency.metric import run_metric
 
         out = self.out or Path(self.masks).parent / "metric.json"
-        result = run_metric(self.scene, self.masks, eps=self.eps, features_dir=self.features, out_json=out)
+        result = run_metric(self.scene, self.masks, eps=self.eps, features_dir=self.features, out_json=out,
+                            max_points=self.max_points)
         pairwise = result.get("pairwise")
         print(
             f"H = {result['H']:.4f}   pairwise = {'n/a' if pairwise is None else f'{pairwise:.4f}'}"
@@ -183,15 +186,42 @@ def entrypoint(argv: list[str] | None = None) -> int:
         argv = [f"eval-{argv[1]}"] + argv[2:]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cmd = tyro.cli(Command, args=argv, prog="lift3d", description=__doc__.splitlines()[0])
+    # SIGTERM (kill, a scheduler's time limit) unwinds like Ctrl-C: temporary files and
+    # folders are removed by the `finally` blocks that own them
+    old = _on_sigterm(_Terminated)
     try:
         cmd.main()
     except Lift3dError as e:
         print(f"lift3d: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated) as e:
         print("lift3d: interrupted; finished files are complete, unfinished ones were not written", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, _Terminated) else 130
+    finally:
+        _on_sigterm(old)
     return 0
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread on SIGTERM (a BaseException, like KeyboardInterrupt)."""
+
+
+def _on_sigterm(handler):
+    """Install `handler` for SIGTERM (an exception class is raised); returns the previous one.
+    A no-op outside the main thread, where signals cannot be handled."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if isinstance(handler, type) and issubclass(handler, BaseException):
+        exc = handler
+
+        def raise_exc(signum, frame):
+            raise exc()
+
+        handler = raise_exc
+    return signal.signal(signal.SIGTERM, handler if handler is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ import json
 import logging
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -26,7 +24,7 @@ import numpy as np
 from lift3d.config import SegmentConfig
 from lift3d.consistency.labelmaps import read_label_map, write_label_map
 from lift3d.errors import InputError
-from lift3d.recon.files import atomic_path
+from lift3d.recon.files import atomic_path, scratch_dir
 from lift3d.recon.scene import Scene, parse_frame_range
 
 logger = logging.getLogger(__name__)
@@ -327,39 +325,41 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
     write_cameras_and_instances(scene, masks_dir, out, point_labels, point_conf)
     t = lap("lifting", t)
 
-    # streamed: one frame and one slab of space in memory at a time, whatever the frame count
+    # streamed: one frame and one slab of space in memory at a time, whatever the frame count;
+    # its spill files and h.npy live in a private scratch folder, removed on exit (and by the
+    # next run if this one is killed outright)
     from lift3d.consistency.metric_stream import consistency_score_stream, label_frame_loader
 
-    h_dir = tempfile.mkdtemp(prefix="h-", dir=out)
-    load, _ = label_frame_loader(scene, masks_dir, scene.size)
-    metric = consistency_score_stream(load, len(scene), eps=cfg.eps, per_pixel_dir=h_dir if cfg.preview else None,
-                                      work_dir=out)
-    t = lap("metric", t)
-    metrics = metric.to_json()
-    metrics.update({
-        "masks_per_frame": track["masks_per_frame"],
-        "mean_masks_per_frame": float(np.mean(track["masks_per_frame"])) if track["masks_per_frame"] else 0.0,
-        "ids": track["ids"],
-        "frames": len(scene),
-        "size": list(scene.size),
-        "lifting": lifted,
-        "backends": backends,
-    })
-    if cfg.preview:
-        from lift3d.consistency.metric_stream import read_h_frame
-        from lift3d.viewers.heatmap import write_heatmap_frames, write_heatmap_sheet
-        from lift3d.viewers.overlay import write_previews
+    with scratch_dir(out) as scratch:
+        h_dir = scratch / "h"
+        load, _ = label_frame_loader(scene, masks_dir, scene.size)
+        metric = consistency_score_stream(load, len(scene), eps=cfg.eps, per_pixel_dir=h_dir if cfg.preview else None,
+                                          work_dir=scratch, max_points=cfg.metric_max_points)
+        t = lap("metric", t)
+        metrics = metric.to_json()
+        metrics.update({
+            "masks_per_frame": track["masks_per_frame"],
+            "mean_masks_per_frame": float(np.mean(track["masks_per_frame"])) if track["masks_per_frame"] else 0.0,
+            "ids": track["ids"],
+            "frames": len(scene),
+            "size": list(scene.size),
+            "lifting": lifted,
+            "backends": backends,
+        })
+        if cfg.preview:
+            from lift3d.consistency.metric_stream import read_h_frame
+            from lift3d.viewers.heatmap import write_heatmap_frames, write_heatmap_sheet
+            from lift3d.viewers.overlay import write_previews
 
-        h_frames = (read_h_frame(h_dir, i) for i in range(len(scene)))
-        write_heatmap_frames(out / "preview" / "heatmaps", h_frames, scene.frame_names)
-        write_heatmap_sheet(out / "preview" / "heatmap_sheet.png", metric.per_pixel, scene.frame_names)
-        write_previews(out, scene, masks_dir, baseline_dir=out / "baseline" / "masks" if cfg.baseline else None)
-        from lift3d.viewers.render import write_point_renders
+            h_frames = (read_h_frame(h_dir, i) for i in range(len(scene)))
+            write_heatmap_frames(out / "preview" / "heatmaps", h_frames, scene.frame_names)
+            write_heatmap_sheet(out / "preview" / "heatmap_sheet.png", metric.per_pixel, scene.frame_names)
+            write_previews(out, scene, masks_dir, baseline_dir=out / "baseline" / "masks" if cfg.baseline else None)
+            from lift3d.viewers.render import write_point_renders
 
-        write_point_renders(out / "preview" / "renders", out / "points.ply", out / "cameras.json")
-        t = lap("previews", t)
-    metric.per_pixel = None  # unmap h.npy before removing it
-    shutil.rmtree(h_dir, ignore_errors=True)
+            write_point_renders(out / "preview" / "renders", out / "points.ply", out / "cameras.json")
+            t = lap("previews", t)
+        metric.per_pixel = None  # unmap h.npy before its folder is removed
     timings["total"] = round(time.perf_counter() - t_start, 3)
     metrics["timings"] = timings
     write_json(out / "metrics.json", metrics)

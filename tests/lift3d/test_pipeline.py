@@ -57,6 +57,7 @@ def test_segment_writes_every_output(demo_run, synthetic_scene_dir):
     assert lab.shape == (96, 128) and lab.max() > 0
     for f in ("points.ply", "metrics.json", "run.json", "cameras.json", "instances.json", "report.html"):
         assert (out / f).is_file(), f
+    assert not (out / ".lift3d-tmp").exists()  # the metric's scratch folder is gone
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("H", "pairwise", "eps", "pixels", "masks_per_frame", "timings"):
         assert key in metrics
@@ -123,3 +124,67 @@ def test_interrupted_run_leaves_no_half_written_file(synthetic_scene_dir, tmp_pa
         run_segment(SegmentConfig(scene=synthetic_scene_dir, out=out, max_frames=2, preview=False))
     assert not list(out.rglob("*.tmp*"))
     assert not (out / "metrics.json").exists()
+
+
+def test_run_killed_in_the_metric_leaves_no_scratch_and_sigterm_unwinds(synthetic_scene_dir, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from lift3d.cli import entrypoint
+    from lift3d.consistency import metric_stream
+
+    real = metric_stream.consistency_score_stream
+    seen = {}
+
+    def killed_midway(load, n, **kw):
+        def load_then_die(i):
+            if i == 1:  # the spill file is half written by now
+                seen["scratch"] = [p for p in Path(kw["work_dir"]).rglob("*") if p.is_file()]
+                os.kill(os.getpid(), signal.SIGTERM)
+            return load(i)
+
+        return real(load_then_die, n, **kw)
+
+    monkeypatch.setattr(metric_stream, "consistency_score_stream", killed_midway)
+    out = tmp_path / "out"
+    old = signal.getsignal(signal.SIGTERM)
+    rc = entrypoint(["segment", "--scene", str(synthetic_scene_dir), "--out", str(out), "--max-frames", "3", "--no-preview"])
+    assert rc == 143
+    assert signal.getsignal(signal.SIGTERM) is old  # the handler is put back
+    assert seen["scratch"]  # there was something to clean up
+    assert not (out / ".lift3d-tmp").exists() and not list(out.rglob("*.tmp*"))
+    assert not (out / "metrics.json").exists()
+
+
+def test_scratch_of_a_dead_run_is_removed_and_a_live_runs_kept(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from lift3d.recon.files import scratch_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    root = tmp_path / ".lift3d-tmp"
+    stale = root / f"{int(dead.stdout)}-abc"
+    live = root / f"{os.getppid()}-xyz"  # pytest's parent: alive
+    for d in (stale, live):
+        d.mkdir(parents=True)
+        (d / "points.bin").write_bytes(b"x" * 10)
+    with scratch_dir(tmp_path) as mine:
+        assert mine.parent == root and mine.is_dir()
+        assert not stale.exists() and live.is_dir()
+    assert not mine.exists() and live.is_dir()
+    shutil.rmtree(live)
+    with pytest.raises(RuntimeError):
+        with scratch_dir(tmp_path) as mine:
+            raise RuntimeError
+    assert not root.exists()  # removed on error, and the empty root with it
+
+
+def test_the_metric_memory_bound_has_one_default():
+    from lift3d.cli import Metric
+    from lift3d.consistency.metric_stream import DEFAULT_MAX_POINTS
+
+    assert SegmentConfig(scene=Path(".")).metric_max_points == DEFAULT_MAX_POINTS
+    assert Metric(scene=Path("."), masks=Path(".")).max_points == DEFAULT_MAX_POINTS
