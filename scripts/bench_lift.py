@@ -29,14 +29,12 @@ DEFAULT_SCENE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" /
 
 
 def gt_vertex_instances(scene_dir: Path, n_vertices: int) -> np.ndarray:
-    """[P] int32 ScanNet GT instance per mesh vertex (objectId + 1, 0 = unannotated)."""
-    name = scene_dir.name
-    seg = np.array(json.loads((scene_dir / f"{name}_vh_clean_2.0.010000.segs.json").read_text())["segIndices"])
-    groups = json.loads((scene_dir / f"{name}.aggregation.json").read_text())["segGroups"]
-    seg_to_inst = {s: g["objectId"] + 1 for g in groups for s in g["segments"]}
-    out = np.array([seg_to_inst.get(s, 0) for s in seg.tolist()], np.int32)
+    """[P] int32 ScanNet GT object per mesh vertex (objectId + 1, 0 = unannotated)."""
+    from lift3d.instance_eval import read_vertex_objects
+
+    out = read_vertex_objects(scene_dir).astype(np.int32)
     if len(out) != n_vertices:
-        raise SystemExit(f"{name}: segs.json has {len(out)} vertices, the mesh {n_vertices}")
+        raise SystemExit(f"{scene_dir.name}: segs.json has {len(out)} vertices, the mesh {n_vertices}")
     return out
 
 

@@ -147,14 +147,11 @@ def scannet_gt_maps(scene, n: int) -> np.ndarray:
     0 where that vertex is unannotated or none is that close (as `bench_lift.py` does)."""
     from scipy.spatial import cKDTree
 
+    from lift3d.instance_eval import read_vertex_objects
     from lift3d.points import read_mesh_vertices
 
-    root = Path(scene.root)
     xyz, _ = read_mesh_vertices(scene.mesh_path)
-    seg = np.array(json.loads((root / f"{root.name}_vh_clean_2.0.010000.segs.json").read_text())["segIndices"])
-    groups = json.loads((root / f"{root.name}.aggregation.json").read_text())["segGroups"]
-    seg_to_inst = {s: g["objectId"] + 1 for g in groups for s in g["segments"]}
-    inst = np.array([seg_to_inst.get(s, 0) for s in seg.tolist()], np.int32)
+    inst = read_vertex_objects(scene.root).astype(np.int32)
     tree = cKDTree(xyz)
     maps = []
     for i in range(n):

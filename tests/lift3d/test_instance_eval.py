@@ -203,6 +203,20 @@ def test_load_gt_from_aggregation_when_labels_ply_is_not_nyu40(tmp_path):
     assert bundled.labels == {1: 5, 3: 3}
 
 
+def test_vertex_objects_keep_every_class_and_drop_excluded_labels(tmp_path):
+    from lift3d.instance_eval import read_vertex_objects
+
+    scan = _tiny_scan(tmp_path, {10: 5, 20: 2, 30: 3, 40: 35})
+    # all four objects, the later lamp over segment 40; no class filter, no labels.ply read
+    (scan / "scene0001_00_vh_clean_2.labels.ply").unlink()
+    np.testing.assert_array_equal(read_vertex_objects(scan), np.repeat([1, 2, 3, 4], [150, 120, 130, 100]))
+    np.testing.assert_array_equal(read_vertex_objects(scan, exclude=("floor", "lamp")),
+                                  np.repeat([1, 0, 3, 0], [150, 120, 130, 100]))
+    (scan / "scene0001_00.aggregation.json").write_text('{"segGroups": [{"label": "x"}]}')
+    with pytest.raises(InputError, match=r"segGroups\[0\] needs 'objectId'"):
+        read_vertex_objects(scan)
+
+
 def test_load_gt_bad_input(tmp_path):
     scan = _tiny_scan(tmp_path, {10: 5, 20: 2, 30: 3, 40: 35})
     (scan / "scene0001_00.aggregation.json").unlink()

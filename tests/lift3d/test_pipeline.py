@@ -14,15 +14,10 @@ from lift3d.pipeline import run_segment
 
 
 def _gt_vertex_instances(scene_dir: Path) -> np.ndarray:
-    """[V] GT instance per mesh vertex (0 = floor/walls) from ScanNet's segs + aggregation files."""
-    name = scene_dir.name
-    seg = np.array(json.loads((scene_dir / f"{name}_vh_clean_2.0.010000.segs.json").read_text())["segIndices"])
-    inst = np.zeros(len(seg), np.int32)
-    for g in json.loads((scene_dir / f"{name}.aggregation.json").read_text())["segGroups"]:
-        if g["label"] in ("floor", "wall"):
-            continue
-        inst[np.isin(seg, g["segments"])] = g["objectId"] + 1
-    return inst
+    """[V] GT object per mesh vertex (0 = floor/walls), from ScanNet's segs + aggregation files."""
+    from lift3d.instance_eval import read_vertex_objects
+
+    return read_vertex_objects(scene_dir, exclude=("floor", "wall"))
 
 
 def _mean_matched_iou(gt: np.ndarray, pred: np.ndarray) -> float:
