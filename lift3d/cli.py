@@ -125,21 +125,44 @@ class EvalDavis:
 
 @dataclass
 class EvalScannet:
-    """Class-agnostic ScanNet instance AP (AP, AP50, AP25) of a ScanNet-format prediction."""
+    """Class-agnostic ScanNet instance AP (AP, AP50, AP25): of a prediction, or of each method run here."""
 
     scene: Path
     """ScanNet scan folder with its GT (aggregation.json, segs.json, labels.ply)."""
-    pred: Path
-    """Prediction folder in the ScanNet benchmark format (<scene>.txt + pred_mask/), e.g. OUT/scannet."""
+    pred: Path | None = None
+    """Score this prediction folder in the ScanNet benchmark format (<scene>.txt + pred_mask/),
+    e.g. OUT/scannet of `lift3d segment`. Without it, --methods are run and scored."""
+    methods: tuple[Literal["framewise", "sam3d", "mastsam-no-unmasked", "mastsam"], ...] = (
+        "framewise",
+        "sam3d",
+        "mastsam-no-unmasked",
+        "mastsam",
+    )
+    """Methods to run (without --pred): label maps, lifting, export, AP and H for each."""
+    segmenter: Literal["classical", "sam"] = "classical"
+    """2D segmenter of the methods."""
+    sam_checkpoint: Path | None = None
+    sam_model: Literal["vit_h", "vit_l", "vit_b"] = "vit_h"
+    frames: str | None = "::10"
+    """Frame subset START:STOP:STEP of the methods' runs (default every 10th frame)."""
+    out: Path = Path("outputs/eval_scannet")
+    """Folder for each method's masks/, scannet/ and results.json (without --pred)."""
 
     def main(self) -> None:
         import json
 
-        from lift3d.instance_eval import evaluate_scannet_export
         from lift3d.recon.detect import resolve_scene_path
 
-        result = evaluate_scannet_export(resolve_scene_path(self.scene), self.pred)
-        print(json.dumps(result, indent=1))
+        scene = resolve_scene_path(self.scene)
+        if self.pred is not None:
+            from lift3d.instance_eval import evaluate_scannet_export
+
+            print(json.dumps(evaluate_scannet_export(scene, self.pred), indent=1))
+            return
+        from lift3d.evaluation import run_scannet_eval
+
+        run_scannet_eval(scene, out=self.out, methods=self.methods, segmenter=self.segmenter,
+                         sam_checkpoint=self.sam_checkpoint, sam_model=self.sam_model, frames=self.frames)
 
 
 @dataclass
