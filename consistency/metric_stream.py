@@ -1,4 +1,4 @@
-"""The exact metric H in bounded memory: frames streamed, space cut into slabs.
+"""The exact metric H in bounded memory: frames streamed, space cut into tiles.
 
 `consistency_score` holds every pointmap and label map of a scene at once (~30 bytes per labeled
 point plus the inputs: 4.2 GiB for 300 frames at 640x480), so a 5,000-frame scan cannot fit.
@@ -7,26 +7,26 @@ point plus the inputs: 4.2 GiB for 300 frames at 640x480), so a 5,000-frame scan
 1. pass over the frames: check them, find the global bounds of the labeled points and each
    frame's label set (for the global (label, view) group numbering), and spill every labeled
    point (x, y, z, flat pixel index, label: 28 bytes) to one file under a temporary folder;
-2. histogram the spilled points over the block layers of the longest axis and cut the layers
-   into slabs of whole layers holding at most `max_points` points each (a single layer that
-   holds more is a slab on its own);
-3. distribute the points into one file per slab: its own layers plus one layer of halo on each
-   side (a block's neighbours all lie in the 26 blocks around it, see `metric_kernels.py`);
-4. per slab: build the grid with the GLOBAL origin and dims, so every key is the key of the
-   global computation; the slab axis is made the first key component, so the slab's own blocks
-   are one contiguous range, and the kernels run on those blocks only (the halo is read, never
-   counted). Point coordinates keep their x, y, z order, so every distance is computed with
-   the very operations of the global computation.
-
-5. the pairwise variant's contingency entries ((label, view a), (label, view b)) -> count of
-   each slab are appended to a spill file; at the end they are cut by view a into groups of
-   at most `max_points` entries (whole views, as slabs are whole layers), and each group is
-   summed and reduced to its view pairs' Rand terms on its own (`metric._pairwise_terms`).
+2. count the spilled points per occupied block of the global grid (blocks are eps wide: their
+   number grows with the surface the scan covers, not with its frames);
+3. cut the blocks into boxes, tiles, by k-d splits until each tile's points plus those of the
+   blocks around it (its halo: a block's neighbours all lie in the 26 blocks around it, see
+   `metric_kernels.py`) number at most `max_points`, or the tile is one block. Slabs along one
+   axis would not do: a wall across that axis is one layer holding every view's points of it;
+4. distribute the points into one file per tile: its own blocks and its halo;
+5. per tile: build the grid with the GLOBAL origin and dims, so every key is the key of the
+   global computation, and run the kernels on the tile's own blocks only (runs of consecutive
+   blocks in key order; the halo is read, never counted). Point coordinates keep their x, y, z
+   order, so every distance is computed with the very operations of the global computation;
+6. the pairwise variant's contingency entries ((label, view a), (label, view b)) -> count of
+   each tile are appended to a spill file; at the end they are cut by view a into groups of
+   at most `max_points` entries (whole views), and each group is summed and reduced to its view
+   pairs' Rand terms on its own (`metric._pairwise_terms`).
 
 Per-point counts are integers, hence equal to the global ones; per-frame sums of h are exact
 (`metric_kernels.frame_sums_exact`, order-free); pairwise contingency entries are integer sums
-over slabs, and every view pair's Rand terms are exact integers in float64, summed with one
-`math.fsum`. Peak memory is one slab's arrays (~100 bytes a point) or one group of entries
+over tiles, and every view pair's Rand terms are exact integers in float64, summed with one
+`math.fsum`. Peak memory is one tile's arrays (~100 bytes a point) or one group of entries
 (~80 bytes an entry) plus per-frame and per-label bookkeeping, whatever the number of frames
 (the entries of one view a with all later views are the one thing that grows with the scan:
 a few per label pair that touches in 3D). The spill files take ~2 x 28 bytes a labeled point
@@ -63,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 #: one spilled point: world xyz (float32), flat pixel index frame * H * W + v * W + u, label
 _POINT = np.dtype([("p", np.float32, 3), ("i", np.int64), ("l", np.int64)])
-#: own points per slab by default: ~100 bytes each at the peak of a slab (0.5 GiB measured on
+#: points a tile loads by default: ~100 bytes each at the peak of a tile (0.5 GiB measured on
 #: scene0000_00, and no slower than 10M: docs/benchmarks/memory.md)
 DEFAULT_MAX_POINTS = 2_000_000
 _READ = 1 << 22  # points per read of a spill file
@@ -80,7 +80,7 @@ def consistency_score_stream(
     workers: int = 2,
     pairwise: bool = True,
 ) -> MetricResult:
-    """`consistency_score` for labels, one frame in memory at a time and one slab of space.
+    """`consistency_score` for labels, one frame in memory at a time and one tile of space.
 
     Args:
         load_frame: `load_frame(i)` -> (pointmap [H, W, 3] float world metres, valid [H, W]
@@ -88,9 +88,9 @@ def consistency_score_stream(
             frame at most (once, in fact), in order.
         num_frames: N, the number of views.
         eps: neighbourhood radius in metres (> 0).
-        max_points: most labeled points a slab owns (its halo adds the two layers around it),
-            and most contingency entries reduced at once by the pairwise variant: the knob of
-            peak memory (~100 bytes a point).
+        max_points: most labeled points a tile loads (its own and its halo's; a single block
+            holding more is a tile of its own), and most contingency entries reduced at once by
+            the pairwise variant: the knob of peak memory (~100 bytes a point).
         per_pixel_dir: when given, h(p) is written to `per_pixel_dir/h.npy`, an [N, H, W]
             float32 array (NaN where excluded), and `MetricResult.per_pixel` is a read-only
             memory map of it; read it a frame at a time (`read_h_frame`).
@@ -136,11 +136,13 @@ def consistency_score_stream(
                                    f"({G} label groups); raise eps or split the scene")
         axis = int(np.argmax(dims))
         perm = [axis] + [d for d in range(3) if d != axis]
-        # reads of the spill never hold more than a slab would
+        dp = dims[perm]
+        # reads of the spill never hold more than a tile would
         count = max(1 << 16, min(_READ, int(max_points)))
-        hist = _layer_histogram(spill, lo, s, axis, int(dims[axis]), count)
-        edges = _plan_slabs(hist, max_points)
-        slab_files = _distribute(spill, tmp, lo, s, axis, edges, count)
+        blocks, block_n = _block_histogram(spill, lo, s, perm, dp, count)
+        tile_of, boxes = _plan_tiles(blocks, block_n, dp, max_points)
+        halo = _halo_lists(blocks, tile_of, boxes, dp)
+        tile_files = _distribute(spill, tmp, lo, s, perm, dp, blocks, tile_of, halo, len(boxes), count)
         spill.unlink()
         h_path = None
         if per_pixel_dir is not None:
@@ -148,17 +150,16 @@ def consistency_score_stream(
             _init_h(h_path, (N, H, W))
         limbs = np.zeros((N, 3), np.int64)
         frame_n = np.zeros(N, np.int64)
-        pair_spill = tmp / "pairs.bin"  # every slab's contingency entries, reduced at the end
+        pair_spill = tmp / "pairs.bin"  # every tile's contingency entries, reduced at the end
         vl_view64 = vl_view.astype(np.int64)
         do_pairwise = bool(pairwise)
         grid = (lo, s, dims, perm)
         groups = (uniq, group_key, N, H * W, G, vl_label, vl_view64)
-        for k, path in enumerate(slab_files):
+        for k, path in enumerate(tile_files):
             if path is None:
                 continue
-            # handed over, not kept: _slab drops the records once it has sorted them
-            res = _slab(np.fromfile(path, _POINT), (edges[k], edges[k + 1]), grid, groups, eps * eps, workers,
-                        do_pairwise)
+            # handed over, not kept: _tile drops the records once it has sorted them
+            res = _tile(np.fromfile(path, _POINT), boxes[k], grid, groups, eps * eps, workers, do_pairwise)
             path.unlink()
             if res is None:
                 continue
@@ -170,13 +171,13 @@ def consistency_score_stream(
                 _append_entries(pair_spill, *part)
             del idx, n_same, n_all, part
         if int(frame_n.sum()) != n:
-            raise RuntimeError(f"slabs counted {int(frame_n.sum())} points of {n}")  # a bug, never input
+            raise RuntimeError(f"tiles counted {int(frame_n.sum())} points of {n}")  # a bug, never input
         frame_sum = _limbs_to_float(limbs)
         with np.errstate(invalid="ignore", divide="ignore"):
             per_frame = (frame_sum / frame_n).tolist()
         pw = _pairwise_stream(pair_spill, tmp, vl_view64, G, N, max_points) if do_pairwise else None
         per_pixel = None if h_path is None else np.load(h_path, mmap_mode="r")
-        logger.debug("metric (stream): %d points, %d frames, %d slabs, %.1f s", n, N, len(edges) - 1,
+        logger.debug("metric (stream): %d points, %d frames, %d tiles, %.1f s", n, N, len(boxes),
                      time.perf_counter() - t0)
         return MetricResult(H=math.fsum(frame_sum) / n, pairwise=pw, eps=eps, pixels=n, per_pixel=per_pixel,
                             per_frame=per_frame)
@@ -295,22 +296,116 @@ def _chunks_of(path, count):
             yield rec
 
 
-def _layers(p, lo, s, axis):
-    """Block layer (block coordinate along the axis, 1-based as in the grid) of points [n, 3]."""
-    c = np.floor((p[:, axis].astype(np.float64) - lo[axis]) * (1.0 / s)).astype(np.int64)
-    return c // _M + 1
+def _block_coords(p, lo, s, perm):
+    """Block coordinates (a, b, c) along the axes `perm` of points [n, 3], 1-based as in the
+    grid (the cell coordinates of `metric_kernels.grid_keys`, same float64 operations)."""
+    inv_s = 1.0 / s
+    return [np.floor((p[:, d].astype(np.float64) - lo[d]) * inv_s).astype(np.int64) // _M + 1 for d in perm]
 
 
-def _layer_histogram(spill, lo, s, axis, n_layers, count):
-    hist = np.zeros(n_layers, np.int64)
+def _block_key(a, b, c, dp):
+    return (a * dp[1] + b) * dp[2] + c
+
+
+def _decode(keys, dp):
+    """(a, b, c) block coordinates of block keys."""
+    return keys // (dp[1] * dp[2]), (keys // dp[2]) % dp[1], keys % dp[2]
+
+
+def _block_histogram(spill, lo, s, perm, dp, count):
+    """(sorted occupied block keys [B], points per block [B]): memory grows with the surface the
+    scan covers (blocks are eps wide), not with its number of frames."""
+    keys = np.zeros(0, np.int64)
+    counts = np.zeros(0, np.int64)
     for rec in _chunks_of(spill, count):
-        hist += np.bincount(_layers(rec["p"], lo, s, axis), minlength=n_layers)
-    return hist
+        heads, run = _runs(_block_key(*_block_coords(rec["p"], lo, s, perm), dp))
+        k, inv = np.unique(heads, return_inverse=True)
+        c = np.bincount(inv, weights=run, minlength=len(k))
+        keys, inv = np.unique(np.concatenate([keys, k]), return_inverse=True)
+        counts = np.bincount(inv, weights=np.concatenate([counts, c]), minlength=len(keys)).astype(np.int64)
+    return keys, counts
 
 
-def _plan_slabs(hist: np.ndarray, max_points: int) -> np.ndarray:
-    """Slab edges [S + 1] over the layers: whole layers, greedily, each slab owning at most
-    max_points points unless one layer alone holds more."""
+def _runs(keys):
+    """(first key of each run of equal consecutive keys, run lengths): a frame's pixels come in
+    rows, and neighbouring pixels mostly share a block, so this shortens the sorts that follow."""
+    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return keys[first], np.diff(np.r_[first, len(keys)])
+
+
+def _plan_tiles(blocks, block_n, dp, max_points):
+    """Cut the occupied blocks into boxes (tiles) whose points plus those of the blocks around
+    them (the one-block halo the kernels read) number at most `max_points`, unless the box is
+    a single block: a k-d split along the box's longest side at the weighted median.
+
+    A plain cut into slabs along one axis cannot bound memory: a wall perpendicular to that
+    axis puts every view's points of it into one layer, which grows with the scan.
+
+    Returns:
+        tile_of [B] the tile owning each block; boxes [T] of (lo [3], hi [3]) block coordinates
+        (half-open) of each tile's own blocks, all occupied blocks inside a box being its own.
+    """
+    coords = np.stack(_decode(blocks, dp), axis=1)
+    tile_of = np.full(len(blocks), -1, np.int64)
+    boxes: list[tuple[np.ndarray, np.ndarray]] = []
+    everything = np.arange(len(blocks))
+    todo = [(everything, everything)]  # (own blocks, blocks that may lie in the expanded box)
+    while todo:
+        own, near = todo.pop()
+        if not len(own):
+            continue
+        lo = coords[own].min(axis=0)
+        hi = coords[own].max(axis=0) + 1
+        cn = coords[near]
+        near = near[((cn >= lo - 1) & (cn < hi + 1)).all(axis=1)]
+        ext = hi - lo
+        if int(block_n[near].sum()) <= max_points or (ext == 1).all():
+            tile_of[own] = len(boxes)
+            boxes.append((lo, hi))
+            continue
+        ax = int(np.argmax(ext))
+        x = coords[own, ax]
+        order = np.argsort(x, kind="stable")
+        xs = np.unique(x)
+        # points below each distinct coordinate; cut where that is nearest half (weighted median)
+        below = np.r_[0, np.cumsum(block_n[own][order])][np.searchsorted(x[order], xs, side="left")]
+        cut = int(xs[np.argmin(np.abs(below - block_n[own].sum() / 2))])
+        cut = min(max(cut, int(lo[ax]) + 1), int(hi[ax]) - 1)  # both sides non-empty
+        left = x < cut
+        todo.append((own[~left], near))
+        todo.append((own[left], near))
+    return tile_of, boxes
+
+
+def _halo_lists(blocks, tile_of, boxes, dp):
+    """For each block, the other tiles that read its points (tiles owning one of its 26
+    neighbours), as CSR: (start [B + 1], tiles [E]). Only blocks on their own box's surface can
+    have such neighbours."""
+    coords = np.stack(_decode(blocks, dp), axis=1)
+    blo = np.array([b[0] for b in boxes]).reshape(-1, 3)[tile_of]
+    bhi = np.array([b[1] for b in boxes]).reshape(-1, 3)[tile_of]
+    edge = np.flatnonzero(((coords == blo) | (coords == bhi - 1)).any(axis=1))
+    src, dst = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for da in (-1, 0, 1):
+        for db in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                if da == db == dc == 0:
+                    continue
+                nk = blocks[edge] + (da * dp[1] + db) * dp[2] + dc  # coordinates stay in 0..dims-1
+                pos = np.minimum(np.searchsorted(blocks, nk), len(blocks) - 1)
+                hit = blocks[pos] == nk
+                t = tile_of[pos[hit]]
+                other = t != tile_of[edge[hit]]
+                src.append(edge[hit][other])
+                dst.append(t[other])
+    pair = np.unique(np.concatenate(src) * len(boxes) + np.concatenate(dst))
+    i, t = pair // len(boxes), pair % len(boxes)
+    return np.searchsorted(i, np.arange(len(blocks) + 1)), t
+
+
+def _plan_runs(hist: np.ndarray, max_points: int) -> np.ndarray:
+    """Edges [S + 1] cutting a histogram into runs of whole bins, greedily, each run holding at most
+    max_points points unless one bin alone holds more."""
     edges = [0]
     own = 0
     for layer, c in enumerate(hist.tolist()):
@@ -322,28 +417,22 @@ def _plan_slabs(hist: np.ndarray, max_points: int) -> np.ndarray:
     return np.asarray(edges, np.int64)
 
 
-def _distribute(spill, tmp, lo, s, axis, edges, count):
-    """Pass 3: each slab's own points and one halo layer on each side into `tmp/slab<k>.bin`
-    (None for a slab that receives no point). Returns the S paths.
-
-    A point of layer L owned by slab k also goes to slab k - 1 when L is k's first layer and
-    to slab k + 1 when L is k's last (the halo of a slab is its neighbours' edge layers).
-    """
-    S = len(edges) - 1
-    paths = [tmp / f"slab{k}.bin" for k in range(S)]
-    used = [False] * S
-    slab_of = np.repeat(np.arange(S), np.diff(edges))  # layer -> owning slab
-    first = np.zeros(len(slab_of), bool)
-    last = np.zeros(len(slab_of), bool)
-    first[edges[1:-1]] = True  # first layers of slabs 1.. (halo of the slab before)
-    last[edges[1:-1] - 1] = True  # last layers of slabs ..S-2 (halo of the slab after)
+def _distribute(spill, tmp, lo, s, perm, dp, blocks, tile_of, halo, T, count):
+    """Each tile's own points and those of the blocks around it (its halo) into
+    `tmp/tile<k>.bin` (None for a tile that receives no point). Returns the T paths."""
+    start, extra = halo
+    paths = [tmp / f"tile{k}.bin" for k in range(T)]
+    used = [False] * T
+    small = np.uint16 if T < 2**16 else np.int64  # numpy's stable sort is a radix sort for 16 bits
     for rec in _chunks_of(spill, count):
-        layer = _layers(rec["p"], lo, s, axis)
-        k = slab_of[layer]
-        lo_halo = np.flatnonzero(first[layer])
-        hi_halo = np.flatnonzero(last[layer])
-        src = np.concatenate([np.arange(len(rec)), lo_halo, hi_halo])
-        dst = np.concatenate([k, k[lo_halo] - 1, k[hi_halo] + 1])
+        heads, run = _runs(_block_key(*_block_coords(rec["p"], lo, s, perm), dp))
+        pos = np.repeat(np.searchsorted(blocks, heads), run)
+        ne = start[pos + 1] - start[pos]
+        has = np.flatnonzero(ne)
+        reps = ne[has]
+        first = np.repeat(start[pos[has]] - (np.cumsum(reps) - reps), reps)  # extra index - running index
+        src = np.concatenate([np.arange(len(rec)), np.repeat(has, reps)])
+        dst = np.concatenate([tile_of[pos], extra[first + np.arange(int(reps.sum()))]]).astype(small)
         order = np.argsort(dst, kind="stable")
         src, dst = src[order], dst[order]
         cuts = np.flatnonzero(np.r_[True, dst[1:] != dst[:-1], True])
@@ -355,11 +444,11 @@ def _distribute(spill, tmp, lo, s, axis, edges, count):
     return [p if u else None for p, u in zip(paths, used)]
 
 
-def _slab(pts, own_layers, grid, groups, eps2, workers, pairwise):
-    """Counts of the points of one slab's own layers.
+def _tile(pts, box, grid, groups, eps2, workers, pairwise):
+    """Counts of the points of one tile's own blocks (those inside `box`).
 
     Returns:
-        None when the slab owns no point; else (idx [n] flat pixel indices, n_same [n], n_all
+        None when the tile owns no point; else (idx [n] flat pixel indices, n_same [n], n_all
         [n], pairwise entries (keys, counts)) of its own points.
     """
     from lift3d.consistency import metric_kernels as mk
@@ -368,12 +457,11 @@ def _slab(pts, own_layers, grid, groups, eps2, workers, pairwise):
     uniq, group_key, N, HW, G, vl_label, vl_view64 = groups
     n = len(pts)
     p = pts["p"]
-    # the cell coordinates of metric_kernels.grid_keys (same float64 operations)
-    inv_s = 1.0 / s
-    c = [np.floor((p[:, d].astype(np.float64) - lo[d]) * inv_s).astype(np.int64) for d in range(3)]
-    c = [c[d] for d in perm]
     dp = dims[perm]
-    block = ((c[0] // _M + 1) * dp[1] + c[1] // _M + 1) * dp[2] + c[2] // _M + 1
+    # the cell coordinates of metric_kernels.grid_keys (same float64 operations); _M = 1
+    inv_s = 1.0 / s
+    c = [np.floor((p[:, d].astype(np.float64) - lo[d]) * inv_s).astype(np.int64) for d in perm]
+    block = _block_key(c[0] // _M + 1, c[1] // _M + 1, c[2] // _M + 1, dp)
     keys = block * _M**3 + ((c[0] % _M) * _M + c[1] % _M) * _M + c[2] % _M
     del c, block
     view = pts["i"] // HW
@@ -392,13 +480,15 @@ def _slab(pts, own_layers, grid, groups, eps2, workers, pairwise):
      cell_lrun_start, lrun_start, lrun_label), block_keys, block_cell_start = _cells_and_blocks(keys, G, x, y, z, vl_label)
     vl = (keys % G).astype(np.int32)
     del keys
-    plane = int(dp[1]) * int(dp[2])
-    b0 = int(np.searchsorted(block_keys, own_layers[0] * plane))
-    b1 = int(np.searchsorted(block_keys, own_layers[1] * plane))
-    if b1 == b0:
+    bc = np.stack(_decode(block_keys, dp), axis=1)
+    own = ((bc >= box[0]) & (bc < box[1])).all(axis=1)
+    del bc
+    if not own.any():
         return None
-    p0, p1 = int(cell_start[block_cell_start[b0]]), int(cell_start[block_cell_start[b1]])
-    chunks = _own_chunks(cell_start, block_cell_start, b0, b1, workers)
+    # runs of consecutive own blocks (in key order a box is rows of contiguous blocks)
+    edge = np.flatnonzero(np.diff(np.r_[0, own.astype(np.int8), 0]))
+    runs = list(zip(edge[0::2].tolist(), edge[1::2].tolist()))
+    chunks = _own_chunks(cell_start, block_cell_start, runs, workers)
     lab = vl_label.astype(np.int32)[vl]
     n_all = np.zeros(n, np.int32)
     n_same = np.zeros(n, np.int32)
@@ -407,18 +497,26 @@ def _slab(pts, own_layers, grid, groups, eps2, workers, pairwise):
             int(dp[1]), int(dp[2]), pairwise, n_all, n_same)
     parts = _run(lambda rng: mk.label_chunk(rng[0], rng[1], *args), chunks, workers)
     part = _merge_entries(parts) if pairwise else (np.zeros(0, np.int64), np.zeros(0, np.int64))
-    return idx[p0:p1].copy(), n_same[p0:p1].copy(), n_all[p0:p1].copy(), part
+    pstart = cell_start[block_cell_start]
+    sel = np.concatenate([np.arange(pstart[b0], pstart[b1]) for b0, b1 in runs])
+    return idx[sel], n_same[sel], n_all[sel], part
 
 
-def _own_chunks(cell_start, block_cell_start, b0, b1, workers):
-    """Contiguous ranges of the blocks [b0, b1) of about equal point counts (as metric._chunks)."""
-    pts = cell_start[block_cell_start[b0:b1 + 1]]
-    n = int(pts[-1] - pts[0])
-    nb = b1 - b0
-    n_chunks = int(min(nb, max(8 * workers, n // 200_000)))
-    cuts = np.searchsorted(pts - pts[0], np.linspace(0, n, n_chunks + 1)[1:-1])
-    edges = np.unique(np.r_[0, cuts, nb]) + b0
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+def _own_chunks(cell_start, block_cell_start, runs, workers):
+    """Block ranges [b0, b1) covering the runs of own blocks, cut into pieces of about equal
+    point counts (as metric._chunks)."""
+    pts = cell_start[block_cell_start]
+    total = int(sum(pts[b1] - pts[b0] for b0, b1 in runs))
+    n_chunks = min(sum(b1 - b0 for b0, b1 in runs), max(8 * workers, total // 200_000))
+    target = max(1.0, total / n_chunks)  # points per chunk
+    out = []
+    for b0, b1 in runs:
+        n = int(pts[b1] - pts[b0])
+        k = max(1, min(b1 - b0, round(n / target)))
+        cuts = np.searchsorted(pts[b0:b1 + 1] - pts[b0], np.linspace(0, n, k + 1)[1:-1])
+        e = np.unique(np.r_[0, cuts, b1 - b0]) + b0
+        out += [(int(a), int(b)) for a, b in zip(e[:-1], e[1:]) if b > a]
+    return out
 
 
 def _merge_entries(parts):
@@ -465,7 +563,7 @@ def _pairwise_stream(path: Path, tmp: Path, vl_view: np.ndarray, G: int, N: int,
     hist = np.zeros(N, np.int64)
     for rec in _entry_chunks(path, count):
         hist += np.bincount(vl_view[rec["k"] // G], minlength=N)
-    edges = _plan_slabs(hist, max_entries)  # whole views a, at most max_entries entries each
+    edges = _plan_runs(hist, max_entries)  # whole views a, at most max_entries entries each
     S = len(edges) - 1
     group_of_view = np.repeat(np.arange(S), np.diff(edges))
     paths = [tmp / f"pairs{k}.bin" for k in range(S)]
@@ -492,26 +590,30 @@ def _pairwise_stream(path: Path, tmp: Path, vl_view: np.ndarray, G: int, N: int,
 
 
 def _init_h(path: Path, shape):
-    """`path` = an [N, H, W] float32 .npy of NaN, written a frame at a time."""
+    """`path` = an [N, H, W] float32 .npy of NaN, written a frame at a time with plain writes (a
+    memory map would keep every page it wrote resident: the whole file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    h = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
-    for i in range(shape[0]):
-        h[i] = np.nan
-        if i % 64 == 63:
-            h.flush()
-    h.flush()
+    h = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)  # the header
+    offset = h.offset
     del h
+    nan = np.full(shape[1] * shape[2], np.nan, np.float32).tobytes()
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        for _ in range(shape[0]):
+            fh.write(nan)
 
 
 def _write_h(path: Path, idx, n_same, n_all):
-    """h = n_same / n_all of a slab's points into the .npy at their pixels (mapped only while
-    writing, so the written pages leave the process's memory with the map)."""
-    h = np.load(path, mmap_mode="r+")
-    flat = h.reshape(-1)
+    """h = n_same / n_all of a tile's points into the .npy at their pixels, in pixel order,
+    through small windows mapped one at a time: the pages written leave the process's memory
+    with each window (at most `step` pages resident, whatever the file's size)."""
+    offset = np.load(path, mmap_mode="r").offset
     order = np.argsort(idx, kind="stable")  # pixel order: sequential pages
-    step = 1 << 22
+    step = 1 << 15
     for a in range(0, len(order), step):
         o = order[a:a + step]
-        flat[idx[o]] = n_same[o] / n_all[o]
-    h.flush()
-    del flat, h
+        first, last = int(idx[o[0]]), int(idx[o[-1]])
+        window = np.memmap(path, np.float32, "r+", offset=offset + 4 * first, shape=(last - first + 1,))
+        window[idx[o] - first] = n_same[o] / n_all[o]
+        window.flush()
+        del window

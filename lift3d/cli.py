@@ -43,7 +43,7 @@ class Metric:
     out: Path | None = None
     """JSON file to write (default: <masks>/../metric.json)."""
     max_points: int = 2_000_000
-    """Labeled points held at once (one slab of space, ~100 bytes each): the memory bound."""
+    """Labeled points held at once (one tile of space with its halo, ~100 bytes each): the memory bound."""
 
     def main(self) -> None:
         from lift3d.consistency.metric import run_metric

@@ -53,7 +53,7 @@ class SegmentConfig:
     eps: float = 0.02
     """Radius (metres) of the metric H's neighbourhoods."""
     metric_max_points: int = 2_000_000
-    """Labeled points the metric holds at once (one slab of space; ~100 bytes each): its peak
+    """Labeled points the metric holds at once (one tile of space with its halo; ~100 bytes each): its peak
     memory, whatever the scan's length. Larger is a little faster; the result is the same."""
     voxel_size: float = 0.02
     """Voxel size (metres) of the fused point cloud when the scene has no mesh."""

@@ -325,7 +325,7 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
     write_cameras_and_instances(scene, masks_dir, out, point_labels, point_conf)
     t = lap("lifting", t)
 
-    # streamed: one frame and one slab of space in memory at a time, whatever the frame count;
+    # streamed: one frame and one tile of space in memory at a time, whatever the frame count;
     # its spill files and h.npy live in a private scratch folder, removed on exit (and by the
     # next run if this one is killed outright)
     from lift3d.consistency.metric_stream import consistency_score_stream, label_frame_loader

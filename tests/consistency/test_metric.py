@@ -457,7 +457,7 @@ def assert_identical(stream, ref):
 @pytest.mark.parametrize("max_points", [1, 23, 10**9])
 def test_stream_equals_consistency_score_bit_for_bit(tmp_path, seed, max_points):
     # spread over ~12 eps: a dozen layers along the longest axis, so max_points 1 and 23 cut
-    # the scene into many slabs, and one slab (10**9) is the plain case
+    # the scene into many tiles, and one tile (10**9) is the plain case
     pointmaps, valid, labels = random_scene(seed, n_views=5, size=(9, 7), spread=12.0, n_labels=5)
     ref = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True)
     out = _stream(pointmaps, valid, labels, eps=EPS, max_points=max_points, per_pixel_dir=tmp_path / "h")
@@ -469,33 +469,42 @@ def test_stream_equals_consistency_score_bit_for_bit(tmp_path, seed, max_points)
     assert_same_result(ref, _consistency_score_reference(pointmaps, valid, labels, eps=EPS, per_pixel=True), rtol=1e-12)
 
 
-def test_stream_slabs_own_their_points_and_read_one_halo_layer(monkeypatch):
+def _spy_tiles(monkeypatch):
+    """Record, per tile _tile is called with: (blocks in its box, points loaded, own points,
+    points counted); and check that it loads only its box and the one block around it."""
     from lift3d.consistency import metric_stream as ms
 
-    pointmaps, valid, labels = random_scene(5, n_views=6, size=(9, 7), spread=12.0)
     seen = []
-    slab = ms._slab
+    tile = ms._tile
 
-    def spy(pts, own_layers, grid, groups, *args):
+    def spy(pts, box, grid, groups, *args):
         lo, s, dims, perm = grid
-        layer = ms._layers(pts["p"], lo, s, perm[0])
-        a, b = own_layers
-        own = int(((layer >= a) & (layer < b)).sum())
-        # only the own layers and one layer each side; every own point counted once
-        assert ((layer >= a - 1) & (layer <= b)).all()
-        res = slab(pts, own_layers, grid, groups, *args)
-        seen.append((b - a, own, 0 if res is None else len(res[0])))
+        bc = np.stack(ms._block_coords(pts["p"], lo, s, perm), axis=1)
+        assert ((bc >= box[0] - 1) & (bc < box[1] + 1)).all()
+        own = int(((bc >= box[0]) & (bc < box[1])).all(axis=1).sum())
+        res = tile(pts, box, grid, groups, *args)
+        seen.append((int(np.prod(box[1] - box[0])), len(pts), own, 0 if res is None else len(res[0])))
         return res
 
-    monkeypatch.setattr(ms, "_slab", spy)
+    monkeypatch.setattr(ms, "_tile", spy)
+    return seen
+
+
+@pytest.mark.parametrize("wall", [False, True])
+def test_stream_tiles_bound_the_points_they_load_and_count_each_once(monkeypatch, wall):
+    pointmaps, valid, labels = random_scene(5, n_views=6, size=(9, 7), spread=12.0)
+    if wall:  # nearly every point on one plane across the longest axis: one layer of slabs
+        far = np.random.default_rng(1).random(pointmaps.shape[:3]) < 0.05
+        pointmaps[..., 0] = np.where(far, 0.25 + 30 * EPS, 0.25)
+    seen = _spy_tiles(monkeypatch)
     max_points = 20
     ref = consistency_score(pointmaps, valid, labels, eps=EPS)
     assert_identical(_stream(pointmaps, valid, labels, eps=EPS, max_points=max_points), ref)
     assert len(seen) > 5
-    assert all(own == counted for _, own, counted in seen)
-    assert sum(own for _, own, _ in seen) == ref.pixels
-    # a slab holds at most max_points own points, unless a single layer holds more
-    assert all(own <= max_points or n_layers == 1 for n_layers, own, _ in seen)
+    assert all(own == counted for _, _, own, counted in seen)
+    assert sum(own for _, _, own, _ in seen) == ref.pixels
+    # a tile loads (own + halo) at most max_points points, unless it is a single block
+    assert all(loaded <= max_points or n_blocks == 1 for n_blocks, loaded, _, _ in seen)
 
 
 @pytest.mark.parametrize("hist, max_points, expected", [
@@ -504,18 +513,18 @@ def test_stream_slabs_own_their_points_and_read_one_halo_layer(monkeypatch):
     ([7], 1, [0, 1]),
     ([1, 1, 1, 1], 2, [0, 2, 4]),
 ])
-def test_slabs_are_whole_layers_of_at_most_max_points(hist, max_points, expected):
-    from lift3d.consistency.metric_stream import _plan_slabs
+def test_runs_are_whole_bins_of_at_most_max_points(hist, max_points, expected):
+    from lift3d.consistency.metric_stream import _plan_runs
 
-    assert _plan_slabs(np.array(hist), max_points).tolist() == expected
+    assert _plan_runs(np.array(hist), max_points).tolist() == expected
 
 
-def test_stream_with_empty_slabs_and_pairs_at_exactly_eps_across_slab_edges(monkeypatch, tmp_path):
+def test_stream_with_one_block_tiles_and_pairs_at_exactly_eps_across_tile_edges(monkeypatch, tmp_path):
     from lift3d.consistency import metric_stream as ms
 
-    # planes x = k * eps (k = 0, 1, 2, 7, 8): neighbours across each layer edge at exactly eps
-    # (the `<=` ties), and layers 3..6 empty; with one slab per layer some slabs own nothing
-    # and slabs 4 and 5 receive no point at all (not even halo)
+    # planes x = k * eps (k = 0, 1, 2, 7, 8): neighbours across each block edge at exactly eps
+    # (the `<=` ties), and layers 3..6 empty; with one tile per occupied block every pair of
+    # neighbours crosses a tile edge
     rng = np.random.default_rng(0)
     ks = np.array([0, 1, 2, 7, 8])
     n_views, H, W = 3, 6, 10
@@ -524,20 +533,42 @@ def test_stream_with_empty_slabs_and_pairs_at_exactly_eps_across_slab_edges(monk
     pointmaps = np.concatenate([x[..., None], yz], axis=-1).astype(np.float32)
     valid = np.ones((n_views, H, W), bool)
     labels = rng.integers(1, 4, (n_views, H, W))
-    slabs = []
+    planned = []
 
-    def one_layer_each(hist, max_points):
-        slabs.append(hist.copy())
-        return np.arange(len(hist) + 1)
+    def one_block_each(blocks, block_n, dp, max_points):
+        planned.append(np.stack(ms._decode(blocks, dp), axis=1))
+        return np.arange(len(blocks)), [(c, c + 1) for c in planned[-1]]
 
-    monkeypatch.setattr(ms, "_plan_slabs", one_layer_each)
+    monkeypatch.setattr(ms, "_plan_tiles", one_block_each)
+    seen = _spy_tiles(monkeypatch)
     ref = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True)
     out = _stream(pointmaps, valid, labels, eps=EPS, per_pixel_dir=tmp_path)
     assert_identical(out, ref)
-    hist = slabs[0]
-    # cells are a hair over eps: x = 0 and x = eps share layer 1; 2, 7 and 8 eps sit in layers 2, 7, 8
-    assert np.flatnonzero(hist).tolist() == [1, 2, 7, 8]
+    assert len(seen) == len(planned[0]) and all(n_blocks == 1 for n_blocks, _, _, _ in seen)
+    # x is the longest axis (first block coordinate); cells are a hair over eps: x = 0 and
+    # x = eps share layer 1; 2, 7 and 8 eps sit in layers 2, 7, 8
+    assert np.unique(planned[0][:, 0]).tolist() == [1, 2, 7, 8]
     assert_same_result(ref, _consistency_score_reference(pointmaps, valid, labels, eps=EPS, per_pixel=True), rtol=1e-12)
+
+
+def test_tiles_split_a_dense_wall_and_its_neighbours():
+    from lift3d.consistency.metric_stream import _block_key, _halo_lists, _plan_tiles
+
+    # a 1 x 10 x 10 block wall of 100 points a block at a = 5, a sparse layer beside it at a = 6
+    dp = np.array([9, 12, 12])
+    a, b, c = np.meshgrid([5, 6], np.arange(1, 11), np.arange(1, 11), indexing="ij")
+    blocks = _block_key(a.ravel(), b.ravel(), c.ravel(), dp)
+    n = np.where(a.ravel() == 5, 100, 1)
+    order = np.argsort(blocks)
+    blocks, n = blocks[order], n[order]
+    tile_of, boxes = _plan_tiles(blocks, n, dp, max_points=2_000)
+    assert (tile_of >= 0).all() and len(boxes) > 5
+    start, extra = _halo_lists(blocks, tile_of, boxes, dp)
+    for t, (lo, hi) in enumerate(boxes):
+        own = tile_of == t
+        reads = own | np.isin(np.arange(len(blocks)), np.flatnonzero([t in extra[start[i]:start[i + 1]] for i in range(len(blocks))]))
+        assert n[reads].sum() <= 2_000 or (hi - lo == 1).all()
+    assert _plan_tiles(blocks, n, dp, max_points=10**9)[0].tolist() == [0] * len(blocks)  # one tile
 
 
 def test_stream_on_the_synthetic_scene_equals_the_in_memory_metric(tmp_path, synthetic_scene_dir, scene_and_gt):
@@ -607,7 +638,7 @@ def test_pairwise_reduced_in_groups_of_whole_views_equals_all_at_once(tmp_path, 
     from lift3d.consistency import metric_stream as ms
     from lift3d.consistency.metric import _pairwise_from_entries
 
-    # random contingency entries over 9 views x 4 labels, keys repeated across "slabs"
+    # random contingency entries over 9 views x 4 labels, keys repeated across "tiles"
     rng = np.random.default_rng(3)
     N, L = 9, 4
     vl_view = np.repeat(np.arange(N), L).astype(np.int64)  # group g = view * L + label
@@ -617,7 +648,7 @@ def test_pairwise_reduced_in_groups_of_whole_views_equals_all_at_once(tmp_path, 
     keep = vl_view[va] < vl_view[vb]
     keys, counts = va[keep] * G + vb[keep], rng.integers(1, 50, int(keep.sum()))
     path = tmp_path / "pairs.bin"
-    for part in np.array_split(np.arange(len(keys)), 5):  # appended slab by slab
+    for part in np.array_split(np.arange(len(keys)), 5):  # appended tile by tile
         ms._append_entries(path, keys[part], counts[part])
     groups = []
     terms = ms._pairwise_terms
