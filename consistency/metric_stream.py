@@ -285,12 +285,12 @@ def _spill_frames(load_frame, N, spill):
     return shape, lo, hi, (labels_of, counts)
 
 
-def _chunks_of(path, count):
-    """The points of a spill file, `count` at a time (plain reads: a memory map would keep every
+def _chunks_of(path, count, dtype=_POINT):
+    """The records of a spill file, `count` at a time (plain reads: a memory map would keep every
     page it touched resident, i.e. the whole file)."""
     with open(path, "rb") as fh:
         while True:
-            rec = np.fromfile(fh, _POINT, count=count)
+            rec = np.fromfile(fh, dtype, count=count)
             if not len(rec):
                 return
             yield rec
@@ -542,15 +542,6 @@ def _append_entries(path: Path, keys: np.ndarray, counts: np.ndarray) -> None:
         rec.tofile(fh)
 
 
-def _entry_chunks(path: Path, count: int):
-    with open(path, "rb") as fh:
-        while True:
-            rec = np.fromfile(fh, _ENTRY, count=count)
-            if not len(rec):
-                return
-            yield rec
-
-
 def _pairwise_stream(path: Path, tmp: Path, vl_view: np.ndarray, G: int, N: int, max_entries: int) -> float | None:
     """`metric._pairwise_from_entries` over the spilled entries, one group of views a at a time.
 
@@ -561,13 +552,13 @@ def _pairwise_stream(path: Path, tmp: Path, vl_view: np.ndarray, G: int, N: int,
         return None
     count = max(1 << 16, min(_READ, int(max_entries)))
     hist = np.zeros(N, np.int64)
-    for rec in _entry_chunks(path, count):
+    for rec in _chunks_of(path, count, _ENTRY):
         hist += np.bincount(vl_view[rec["k"] // G], minlength=N)
     edges = _plan_runs(hist, max_entries)  # whole views a, at most max_entries entries each
     S = len(edges) - 1
     group_of_view = np.repeat(np.arange(S), np.diff(edges))
     paths = [tmp / f"pairs{k}.bin" for k in range(S)]
-    for rec in _entry_chunks(path, count):
+    for rec in _chunks_of(path, count, _ENTRY):
         g = group_of_view[vl_view[rec["k"] // G]]
         order = np.argsort(g, kind="stable")
         rec, g = rec[order], g[order]
