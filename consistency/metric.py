@@ -390,10 +390,18 @@ def _chunks(cell_start, block_cell_start, workers):
 
 def _run(work, chunks, workers):
     """Run `work` over the chunks on `workers` threads (the kernels release the GIL)."""
+    return list(_run_each(work, chunks, workers))
+
+
+def _run_each(work, chunks, workers):
+    """`_run`, yielding each chunk's result in chunk order as it comes (so a caller can fold
+    them in without holding them all)."""
     if workers <= 1 or len(chunks) == 1:
-        return [work(c) for c in chunks]
+        for c in chunks:
+            yield work(c)
+        return
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(work, chunks))
+        yield from pool.map(work, chunks)
 
 
 def _pairwise_from_entries(parts, vl_view, G) -> float | None:

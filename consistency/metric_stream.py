@@ -55,7 +55,7 @@ from lift3d.consistency.metric import (
     _limbs_to_float,
     _pairwise_terms,
     _pairwise_total,
-    _run,
+    _run_each,
 )
 from lift3d.errors import InputError
 
@@ -137,8 +137,8 @@ def consistency_score_stream(
         axis = int(np.argmax(dims))
         perm = [axis] + [d for d in range(3) if d != axis]
         dp = dims[perm]
-        # reads of the spill never hold more than a tile would
-        count = max(1 << 16, min(_READ, int(max_points)))
+        # reads of the spill hold a fraction of what a tile does
+        count = max(1 << 16, min(_READ, int(max_points) // 4))
         blocks, block_n = _block_histogram(spill, lo, s, perm, dp, count)
         tile_of, boxes = _plan_tiles(blocks, block_n, dp, max_points)
         halo = _halo_lists(blocks, tile_of, boxes, dp)
@@ -159,17 +159,16 @@ def consistency_score_stream(
             if path is None:
                 continue
             # handed over, not kept: _tile drops the records once it has sorted them
-            res = _tile(np.fromfile(path, _POINT), boxes[k], grid, groups, eps * eps, workers, do_pairwise)
+            entries = _EntrySpill(pair_spill, max_points) if do_pairwise else None
+            res = _tile(np.fromfile(path, _POINT), boxes[k], grid, groups, eps * eps, workers, entries)
             path.unlink()
             if res is None:
                 continue
-            idx, n_same, n_all, part = res
+            idx, n_same, n_all = res
             mk.frame_sums_exact(n_same, n_all, idx, H * W, limbs, frame_n)
             if h_path is not None:
                 _write_h(h_path, idx, n_same, n_all)
-            if do_pairwise and len(part[0]):
-                _append_entries(pair_spill, *part)
-            del idx, n_same, n_all, part
+            del idx, n_same, n_all
         if int(frame_n.sum()) != n:
             raise RuntimeError(f"tiles counted {int(frame_n.sum())} points of {n}")  # a bug, never input
         frame_sum = _limbs_to_float(limbs)
@@ -444,12 +443,16 @@ def _distribute(spill, tmp, lo, s, perm, dp, blocks, tile_of, halo, T, count):
     return [p if u else None for p, u in zip(paths, used)]
 
 
-def _tile(pts, box, grid, groups, eps2, workers, pairwise):
+def _tile(pts, box, grid, groups, eps2, workers, entries):
     """Counts of the points of one tile's own blocks (those inside `box`).
+
+    Args:
+        entries: an `_EntrySpill` that takes the pairwise contingency entries chunk by chunk,
+            or None (no pairwise variant).
 
     Returns:
         None when the tile owns no point; else (idx [n] flat pixel indices, n_same [n], n_all
-        [n], pairwise entries (keys, counts)) of its own points.
+        [n]) of its own points.
     """
     from lift3d.consistency import metric_kernels as mk
 
@@ -488,6 +491,7 @@ def _tile(pts, box, grid, groups, eps2, workers, pairwise):
     # runs of consecutive own blocks (in key order a box is rows of contiguous blocks)
     edge = np.flatnonzero(np.diff(np.r_[0, own.astype(np.int8), 0]))
     runs = list(zip(edge[0::2].tolist(), edge[1::2].tolist()))
+    pairwise = entries is not None
     chunks = _own_chunks(cell_start, block_cell_start, runs, workers)
     lab = vl_label.astype(np.int32)[vl]
     n_all = np.zeros(n, np.int32)
@@ -495,11 +499,15 @@ def _tile(pts, box, grid, groups, eps2, workers, pairwise):
     args = (block_keys, block_cell_start, cell_key, cell_start, cell_bbox, cell_run_start, run_start, run_vl,
             cell_lrun_start, lrun_start, lrun_label, x, y, z, lab, vl, vl_view64, G, eps2, _K, _M,
             int(dp[1]), int(dp[2]), pairwise, n_all, n_same)
-    parts = _run(lambda rng: mk.label_chunk(rng[0], rng[1], *args), chunks, workers)
-    part = _merge_entries(parts) if pairwise else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    for part in _run_each(lambda rng: mk.label_chunk(rng[0], rng[1], *args), chunks, workers):
+        if pairwise:
+            entries.add(*part)
+        del part
+    if pairwise:
+        entries.flush()
     pstart = cell_start[block_cell_start]
     sel = np.concatenate([np.arange(pstart[b0], pstart[b1]) for b0, b1 in runs])
-    return idx[sel], n_same[sel], n_all[sel], part
+    return idx[sel], n_same[sel], n_all[sel]
 
 
 def _own_chunks(cell_start, block_cell_start, runs, workers):
@@ -533,6 +541,41 @@ def _merge_entries(parts):
 
 
 _ENTRY = np.dtype([("k", np.int64), ("c", np.int64)])  # (vl_a * G + vl_b, count)
+
+
+class _EntrySpill:
+    """Folds chunks' contingency entries into one table, a merge at a time, and appends it to the
+    spill file whenever it grows past its bound (a key may then be spilled more than once: the
+    final reduction sums them). Memory: about `limit` entries, whatever the tile's size.
+    (A tile of a wall seen by 300 views gave ~8M chunk entries that merge into 0.4M.)"""
+
+    def __init__(self, path: Path, max_points: int):
+        self.path = path
+        self.limit = max(1, int(max_points) // 4)
+        self.table = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        self.buffer: list[tuple[np.ndarray, np.ndarray]] = []
+        self.buffered = 0
+
+    def add(self, keys: np.ndarray, counts: np.ndarray) -> None:
+        if not len(keys):
+            return
+        self.buffer.append((keys, counts))
+        self.buffered += len(keys)
+        if self.buffered >= self.limit:
+            self._fold()
+
+    def _fold(self) -> None:
+        self.table = _merge_entries([self.table] + self.buffer)
+        self.buffer, self.buffered = [], 0
+        if len(self.table[0]) >= self.limit:
+            _append_entries(self.path, *self.table)
+            self.table = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+    def flush(self) -> None:
+        self._fold()
+        if len(self.table[0]):
+            _append_entries(self.path, *self.table)
+            self.table = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
 def _append_entries(path: Path, keys: np.ndarray, counts: np.ndarray) -> None:
