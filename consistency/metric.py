@@ -517,6 +517,7 @@ def run_metric(
     features_dir: str | Path | None = None,
     out_json: str | Path | None = None,
     max_points: int | None = None,
+    pairwise: bool = True,
 ) -> dict:
     """`lift3d metric`: H (and pairwise) of a masks folder, or of per-frame features, on a scene.
 
@@ -529,6 +530,7 @@ def run_metric(
         out_json: where to write the result (atomically); None writes nothing.
         max_points: labeled points held at once by the streamed metric (its memory bound);
             default `metric_stream.DEFAULT_MAX_POINTS`. Not used for features.
+        pairwise: also compute the pairwise variant (labels only).
 
     Returns:
         The JSON dict: H, pairwise, eps, pixels, per_frame, frames, size, input, seconds (in all;
@@ -584,7 +586,8 @@ def run_metric(
         # spill files beside the output (or the masks), not in a possibly small system temp
         with scratch_dir(Path(out_json).parent if out_json is not None else masks_dir.parent) as scratch:
             result = consistency_score_stream(load, len(names), eps=eps, work_dir=scratch,
-                                              max_points=DEFAULT_MAX_POINTS if max_points is None else max_points)
+                                              max_points=DEFAULT_MAX_POINTS if max_points is None else max_points,
+                                              pairwise=pairwise)
         t1 = t0 + (t1 - t0) + seconds[0]  # reading happens inside the streaming metric
     t2 = time.perf_counter()
     out = result.to_json()

@@ -571,7 +571,7 @@ def label_chunk(
                         cols[ncol] = g
                         ncol += 1
             if mat.shape[0] < nrow * ncol:
-                mat = np.zeros(2 * nrow * ncol, np.int64)
+                mat = np.zeros(nrow * ncol, np.int64)  # exact: it grows as (views seeing a block)^2
         for a in range(block_cell_start[b], block_cell_start[b + 1]):
             n_wa, n_pt = _candidates(a, cell_key, cell_bbox, m, eps2, grid, offs, cand_all, cand_pt)
             l0 = cell_lrun_start[a]

@@ -551,7 +551,7 @@ class _EntrySpill:
 
     def __init__(self, path: Path, max_points: int):
         self.path = path
-        self.limit = max(1, int(max_points) // 4)
+        self.limit = max(1, int(max_points) // 8)
         self.table = (np.zeros(0, np.int64), np.zeros(0, np.int64))
         self.buffer: list[tuple[np.ndarray, np.ndarray]] = []
         self.buffered = 0

@@ -44,13 +44,16 @@ class Metric:
     """JSON file to write (default: <masks>/../metric.json)."""
     max_points: int = 2_000_000
     """Labeled points held at once (one tile of space with its halo, ~100 bytes each): the memory bound."""
+    pairwise: bool = True
+    """Also compute the ID-free pairwise variant (memory grows with the square of the number of
+    views that see one spot)."""
 
     def main(self) -> None:
         from lift3d.consistency.metric import run_metric
 
         out = self.out or Path(self.masks).parent / "metric.json"
         result = run_metric(self.scene, self.masks, eps=self.eps, features_dir=self.features, out_json=out,
-                            max_points=self.max_points)
+                            max_points=self.max_points, pairwise=self.pairwise)
         pairwise = result.get("pairwise")
         print(
             f"H = {result['H']:.4f}   pairwise = {'n/a' if pairwise is None else f'{pairwise:.4f}'}"

@@ -52,6 +52,10 @@ class SegmentConfig:
     """Torch device for the models: auto, cpu, cuda, cuda:1 ..."""
     eps: float = 0.02
     """Radius (metres) of the metric H's neighbourhoods."""
+    metric_pairwise: bool = True
+    """Also compute the ID-free pairwise variant. Its table has an entry per pair of (mask, view)
+    that meet within eps: memory grows with the square of how many views see one spot, so
+    switch it off for captures where hundreds of views look at the same surface."""
     metric_max_points: int = 2_000_000
     """Labeled points the metric holds at once (one tile of space with its halo; ~100 bytes each): its peak
     memory, whatever the scan's length. Larger is a little faster; the result is the same."""

@@ -334,7 +334,8 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
         h_dir = scratch / "h"
         load, _ = label_frame_loader(scene, masks_dir, scene.size)
         metric = consistency_score_stream(load, len(scene), eps=cfg.eps, per_pixel_dir=h_dir if cfg.preview else None,
-                                          work_dir=scratch, max_points=cfg.metric_max_points)
+                                          work_dir=scratch, max_points=cfg.metric_max_points,
+                                          pairwise=cfg.metric_pairwise)
         t = lap("metric", t)
         metrics = metric.to_json()
         metrics.update({

@@ -183,3 +183,19 @@ def test_the_metric_memory_bound_has_one_default():
 
     assert SegmentConfig(scene=Path(".")).metric_max_points == DEFAULT_MAX_POINTS
     assert Metric(scene=Path("."), masks=Path(".")).max_points == DEFAULT_MAX_POINTS
+
+
+def test_pairwise_can_be_switched_off_and_h_is_the_same(synthetic_scene_dir, tmp_path):
+    from lift3d.cli import entrypoint
+
+    on, off = tmp_path / "on", tmp_path / "off"
+    for out, flag in ((on, []), (off, ["--no-metric-pairwise"])):
+        argv = ["segment", "--scene", str(synthetic_scene_dir), "--out", str(out), "--no-preview"]
+        assert entrypoint(argv + flag) == 0
+    m_on, m_off = (json.loads((d / "metrics.json").read_text()) for d in (on, off))
+    assert m_on["pairwise"] is not None and m_off["pairwise"] is None
+    assert m_on["H"] == m_off["H"]
+    assert entrypoint(["metric", "--scene", str(synthetic_scene_dir), "--masks", str(on / "masks"), "--no-pairwise",
+                       "--out", str(tmp_path / "m.json")]) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["pairwise"] is None and m["H"] == m_on["H"]
