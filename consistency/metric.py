@@ -352,14 +352,7 @@ def _build_grid(pointmaps, labels, sel, vl_of, G, eps):
     from lift3d.consistency import metric_kernels as mk
 
     lo, hi = mk.selected_bounds(pointmaps, sel)
-    # a hair over eps / K so that float rounding can never put a neighbour K + 1 cells away
-    s = eps / _K * (1 + 1e-6)
-    cmax = np.floor((hi - lo) / s).astype(np.int64)
-    dims = cmax // _M + 3  # blocks are offset by one so neighbour keys never go negative
-    n_keys = int(np.prod(dims.astype(object))) * _M**3 * G
-    if n_keys >= 2**62:
-        raise InputError(None, f"the scene spans {np.round(hi - lo, 2).tolist()} m: too large for eps = {eps} m "
-                               f"({G} label groups); raise eps or split the scene")
+    s, dims = _grid_dims(lo, hi, eps, G)
     n = int(sel.sum())
     keys = np.empty(n, np.int64)
     idx = np.empty(n, np.int32 if sel.size < 2**31 else np.int64)
@@ -377,15 +370,38 @@ def _build_grid(pointmaps, labels, sel, vl_of, G, eps):
     return idx, keys, dims
 
 
-def _chunks(cell_start, block_cell_start, workers):
-    """Contiguous block ranges of about equal point counts, several per worker (load balance)."""
-    nb = len(block_cell_start) - 1
+def _grid_dims(lo, hi, eps, G):
+    """(cell edge s, blocks along x, y, z) of the grid over the bounds [lo, hi] of the points.
+
+    Raises:
+        InputError: the keys (blocks x cells x G label groups) would not fit in int64.
+    """
+    # a hair over eps / K so that float rounding can never put a neighbour K + 1 cells away
+    s = eps / _K * (1 + 1e-6)
+    dims = np.floor((hi - lo) / s).astype(np.int64) // _M + 3  # offset by one: neighbour keys stay >= 0
+    if int(np.prod(dims.astype(object))) * _M**3 * G >= 2**62:
+        raise InputError(None, f"the scene spans {np.round(hi - lo, 2).tolist()} m: too large for eps = {eps} m "
+                               f"({G} label groups); raise eps or split the scene")
+    return s, dims
+
+
+def _chunks(cell_start, block_cell_start, workers, runs=None):
+    """Block ranges [b0, b1) of about equal point counts, several per worker (load balance),
+    covering `runs` of consecutive blocks (default: all blocks)."""
     pts = cell_start[block_cell_start]  # first point of each block, then n
-    n = int(pts[-1])
-    n_chunks = int(min(nb, max(8 * workers, n // 200_000)))
-    cuts = np.searchsorted(pts, np.linspace(0, n, n_chunks + 1)[1:-1])
-    edges = np.unique(np.r_[0, cuts, nb])
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    if runs is None:
+        runs = [(0, len(block_cell_start) - 1)]
+    total = int(sum(pts[b1] - pts[b0] for b0, b1 in runs))
+    n_chunks = max(1, min(sum(b1 - b0 for b0, b1 in runs), max(8 * workers, total // 200_000)))
+    target = max(1.0, total / n_chunks)  # points per chunk
+    out = []
+    for b0, b1 in runs:
+        n = int(pts[b1] - pts[b0])
+        k = max(1, min(b1 - b0, round(n / target)))
+        cuts = np.searchsorted(pts[b0:b1 + 1] - pts[b0], np.linspace(0, n, k + 1)[1:-1])
+        e = np.unique(np.r_[0, cuts, b1 - b0]) + b0
+        out += [(int(a), int(b)) for a, b in zip(e[:-1], e[1:]) if b > a]
+    return out
 
 
 def _run(work, chunks, workers):
@@ -406,12 +422,25 @@ def _run_each(work, chunks, workers):
 
 def _pairwise_from_entries(parts, vl_view, G) -> float | None:
     """The pooled Rand agreement from contingency entries (vl_a * G + vl_b, count), view_a < view_b."""
-    keys = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-    counts = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+    keys, counts = _merge_entries(parts)
     if not len(keys):
         return None
     T, D = _pairwise_terms(keys, counts, vl_view, G)
     return _pairwise_total([T], [D])
+
+
+def _merge_entries(parts):
+    """One (keys, counts) with each key once, its counts summed (exact integers): a (vl_a, vl_b)
+    entry may come from several chunks."""
+    parts = [p for p in parts if len(p[0])]
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    keys = np.concatenate([p[0] for p in parts])
+    counts = np.concatenate([p[1] for p in parts])
+    order = np.argsort(keys, kind="stable")
+    keys, counts = keys[order], counts[order]
+    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return keys[first], np.add.reduceat(counts, first)
 
 
 def _pairwise_total(T_parts, D_parts) -> float | None:
@@ -433,11 +462,7 @@ def _pairwise_terms(keys, counts, vl_view, G):
     Every term is an integer below 2**53, so exact in float64: the values do not depend on the
     entries' order or on which other pairs are computed alongside.
     """
-    # a (vl_a, vl_b) entry may come from several chunks: sum them
-    order = np.argsort(keys, kind="stable")
-    keys, counts = keys[order], counts[order]
-    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    keys, n = keys[first], np.add.reduceat(counts, first)
+    keys, n = _merge_entries([(keys, counts)])
     va, vb = keys // G, keys % G
     pair = vl_view[va] * (int(vl_view.max()) + 1) + vl_view[vb]
 

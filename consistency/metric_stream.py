@@ -51,8 +51,11 @@ from lift3d.consistency.metric import (
     MetricResult,
     _cells_and_blocks,
     _check_eps,
+    _chunks,
+    _grid_dims,
     _label_groups,
     _limbs_to_float,
+    _merge_entries,
     _pairwise_terms,
     _pairwise_total,
     _run_each,
@@ -125,15 +128,11 @@ def consistency_score_stream(
         N = num_frames
         H, W = shape
         n = sum(int(c) for c in frame_labels[1])
-        vl_of, vl_label, vl_view = _label_groups(frame_labels[0])
+        _, vl_label, vl_view = _label_groups(frame_labels[0])
         G = len(vl_label)
         uniq = np.unique(np.concatenate(frame_labels[0]))
         group_key = vl_label.astype(np.int64) * N + vl_view  # increasing with the group id
-        s = eps / _K * (1 + 1e-6)  # as metric._build_grid
-        dims = np.floor((hi - lo) / s).astype(np.int64) // _M + 3
-        if int(np.prod(dims.astype(object))) * _M**3 * G >= 2**62:
-            raise InputError(None, f"the scene spans {np.round(hi - lo, 2).tolist()} m: too large for eps = {eps} m "
-                                   f"({G} label groups); raise eps or split the scene")
+        s, dims = _grid_dims(lo, hi, eps, G)  # as metric._build_grid: the global grid
         axis = int(np.argmax(dims))
         perm = [axis] + [d for d in range(3) if d != axis]
         dp = dims[perm]
@@ -295,11 +294,16 @@ def _chunks_of(path, count, dtype=_POINT):
             yield rec
 
 
-def _block_coords(p, lo, s, perm):
-    """Block coordinates (a, b, c) along the axes `perm` of points [n, 3], 1-based as in the
-    grid (the cell coordinates of `metric_kernels.grid_keys`, same float64 operations)."""
+def _cell_coords(p, lo, s, perm):
+    """Cell coordinates along the axes `perm` of points [n, 3]: those of
+    `metric_kernels.grid_keys`, with the same float64 operations."""
     inv_s = 1.0 / s
-    return [np.floor((p[:, d].astype(np.float64) - lo[d]) * inv_s).astype(np.int64) // _M + 1 for d in perm]
+    return [np.floor((p[:, d].astype(np.float64) - lo[d]) * inv_s).astype(np.int64) for d in perm]
+
+
+def _block_coords(p, lo, s, perm):
+    """Block coordinates (a, b, c) along the axes `perm` of points [n, 3], 1-based as in the grid."""
+    return [c // _M + 1 for c in _cell_coords(p, lo, s, perm)]
 
 
 def _block_key(a, b, c, dp):
@@ -432,15 +436,22 @@ def _distribute(spill, tmp, lo, s, perm, dp, blocks, tile_of, halo, T, count):
         first = np.repeat(start[pos[has]] - (np.cumsum(reps) - reps), reps)  # extra index - running index
         src = np.concatenate([np.arange(len(rec)), np.repeat(has, reps)])
         dst = np.concatenate([tile_of[pos], extra[first + np.arange(int(reps.sum()))]]).astype(small)
-        order = np.argsort(dst, kind="stable")
-        src, dst = src[order], dst[order]
-        cuts = np.flatnonzero(np.r_[True, dst[1:] != dst[:-1], True])
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            j = int(dst[a])
-            with open(paths[j], "ab") as fh:
-                rec[src[a:b]].tofile(fh)
+        for j in _append_by_destination(rec, src, dst, paths):
             used[j] = True
     return [p if u else None for p, u in zip(paths, used)]
+
+
+def _append_by_destination(rec, src, dst, paths):
+    """Append record `rec[src[i]]` to the file `paths[dst[i]]` for every i, one write per file
+    (a stable sort by destination keeps each file's records in order). Returns the files
+    written to."""
+    order = np.argsort(dst, kind="stable")
+    src, dst = src[order], dst[order]
+    cuts = np.flatnonzero(np.r_[True, dst[1:] != dst[:-1], True])
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        with open(paths[int(dst[a])], "ab") as fh:
+            rec[src[a:b]].tofile(fh)
+    return [int(dst[a]) for a in cuts[:-1]]
 
 
 def _tile(pts, box, grid, groups, eps2, workers, entries):
@@ -461,9 +472,7 @@ def _tile(pts, box, grid, groups, eps2, workers, entries):
     n = len(pts)
     p = pts["p"]
     dp = dims[perm]
-    # the cell coordinates of metric_kernels.grid_keys (same float64 operations); _M = 1
-    inv_s = 1.0 / s
-    c = [np.floor((p[:, d].astype(np.float64) - lo[d]) * inv_s).astype(np.int64) for d in perm]
+    c = _cell_coords(p, lo, s, perm)
     block = _block_key(c[0] // _M + 1, c[1] // _M + 1, c[2] // _M + 1, dp)
     keys = block * _M**3 + ((c[0] % _M) * _M + c[1] % _M) * _M + c[2] % _M
     del c, block
@@ -492,7 +501,7 @@ def _tile(pts, box, grid, groups, eps2, workers, entries):
     edge = np.flatnonzero(np.diff(np.r_[0, own.astype(np.int8), 0]))
     runs = list(zip(edge[0::2].tolist(), edge[1::2].tolist()))
     pairwise = entries is not None
-    chunks = _own_chunks(cell_start, block_cell_start, runs, workers)
+    chunks = _chunks(cell_start, block_cell_start, workers, runs)
     lab = vl_label.astype(np.int32)[vl]
     n_all = np.zeros(n, np.int32)
     n_same = np.zeros(n, np.int32)
@@ -508,36 +517,6 @@ def _tile(pts, box, grid, groups, eps2, workers, entries):
     pstart = cell_start[block_cell_start]
     sel = np.concatenate([np.arange(pstart[b0], pstart[b1]) for b0, b1 in runs])
     return idx[sel], n_same[sel], n_all[sel]
-
-
-def _own_chunks(cell_start, block_cell_start, runs, workers):
-    """Block ranges [b0, b1) covering the runs of own blocks, cut into pieces of about equal
-    point counts (as metric._chunks)."""
-    pts = cell_start[block_cell_start]
-    total = int(sum(pts[b1] - pts[b0] for b0, b1 in runs))
-    n_chunks = min(sum(b1 - b0 for b0, b1 in runs), max(8 * workers, total // 200_000))
-    target = max(1.0, total / n_chunks)  # points per chunk
-    out = []
-    for b0, b1 in runs:
-        n = int(pts[b1] - pts[b0])
-        k = max(1, min(b1 - b0, round(n / target)))
-        cuts = np.searchsorted(pts[b0:b1 + 1] - pts[b0], np.linspace(0, n, k + 1)[1:-1])
-        e = np.unique(np.r_[0, cuts, b1 - b0]) + b0
-        out += [(int(a), int(b)) for a, b in zip(e[:-1], e[1:]) if b > a]
-    return out
-
-
-def _merge_entries(parts):
-    """One (keys, counts) with each key once, its counts summed (exact integers)."""
-    parts = [p for p in parts if len(p[0])]
-    if not parts:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    keys = np.concatenate([p[0] for p in parts])
-    counts = np.concatenate([p[1] for p in parts])
-    order = np.argsort(keys, kind="stable")
-    keys, counts = keys[order], counts[order]
-    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    return keys[first], np.add.reduceat(counts, first)
 
 
 _ENTRY = np.dtype([("k", np.int64), ("c", np.int64)])  # (vl_a * G + vl_b, count)
@@ -564,16 +543,13 @@ class _EntrySpill:
         if self.buffered >= self.limit:
             self._fold()
 
-    def _fold(self) -> None:
+    def flush(self) -> None:
+        self._fold(final=True)
+
+    def _fold(self, final: bool = False) -> None:
         self.table = _merge_entries([self.table] + self.buffer)
         self.buffer, self.buffered = [], 0
-        if len(self.table[0]) >= self.limit:
-            _append_entries(self.path, *self.table)
-            self.table = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-
-    def flush(self) -> None:
-        self._fold()
-        if len(self.table[0]):
+        if len(self.table[0]) >= self.limit or (final and len(self.table[0])):
             _append_entries(self.path, *self.table)
             self.table = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
@@ -602,13 +578,7 @@ def _pairwise_stream(path: Path, tmp: Path, vl_view: np.ndarray, G: int, N: int,
     group_of_view = np.repeat(np.arange(S), np.diff(edges))
     paths = [tmp / f"pairs{k}.bin" for k in range(S)]
     for rec in _chunks_of(path, count, _ENTRY):
-        g = group_of_view[vl_view[rec["k"] // G]]
-        order = np.argsort(g, kind="stable")
-        rec, g = rec[order], g[order]
-        cuts = np.flatnonzero(np.r_[True, g[1:] != g[:-1], True])
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            with open(paths[int(g[a])], "ab") as fh:
-                rec[a:b].tofile(fh)
+        _append_by_destination(rec, np.arange(len(rec)), group_of_view[vl_view[rec["k"] // G]], paths)
     path.unlink()
     T_parts, D_parts = [], []
     for q in paths:
