@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 import tyro
 
 from lift3d.config import SegmentConfig
+from lift3d.consistency.metric_stream import DEFAULT_MAX_POINTS
 from lift3d.errors import Lift3dError
 
 
@@ -42,7 +43,7 @@ class Metric:
     """Folder of per-frame feature maps <frame>.npy [H, W, C] (instead of label one-hots)."""
     out: Path | None = None
     """JSON file to write (default: <masks>/../metric.json)."""
-    max_points: int = 2_000_000
+    max_points: int = DEFAULT_MAX_POINTS
     """Labeled points held at once (one tile of space with its halo, ~100 bytes each): the memory bound."""
     pairwise: bool = True
     """Also compute the ID-free pairwise variant (memory grows with the square of the number of

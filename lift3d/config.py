@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from lift3d.consistency.metric_stream import DEFAULT_MAX_POINTS
 from lift3d.consistency.tracker import TrackerConfig
 from lift3d.recon.mast3r import Mast3rOptions
 
@@ -56,7 +57,7 @@ class SegmentConfig:
     """Also compute the ID-free pairwise variant. Its table has an entry per pair of (mask, view)
     that meet within eps: memory grows with the square of how many views see one spot, so
     switch it off for captures where hundreds of views look at the same surface."""
-    metric_max_points: int = 2_000_000
+    metric_max_points: int = DEFAULT_MAX_POINTS
     """Labeled points the metric holds at once (one tile of space with its halo; ~100 bytes each): its peak
     memory, whatever the scan's length. Larger is a little faster; the result is the same."""
     voxel_size: float = 0.02
