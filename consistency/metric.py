@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ logger = logging.getLogger(__name__)
 # per-cell work (125 or 343 neighbour cells to classify) costs more than the vectorised tests save.
 _K = 1
 _M = 1
+# Distinct pairwise entries a counting thread gathers before handing them on (16 bytes each, in
+# a hash table at most half full): the in-memory metric keeps every entry anyway, so this only
+# sets how often they are handed over; the streamed one uses its own bound (max_points / 8).
+_MAX_ENTRIES = 1 << 20
 
 
 @dataclass
@@ -146,7 +151,8 @@ def consistency_score(
         args = (*grid, cell_run_start, run_start, run_vl, cell_lrun_start, lrun_start, lrun_label,
                 x, y, z, lab, vl, vl_view64, G, eps2, _K, _M, dims[1], dims[2], do_pairwise, n_all, num)
         del cell_run_start, run_start, run_vl, cell_lrun_start, lrun_start, lrun_label, lab, vl
-        parts = _run(lambda rng: mk.label_chunk(rng[0], rng[1], *args), chunks, workers)
+        parts = []
+        _run(_label_work(args, _MAX_ENTRIES, lambda k, c: parts.append((k, c))), chunks, workers)
         del args
         if do_pairwise:
             pairwise = _pairwise_from_entries(parts, vl_view64, G)
@@ -402,6 +408,29 @@ def _chunks(cell_start, block_cell_start, workers, runs=None):
         e = np.unique(np.r_[0, cuts, b1 - b0]) + b0
         out += [(int(a), int(b)) for a, b in zip(e[:-1], e[1:]) if b > a]
     return out
+
+
+def _label_work(args, max_entries: int, sink, views=(0, 2**62), count_h: bool = True):
+    """The work of one chunk [b0, b1) of `mk.label_chunk` for `_run`: counts written in place
+    (when count_h), the pairwise entries whose view a is in [views[0], views[1]) handed to
+    `sink(keys, counts)` a piece at a time (each at most max_entries distinct keys plus one
+    block's), under a lock, so no thread holds more than one piece whatever the chunk's size."""
+    from lift3d.consistency import metric_kernels as mk
+
+    lock = threading.Lock()
+
+    def work(rng):
+        b, b1 = rng
+        while True:
+            keys, counts, b = mk.label_chunk(b, b1, *args, max_entries, views[0], views[1], count_h)
+            if len(keys):
+                with lock:
+                    sink(keys, counts)
+            del keys, counts
+            if b >= b1:
+                return None
+
+    return work
 
 
 def _run(work, chunks, workers):

@@ -492,13 +492,20 @@ def _count_point(p, x, y, z, lab, nbuf, bx, by, bz, bl, cnt, flag, use32, lo32, 
 def label_chunk(
     b0, b1, block_keys, block_cell_start, cell_key, cell_start, cell_bbox, cell_run_start,
     run_start, run_vl, cell_lrun_start, lrun_start, lrun_label, x, y, z, lab, vl, vl_view, G,
-    eps2, k, m, nby, nbz, pairwise, n_all, n_same,
+    eps2, k, m, nby, nbz, pairwise, n_all, n_same, max_entries, va_lo, va_hi, count_h,
 ):  # pragma: no cover - compiled
-    """Neighbour counts for the points of blocks [b0, b1), written into n_all / n_same.
+    """Neighbour counts for the points of blocks [b0, b_next), written into n_all / n_same
+    when count_h (else left alone).
 
     `x, y, z` [n] float32 and `lab`, `vl` [n] int32 are per point in sorted order.
-    Returns the pairwise contingency entries of these blocks as (keys vl_a * G + vl_b, counts),
-    only for view(vl_a) < view(vl_b) (the other half is its transpose); empty when not pairwise.
+    Returns (keys, counts, b_next): the pairwise contingency entries of blocks [b0, b_next) as
+    keys vl_a * G + vl_b with their counts, only for view(vl_a) < view(vl_b) (the other half is
+    its transpose; empty when not pairwise) and view(vl_a) in [va_lo, va_hi), and the first
+    block not counted. Restricting view a bounds the distinct keys (a caller covers all views
+    in passes; points of other views cost nothing in a pass without count_h). The kernel stops
+    after the block whose entries take its table past `max_entries` distinct keys (so the table
+    holds at most max_entries plus one block's entries); the caller resumes at b_next. Each
+    block's counts are complete in themselves, so the pieces add up to the same exact integers.
 
     The straddling buffer is tested in float32 (8 lanes): a pair is surely inside when its
     float32 squared distance is below eps^2 (1 - 4e-6) and surely outside above eps^2 (1 + 4e-6)
@@ -540,22 +547,26 @@ def label_chunk(
     if b1 > b0:
         _init_pointers(b0, block_keys, nby, nbz, ptr)
     for b in range(b0, b1):
-        _neighbour_blocks(b, block_keys, nby, nbz, ptr, nbr)
-        nused = _fill_grid(nbr, block_cell_start, cell_key, m, grid, used)
         nrow = 0
         ncol = 0
         if pairwise:
-            # dense pair counts of this block: its (label, view) groups x its neighbourhood's
+            # rows: this block's (label, view) groups of views in range
             r0 = cell_run_start[block_cell_start[b]]
             r1 = cell_run_start[block_cell_start[b + 1]]
             if rows.shape[0] < r1 - r0:
                 rows = np.empty(2 * (r1 - r0), np.int64)
             for r in range(r0, r1):
                 g = run_vl[r]
-                if rowmap[g] == _EMPTY:
+                if rowmap[g] == _EMPTY and va_lo <= vl_view[g] < va_hi:
                     rowmap[g] = nrow
                     rows[nrow] = g
                     nrow += 1
+        if not count_h and nrow == 0:
+            continue  # nothing of this block to count in this pass
+        _neighbour_blocks(b, block_keys, nby, nbz, ptr, nbr)
+        nused = _fill_grid(nbr, block_cell_start, cell_key, m, grid, used)
+        if pairwise:
+            # dense pair counts of this block: its rows x its neighbourhood's groups (columns)
             nrun = 0
             for u in range(nused):
                 c = grid[used[u]]
@@ -573,6 +584,14 @@ def label_chunk(
             if mat.shape[0] < nrow * ncol:
                 mat = np.zeros(nrow * ncol, np.int64)  # exact: it grows as (views seeing a block)^2
         for a in range(block_cell_start[b], block_cell_start[b + 1]):
+            if not count_h:
+                has_row = False
+                for ra in range(cell_run_start[a], cell_run_start[a + 1]):
+                    if rowmap[run_vl[ra]] != _EMPTY:
+                        has_row = True
+                        break
+                if not has_row:
+                    continue
             n_wa, n_pt = _candidates(a, cell_key, cell_bbox, m, eps2, grid, offs, cand_all, cand_pt)
             l0 = cell_lrun_start[a]
             l1 = cell_lrun_start[a + 1]
@@ -583,12 +602,15 @@ def label_chunk(
             for ci in range(n_wa):
                 c = cand_all[ci]
                 acc_all += cell_start[c + 1] - cell_start[c]
-                for la in range(l0, l1):
-                    for lc in range(cell_lrun_start[c], cell_lrun_start[c + 1]):
-                        if lrun_label[lc] == lrun_label[la]:
-                            acc_same[la - l0] += lrun_start[lc + 1] - lrun_start[lc]
+                if count_h:
+                    for la in range(l0, l1):
+                        for lc in range(cell_lrun_start[c], cell_lrun_start[c + 1]):
+                            if lrun_label[lc] == lrun_label[la]:
+                                acc_same[la - l0] += lrun_start[lc + 1] - lrun_start[lc]
                 if pairwise:
                     for ra in range(cell_run_start[a], cell_run_start[a + 1]):
+                        if rowmap[run_vl[ra]] == _EMPTY:
+                            continue  # a view outside this pass's range
                         na = run_start[ra + 1] - run_start[ra]
                         row = rowmap[run_vl[ra]] * ncol
                         for rc in range(cell_run_start[c], cell_run_start[c + 1]):
@@ -628,19 +650,23 @@ def label_chunk(
                         nseg += 1
             seg_start[nseg] = nbuf
             for ra in range(cell_run_start[a], cell_run_start[a + 1]):
-                if pairwise:
+                row_pw = pairwise and rowmap[run_vl[ra]] != _EMPTY
+                if not (count_h or row_pw):
+                    continue
+                if row_pw:
                     cnt[:nbuf] = 0
                 for p in range(run_start[ra], run_start[ra + 1]):
-                    lp = lab[p]
-                    same = 0
-                    for la in range(l0, l1):
-                        if lrun_label[la] == lp:
-                            same = acc_same[la - l0]
                     t, s_ = _count_point(p, x, y, z, lab, nbuf, bx, by, bz, bl, cnt, flag, use32, lo32, hi32,
-                                         eps2, pairwise)
-                    n_all[p] = acc_all + t
-                    n_same[p] = same + s_
-                if pairwise:
+                                         eps2, row_pw)
+                    if count_h:
+                        lp = lab[p]
+                        same = 0
+                        for la in range(l0, l1):
+                            if lrun_label[la] == lp:
+                                same = acc_same[la - l0]
+                        n_all[p] = acc_all + t
+                        n_same[p] = same + s_
+                if row_pw:
                     row = rowmap[run_vl[ra]] * ncol
                     for sg in range(nseg):
                         t = 0
@@ -673,8 +699,11 @@ def label_chunk(
                 colmap[cols[j]] = _EMPTY
         for u in range(nused):
             grid[used[u]] = _EMPTY
+        if hn >= max_entries and b + 1 < b1:
+            keep = hk != _EMPTY
+            return hk[keep], hv[keep], b + 1
     keep = hk != _EMPTY
-    return hk[keep], hv[keep]
+    return hk[keep], hv[keep], b1
 
 
 @njit(nogil=True, cache=True)

@@ -19,7 +19,10 @@ point plus the inputs: 4.2 GiB for 300 frames at 640x480), so a 5,000-frame scan
    blocks in key order; the halo is read, never counted). Point coordinates keep their x, y, z
    order, so every distance is computed with the very operations of the global computation;
 6. the pairwise variant's contingency entries ((label, view a), (label, view b)) -> count of
-   each tile are appended to a spill file; at the end they are cut by view a into groups of
+   each tile are counted in passes over ranges of views a (their number of distinct keys
+   grows with the square of the number of views that see one spot, so one pass over all
+   views would not be bounded: `_view_passes`), folded in tables of at most max_points / 8
+   entries and appended to a spill file; at the end they are cut by view a into groups of
    at most `max_points` entries (whole views), and each group is summed and reduced to its view
    pairs' Rand terms on its own (`metric._pairwise_terms`).
 
@@ -54,11 +57,12 @@ from lift3d.consistency.metric import (
     _chunks,
     _grid_dims,
     _label_groups,
+    _label_work,
     _limbs_to_float,
     _merge_entries,
     _pairwise_terms,
     _pairwise_total,
-    _run_each,
+    _run,
 )
 from lift3d.errors import InputError
 
@@ -458,8 +462,10 @@ def _tile(pts, box, grid, groups, eps2, workers, entries):
     """Counts of the points of one tile's own blocks (those inside `box`).
 
     Args:
-        entries: an `_EntrySpill` that takes the pairwise contingency entries chunk by chunk,
-            or None (no pairwise variant).
+        entries: an `_EntrySpill` that takes the pairwise contingency entries piece by piece
+            (from the counting threads, under a lock), or None (no pairwise variant). They are
+            counted in passes over ranges of views a (`_view_passes`), the first of which also
+            counts H.
 
     Returns:
         None when the tile owns no point; else (idx [n] flat pixel indices, n_same [n], n_all
@@ -508,15 +514,37 @@ def _tile(pts, box, grid, groups, eps2, workers, entries):
     args = (block_keys, block_cell_start, cell_key, cell_start, cell_bbox, cell_run_start, run_start, run_vl,
             cell_lrun_start, lrun_start, lrun_label, x, y, z, lab, vl, vl_view64, G, eps2, _K, _M,
             int(dp[1]), int(dp[2]), pairwise, n_all, n_same)
-    for part in _run_each(lambda rng: mk.label_chunk(rng[0], rng[1], *args), chunks, workers):
-        if pairwise:
-            entries.add(*part)
-        del part
     if pairwise:
-        entries.flush()
+        passes = _view_passes(run_vl, cell_run_start, block_cell_start, runs, vl_view64, N, entries.limit)
+        for i, views in enumerate(passes):
+            _run(_label_work(args, entries.limit, entries.add, views, count_h=i == 0), chunks, workers)
+            entries.flush()  # the next pass's keys are other ones (another range of views a)
+    else:
+        _run(_label_work(args, 1, None, (0, 0)), chunks, workers)
     pstart = cell_start[block_cell_start]
     sel = np.concatenate([np.arange(pstart[b0], pstart[b1]) for b0, b1 in runs])
     return idx[sel], n_same[sel], n_all[sel]
+
+
+def _view_passes(run_vl, cell_run_start, block_cell_start, runs, vl_view, N: int, max_entries: int):
+    """Ranges [va_lo, va_hi) of views a, one counting pass each, whose pairwise keys in this tile
+    number at most max_entries (unless one view alone may have more).
+
+    A key (vl_a, vl_b) pairs a group of an own block (a row) with a group of a view b > a of the
+    tile, so view a has at most rows(a) * (groups of later views) keys. The bound is loose (not
+    every such pair meets within eps), but exact to compute, and it keeps every pass's table
+    small whatever the number of views that see this part of the scene. Views without rows here
+    get no pass; the first pass also counts H, so there is always one.
+    """
+    own_runs = np.concatenate([np.arange(cell_run_start[block_cell_start[b0]], cell_run_start[block_cell_start[b1]])
+                               for b0, b1 in runs])
+    rows = np.bincount(vl_view[np.unique(run_vl[own_runs])], minlength=N)
+    groups = np.bincount(vl_view[np.unique(run_vl)], minlength=N)
+    later = groups.sum() - np.cumsum(groups)  # groups of views b > a
+    bound = rows * later
+    edges = _plan_runs(bound, max_entries)
+    passes = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if bound[a:b].any()]
+    return passes or [(0, 0)]
 
 
 _ENTRY = np.dtype([("k", np.int64), ("c", np.int64)])  # (vl_a * G + vl_b, count)
@@ -526,7 +554,8 @@ class _EntrySpill:
     """Folds chunks' contingency entries into one table, a merge at a time, and appends it to the
     spill file whenever it grows past its bound (a key may then be spilled more than once: the
     final reduction sums them). Memory: about `limit` entries, whatever the tile's size.
-    (A tile of a wall seen by 300 views gave ~8M chunk entries that merge into 0.4M.)"""
+    `limit` is also the bound of each counting pass's keys (`_view_passes`) and of the kernel's
+    table, so a pass's pieces fold into one table and are spilled about once."""
 
     def __init__(self, path: Path, max_points: int):
         self.path = path

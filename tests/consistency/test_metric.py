@@ -235,6 +235,40 @@ def test_one_and_two_workers_agree():
     assert one.H == two.H and one.pairwise == pytest.approx(two.pairwise, rel=1e-14)
 
 
+def test_pairwise_entries_handed_over_in_small_pieces_give_the_same_result(monkeypatch):
+    # the counting kernel stops once its table holds max_entries keys and is resumed at the next
+    # block: every block's counts are complete in themselves, so the result is the same to the bit
+    from lift3d.consistency import metric as metric_mod
+    from lift3d.consistency import metric_kernels as mk
+
+    pointmaps, valid, labels = random_scene(8, n_views=6, size=(12, 9), spread=6.0, n_labels=6)
+    whole = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True, workers=1)
+    calls = []
+    kernel = mk.label_chunk
+
+    def spy(b0, b1, *args):
+        keys, counts, b_next = kernel(b0, b1, *args)
+        calls.append((b0, b1, b_next, len(keys)))
+        return keys, counts, b_next
+
+    monkeypatch.setattr(mk, "label_chunk", spy)
+    monkeypatch.setattr(metric_mod, "_MAX_ENTRIES", 1)
+    pieces = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True, workers=2)
+    assert whole.pairwise is not None and pieces.pairwise == whole.pairwise
+    assert pieces.H == whole.H
+    np.testing.assert_array_equal(pieces.per_pixel, whole.per_pixel)
+    resumed = [c for c in calls if c[2] < c[1]]
+    assert len(resumed) > 10  # the kernel did stop early, many times
+    # each resumed call starts where the previous one stopped, and each chunk is covered once
+    by_end = {}
+    for b0, b1, b_next, _ in calls:
+        by_end.setdefault(b1, []).append((b0, b_next))
+    for b1, spans in by_end.items():
+        spans.sort()
+        assert spans[-1][1] == b1
+        assert all(prev[1] == cur[0] for prev, cur in zip(spans, spans[1:]))
+
+
 def test_pairwise_can_be_skipped_and_h_is_the_same():
     pointmaps, valid, labels = random_scene(7)
     with_pw = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True)
@@ -467,6 +501,42 @@ def test_stream_equals_consistency_score_bit_for_bit(tmp_path, seed, max_points)
     np.testing.assert_array_equal(read_h_frame(tmp_path / "h", 3), ref.per_pixel[3])
     # and the in-memory path equals the brute-force reference (so the stream does too)
     assert_same_result(ref, _consistency_score_reference(pointmaps, valid, labels, eps=EPS, per_pixel=True), rtol=1e-12)
+
+
+def test_stream_counts_pairwise_in_passes_over_ranges_of_views(tmp_path, monkeypatch):
+    # a tile's pairwise keys (vl_a, vl_b) are counted in passes over disjoint ranges of view a,
+    # so no pass's table outgrows the bound, whatever the number of views seeing a spot
+    from lift3d.consistency import metric_kernels as mk
+    from lift3d.consistency import metric_stream as ms
+
+    pointmaps, valid, labels = random_scene(9, n_views=8, size=(9, 7), spread=3.0, n_labels=5)
+    ref = consistency_score(pointmaps, valid, labels, eps=EPS, per_pixel=True)
+    plans, calls = [], []
+    plan, kernel = ms._view_passes, mk.label_chunk
+
+    def spy_plan(*args):
+        out = plan(*args)
+        plans.append(out)
+        return out
+
+    def spy_kernel(b0, b1, *args):
+        keys, counts, b_next = kernel(b0, b1, *args)
+        va_lo, va_hi, count_h = args[-3:]
+        vl_view = args[16]
+        view_a = vl_view[keys // args[17]]
+        assert ((view_a >= va_lo) & (view_a < va_hi)).all()  # only the pass's views a
+        calls.append((va_lo, va_hi, count_h))
+        return keys, counts, b_next
+
+    monkeypatch.setattr(ms, "_view_passes", spy_plan)
+    monkeypatch.setattr(mk, "label_chunk", spy_kernel)
+    out = _stream(pointmaps, valid, labels, eps=EPS, max_points=200, per_pixel_dir=tmp_path / "h")
+    assert_identical(out, ref)
+    assert max(len(p) for p in plans) > 1  # some tile took several passes
+    for passes in plans:
+        assert all(a < b for a, b in passes) and all(p[1] <= q[0] for p, q in zip(passes, passes[1:]))
+    # H is counted in the first pass only
+    assert {c[2] for c in calls} == {True, False}
 
 
 def _spy_tiles(monkeypatch):
