@@ -23,7 +23,7 @@ point plus the inputs: 4.2 GiB for 300 frames at 640x480), so a 5,000-frame scan
    grows with the square of the number of views that see one spot, so one pass over all
    views would not be bounded: `_view_passes`), folded in tables of at most max_points / 8
    entries and appended to a spill file; at the end they are cut by view a into groups of
-   at most `max_points` entries (whole views), and each group is summed and reduced to its view
+   at most max_points / 8 entries (whole views), and each group is summed and reduced to its view
    pairs' Rand terms on its own (`metric._pairwise_terms`).
 
 Per-point counts are integers, hence equal to the global ones; per-frame sums of h are exact
@@ -177,7 +177,7 @@ def consistency_score_stream(
         frame_sum = _limbs_to_float(limbs)
         with np.errstate(invalid="ignore", divide="ignore"):
             per_frame = (frame_sum / frame_n).tolist()
-        pw = _pairwise_stream(pair_spill, tmp, vl_view64, G, N, max_points) if do_pairwise else None
+        pw = _pairwise_stream(pair_spill, tmp, vl_view64, G, N, _entry_limit(max_points)) if do_pairwise else None
         per_pixel = None if h_path is None else np.load(h_path, mmap_mode="r")
         logger.debug("metric (stream): %d points, %d frames, %d tiles, %.1f s", n, N, len(boxes),
                      time.perf_counter() - t0)
@@ -550,6 +550,13 @@ def _view_passes(run_vl, cell_run_start, block_cell_start, runs, vl_view, N: int
 _ENTRY = np.dtype([("k", np.int64), ("c", np.int64)])  # (vl_a * G + vl_b, count)
 
 
+def _entry_limit(max_points: int) -> int:
+    """Pairwise entries held at once (16 bytes each, a few copies while merging): a pass's keys,
+    a folded table, a group reduced at the end. An eighth of the points a tile may hold, so
+    the entries never cost more than the tile."""
+    return max(1, int(max_points) // 8)
+
+
 class _EntrySpill:
     """Folds chunks' contingency entries into one table, a merge at a time, and appends it to the
     spill file whenever it grows past its bound (a key may then be spilled more than once: the
@@ -559,7 +566,7 @@ class _EntrySpill:
 
     def __init__(self, path: Path, max_points: int):
         self.path = path
-        self.limit = max(1, int(max_points) // 8)
+        self.limit = _entry_limit(max_points)
         self.table = (np.zeros(0, np.int64), np.zeros(0, np.int64))
         self.buffer: list[tuple[np.ndarray, np.ndarray]] = []
         self.buffered = 0
