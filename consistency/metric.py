@@ -151,12 +151,12 @@ def consistency_score(
         args = (*grid, cell_run_start, run_start, run_vl, cell_lrun_start, lrun_start, lrun_label,
                 x, y, z, lab, vl, vl_view64, G, eps2, _K, _M, dims[1], dims[2], do_pairwise, n_all, num)
         del cell_run_start, run_start, run_vl, cell_lrun_start, lrun_start, lrun_label, lab, vl
-        parts = []
-        _run(_label_work(args, _MAX_ENTRIES, lambda k, c: parts.append((k, c))), chunks, workers)
+        table = _EntryTable(_MAX_ENTRIES)
+        _run(_label_work(args, _MAX_ENTRIES, table.add), chunks, workers)
         del args
         if do_pairwise:
-            pairwise = _pairwise_from_entries(parts, vl_view64, G)
-        del parts
+            pairwise = _pairwise_from_entries([table.entries()], vl_view64, G)
+        del table
     else:
         f = _unit_features(features, idx)
         num = np.zeros(n, np.float64)  # sum of cosines
@@ -456,6 +456,36 @@ def _pairwise_from_entries(parts, vl_view, G) -> float | None:
         return None
     T, D = _pairwise_terms(keys, counts, vl_view, G)
     return _pairwise_total([T], [D])
+
+
+class _EntryTable:
+    """Contingency entries (vl_a * G + vl_b, count) folded as they come: pieces are buffered and
+    merged into one table (each key once) whenever the buffer outgrows both `limit` and the
+    table, so memory stays a small multiple of the distinct keys however often pieces repeat
+    them (the kernel hands its table over every `limit` keys)."""
+
+    def __init__(self, limit: int):
+        self.limit = max(1, int(limit))
+        self.table = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        self.buffer: list[tuple[np.ndarray, np.ndarray]] = []
+        self.buffered = 0
+
+    def add(self, keys: np.ndarray, counts: np.ndarray) -> None:
+        if not len(keys):
+            return
+        self.buffer.append((keys, counts))
+        self.buffered += len(keys)
+        if self.buffered >= max(self.limit, len(self.table[0])):
+            self._fold()
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, counts), each key once."""
+        self._fold()
+        return self.table
+
+    def _fold(self) -> None:
+        self.table = _merge_entries([self.table] + self.buffer)
+        self.buffer, self.buffered = [], 0
 
 
 def _merge_entries(parts):

@@ -55,11 +55,11 @@ from lift3d.consistency.metric import (
     _cells_and_blocks,
     _check_eps,
     _chunks,
+    _EntryTable,
     _grid_dims,
     _label_groups,
     _label_work,
     _limbs_to_float,
-    _merge_entries,
     _pairwise_terms,
     _pairwise_total,
     _run,
@@ -557,34 +557,22 @@ def _entry_limit(max_points: int) -> int:
     return max(1, int(max_points) // 8)
 
 
-class _EntrySpill:
-    """Folds chunks' contingency entries into one table, a merge at a time, and appends it to the
-    spill file whenever it grows past its bound (a key may then be spilled more than once: the
-    final reduction sums them). Memory: about `limit` entries, whatever the tile's size.
-    `limit` is also the bound of each counting pass's keys (`_view_passes`) and of the kernel's
-    table, so a pass's pieces fold into one table and are spilled about once."""
+class _EntrySpill(_EntryTable):
+    """An `_EntryTable` appended to the spill file and emptied whenever it grows past its bound
+    (a key may then be spilled more than once: the final reduction sums them). Memory: about
+    `limit` entries, whatever the tile's size. `limit` is also the bound of each counting pass's
+    keys (`_view_passes`) and of the kernel's table, so a pass's pieces fold into one table and
+    are spilled about once."""
 
     def __init__(self, path: Path, max_points: int):
+        super().__init__(_entry_limit(max_points))
         self.path = path
-        self.limit = _entry_limit(max_points)
-        self.table = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-        self.buffer: list[tuple[np.ndarray, np.ndarray]] = []
-        self.buffered = 0
-
-    def add(self, keys: np.ndarray, counts: np.ndarray) -> None:
-        if not len(keys):
-            return
-        self.buffer.append((keys, counts))
-        self.buffered += len(keys)
-        if self.buffered >= self.limit:
-            self._fold()
 
     def flush(self) -> None:
         self._fold(final=True)
 
     def _fold(self, final: bool = False) -> None:
-        self.table = _merge_entries([self.table] + self.buffer)
-        self.buffer, self.buffered = [], 0
+        super()._fold()
         if len(self.table[0]) >= self.limit or (final and len(self.table[0])):
             _append_entries(self.path, *self.table)
             self.table = (np.zeros(0, np.int64), np.zeros(0, np.int64))
