@@ -25,6 +25,9 @@ eps^2 are undecided, and a point with any such pair is recounted in float64.
 The pairwise (ID-free) variant needs pair counts per (label, view) group x (label, view) group;
 a block accumulates them in a small dense matrix (rows: the block's groups, columns: its
 neighbourhood's) and flushes the nonzero entries with view_row < view_col into a hash table.
+Their distinct keys grow with the square of the number of views that see one spot, so the rows
+can be restricted to a range of views (the streamed metric covers all views in passes) and the
+kernel hands its table over, resumably, once it holds `max_entries` keys.
 
 Measured on scene0000_00 (docs/benchmarks/metric.md): cells of eps beat eps/2 and eps/3 (the
 per-cell classification of 125 or 343 neighbour cells cost more than the pair tests it saved);

@@ -46,8 +46,8 @@ class Metric:
     max_points: int = DEFAULT_MAX_POINTS
     """Labeled points held at once (one tile of space with its halo, ~100 bytes each): the memory bound."""
     pairwise: bool = True
-    """Also compute the ID-free pairwise variant (memory grows with the square of the number of
-    views that see one spot)."""
+    """Also compute the ID-free pairwise variant (its time and temporary disk grow with the square of
+    the number of views that see one spot; its memory stays within the max_points bound)."""
 
     def main(self) -> None:
         from lift3d.consistency.metric import run_metric

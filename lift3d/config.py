@@ -55,8 +55,10 @@ class SegmentConfig:
     """Radius (metres) of the metric H's neighbourhoods."""
     metric_pairwise: bool = True
     """Also compute the ID-free pairwise variant. Its table has an entry per pair of (mask, view)
-    that meet within eps: memory grows with the square of how many views see one spot, so
-    switch it off for captures where hundreds of views look at the same surface."""
+    that meet within eps: their number grows with the square of how many views see one spot. Memory
+    stays within `metric_max_points` (the table is counted in passes and spilled to disk), but time
+    grows with it (12x the metric's time at 1,000 orbiting views), so switch it off for captures
+    where hundreds of views look at the same surface."""
     metric_max_points: int = DEFAULT_MAX_POINTS
     """Labeled points the metric holds at once (one tile of space with its halo; ~100 bytes each): its peak
     memory, whatever the scan's length. Larger is a little faster; the result is the same."""
