@@ -155,7 +155,7 @@ def consistency_score(
         _run(_label_work(args, _MAX_ENTRIES, table.add), chunks, workers)
         del args
         if do_pairwise:
-            pairwise = _pairwise_from_entries([table.entries()], vl_view64, G)
+            pairwise = _pairwise_from_entries(*table.entries(), vl_view64, G)
         del table
     else:
         f = _unit_features(features, idx)
@@ -435,23 +435,15 @@ def _label_work(args, max_entries: int, sink, views=(0, 2**62), count_h: bool = 
 
 def _run(work, chunks, workers):
     """Run `work` over the chunks on `workers` threads (the kernels release the GIL)."""
-    return list(_run_each(work, chunks, workers))
-
-
-def _run_each(work, chunks, workers):
-    """`_run`, yielding each chunk's result in chunk order as it comes (so a caller can fold
-    them in without holding them all)."""
     if workers <= 1 or len(chunks) == 1:
-        for c in chunks:
-            yield work(c)
-        return
+        return [work(c) for c in chunks]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(work, chunks)
+        return list(pool.map(work, chunks))
 
 
-def _pairwise_from_entries(parts, vl_view, G) -> float | None:
-    """The pooled Rand agreement from contingency entries (vl_a * G + vl_b, count), view_a < view_b."""
-    keys, counts = _merge_entries(parts)
+def _pairwise_from_entries(keys, counts, vl_view, G) -> float | None:
+    """The pooled Rand agreement from contingency entries (vl_a * G + vl_b, count), view_a < view_b
+    (a key may repeat: `_pairwise_terms` sums them)."""
     if not len(keys):
         return None
     T, D = _pairwise_terms(keys, counts, vl_view, G)

@@ -730,7 +730,7 @@ def test_pairwise_reduced_in_groups_of_whole_views_equals_all_at_once(tmp_path, 
 
     monkeypatch.setattr(ms, "_pairwise_terms", spy)
     got = ms._pairwise_stream(path, tmp_path, vl_view, G, N, max_entries)
-    assert got == _pairwise_from_entries([(keys, counts)], vl_view, G)  # to the bit
+    assert got == _pairwise_from_entries(keys, counts, vl_view, G)  # to the bit
     assert not list(tmp_path.glob("pairs*.bin"))  # spill files removed
     seen = np.concatenate([v for _, v in groups])
     assert len(seen) == len(np.unique(seen))  # each view a in exactly one group
