@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from lift3d.consistency.geometric import GeometricConfig
+from lift3d.consistency.merging import MergeConfig
 from lift3d.consistency.metric_stream import DEFAULT_MAX_POINTS
 from lift3d.consistency.tracker import TrackerConfig
 from lift3d.recon.mast3r import Mast3rOptions
+from lift3d.recon.superpoints import SuperpointConfig
 
 
 @dataclass
@@ -30,8 +33,10 @@ class SegmentConfig:
     """Frame subset as START:STOP:STEP (Python slice over the scene's frames)."""
     max_frames: int | None = None
     """Keep at most this many frames (evenly spaced) after --frames."""
-    segmenter: Literal["classical", "sam", "sam2"] = "classical"
-    """2D segmenter: the weight-free classical one (default), SAM or SAM 2 (need --sam-checkpoint)."""
+    segmenter: Literal["auto", "geometric", "classical-2d", "classical", "sam", "sam2"] = "auto"
+    """Segmenter. auto: `geometric` when the scene has depth + poses (object candidates from the
+    scan's 3D structure, weight-free), else `classical-2d` (weight-free per-image superpixels;
+    `classical` is its old name); sam / sam2 need --sam-checkpoint."""
     sam_checkpoint: Path | None = None
     """SAM / SAM 2 checkpoint (.pth) for --segmenter sam|sam2."""
     sam_model: Literal["vit_h", "vit_l", "vit_b"] = "vit_h"
@@ -67,6 +72,9 @@ class SegmentConfig:
     fill_radius: float = 0.1
     """Mesh vertices no view saw take the label of the nearest labeled vertex along the mesh
     surface, up to this many metres (0 disables); they keep confidence 0."""
+    vote: Literal["superpoints", "points"] = "superpoints"
+    """Lifting: each superpoint takes the majority of its points' votes and every point of it
+    (unseen ones included) its label; `points`: every point votes alone."""
     min_instance_points: int = 0
     """Drop lifted instances with fewer points than this (0 keeps all)."""
     baseline: bool = False
@@ -79,5 +87,11 @@ class SegmentConfig:
     """Random seed (K-Means, sampling): the same input and seed give the same output."""
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     """MastSAM tracker settings."""
+    superpoints: SuperpointConfig = field(default_factory=SuperpointConfig)
+    """Superpoints of the scene's points (a ScanNet scan's segs.json, or a graph segmentation)."""
+    geometric: GeometricConfig = field(default_factory=GeometricConfig)
+    """The geometric segmenter's object candidates (convexity + colour over superpoints)."""
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    """Multi-view merging of MastSAM's IDs into 3D instances by view consensus (--merge.no-enabled: off)."""
     mast3r: Mast3rOptions = field(default_factory=Mast3rOptions)
     """MASt3R settings for --recon mast3r (network size, pair graph, alignment iterations)."""

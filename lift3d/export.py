@@ -86,8 +86,11 @@ def write_points_ply(
     rgb: np.ndarray,  # [P, 3] uint8
     label: np.ndarray,  # [P] int32, 0 = unlabeled
     confidence: np.ndarray,  # [P] float32 in [0, 1]
+    *,
+    superpoint: np.ndarray | None = None,  # [P] int32 superpoint of each point
 ) -> None:
-    """Write a labeled point cloud: binary PLY with x y z red green blue label confidence.
+    """Write a labeled point cloud: binary PLY with x y z red green blue label confidence
+    (+ superpoint when given).
 
     Args:
         path: output file (`points.ply`); written to a temporary name and renamed.
@@ -95,6 +98,8 @@ def write_points_ply(
         rgb: [P, 3] uint8 colours.
         label: [P] instance IDs (0 = unlabeled), stored as int32.
         confidence: [P] winning share of the votes, stored as float32.
+        superpoint: [P] the superpoint each point belongs to (the pieces votes were pooled
+            over), stored as int32.
 
     Raises:
         InputError: arrays of mismatched shapes.
@@ -108,11 +113,14 @@ def write_points_ply(
         raise InputError(None, f"rgb must have shape [{n}, 3], got {list(rgb.shape)}")
     label = _check_per_point("label", label, n)
     confidence = _check_per_point("confidence", confidence, n)
-    vertex = np.empty(
-        n,
-        dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
-               ("label", "<i4"), ("confidence", "<f4")],
-    )
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
+              ("label", "<i4"), ("confidence", "<f4")]
+    if superpoint is not None:
+        superpoint = _check_per_point("superpoint", superpoint, n)
+        fields.append(("superpoint", "<i4"))
+    vertex = np.empty(n, dtype=fields)
+    if superpoint is not None:
+        vertex["superpoint"] = superpoint
     for k, axis in enumerate("xyz"):
         vertex[axis] = xyz[:, k]
     for k, channel in enumerate(("red", "green", "blue")):

@@ -15,7 +15,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from lift3d.consistency.labelmaps import read_label_map, write_label_map
 from lift3d.errors import InputError
 from lift3d.recon.files import atomic_path, scratch_dir
 from lift3d.recon.scene import Scene, parse_frame_range
+from lift3d.recon.superpoints import Superpoints
 
 logger = logging.getLogger(__name__)
 
@@ -125,16 +126,40 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def build_segmenter(cfg: SegmentConfig):
-    """The 2D segmenter of the run, and its description for run.json."""
-    if cfg.segmenter == "classical":
+def resolve_segmenter_name(cfg: SegmentConfig, scene: Scene) -> str:
+    """`auto` -> `geometric` for scenes with depth + poses, else `classical-2d`; `classical` is `classical-2d`."""
+    name = cfg.segmenter
+    if name == "auto":
+        name = "geometric" if scene.has_geometry else "classical-2d"
+    return "classical-2d" if name == "classical" else name
+
+
+def build_segmenter(cfg: SegmentConfig, *, scene: Scene | None = None, geometry: ScenePoints | None = None):
+    """The segmenter of the run, and its description for run.json.
+
+    `geometric` needs the scene's points and superpoints (`geometry`, from `scene_points`)."""
+    name = resolve_segmenter_name(cfg, scene) if scene is not None else ("classical-2d" if cfg.segmenter in ("auto", "classical") else cfg.segmenter)
+    if name == "geometric":
+        if geometry is None:
+            raise InputError(scene.root if scene is not None else None, "--segmenter geometric needs a scene with depth + poses")
+        from lift3d.consistency.geometric import GeometricSegmenter, object_candidates
+
+        cand = object_candidates(geometry.xyz, geometry.rgb, geometry.superpoints, faces=geometry.faces, config=cfg.geometric)
+        seg = GeometricSegmenter(
+            geometry.xyz, cand.label, config=cfg.geometric,
+            info={"points": geometry.source, "superpoints": geometry.superpoints.count, "structure_candidates": int(cand.structure.sum())},
+        )
+        return seg, seg.describe()
+    if name == "classical-2d":
         from lift3d.consistency.classical import ClassicalSegmenter
 
         seg = ClassicalSegmenter()
-        return seg, seg.describe()
+        info = seg.describe()
+        info["segmenter"] = "classical-2d"
+        return seg, info
     if cfg.sam_checkpoint is None:
         raise InputError(None, f"--segmenter {cfg.segmenter} needs --sam-checkpoint PATH (weights cannot be downloaded by lift3d)")
-    if cfg.segmenter == "sam2":
+    if name == "sam2":
         from lift3d.consistency.sam2 import Sam2Segmenter
 
         seg = Sam2Segmenter(cfg.sam_checkpoint, model=cfg.sam2_model, device=resolve_device(cfg.device))
@@ -143,6 +168,51 @@ def build_segmenter(cfg: SegmentConfig):
 
     seg = SamSegmenter(cfg.sam_checkpoint, model=cfg.sam_model, device=resolve_device(cfg.device))
     return seg, seg.describe()
+
+
+@dataclass
+class ScenePoints:
+    """The scene's 3D points (mesh vertices, else fused pointmaps) with their superpoints."""
+
+    xyz: np.ndarray  # [P, 3] float32 metres, world frame
+    rgb: np.ndarray  # [P, 3] uint8
+    faces: np.ndarray | None  # [F, 3] int64 when the points are a mesh's vertices
+    superpoints: Superpoints
+    source: str
+
+    def adjacency(self) -> np.ndarray:  # [E, 2] adjacent superpoints
+        from lift3d.consistency.geometric import superpoint_adjacency
+        from lift3d.recon.superpoints import knn_graph, mesh_edges
+
+        P = len(self.xyz)
+        edges = mesh_edges(self.faces, P) if self.faces is not None and len(self.faces) else knn_graph(self.xyz, 8)[0]
+        return superpoint_adjacency(self.superpoints.index, edges, self.superpoints.count)[0]
+
+
+def scene_points(scene: Scene, cfg: SegmentConfig) -> ScenePoints:
+    """Mesh vertices (with faces) when the scan has a mesh, else the views' fused pointmaps."""
+    from lift3d.points import fuse_pointmaps, read_mesh_faces, read_mesh_vertices
+    from lift3d.recon.superpoints import scene_superpoints
+
+    faces = None
+    if scene.mesh_path is not None:
+        xyz, rgb = read_mesh_vertices(scene.mesh_path)
+        faces = read_mesh_faces(scene.mesh_path)
+        if len(faces) == 0:
+            logger.warning("%s has no faces: superpoints over a k-NN graph of its vertices", scene.mesh_path)
+            faces = None
+        source = f"mesh vertices of {scene.mesh_path.name}"
+    else:
+        xyz, rgb = fuse_pointmaps(_progress(iter(scene), total=len(scene), desc="fuse points"), voxel_size=cfg.voxel_size)
+        source = f"fused pointmaps, voxel {cfg.voxel_size} m"
+    if faces is not None:
+        areas = np.linalg.norm(np.cross(xyz[faces[:, 1]] - xyz[faces[:, 0]], xyz[faces[:, 2]] - xyz[faces[:, 0]]), axis=1)
+        bad = int((areas <= 0).sum())
+        if bad:
+            logger.warning("%s: %d of %d faces are degenerate (zero area); they are ignored", scene.mesh_path, bad, len(faces))
+            faces = faces[areas > 0]
+    sp = scene_superpoints(xyz, faces=faces, colors=rgb, mesh_path=scene.mesh_path, config=cfg.superpoints)
+    return ScenePoints(xyz=xyz, rgb=rgb, faces=faces, superpoints=sp, source=source)
 
 
 def _out_dir(cfg: SegmentConfig, scene: Scene) -> Path:
@@ -180,29 +250,52 @@ def run_baseline(scene: Scene, segmenter, cfg: SegmentConfig, masks_dir: Path) -
         write_label_map(masks_dir / f"{scene.frame_names[i]}.png", labels)
 
 
-def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path) -> dict:
-    """Vote the label maps onto the scene's points (mesh or fused) and optional splats."""
+def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: ScenePoints) -> dict:
+    """Merge the IDs into 3D instances, vote them onto the scene's points (via superpoints, or
+    point by point) and optional splats, export."""
     from lift3d.export import write_points_ply, write_scannet_instances
-    from lift3d.points import fuse_pointmaps, lift_to_points, read_mesh_vertices
-
-    info: dict = {}
-    if scene.mesh_path is not None:
-        xyz, rgb = read_mesh_vertices(scene.mesh_path)
-        info["points"] = f"mesh vertices of {scene.mesh_path.name}"
-    else:
-        xyz, rgb = fuse_pointmaps(_progress(iter(scene), total=len(scene), desc="fuse points"), voxel_size=cfg.voxel_size)
-        info["points"] = f"fused pointmaps, voxel {cfg.voxel_size} m"
-    frames = (scene[i] for i in range(len(scene)))
-    label_maps = (read_label_map(masks_dir / f"{n}.png") for n in scene.frame_names)
-    lifted = lift_to_points(
-        xyz, _progress(frames, total=len(scene), desc="lift to points"), label_maps,
-        min_instance_points=cfg.min_instance_points,
+    from lift3d.points import (
+        lift_to_points,
+        lift_to_superpoints,
+        superpoint_view_table,
+        vote_superpoints,
     )
-    if scene.mesh_path is not None and cfg.fill_radius > 0:
-        from lift3d.points import fill_unseen, read_mesh_faces
 
-        lifted, info["filled_unseen_points"] = fill_unseen(lifted, xyz, read_mesh_faces(scene.mesh_path), radius=cfg.fill_radius)
-    write_points_ply(out / "points.ply", xyz, rgb, lifted.label, lifted.confidence)
+    xyz, rgb = points.xyz, points.rgb
+    info: dict = {"points": points.source, "vote": cfg.vote}
+    merged: dict[int, list[int]] = {}
+    if cfg.vote == "superpoints" or cfg.merge.enabled:
+        sp = points.superpoints
+        frames = (scene[i] for i in range(len(scene)))
+        label_maps = (read_label_map(masks_dir / f"{n}.png") for n in scene.frame_names)
+        table = superpoint_view_table(xyz, sp.index, _progress(frames, total=len(scene), desc="superpoint votes"), label_maps)
+        mapping = None
+        info["superpoints"] = {"count": sp.count, "source": sp.source}
+        if cfg.merge.enabled:
+            from lift3d.consistency.merging import merge_instances
+
+            result = merge_instances(table, sp.sizes(), points.adjacency(), config=cfg.merge)
+            merged = result.groups
+            if merged:
+                mapping = result.mapping
+                _rewrite_label_maps(scene, masks_dir, mapping)
+            info["merged_ids"] = int(sum(len(v) - 1 for v in merged.values()))
+        if cfg.vote == "superpoints":
+            votes = vote_superpoints(table, sp.count, mapping=mapping)
+            lifted = lift_to_superpoints(sp.index, votes, min_instance_points=cfg.min_instance_points)
+            info["seen_superpoints"] = int((votes.views > 0).sum())
+    if cfg.vote == "points":
+        frames = (scene[i] for i in range(len(scene)))
+        label_maps = (read_label_map(masks_dir / f"{n}.png") for n in scene.frame_names)
+        lifted = lift_to_points(
+            xyz, _progress(frames, total=len(scene), desc="lift to points"), label_maps,
+            min_instance_points=cfg.min_instance_points,
+        )
+    if points.faces is not None and cfg.fill_radius > 0:
+        from lift3d.points import fill_unseen
+
+        lifted, info["filled_unseen_points"] = fill_unseen(lifted, xyz, points.faces, radius=cfg.fill_radius)
+    write_points_ply(out / "points.ply", xyz, rgb, lifted.label, lifted.confidence, superpoint=points.superpoints.index)
     write_scannet_instances(out / "scannet", scene.name, lifted.label, lifted.confidence)
     info["num_points"] = int(len(xyz))
     info["labeled_points"] = int((lifted.label > 0).sum())
@@ -218,10 +311,26 @@ def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path) -> dict:
         info["splats"] = {"file": str(cfg.splats), "count": int(len(sl.label)), "labeled": int((sl.label > 0).sum())}
     info["_labels"] = lifted.label
     info["_confidence"] = lifted.confidence
+    info["_merged"] = merged
     return info
 
 
-def write_cameras_and_instances(scene: Scene, masks_dir: Path, out: Path, point_labels: np.ndarray, point_conf: np.ndarray) -> None:
+def _rewrite_label_maps(scene: Scene, masks_dir: Path, mapping: np.ndarray) -> None:
+    """Apply the merged IDs to every label map (IDs beyond the mapping keep their value)."""
+    for n in scene.frame_names:
+        path = masks_dir / f"{n}.png"
+        lab = read_label_map(path)
+        top = int(lab.max(initial=0))
+        lut = np.arange(max(top + 1, len(mapping)), dtype=np.int64)
+        lut[: len(mapping)] = mapping
+        new = lut[lab].astype(np.int32)
+        if not np.array_equal(new, lab):
+            write_label_map(path, new)
+
+
+def write_cameras_and_instances(
+    scene: Scene, masks_dir: Path, out: Path, point_labels: np.ndarray, point_conf: np.ndarray, merged: dict[int, list[int]] | None = None
+) -> None:
     """cameras.json (what the viewer draws) and instances.json (which views saw each ID)."""
     cams = []
     seen: dict[int, list[str]] = {}
@@ -242,6 +351,7 @@ def write_cameras_and_instances(scene: Scene, masks_dir: Path, out: Path, point_
             "points": int(sel.sum()),
             "confidence": float(point_conf[sel].mean()) if sel.any() else 0.0,
             "frames": seen.get(int(k), []),
+            "merged_from": (merged or {}).get(int(k), [int(k)]),
         })
     write_json(out / "instances.json", {"instances": instances})
 
@@ -308,8 +418,10 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
     masks_dir = out / "masks"
     masks_dir.mkdir(exist_ok=True)
     t = lap("scene", t)
+    points = scene_points(scene, cfg) if scene.has_geometry else None
+    t = lap("points", t)
     if segmenter is None:
-        segmenter, seg_info = build_segmenter(cfg)
+        segmenter, seg_info = build_segmenter(cfg, scene=scene, geometry=points)
     else:
         describe = getattr(segmenter, "describe", None)
         seg_info = describe() if callable(describe) else {"segmenter": getattr(segmenter, "name", type(segmenter).__name__)}
@@ -320,9 +432,9 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
     if cfg.baseline:
         run_baseline(scene, segmenter, cfg, out / "baseline" / "masks")
         t = lap("baseline", t)
-    lifted = _lift(scene, masks_dir, cfg, out)
-    point_labels, point_conf = lifted.pop("_labels"), lifted.pop("_confidence")
-    write_cameras_and_instances(scene, masks_dir, out, point_labels, point_conf)
+    lifted = _lift(scene, masks_dir, cfg, out, points)
+    point_labels, point_conf, merged = lifted.pop("_labels"), lifted.pop("_confidence"), lifted.pop("_merged")
+    write_cameras_and_instances(scene, masks_dir, out, point_labels, point_conf, merged)
     t = lap("lifting", t)
 
     # streamed: one frame and one tile of space in memory at a time, whatever the frame count;

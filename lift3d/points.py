@@ -475,3 +475,124 @@ def _fill_unseen_reference(result: PointLabels, xyz: np.ndarray, faces: np.ndarr
     for v, (_, lab) in best.items():
         out[v] = lab
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# votes onto superpoints
+
+
+def _view_visibility(
+    points_world: np.ndarray, finite: np.ndarray, frame: Frame, depth: np.ndarray, labels: np.ndarray, depth_tol: float, depth_tol_rel: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(point index [M], label [M] incl. 0) of every point the view sees, labeled pixel or not."""
+    H, W = depth.shape
+    uv, z = project(points_world, frame.K, frame.T_world_camera)
+    with np.errstate(invalid="ignore"):
+        u = np.rint(uv[:, 0])
+        v = np.rint(uv[:, 1])
+        inside = finite & (z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    idx = np.flatnonzero(inside)
+    pix = v[idx].astype(np.int64) * W + u[idx].astype(np.int64)
+    d = depth.reshape(-1)[pix]
+    seen = (d > 0) & (np.abs(z[idx] - d) <= depth_tol + depth_tol_rel * d)
+    return idx[seen], labels.reshape(-1)[pix[seen]]
+
+
+def superpoint_view_table(
+    points_world: np.ndarray,  # [P, 3] float32 metres, world frame
+    superpoint: np.ndarray,  # [P] int superpoint of each point, 0..S-1
+    frames: Iterable[Frame],
+    label_maps: Iterable[np.ndarray],  # each [H, W] int, 0 = unlabeled
+    *,
+    depth_tol: float = 0.05,
+    depth_tol_rel: float = 0.01,
+) -> dict[str, np.ndarray]:
+    """What every view sees of every superpoint: rows (view, superpoint, label, points).
+
+    One row per (view, superpoint, label) with the number of the superpoint's points the view
+    sees on pixels of that label; label 0 rows count the points it sees unlabeled. This table is
+    all that superpoint voting and multi-view merging need, so views are read once.
+
+    Returns:
+        {"view", "superpoint", "label", "count"}: [M] int64 arrays.
+    """
+    points_world = _check_points(points_world)
+    superpoint = np.asarray(superpoint, np.int64)
+    if superpoint.shape != (len(points_world),):
+        raise InputError(None, f"superpoint ids must be [P] = [{len(points_world)}], got {list(superpoint.shape)}")
+    finite = np.isfinite(points_world).all(axis=1)
+    S = int(superpoint.max(initial=-1)) + 1
+    rows: list[tuple[np.ndarray, ...]] = []
+    for n, (frame, depth, labels) in enumerate(_views(frames, label_maps)):
+        idx, lab = _view_visibility(points_world, finite, frame, depth, labels, depth_tol, depth_tol_rel)
+        key, cnt = np.unique(lab * S + superpoint[idx], return_counts=True)
+        rows.append((np.full(len(key), n, np.int64), key % max(S, 1), key // max(S, 1), cnt.astype(np.int64)))
+    if not rows:
+        z = np.zeros(0, np.int64)
+        return {"view": z, "superpoint": z, "label": z, "count": z}
+    return {k: np.concatenate([r[j] for r in rows]) for j, k in enumerate(("view", "superpoint", "label", "count"))}
+
+
+@dataclass
+class SuperpointLabels:
+    """The outcome of voting onto superpoints."""
+
+    label: np.ndarray
+    """[S] int32 winning ID per superpoint, 0 = no labeled view saw it."""
+    share: np.ndarray
+    """[S] float32 share of the superpoint's labeled votes won by `label`."""
+    views: np.ndarray
+    """[S] int32 number of views that saw the superpoint (labeled or not)."""
+
+
+def vote_superpoints(table: dict[str, np.ndarray], num_superpoints: int, *, mapping: np.ndarray | None = None) -> SuperpointLabels:
+    """Per superpoint: the ID with the most point votes over all views (ties: the smallest).
+
+    Args:
+        table: `superpoint_view_table`'s rows.
+        num_superpoints: S.
+        mapping: optional [L] int array, old ID -> new ID (merged instances), applied first.
+    """
+    sp, lab, cnt = table["superpoint"], table["label"], table["count"]
+    if mapping is not None:
+        lab = np.asarray(mapping)[lab]
+    views = np.zeros(num_superpoints, np.int32)
+    vs = np.unique(table["view"] * num_superpoints + sp)
+    np.add.at(views, vs % num_superpoints, 1)
+    on = lab > 0
+    key, inv = np.unique(sp[on] * (1 << _LABEL_BITS) + lab[on], return_inverse=True)
+    tot = np.bincount(inv, weights=cnt[on]).astype(np.int64)
+    result = _decide(num_superpoints, key, tot)
+    return SuperpointLabels(label=result.label, share=result.confidence, views=views)
+
+
+def lift_to_superpoints(
+    superpoint: np.ndarray,  # [P] int superpoint per point
+    votes: SuperpointLabels,
+    *,
+    min_instance_points: int = 0,
+) -> PointLabels:
+    """Every point takes its superpoint's label (points no view saw included) and its vote share.
+
+    `votes` of PointLabels is the number of views that saw the point's superpoint.
+    """
+    superpoint = np.asarray(superpoint, np.int64)
+    result = PointLabels(
+        label=votes.label[superpoint].astype(np.int32),
+        confidence=votes.share[superpoint].astype(np.float32),
+        votes=votes.views[superpoint].astype(np.int32),
+    )
+    return drop_small_instances(result, min_instance_points)
+
+
+def _vote_superpoints_reference(table: dict[str, np.ndarray], num_superpoints: int) -> np.ndarray:
+    """Plain dictionaries: the winning label per superpoint."""
+    acc: dict[int, dict[int, int]] = {}
+    for s, lab, c in zip(table["superpoint"].tolist(), table["label"].tolist(), table["count"].tolist()):
+        if lab > 0:
+            acc.setdefault(s, {}).setdefault(lab, 0)
+            acc[s][lab] += c
+    out = np.zeros(num_superpoints, np.int32)
+    for s, counts in acc.items():
+        out[s] = min(counts, key=lambda k: (-counts[k], k))
+    return out

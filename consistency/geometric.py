@@ -1,0 +1,290 @@
+"""The weight-free default for scans with geometry: object candidates from the scene's 3D structure.
+
+Per-image segmentation without a learned model sees surfaces and parts (a chair as seat, back
+and legs). With depth + poses the information is in 3D, over the whole scan at once, so the
+default segments there and lets every view see the candidates through its pointmap:
+
+1. **Object candidates** (`object_candidates`): the scene's superpoints (`recon.superpoints`)
+   are merged over their adjacency graph by a Felzenszwalb-Huttenlocher pass whose edge weight
+   is the junction's *concavity* plus its colour difference. Convex junctions cost nothing and
+   join (a chair's seat and back), concave ones separate (the chair from the floor, a box from the
+   table it stands on): the local-convexity criterion of LCCP / CPC (Stein et al. CVPR 2014,
+   Schoeler et al. CVPR 2015), with FH's size-adaptive threshold instead of a fixed one so that
+   small pieces merge more readily than large objects. Support structure (the floor: large,
+   horizontal, planar pieces at the bottom of the scene; walls: vertical planar pieces taller than
+   `wall_min_height`) is held out of object merging and grouped plane by plane.
+2. **A segmenter over the candidates** (`GeometricSegmenter`): `generate` returns the candidates
+   a view sees (each valid pixel takes the candidate of the nearest scene point within
+   `max_distance` of its 3D point), `predict` the candidate(s) under the prompt points. MastSAM
+   then tracks object-level proposals that agree from view to view.
+
+"Up" is +z of the world frame (ScanNet's and the synthetic scan's convention), configurable.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lift3d.consistency.segmenter import Masks
+from lift3d.errors import InputError
+from lift3d.recon.superpoints import Superpoints, segment_graph
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GeometricConfig:
+    """Object candidates from superpoints (convexity + colour) and the per-view segmenter over them."""
+
+    threshold: float = 0.125
+    """Felzenszwalb-Huttenlocher constant over superpoint areas (m^2): larger -> bigger objects."""
+    concavity_weight: float = 1.0
+    """Weight of a junction's concavity, (n_b - n_a) . d in [0, 2] for concave junctions, 0 for convex ones."""
+    color_weight: float = 0.25
+    """Weight of the mean-colour difference of two superpoints (RGB distance / 100)."""
+    floor_height: float = 0.1
+    """Horizontal planar pieces within this many metres of the scene's floor level are floor."""
+    wall_min_height: float = 1.0
+    """Vertical planar pieces spanning at least this many metres in height are wall."""
+    planarity: float = 0.8
+    """A piece is planar when |sum of its area-weighted normals| / its area is at least this."""
+    up: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    """The world's up direction."""
+    max_distance: float = 0.05
+    """A pixel sees a candidate when its 3D point lies within this many metres of the candidate's point."""
+    min_area: int = 32
+    """Candidate masks smaller than this (pixels) in a view are not returned."""
+    structure: bool = True
+    """Hold floor and walls out of object merging (False: everything merges by convexity and colour)."""
+
+
+@dataclass
+class ObjectCandidates:
+    """Object candidates over the scene's points.
+
+    Attributes:
+        label: [P] int32 candidate per point, 1..K (every point has one).
+        structure: [K + 1] bool, True for floor / wall candidates (index 0 unused).
+        superpoint_label: [S] int32 candidate of each superpoint.
+    """
+
+    label: np.ndarray
+    structure: np.ndarray
+    superpoint_label: np.ndarray = field(repr=False)
+
+    @property
+    def count(self) -> int:
+        return int(len(self.structure) - 1)
+
+
+def superpoint_adjacency(index: np.ndarray, edges: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pairs [E, 2] int64 a < b, contact [E] int64 edges between them) of adjacent superpoints."""
+    a, b = index[edges[:, 0]].astype(np.int64), index[edges[:, 1]].astype(np.int64)
+    keep = a != b
+    lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
+    key, contact = np.unique(lo * count + hi, return_counts=True)
+    return np.stack([key // count, key % count], axis=1), contact
+
+
+def _superpoint_stats(xyz, normals, area, colors, index, S):
+    """Per superpoint: area, area-weighted centroid, mean unit normal, planarity, mean colour, z range."""
+    area_s = np.bincount(index, area, minlength=S)
+    safe = np.maximum(area_s, 1e-12)[:, None]
+    centroid = np.stack([np.bincount(index, xyz[:, k] * area, minlength=S) for k in range(3)], 1) / safe
+    nsum = np.stack([np.bincount(index, normals[:, k] * area, minlength=S) for k in range(3)], 1)
+    nlen = np.linalg.norm(nsum, axis=1)
+    normal = nsum / np.maximum(nlen, 1e-12)[:, None]
+    planarity = nlen / safe[:, 0]
+    cnt = np.maximum(np.bincount(index, minlength=S), 1)[:, None]
+    color = np.stack([np.bincount(index, colors[:, k].astype(np.float64), minlength=S) for k in range(3)], 1) / cnt
+    zlo = np.full(S, np.inf)
+    zhi = np.full(S, -np.inf)
+    np.minimum.at(zlo, index, xyz[:, 2])
+    np.maximum.at(zhi, index, xyz[:, 2])
+    return area_s, centroid, normal, planarity, color, zlo, zhi
+
+
+def _point_areas(xyz: np.ndarray, faces: np.ndarray | None, normals: np.ndarray | None, k: int = 8):
+    """(area [P] m^2 of each point's share of the surface, unit normals [P, 3], oriented?)."""
+    from lift3d.recon.superpoints import knn_graph, vertex_normals
+
+    xyz = xyz.astype(np.float64)
+    if faces is not None and len(faces):
+        fa = 0.5 * np.linalg.norm(np.cross(xyz[faces[:, 1]] - xyz[faces[:, 0]], xyz[faces[:, 2]] - xyz[faces[:, 0]]), axis=1)
+        area = np.zeros(len(xyz))
+        for j in range(3):
+            np.add.at(area, faces[:, j], fa / 3)
+        n = vertex_normals(xyz, faces) if normals is None else normals
+        return area, n.astype(np.float64), True
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(xyz).query(xyz, k=min(k + 1, len(xyz)), workers=-1)
+    spacing = np.median(d[:, 1:], axis=1) if d.ndim == 2 and d.shape[1] > 1 else np.full(len(xyz), 0.01)
+    if normals is None:
+        _, normals = knn_graph(xyz.astype(np.float32), k)
+    return spacing**2, normals.astype(np.float64), False
+
+
+def object_candidates(
+    xyz: np.ndarray,  # [P, 3] float metres, world frame
+    colors: np.ndarray,  # [P, 3] uint8
+    superpoints: Superpoints,
+    *,
+    faces: np.ndarray | None = None,  # [F, 3] when the points are a mesh's vertices
+    config: GeometricConfig = GeometricConfig(),
+) -> ObjectCandidates:
+    """Merge superpoints into object candidates by convexity and colour, structure held out.
+
+    On a mesh the normals are oriented (face winding) and a junction is concave when the
+    normals turn towards each other; on a point cloud (no faces) normals have no sign and the
+    junction cost is 1 - |n_a . n_b| instead.
+
+    Raises:
+        InputError: arrays of mismatched length.
+    """
+    from lift3d.recon.superpoints import knn_graph, mesh_edges
+
+    xyz = np.asarray(xyz, np.float64)
+    P = len(xyz)
+    if len(superpoints.index) != P or np.asarray(colors).shape != (P, 3):
+        raise InputError(None, f"object candidates: {P} points, {len(superpoints.index)} superpoint ids, colours {np.shape(colors)}")
+    S = superpoints.count
+    if P == 0 or S == 0:
+        return ObjectCandidates(np.zeros(P, np.int32), np.zeros(1, bool), np.zeros(S, np.int32))
+    area, normals, oriented = _point_areas(xyz, faces, None)
+    up = np.asarray(config.up, np.float64)
+    up = up / max(np.linalg.norm(up), 1e-12)
+    # heights along "up" (z when up is +z)
+    h = xyz @ up
+    pts_up = np.concatenate([xyz[:, :2], h[:, None]], 1) if np.allclose(up, (0, 0, 1)) else xyz
+    area_s, centroid, normal, planarity, color, zlo, zhi = _superpoint_stats(
+        pts_up, normals, area, np.asarray(colors), superpoints.index, S
+    )
+    hs = centroid @ up if not np.allclose(up, (0, 0, 1)) else centroid[:, 2]
+    edges = mesh_edges(np.asarray(faces), P) if oriented else knn_graph(xyz.astype(np.float32), 8)[0]
+    pairs, _ = superpoint_adjacency(superpoints.index, edges, S)
+
+    nz = normal @ up
+    floor_level = np.percentile(h, 1)
+    planar = planarity >= config.planarity
+    if oriented:
+        floor = planar & (nz > 0.9) & (hs < floor_level + config.floor_height)
+        wall = planar & (np.abs(nz) < 0.15) & (zhi - zlo >= config.wall_min_height)
+    else:
+        floor = planar & (np.abs(nz) > 0.9) & (hs < floor_level + config.floor_height)
+        wall = planar & (np.abs(nz) < 0.15) & (zhi - zlo >= config.wall_min_height)
+    structure = (floor | wall) if config.structure else np.zeros(S, bool)
+
+    pa, pb = pairs[:, 0], pairs[:, 1]
+    d = centroid[pa] - centroid[pb]
+    d /= np.maximum(np.linalg.norm(d, axis=1), 1e-12)[:, None]
+    if oriented:
+        # (n_a - n_b) . (c_a - c_b) > 0: the normals open away from each other (convex)
+        concavity = np.maximum(0.0, -np.einsum("ij,ij->i", normal[pa] - normal[pb], d))
+    else:
+        concavity = 1.0 - np.abs(np.einsum("ij,ij->i", normal[pa], normal[pb]))
+    dcol = np.linalg.norm(color[pa] - color[pb], axis=1) / 100.0
+    w = config.concavity_weight * concavity + config.color_weight * dcol
+    # objects merge among objects; structure merges with structure of one plane (angle < ~15 deg)
+    both_obj = ~structure[pa] & ~structure[pb]
+    both_struct = structure[pa] & structure[pb] & (np.einsum("ij,ij->i", normal[pa], normal[pb]) > 0.97)
+    w_obj = np.where(both_obj, w, np.inf)
+    keep = np.isfinite(w_obj)
+    sp_obj = segment_graph(S, pairs[keep], w_obj[keep], threshold=config.threshold, node_size=np.maximum(area_s, 1e-6))
+    # structure planes: connected components of coplanar structure neighbours
+    sp_struct = segment_graph(S, pairs[both_struct], np.zeros(int(both_struct.sum())), threshold=1.0)
+    group = np.where(structure, S + sp_struct, sp_obj)
+    _, first, inv = np.unique(group, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    sp_label = (rank[inv] + 1).astype(np.int32)
+    is_struct = np.zeros(len(first) + 1, bool)
+    is_struct[sp_label[structure]] = True
+    label = sp_label[superpoints.index]
+    logger.info("object candidates: %d (%d structure) from %d superpoints", len(first), int(is_struct.sum()), S)
+    return ObjectCandidates(label=label, structure=is_struct, superpoint_label=sp_label)
+
+
+class GeometricSegmenter:
+    """A `Segmenter` whose masks are the 3D object candidates each view sees.
+
+    Args:
+        points: [P, 3] the scene points the candidates label (world frame, metres).
+        labels: [P] int candidate per point (1..K, 0 = none).
+        config: `max_distance` and `min_area` are used here.
+    """
+
+    name = "geometric"
+
+    def __init__(self, points: np.ndarray, labels: np.ndarray, *, config: GeometricConfig = GeometricConfig(), info: dict | None = None):
+        from scipy.spatial import cKDTree
+
+        points = np.asarray(points, np.float64)
+        labels = np.asarray(labels)
+        if points.ndim != 2 or points.shape[1] != 3 or labels.shape != (len(points),):
+            raise InputError(None, f"GeometricSegmenter: points [P, 3] and labels [P], got {list(points.shape)} and {list(labels.shape)}")
+        self.config = config
+        self._labels = labels.astype(np.int32)
+        self._tree = cKDTree(points)
+        self._info = dict(info or {})
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    def describe(self) -> dict:
+        return {"segmenter": self.name, "candidates": int(len(np.unique(self._labels[self._labels > 0]))), **self._info}
+
+    def view_labels(self, geometry: np.ndarray | None, hw: tuple[int, int]) -> np.ndarray:  # -> [H, W] int32
+        """The candidate each pixel sees (0 where no scene point lies within max_distance)."""
+        H, W = hw
+        if geometry is None:
+            raise InputError(None, "the geometric segmenter needs each view's pointmap (a scene with depth + poses)")
+        if self._cache is not None and self._cache[0] == id(geometry):
+            return self._cache[1]
+        pm = np.asarray(geometry, np.float64).reshape(-1, 3)
+        ok = np.isfinite(pm).all(axis=1)
+        out = np.zeros(H * W, np.int32)
+        if ok.any():
+            d, j = self._tree.query(pm[ok], k=1, distance_upper_bound=self.config.max_distance, workers=-1)
+            hit = np.isfinite(d)
+            vals = np.zeros(int(ok.sum()), np.int32)
+            vals[hit] = self._labels[j[hit]]
+            out[ok] = vals
+        out = out.reshape(H, W)
+        self._cache = (id(geometry), out)
+        return out
+
+    def generate(self, image: np.ndarray, *, geometry: np.ndarray | None = None) -> Masks:
+        H, W = image.shape[:2]
+        lab = self.view_labels(geometry, (H, W))
+        ids, counts = np.unique(lab[lab > 0], return_counts=True)
+        ids = ids[counts >= self.config.min_area]
+        if not len(ids):
+            return Masks.empty((W, H))
+        masks = lab[None] == ids[:, None, None]
+        return Masks(masks, np.ones(len(ids), np.float32))
+
+    def predict(self, image: np.ndarray, points: np.ndarray, point_labels: np.ndarray, *, geometry: np.ndarray | None = None) -> Masks:
+        H, W = image.shape[:2]
+        lab = self.view_labels(geometry, (H, W))
+        points = np.asarray(points, np.float64).reshape(-1, np.shape(points)[-2] if np.ndim(points) == 3 else 1, 2)
+        point_labels = np.asarray(point_labels).reshape(points.shape[:2])
+        B = len(points)
+        masks = np.zeros((B, H, W), bool)
+        scores = np.zeros(B, np.float32)
+        for b in range(B):
+            pos = points[b][point_labels[b] == 1]
+            if not len(pos):
+                continue
+            u = np.clip(np.rint(pos[:, 0]).astype(int), 0, W - 1)
+            v = np.clip(np.rint(pos[:, 1]).astype(int), 0, H - 1)
+            under = lab[v, u]
+            under = under[under > 0]
+            if not len(under):
+                continue
+            vals, cnt = np.unique(under, return_counts=True)
+            k = vals[np.argmax(cnt)]  # the candidate covering most of the points
+            masks[b] = lab == k
+            scores[b] = cnt.max() / len(pos)
+        return Masks(masks, scores)

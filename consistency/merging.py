@@ -1,0 +1,168 @@
+"""Multi-view merging of MastSAM's IDs into 3D instances, by view consensus over superpoints.
+
+MastSAM hands IDs from view to view, so a segmenter that splits an object in some views (a
+chair as seat + back) and shows it whole in others leaves the object with several IDs: after
+voting, some of its superpoints won one ID, some another. Two such IDs are one object when most
+views that see both hold them inside one mask. This is the view-consensus rule of MaskClustering
+(Yan et al., "MaskClustering: View Consensus based Mask Graph Clustering", CVPR 2024), applied
+here to the tracked IDs on the superpoint graph instead of to per-frame masks:
+
+- The 3D support of an ID (a *group* once IDs merge) is the set of superpoints it wins.
+- A view *observes* a group when it sees at least `observe_fraction` of the group's points.
+- For two adjacent groups (their superpoints touch), each view observing both *agrees* when the
+  same ID (after the merges so far) covers most (`min_share`) of the points it sees of each.
+- Consensus = agreeing views / views observing both; pairs with at least `min_views` such views
+  and consensus >= the threshold merge. The threshold falls from `start` to `stop` by `step`,
+  re-counting after each round of merges, so that the clearest merges happen first and inform the
+  later ones (MaskClustering's iterative clustering with a falling threshold).
+
+The input is the (view, superpoint, label, points) table of `lift3d.points.superpoint_view_table`,
+so the views are read once; the output maps every old ID to its merged ID (the smallest ID of
+its group), which rewrites the label maps and the 3D vote alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from lift3d.recon.superpoints import segment_graph
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MergeConfig:
+    """View-consensus merging of tracked IDs (after MastSAM, before the export)."""
+
+    enabled: bool = True
+    """Merge IDs into 3D instances (False: MastSAM's IDs as tracked, the paper's method alone)."""
+    start: float = 0.9
+    """Consensus threshold of the first round."""
+    stop: float = 0.5
+    """Lowest consensus threshold: below it two IDs stay apart."""
+    step: float = 0.1
+    """Threshold decrement between rounds."""
+    observe_fraction: float = 0.3
+    """A view observes a group when it sees at least this share of the group's points."""
+    min_share: float = 0.5
+    """A view holds a group inside one mask when one ID covers at least this share of what it sees of it."""
+    min_views: int = 2
+    """Pairs observed together by fewer views never merge (no evidence)."""
+
+
+@dataclass
+class MergeResult:
+    """mapping: [L] int64 old ID -> merged ID (identity where unmerged; index 0 stays 0);
+    groups: merged ID -> the old IDs it took in (only groups of two or more)."""
+
+    mapping: np.ndarray
+    groups: dict[int, list[int]]
+
+
+def _dominant(view, group, label, count, num_groups):
+    """Per (view, group) seen: total points seen, dominant label (> 0) and its points."""
+    G1 = num_groups + 1
+    vg = view * G1 + group
+    seen_key, seen_inv = np.unique(vg, return_inverse=True)
+    seen = np.bincount(seen_inv, weights=count).astype(np.int64)
+    on = label > 0
+    L = int(label.max(initial=0)) + 1
+    key = vg[on] * L + label[on]
+    k, inv = np.unique(key, return_inverse=True)
+    tot = np.bincount(inv, weights=count[on]).astype(np.int64)
+    kvg = k // L
+    order = np.lexsort((k % L, -tot, kvg))
+    first = order[np.unique(kvg[order], return_index=True)[1]]
+    dom = np.zeros(len(seen_key), np.int64)
+    dom_n = np.zeros(len(seen_key), np.int64)
+    pos = np.searchsorted(seen_key, kvg[first])
+    dom[pos] = k[first] % L
+    dom_n[pos] = tot[first]
+    return seen_key // G1, seen_key % G1, seen, dom, dom_n
+
+
+def merge_instances(
+    table: dict[str, np.ndarray],  # superpoint_view_table rows
+    superpoint_sizes: np.ndarray,  # [S] points per superpoint
+    adjacency: np.ndarray,  # [E, 2] int adjacent superpoints
+    *,
+    config: MergeConfig = MergeConfig(),
+) -> MergeResult:
+    """Merge tracked IDs whose 3D supports most views hold inside one mask (module docstring)."""
+    view = np.asarray(table["view"], np.int64)
+    sp = np.asarray(table["superpoint"], np.int64)
+    label = np.asarray(table["label"], np.int64)
+    count = np.asarray(table["count"], np.int64)
+    S = len(superpoint_sizes)
+    L = int(label.max(initial=0)) + 1
+    mapping = np.arange(L, dtype=np.int64)
+    if not config.enabled or L <= 2 or not len(view):
+        return MergeResult(mapping, {})
+    sizes = np.asarray(superpoint_sizes, np.int64)
+    adjacency = np.asarray(adjacency, np.int64).reshape(-1, 2)
+
+    thresholds = np.arange(config.start, config.stop - 1e-9, -abs(config.step)) if config.step else np.array([config.start])
+    for th in thresholds:
+        for _ in range(100):  # re-count after each round of merges at this threshold
+            mapped = mapping[label]
+            # the superpoints' winners under the current mapping: the groups' supports
+            on = mapped > 0
+            key, inv = np.unique(sp[on] * L + mapped[on], return_inverse=True)
+            tot = np.bincount(inv, weights=count[on])
+            ks = key // L
+            order = np.lexsort((key % L, -tot, ks))
+            first = order[np.unique(ks[order], return_index=True)[1]]
+            group_of_sp = np.zeros(S, np.int64)
+            group_of_sp[ks[first]] = key[first] % L
+            gsize = np.bincount(group_of_sp, weights=sizes, minlength=L)
+            # adjacent group pairs
+            ga, gb = group_of_sp[adjacency[:, 0]], group_of_sp[adjacency[:, 1]]
+            ok = (ga > 0) & (gb > 0) & (ga != gb)
+            pairs = np.unique(np.stack([np.minimum(ga[ok], gb[ok]), np.maximum(ga[ok], gb[ok])], 1), axis=0)
+            if not len(pairs):
+                break
+            g = group_of_sp[sp]
+            keep = g > 0
+            v_, G_, seen, dom, dom_n = _dominant(view[keep], g[keep], mapped[keep], count[keep], L - 1)
+            observed = seen >= config.observe_fraction * gsize[G_]
+            holds = dom_n >= config.min_share * seen
+            # per view: group -> (observed, dominant label if held else -1)
+            vg_key = v_ * L + G_
+            ordk = np.argsort(vg_key)
+            vg_key, observed, holds, dom = vg_key[ordk], observed[ordk], holds[ordk], dom[ordk]
+            views = np.unique(v_)
+            # evaluate every pair in every view: look up (v, a) and (v, b)
+            n_pairs = len(pairs)
+            both = np.zeros(n_pairs, np.int64)
+            agree = np.zeros(n_pairs, np.int64)
+            for v in views:
+                qa = np.searchsorted(vg_key, v * L + pairs[:, 0])
+                qb = np.searchsorted(vg_key, v * L + pairs[:, 1])
+                qa_ok = (qa < len(vg_key)) & (vg_key[np.minimum(qa, len(vg_key) - 1)] == v * L + pairs[:, 0])
+                qb_ok = (qb < len(vg_key)) & (vg_key[np.minimum(qb, len(vg_key) - 1)] == v * L + pairs[:, 1])
+                qa, qb = np.minimum(qa, len(vg_key) - 1), np.minimum(qb, len(vg_key) - 1)
+                obs = qa_ok & qb_ok & observed[qa] & observed[qb]
+                both += obs
+                agree += obs & holds[qa] & holds[qb] & (dom[qa] == dom[qb])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                consensus = np.where(both > 0, agree / np.maximum(both, 1), 0.0)
+            go = (both >= config.min_views) & (consensus >= th - 1e-12)
+            if not go.any():
+                break
+            comp = segment_graph(L, pairs[go], np.zeros(int(go.sum())), threshold=1.0)
+            # every group joins its component; the component's merged ID is its smallest group
+            rep = np.full(int(comp.max()) + 1, L, np.int64)
+            np.minimum.at(rep, comp, np.arange(L))
+            new_of_group = rep[comp]
+            mapping = new_of_group[mapping]
+            mapping[0] = 0
+            logger.debug("merging at consensus %.2f: %d pairs", th, int(go.sum()))
+    groups: dict[int, list[int]] = {}
+    for old in range(1, L):
+        if mapping[old] != old:
+            groups.setdefault(int(mapping[old]), [int(mapping[old])]).append(old)
+    logger.info("multi-view merging: %d IDs merged into %d instances", sum(len(v) - 1 for v in groups.values()), len(groups))
+    return MergeResult(mapping, groups)
