@@ -211,15 +211,24 @@ def object_candidates(
 class GeometricSegmenter:
     """A `Segmenter` whose masks are the 3D object candidates each view sees.
 
+    A pixel takes the candidate of the scene surface nearest its 3D point: on a mesh the
+    closest point on its triangles (open3d's `RaycastingScene`, CPU) and there the triangle's
+    vertex of largest barycentric weight, so coarse meshes label every pixel near them; on a
+    point cloud the nearest point (k-d tree).
+
     Args:
         points: [P, 3] the scene points the candidates label (world frame, metres).
         labels: [P] int candidate per point (1..K, 0 = none).
+        faces: [F, 3] triangles when the points are a mesh's vertices.
         config: `max_distance` and `min_area` are used here.
     """
 
     name = "geometric"
 
-    def __init__(self, points: np.ndarray, labels: np.ndarray, *, config: GeometricConfig = GeometricConfig(), info: dict | None = None):
+    def __init__(
+        self, points: np.ndarray, labels: np.ndarray, *, faces: np.ndarray | None = None,
+        config: GeometricConfig = GeometricConfig(), info: dict | None = None,
+    ):
         from scipy.spatial import cKDTree
 
         points = np.asarray(points, np.float64)
@@ -228,7 +237,14 @@ class GeometricSegmenter:
             raise InputError(None, f"GeometricSegmenter: points [P, 3] and labels [P], got {list(points.shape)} and {list(labels.shape)}")
         self.config = config
         self._labels = labels.astype(np.int32)
-        self._tree = cKDTree(points)
+        self._faces = None if faces is None or not len(faces) else np.asarray(faces, np.int64)
+        if self._faces is not None:
+            import open3d as o3d
+
+            self._rc = o3d.t.geometry.RaycastingScene()
+            self._rc.add_triangles(o3d.core.Tensor(points.astype(np.float32)), o3d.core.Tensor(self._faces.astype(np.uint32)))
+        else:
+            self._tree = cKDTree(points)
         self._info = dict(info or {})
         self._cache: tuple[int, np.ndarray] | None = None
 
@@ -246,9 +262,22 @@ class GeometricSegmenter:
         ok = np.isfinite(pm).all(axis=1)
         out = np.zeros(H * W, np.int32)
         if ok.any():
-            d, j = self._tree.query(pm[ok], k=1, distance_upper_bound=self.config.max_distance, workers=-1)
-            hit = np.isfinite(d)
-            vals = np.zeros(int(ok.sum()), np.int32)
+            q = pm[ok]
+            if self._faces is not None:
+                import open3d as o3d
+
+                r = self._rc.compute_closest_points(o3d.core.Tensor(q.astype(np.float32)))
+                closest = r["points"].numpy().astype(np.float64)
+                tri = r["primitive_ids"].numpy().astype(np.int64)
+                uv = r["primitive_uvs"].numpy().astype(np.float64)
+                bary = np.stack([1.0 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], axis=1)
+                vert = self._faces[tri, np.argmax(bary, axis=1)]
+                hit = np.linalg.norm(closest - q, axis=1) <= self.config.max_distance
+                j = vert
+            else:
+                d, j = self._tree.query(q, k=1, distance_upper_bound=self.config.max_distance, workers=-1)
+                hit = np.isfinite(d)
+            vals = np.zeros(len(q), np.int32)
             vals[hit] = self._labels[j[hit]]
             out[ok] = vals
         out = out.reshape(H, W)

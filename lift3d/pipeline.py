@@ -146,7 +146,7 @@ def build_segmenter(cfg: SegmentConfig, *, scene: Scene | None = None, geometry:
 
         cand = object_candidates(geometry.xyz, geometry.rgb, geometry.superpoints, faces=geometry.faces, config=cfg.geometric)
         seg = GeometricSegmenter(
-            geometry.xyz, cand.label, config=cfg.geometric,
+            geometry.xyz, cand.label, faces=geometry.faces, config=cfg.geometric,
             info={"points": geometry.source, "superpoints": geometry.superpoints.count, "structure_candidates": int(cand.structure.sum())},
         )
         return seg, seg.describe()

@@ -58,7 +58,7 @@ def test_segment_writes_every_output(demo_run, synthetic_scene_dir):
         assert key in metrics
     assert 0 < metrics["H"] <= 1 and metrics["pixels"] > 0
     run = json.loads((out / "run.json").read_text())
-    assert run["backends"]["segmenter"] == "classical" and run["backends"]["geometry"] == "depth+poses"
+    assert run["backends"]["segmenter"] == "geometric" and run["backends"]["geometry"] == "depth+poses"
     assert run["config"]["scene"] == str(synthetic_scene_dir)
     assert not list(out.rglob("*.tmp*")), "temporary files left behind"
 
@@ -70,7 +70,7 @@ def test_points_ply_has_one_labeled_row_per_mesh_vertex(demo_run, synthetic_scen
     pts = PlyData.read(str(demo_run / "points.ply"))["vertex"]
     assert len(pts) == len(mesh)
     names = [p.name for p in pts.properties]
-    assert names == ["x", "y", "z", "red", "green", "blue", "label", "confidence"]
+    assert names == ["x", "y", "z", "red", "green", "blue", "label", "confidence", "superpoint"]
     scan = demo_run / "scannet"
     lines = (scan / f"{synthetic_scene_dir.name}.txt").read_text().split("\n")
     assert lines[0].startswith("pred_mask/")
