@@ -34,9 +34,7 @@ class SegmentConfig:
     max_frames: int | None = None
     """Keep at most this many frames (evenly spaced) after --frames."""
     segmenter: Literal["auto", "geometric", "classical-2d", "classical", "sam", "sam2"] = "auto"
-    """Segmenter. auto: `geometric` when the scene has depth + poses (object candidates from the
-    scan's 3D structure, weight-free), else `classical-2d` (weight-free per-image superpixels;
-    `classical` is its old name); sam / sam2 need --sam-checkpoint."""
+    """Segmenter. auto: `geometric` when the scene has depth + poses (object candidates from the scan's 3D structure, weight-free), else `classical-2d` (weight-free per-image superpixels; `classical` is its old name); sam / sam2 need --sam-checkpoint."""
     sam_checkpoint: Path | None = None
     """SAM / SAM 2 checkpoint (.pth) for --segmenter sam|sam2."""
     sam_model: Literal["vit_h", "vit_l", "vit_b"] = "vit_h"
@@ -73,8 +71,7 @@ class SegmentConfig:
     """Mesh vertices no view saw take the label of the nearest labeled vertex along the mesh
     surface, up to this many metres (0 disables); they keep confidence 0."""
     vote: Literal["superpoints", "points"] = "superpoints"
-    """Lifting: each superpoint takes the majority of its points' votes and every point of it
-    (unseen ones included) its label; `points`: every point votes alone."""
+    """Lifting: each superpoint takes the majority of its points' votes and every point of it (unseen ones included) its label; `points`: every point votes alone."""
     min_instance_points: int = 0
     """Drop lifted instances with fewer points than this (0 keeps all)."""
     baseline: bool = False

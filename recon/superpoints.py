@@ -34,8 +34,7 @@ class SuperpointConfig:
     """How the scene's superpoints are made."""
 
     source: Literal["auto", "segs", "compute"] = "auto"
-    """auto: a ScanNet scan's own `*.segs.json` when present, else computed; segs: require it;
-    compute: always compute them (mesh graph when the points are a mesh's vertices, else k-NN)."""
+    """auto: a ScanNet scan's own `*.segs.json` when present, else computed; segs: require it; compute: always compute them (mesh graph when the points are a mesh's vertices, else k-NN)."""
     threshold: float = 0.01
     """Felzenszwalb-Huttenlocher constant k (ScanNet's segmentator uses 0.01): larger -> bigger pieces."""
     min_points: int = 20
