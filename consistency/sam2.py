@@ -237,8 +237,12 @@ class Sam2Segmenter:
         _check_image(image)
         self.predictor.embed(image)
         generator = SAM2AutomaticMaskGenerator(self.model, **asdict(self.amg))
-        generator.predictor = self.predictor  # reuses the cached embedding of the frame
-        return _masks_from_records(generator.generate(image), image)
+        # our predictor reuses the cached embedding of the frame; it borrows the transforms of
+        # the generator's own one, which fill holes and remove sprinkles up to
+        # min_mask_region_area (`predict` keeps SAM2ImagePredictor's default: no clean-up)
+        with self.predictor.transforms_of(generator.predictor):
+            generator.predictor = self.predictor
+            return _masks_from_records(generator.generate(image), image)
 
     def predict(
         self,
@@ -320,6 +324,16 @@ def _make_predictor(model: SAM2Base, *, autocast: bool):
         def _restore(self) -> None:
             self._features, self._orig_hw = self._state
             self._is_image_set, self._is_batch = True, False
+
+        @contextlib.contextmanager
+        def transforms_of(self, other: SAM2ImagePredictor):
+            """Post-process masks as `other` does (its mask threshold, hole and sprinkle areas)."""
+            own = self._transforms, self.mask_threshold
+            self._transforms, self.mask_threshold = other._transforms, other.mask_threshold
+            try:
+                yield
+            finally:
+                self._transforms, self.mask_threshold = own
 
         @torch.no_grad()
         def _predict(self, *args, **kwargs):
