@@ -321,9 +321,11 @@ def test_sam_version():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_bfloat16_path(checkpoints, image):
-    seg = SamSegmenter(checkpoints["tiny"], model=TINY, device="auto", amg=LOOSE)
-    assert seg.device == "cuda"
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_paths(checkpoints, image, precision):
+    seg = SamSegmenter(checkpoints["tiny"], model=TINY, device="auto", amg=LOOSE, precision=precision)
+    assert seg.device == "cuda" and seg.autocast == (precision == "bf16")
+    assert seg.describe()["precision"] == precision
     out = seg.predict(image, np.array([[[30.0, 30.0]]]), np.array([[1]]))
     assert out.masks.shape == (1, 72, 100) and out.scores.dtype == np.float32
     m = seg.generate(image)
