@@ -203,7 +203,8 @@ def load_sam(checkpoint: str | Path, arch: str | SamArch, *, device: str = "cpu"
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... on bad files
-        raise CheckpointError(f"{path}: {_load_failure(path, e)}; expected {expected}") from e
+        # torch's own text is not chained on: it advises weights_only=False
+        raise CheckpointError(f"{path}: {_load_failure(path, e)}; expected {expected}") from None
     state = _state_dict_of(obj)
     if state is None:
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors; expected {expected}")
@@ -233,18 +234,16 @@ def load_sam(checkpoint: str | Path, arch: str | SamArch, *, device: str = "cpu"
 
 
 def _load_failure(path: Path, e: Exception) -> str:
-    """What a failed `torch.load(weights_only=True)` means, in words (torch's own message
-    suggests `weights_only=False`, which we never do)."""
+    """What a failed `torch.load(weights_only=True)` means, in words. torch's own message
+    suggests `weights_only=False`, which would run whatever the file holds: it is never quoted."""
     import pickle
-    import re
 
     text = str(e)
     if path.stat().st_size == 0:
         return "empty file"
-    if isinstance(e, pickle.UnpicklingError):
-        m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        if m:
-            return f"holds Python objects besides tensors ({m.group(1)}), which safe (weights-only) loading refuses"
+    refused = _refused_unpickle(e)
+    if refused is not None:
+        return refused
     with open(path, "rb") as f:
         if f.read(4) == b"PK\x03\x04":  # a zip archive, the format torch.save writes
             return f"corrupt or truncated PyTorch checkpoint ({type(e).__name__}: {_first_line(text)})"
@@ -253,6 +252,30 @@ def _load_failure(path: Path, e: Exception) -> str:
     if isinstance(e, EOFError):
         return "corrupt or truncated PyTorch checkpoint"
     return f"not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(text)})"
+
+
+def _refused_unpickle(e: BaseException) -> str | None:
+    """The words for a `torch.load(weights_only=True)` that refused the file's contents (a
+    function, class or object other than tensors: code a pickle would run), else None.
+
+    torch words it "Unsupported global: GLOBAL x" (an object it does not know, e.g. a numpy array)
+    or, since 2.6, "Trying to load unsupported GLOBAL x whose module y is blocked" (`os`,
+    `subprocess`, ...: a file built to run code), or refuses a call or a build of an object.
+    """
+    import pickle
+    import re
+
+    text = str(e)
+    if not (isinstance(e, pickle.UnpicklingError) and text.startswith("Weights only load failed")):
+        return None
+    m = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)
+    if m:
+        what = f" ({m.group(1)})"
+    elif any(w in text for w in ("Trying to call reduce", "Can only build", "Can only create new object")):
+        what = ""
+    else:  # e.g. "Unsupported operand": not pickle data at all
+        return None
+    return f"the file contains code or objects{what} that lift3d refuses to unpickle (only tensors are read)"
 
 
 def _first_line(text: str) -> str:
@@ -352,12 +375,17 @@ class SamSegmenter:
     Args:
         checkpoint: the state-dict checkpoint (`.pth`).
         model: preset name (`vit_h`, `vit_l`, `vit_b`) or a `SamArch`, matching the checkpoint.
-        device: torch device; `auto` picks CUDA when available. On CUDA the networks run under
-            bfloat16 autocast.
+        device: torch device; `auto` picks CUDA when available.
         amg: automatic mask generator parameters for `generate`.
-        multimask: `predict` asks for SAM's 3 candidate masks per prompt set and keeps the one with
-            the highest predicted IoU (False: one mask per set).
+        multimask_max_points: `predict` asks for SAM's 3 candidate masks (and keeps the one with
+            the highest predicted IoU) only for prompt sets of at most this many real points; the
+            others get SAM's single mask. SAM's predictor advises multimask for one ambiguous
+            point and a single mask for several, and SAM 2 does the same (`multimask_max_pt_num:
+            1`): the best-scored of 3 part-level masks is often a part of the object. 0: never.
         max_batch: `predict` decodes at most this many prompt sets at once (bounds GPU memory).
+        precision: `fp32` (default: SAM 1 was released and evaluated in float32) or `bf16`
+            (bfloat16 autocast on CUDA, faster; masks near a logit of 0 may flip). CPU always
+            runs in float32.
     """
 
     name = "sam"
@@ -369,17 +397,23 @@ class SamSegmenter:
         model: str | SamArch = "vit_h",
         device: str = "auto",
         amg: SamAutoConfig | None = None,
-        multimask: bool = True,
+        multimask_max_points: int = 1,
         max_batch: int = 64,
+        precision: str = "fp32",
     ):
+        _check_decoding(multimask_max_points, max_batch)
+        if precision not in ("fp32", "bf16"):
+            raise InputError(None, f"SAM precision must be fp32 or bf16, got {precision!r}")
         self.device = _resolve_device(device)
         self.arch_name, self.arch = _resolve_arch(model)
         self.checkpoint = Path(checkpoint)
         self.model = load_sam(checkpoint, self.arch, device=self.device)
         self.amg = amg or SamAutoConfig()
-        self.multimask = multimask
+        self.multimask_max_points = multimask_max_points
         self.max_batch = max_batch
-        self.predictor = _make_predictor(self.model, autocast=self.device.startswith("cuda"))
+        self.precision = precision
+        self.autocast = _use_bf16(self.device, precision)
+        self.predictor = _make_predictor(self.model, autocast=self.autocast)
 
     def describe(self) -> dict:
         """What made the masks, for run.json."""
@@ -389,7 +423,8 @@ class SamSegmenter:
             "segment_anything": sam_version(),
             "device": self.device,
             "amg": asdict(self.amg),
-            "multimask": self.multimask,
+            "multimask_max_points": self.multimask_max_points,
+            "precision": "bf16" if self.autocast else "fp32",
         }
 
     def generate(self, image: np.ndarray, *, geometry: np.ndarray | None = None) -> Masks:
@@ -418,10 +453,11 @@ class SamSegmenter:
         *,
         geometry: np.ndarray | None = None,
     ) -> Masks:
-        """One mask per prompt set, all sets decoded together against the cached embedding.
+        """One mask per prompt set, decoded against the cached embedding.
 
         Points outside the image (or not finite) are treated as padding; a set without any real
-        point gives an empty mask with score 0.
+        point gives an empty mask with score 0. Each set's mask is the one
+        `SamPredictor.predict` gives for its real points alone (see `_decode_grouped`).
 
         Returns:
             Masks with masks [B, H, W] bool at the image size and scores [B] float32.
@@ -429,18 +465,19 @@ class SamSegmenter:
         import torch
 
         points, labels = _prompt_sets(image, points, point_labels)
-        if labels.size == 0:
-            return Masks(np.zeros((labels.shape[0], *image.shape[:2]), bool), np.zeros((labels.shape[0],), np.float32))
+        if not (labels >= 0).any():  # nothing to decode: no embedding needed
+            return _decode_grouped(points, labels, image.shape[:2], None, max_batch=1, multimask_max_points=0)
         self.predictor.embed(image)
-        coords = self.predictor.transform.apply_coords(points, image.shape[:2])
 
-        def decode(s: int, e: int):
-            c = torch.as_tensor(coords[s:e], dtype=torch.float32, device=self.device)
-            lab = torch.as_tensor(labels[s:e], dtype=torch.int64, device=self.device)
-            m, iou, _ = self.predictor.predict_torch(c, lab, multimask_output=self.multimask)
+        def decode(pts: np.ndarray, lab: np.ndarray, multimask: bool):
+            coords = self.predictor.transform.apply_coords(pts, image.shape[:2])
+            c = torch.as_tensor(coords, dtype=torch.float32, device=self.device)
+            lt = torch.as_tensor(lab, dtype=torch.int64, device=self.device)
+            m, iou, _ = self.predictor.predict_torch(c, lt, multimask_output=multimask)
             return m, iou
 
-        return _decode_batched(labels, image.shape[:2], self.max_batch, decode)
+        return _decode_grouped(points, labels, image.shape[:2], decode, max_batch=self.max_batch,
+                               multimask_max_points=self.multimask_max_points)
 
 
 def _masks_from_records(records: list[dict], image: np.ndarray) -> Masks:
@@ -475,25 +512,63 @@ def _prompt_sets(
     return points, labels
 
 
-def _decode_batched(labels: np.ndarray, hw: tuple[int, int], max_batch: int, decode) -> Masks:
-    """Decode prompt sets `max_batch` at a time; `decode(s, e)` returns the candidate masks
-    [b, M, H, W] and IoUs [b, M] of sets s..e, of which the best by IoU is kept. Sets without a
-    real point get an empty mask and score 0."""
+def _decode_grouped(
+    points: np.ndarray,  # [B, P, 2] float64 (u, v) pixels, from _prompt_sets
+    labels: np.ndarray,  # [B, P] int64: 1, 0, or -1 padding
+    hw: tuple[int, int],
+    decode,
+    *,
+    max_batch: int,
+    multimask_max_points: int,
+) -> Masks:
+    """Decode prompt sets in groups of equal real-point count, each set on its real points only.
+
+    SAM's prompt encoder does not mask padding out: a label -1 point adds the "not a point"
+    embedding and changes the mask (on the tests' random-weight SAM, a 1-point set padded to 5
+    points differs from itself alone in 6-24% of the pixels). So each set keeps only its real points, in order, and is decoded
+    with the sets of the same count, exactly as `SamPredictor.predict` decodes it alone (which
+    appends its own single padding point, as here). Multimask is asked for sets of at most
+    `multimask_max_points` real points, and the best of the candidates by predicted IoU is kept.
+
+    Args:
+        decode: `(points [b, k, 2], labels [b, k], multimask) -> (masks [b, M, H, W] bool,
+            iou [b, M])` on the model's device.
+
+    Returns:
+        Masks [B, H, W] bool and scores [B] float32 (predicted IoU clipped to [0, 1]); sets
+        without a real point get an empty mask and score 0.
+    """
     import torch
 
     B = labels.shape[0]
     masks = np.zeros((B, *hw), bool)
     scores = np.zeros((B,), np.float32)
-    for s in range(0, B, max_batch):
-        m, iou = decode(s, s + max_batch)
-        best = iou.argmax(dim=1)
-        rows = torch.arange(len(best), device=best.device)
-        masks[s : s + len(best)] = m[rows, best].cpu().numpy()
-        scores[s : s + len(best)] = iou[rows, best].clamp(0, 1).cpu().numpy()
-    empty = ~(labels >= 0).any(1)
-    masks[empty] = False
-    scores[empty] = 0.0
+    real = labels >= 0
+    counts = real.sum(axis=1)
+    for k in np.unique(counts[counts > 0]):
+        rows = np.flatnonzero(counts == k)
+        # boolean indexing keeps row-major order: each row contributes its k real points in order
+        pts = points[rows][real[rows]].reshape(len(rows), int(k), 2)
+        lab = labels[rows][real[rows]].reshape(len(rows), int(k))
+        for s in range(0, len(rows), max_batch):
+            m, iou = decode(pts[s : s + max_batch], lab[s : s + max_batch], bool(k <= multimask_max_points))
+            best = iou.argmax(dim=1)
+            r = torch.arange(len(best), device=best.device)
+            masks[rows[s : s + max_batch]] = m[r, best].cpu().numpy()
+            scores[rows[s : s + max_batch]] = iou[r, best].clamp(0, 1).cpu().numpy()
     return Masks(masks, scores)
+
+
+def _check_decoding(multimask_max_points: int, max_batch: int) -> None:
+    if not isinstance(multimask_max_points, int) or multimask_max_points < 0:
+        raise InputError(None, f"multimask_max_points must be an integer >= 0, got {multimask_max_points!r}")
+    if not isinstance(max_batch, int) or max_batch < 1:
+        raise InputError(None, f"max_batch must be an integer >= 1, got {max_batch!r}")
+
+
+def _use_bf16(device: str, precision: str) -> bool:
+    """Whether the networks run under bfloat16 autocast: only on CUDA, only when asked."""
+    return precision == "bf16" and device.startswith("cuda")
 
 
 def _check_image(image: np.ndarray) -> None:
@@ -503,7 +578,7 @@ def _check_image(image: np.ndarray) -> None:
 
 
 def _make_predictor(model: Sam, *, autocast: bool):
-    """A `SamPredictor` that caches one frame's embedding and runs under bf16 autocast on CUDA."""
+    """A `SamPredictor` that caches one frame's embedding and runs under bf16 autocast if asked."""
     import contextlib
 
     import torch

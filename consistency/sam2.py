@@ -23,8 +23,9 @@ import numpy as np
 
 from lift3d.consistency.sam import (
     SamAutoConfig,
+    _check_decoding,
     _check_image,
-    _decode_batched,
+    _decode_grouped,
     _load_failure,
     _masks_from_records,
     _mismatch,
@@ -138,7 +139,8 @@ def load_sam2(checkpoint: str | Path, arch: str | Sam2Arch, *, device: str = "cp
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... on bad files
-        raise CheckpointError(f"{path}: {_load_failure(path, e)}; expected {expected}") from e
+        # torch's own text is not chained on: it advises weights_only=False
+        raise CheckpointError(f"{path}: {_load_failure(path, e)}; expected {expected}") from None
     state = _state_dict_of(obj)
     if state is None:
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors; expected {expected}")
@@ -184,7 +186,10 @@ class Sam2Segmenter:
         device: torch device; `auto` picks CUDA when available, where the networks run under
             bfloat16 autocast.
         amg: automatic mask generator parameters for `generate`.
-        multimask: `predict` keeps the best (by predicted IoU) of SAM 2's 3 masks per prompt set.
+        multimask_max_points: `predict` keeps the best (by predicted IoU) of SAM 2's 3 masks only
+            for prompt sets of at most this many real points (SAM 2's own `multimask_max_pt_num:
+            1`); the others get SAM 2's single mask, with its fallback to the best of the 3 when
+            that one is unstable (`dynamic_multimask_via_stability`). 0: never multimask.
         max_batch: `predict` decodes at most this many prompt sets at once.
     """
 
@@ -197,15 +202,16 @@ class Sam2Segmenter:
         model: str | Sam2Arch = "sam2.1_hiera_l",
         device: str = "auto",
         amg: Sam2AutoConfig | None = None,
-        multimask: bool = True,
+        multimask_max_points: int = 1,
         max_batch: int = 64,
     ):
+        _check_decoding(multimask_max_points, max_batch)
         self.device = _resolve_device(device)
         self.arch_name, self.arch = _resolve_arch(model)
         self.checkpoint = Path(checkpoint)
         self.model = load_sam2(checkpoint, self.arch, device=self.device)
         self.amg = amg or Sam2AutoConfig()
-        self.multimask = multimask
+        self.multimask_max_points = multimask_max_points
         self.max_batch = max_batch
         self.predictor = _make_predictor(self.model, autocast=self.device.startswith("cuda"))
 
@@ -217,7 +223,7 @@ class Sam2Segmenter:
             "sam2": sam2_version(),
             "device": self.device,
             "amg": asdict(self.amg),
-            "multimask": self.multimask,
+            "multimask_max_points": self.multimask_max_points,
         }
 
     def generate(self, image: np.ndarray, *, geometry: np.ndarray | None = None) -> Masks:
@@ -231,8 +237,12 @@ class Sam2Segmenter:
         _check_image(image)
         self.predictor.embed(image)
         generator = SAM2AutomaticMaskGenerator(self.model, **asdict(self.amg))
-        generator.predictor = self.predictor  # reuses the cached embedding of the frame
-        return _masks_from_records(generator.generate(image), image)
+        # our predictor reuses the cached embedding of the frame; it borrows the transforms of
+        # the generator's own one, which fill holes and remove sprinkles up to
+        # min_mask_region_area (`predict` keeps SAM2ImagePredictor's default: no clean-up)
+        with self.predictor.transforms_of(generator.predictor):
+            generator.predictor = self.predictor
+            return _masks_from_records(generator.generate(image), image)
 
     def predict(
         self,
@@ -242,24 +252,27 @@ class Sam2Segmenter:
         *,
         geometry: np.ndarray | None = None,
     ) -> Masks:
-        """One mask per prompt set, all sets decoded together against the cached embedding.
+        """One mask per prompt set, decoded against the cached embedding.
 
         Points outside the image are padding; a set without any real point gives an empty mask.
+        Each set's mask is the one `SAM2ImagePredictor.predict` gives for its real points alone
+        (sets are decoded in groups of equal point count, see `sam._decode_grouped`).
 
         Returns:
             Masks with masks [B, H, W] bool at the image size and scores [B] float32.
         """
         points, labels = _prompt_sets(image, points, point_labels)
-        if labels.size == 0:
-            return Masks(np.zeros((labels.shape[0], *image.shape[:2]), bool), np.zeros((labels.shape[0],), np.float32))
+        if not (labels >= 0).any():  # nothing to decode: no embedding needed
+            return _decode_grouped(points, labels, image.shape[:2], None, max_batch=1, multimask_max_points=0)
         self.predictor.embed(image)
 
-        def decode(s: int, e: int):
-            _, coords, lab, _ = self.predictor._prep_prompts(points[s:e], labels[s:e], None, None, True)
-            m, iou, _ = self.predictor._predict(coords, lab, multimask_output=self.multimask)
+        def decode(pts: np.ndarray, lab: np.ndarray, multimask: bool):
+            _, coords, lt, _ = self.predictor._prep_prompts(pts, lab, None, None, True)
+            m, iou, _ = self.predictor._predict(coords, lt, multimask_output=multimask)
             return m, iou
 
-        return _decode_batched(labels, image.shape[:2], self.max_batch, decode)
+        return _decode_grouped(points, labels, image.shape[:2], decode, max_batch=self.max_batch,
+                               multimask_max_points=self.multimask_max_points)
 
 
 def _make_predictor(model: SAM2Base, *, autocast: bool):
@@ -311,6 +324,16 @@ def _make_predictor(model: SAM2Base, *, autocast: bool):
         def _restore(self) -> None:
             self._features, self._orig_hw = self._state
             self._is_image_set, self._is_batch = True, False
+
+        @contextlib.contextmanager
+        def transforms_of(self, other: SAM2ImagePredictor):
+            """Post-process masks as `other` does (its mask threshold, hole and sprinkle areas)."""
+            own = self._transforms, self.mask_threshold
+            self._transforms, self.mask_threshold = other._transforms, other.mask_threshold
+            try:
+                yield
+            finally:
+                self._transforms, self.mask_threshold = own
 
         @torch.no_grad()
         def _predict(self, *args, **kwargs):

@@ -58,7 +58,13 @@ class TrackerConfig:
     """Prompt points are chosen at least this many pixels inside the mask's border when the
     eroded mask still has pixels: a border point lands on the neighbour after a 1-pixel error."""
     min_match_conf: float = 0.3
-    """Representative points whose correspondence confidence is below this are dropped."""
+    """Representative points whose correspondence confidence is below this are dropped. Every
+    correspondence provider gives confidence on one scale: 1 for a perfect match, falling to 0 at
+    the provider's own acceptance limit (reprojection: the depth tolerance; optical flow: the
+    forward-backward threshold; MASt3R: its descriptor-confidence threshold `match_min_conf`), so
+    0.3 keeps the matches at least 30% of the way from that limit to perfect (depth error or
+    flow inconsistency under 70% of the tolerance; MASt3R confidence c with (c - m) / (1 + c) >=
+    0.3, c >= 1.86 for m = 1.001). 0 keeps every match the provider gives."""
     match_radius: float = 8.0
     """A point whose own pixel has no correspondence takes the nearest one of the same mask
     within this many pixels (sparse providers: MASt3R seeds every 8th pixel, flow every 4th);

@@ -99,7 +99,7 @@ class Mast3rOptions:
     cyclic: bool = False
     """Let swin/logwin wrap around (loop closure for captures that return to their start)."""
     subsample: int = 8
-    """Pixel stride of the matches the alignment uses."""
+    """Pixel stride of the matches the alignment uses, and of the depth anchors of its dense depth."""
     lr1: float = 0.07
     """Learning rate of the coarse alignment (3D matching)."""
     niter1: int = 300
@@ -117,7 +117,8 @@ class Mast3rOptions:
     min_conf: float = DEFAULT_MIN_CONF
     """Points with MASt3R confidence at or below this are invalid (MASt3R's units, its demo's default)."""
     match_min_conf: float = DEFAULT_MATCH_MIN_CONF
-    """Matches need this descriptor confidence on both sides (MASt3R's units)."""
+    """Matches need this descriptor confidence on both sides (MASt3R's units); a match there has
+    confidence 0 on lift3d's scale (see `filter_matches`)."""
     match_border: int = 3
     """Matches closer than this to the network input's border are dropped (pixels)."""
     keep_pair_predictions: bool = False
@@ -251,7 +252,9 @@ def _run_alignment(sources: list[_Source], pairs: list[tuple[int, int]], *, mode
             subsample=opts.subsample, device=device, lr1=opts.lr1, niter1=opts.niter1, lr2=opts.lr2,
             niter2=opts.niter2, matching_conf_thr=opts.matching_conf_thr, shared_intrinsics=opts.shared_intrinsics,
         )
-        pts3d, depthmaps, confs = ga.get_dense_pts3d(clean_depth=opts.clean_depth)
+        # the anchors of the dense depth must be on the grid the alignment used (upstream's
+        # default is 8: another subsample crashes or reads depth at the wrong pixels)
+        pts3d, depthmaps, confs = ga.get_dense_pts3d(clean_depth=opts.clean_depth, subsample=opts.subsample)
     logger.info("MASt3R: %d frames, %d pairs aligned in %.1f s", len(sources), len(pairs) // 2, time.perf_counter() - t0)
     focals = ga.get_focals().detach().cpu().numpy().astype(np.float64)
     pps = ga.get_principal_points().detach().cpu().numpy().astype(np.float64)
@@ -447,7 +450,8 @@ class Mast3rMatcher:
             raise InputError(None, "MASt3R matches need a checkpoint or a loaded model")
 
     def __call__(self, frame_i: Frame, frame_j: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(uv_i [M, 2], uv_j [M, 2] float32 working-resolution pixels, conf [M] in [0, 1))."""
+        """(uv_i [M, 2], uv_j [M, 2] float32 working-resolution pixels, conf [M] in [0, 1): 0 at
+        `min_conf`, see `filter_matches`)."""
         found = self._cached(frame_i.name, frame_j.name)
         if found is None:
             found = self._infer(frame_i, frame_j)

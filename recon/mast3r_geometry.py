@@ -21,9 +21,16 @@ the lifting's visibility test relies on.
 Confidences: the alignment's dense confidence of a pixel is MASt3R's canonical-view confidence,
 a weighted mean over the pairs of `conf - 0.999` where the network's point confidence is
 `conf = 1 + exp(x)`, so about `exp(x)` in (0, inf) (0 where `clean_depth` removed the point); the
-descriptor confidence of a match is `exp(x)` too. Frames and matches carry both mapped to [0, 1)
-by `c / (1 + c)` (the sigmoid of the network's logit); thresholds are given in MASt3R's own
-units, as in its demo (`min_conf_thr=1.5` for points) and scripts (1.001 for matches).
+descriptor confidence of a match is `exp(x)` too. Thresholds are given in MASt3R's own units,
+as in its demo (`min_conf_thr=1.5` for points) and scripts (1.001 for matches). Frames carry the
+point confidence mapped to [0, 1) by `c / (1 + c)` (the sigmoid of the network's logit).
+
+Matches carry the correspondence scale every provider of `Scene.match_fn` shares, so that the
+tracker's `min_match_conf` means the same for all of them: 1 for a perfect match, falling to 0 at
+the provider's own acceptance limit (reprojection: the depth tolerance; optical flow: the
+forward-backward threshold; MASt3R: `min_conf`). For MASt3R that is `(c - m) / (1 + c)` for a
+geometric-mean confidence c kept at threshold m, which is the sigmoid above rescaled so that its
+value at m becomes 0: `(s(c) - s(m)) / (1 - s(m))`.
 """
 
 from __future__ import annotations
@@ -304,8 +311,9 @@ def filter_matches(
     (MASt3R's README drops a 3-pixel border, where descriptors are least reliable).
 
     Returns:
-        uv_i: [K, 2] float32, uv_j: [K, 2] float32, conf: [K] float32 in [0, 1), the
-        `unit_confidence` of the geometric mean of the two confidences.
+        uv_i: [K, 2] float32, uv_j: [K, 2] float32, conf: [K] float32 in [0, 1) on the shared
+        correspondence scale (module docstring): `(c - min_conf) / (1 + c)` for the geometric
+        mean c of the two confidences, 0 for a match at the threshold, towards 1 far above it.
     """
     uv_i = np.asarray(uv_i, np.float64)
     uv_j = np.asarray(uv_j, np.float64)
@@ -332,5 +340,7 @@ def filter_matches(
 
     with np.errstate(invalid="ignore"):
         keep = (conf_i >= min_conf) & (conf_j >= min_conf) & inside(uv_i, size_i) & inside(uv_j, size_j)
-    conf = unit_confidence(np.sqrt(conf_i[keep] * conf_j[keep]))
+    c = np.sqrt(conf_i[keep] * conf_j[keep])
+    # >= 0: both sides are >= min_conf, so is their geometric mean
+    conf = np.clip((c - min_conf) / (1 + c), 0, 1).astype(np.float32)
     return uv_i[keep].astype(np.float32), uv_j[keep].astype(np.float32), conf

@@ -8,7 +8,8 @@ Checkpoints: MASt3R's own `load_model` unpickles the file with `weights_only=Fal
 the constructor string stored in it, which runs whatever the file says. `load_mast3r` instead
 reads it with `torch.load(weights_only=True)`, allowing only `argparse.Namespace` (the file's
 `args`), parses the constructor's keyword arguments from `args.model` without evaluating
-anything (literals only: numbers, strings, tuples, `inf`), falls back to the known configuration
+anything (literals only: numbers, strings, tuples, `inf`), allows only the known class names
+where MASt3R turns a string into code (`ALLOWED_NAMES`), falls back to the known configuration
 of the released ViT-Large checkpoint when there is no such string, and loads the state dict
 strictly enough to report a checkpoint that does not fit.
 """
@@ -21,6 +22,7 @@ import io
 import logging
 import math
 from pathlib import Path
+from types import MappingProxyType
 
 from lift3d.errors import CheckpointError, NotInstalledError
 
@@ -132,7 +134,49 @@ def model_config(args) -> dict:
         return dict(VIT_LARGE_512_CONFIG)
     if name != "AsymmetricMASt3R":
         raise ValueError(f"the checkpoint holds a {name}, not an AsymmetricMASt3R (a DUSt3R checkpoint?)")
+    _check_allowed(kwargs)
     return kwargs
+
+
+# the class-name strings of the configuration that MASt3R turns into code: dust3r's
+# get_patch_embed `eval`s patch_embed_cls, guarded only by an `assert` (gone under python -O),
+# and mast3r_head_factory knows these head types (its `eval` of "catconv:..." is unreachable)
+ALLOWED_NAMES = MappingProxyType(
+    {
+        "patch_embed_cls": frozenset({"PatchEmbedDust3R", "ManyAR_PatchEmbed"}),
+        "head_type": frozenset({"catmlp+dpt", "catconv"}),
+    }
+)
+
+
+def _check_allowed(kwargs: dict) -> None:
+    """Refuse a configuration naming a class outside `ALLOWED_NAMES`, before anything is built."""
+    for key, allowed in ALLOWED_NAMES.items():
+        if key in kwargs and kwargs[key] not in allowed:
+            value = repr(kwargs[key])
+            value = value if len(value) <= 60 else value[:57] + "..."
+            raise ValueError(f"its model string has {key}={value}; lift3d builds only {', '.join(sorted(allowed))}")
+
+
+def _refused_unpickle(e: BaseException) -> str | None:
+    """The words for a `torch.load(weights_only=True)` that refused the file's contents (a
+    function, class or object other than tensors: code a pickle would run), else None. torch words
+    it "Unsupported global: GLOBAL x" or, for `os`, `sys`, ... since 2.6, "Trying to load
+    unsupported GLOBAL x whose module y is blocked" (as `lift3d.consistency.sam` reads it)."""
+    import pickle
+    import re
+
+    text = str(e)
+    if not (isinstance(e, pickle.UnpicklingError) and text.startswith("Weights only load failed")):
+        return None
+    m = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)
+    if m:
+        what = f" ({m.group(1)})"
+    elif any(w in text for w in ("Trying to call reduce", "Can only build", "Can only create new object")):
+        what = ""
+    else:  # e.g. "Unsupported operand": not pickle data at all
+        return None
+    return f"the file contains code or objects{what} that lift3d refuses to unpickle"
 
 
 def _read_checkpoint(path: Path) -> dict:
@@ -146,6 +190,11 @@ def _read_checkpoint(path: Path) -> dict:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        # torch's own text is never quoted or chained on when it refuses the contents: it advises
+        # weights_only=False, which would run whatever the file holds
+        refused = _refused_unpickle(e)
+        if refused is not None:
+            raise CheckpointError(f"{path}: {refused}; a MASt3R checkpoint holds tensors and argparse.Namespace only") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         raise CheckpointError(
             f"{path}: cannot read it as a MASt3R checkpoint (a PyTorch file holding tensors and "

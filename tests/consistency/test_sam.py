@@ -3,6 +3,8 @@ embedding reuse, checkpoint errors. Never mask quality (no real weights exist he
 
 from __future__ import annotations
 
+import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +113,7 @@ def test_generate_may_find_nothing(checkpoints, image):
     assert m.masks.shape == (0, 72, 100) and m.scores.shape == (0,)
 
 
-def test_predict_batches_prompt_sets(seg, image, monkeypatch):
+def test_predict_batches_sets_of_equal_point_count(seg, image, monkeypatch):
     calls = []
     real = seg.model.mask_decoder.forward
     monkeypatch.setattr(seg.model.mask_decoder, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -120,12 +122,91 @@ def test_predict_batches_prompt_sets(seg, image, monkeypatch):
     out = seg.predict(image, points, labels)
     assert out.masks.shape == (3, 72, 100) and out.masks.dtype == bool
     assert out.scores.shape == (3,) and out.scores.dtype == np.float32
-    assert len(calls) == 1  # all three sets through the decoder at once
+    assert len(calls) == 2  # the two 2-point sets together, the 1-point set on its own
     # the same sets one by one give the same masks
     for b in range(3):
         one = seg.predict(image, points[b : b + 1], labels[b : b + 1])
-        np.testing.assert_allclose(one.scores[0], out.scores[b], atol=1e-4)
-        assert (one.masks[0] == out.masks[b]).mean() > 0.999
+        np.testing.assert_allclose(one.scores[0], out.scores[b], atol=1e-6)
+        assert (one.masks[0] == out.masks[b]).mean() > 0.9999
+
+
+def _upstream(seg, image, points, labels, *, multimask: bool):
+    """segment-anything's own `SamPredictor.predict` on the same model: the best mask and score."""
+    from segment_anything import SamPredictor
+
+    predictor = SamPredictor(seg.model)
+    predictor.set_image(image)
+    masks, scores, _ = predictor.predict(points, labels, multimask_output=multimask)
+    best = int(scores.argmax())
+    return masks[best], float(np.clip(scores[best], 0, 1))
+
+
+def _five_point_sets(n: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).uniform([0, 0], [99, 71], (n, 5, 2))
+
+
+def test_five_point_set_is_upstreams_single_mask(seg, image):
+    points = _five_point_sets(1)
+    labels = np.array([[1, 1, 0, 1, 1]])
+    out = seg.predict(image, points, labels)
+    mask, score = _upstream(seg, image, points[0], labels[0], multimask=False)
+    np.testing.assert_array_equal(out.masks[0], mask)
+    assert out.scores[0] == pytest.approx(score, abs=1e-6)
+    # and not what the best of the 3 multimask candidates would have been
+    assert not np.array_equal(out.masks[0], _upstream(seg, image, points[0], labels[0], multimask=True)[0])
+
+
+def test_a_sets_mask_does_not_depend_on_its_batch(seg, image):
+    points = _five_point_sets(6)
+    labels = np.ones((6, 5), int)
+    labels[1, 1:] = -1  # 1 real point
+    labels[2, 3:] = -1  # 3
+    labels[4, 2] = -1  # 4, the padding in the middle
+    out = seg.predict(image, points, labels)
+    for b in range(6):
+        alone = seg.predict(image, points[b : b + 1], labels[b : b + 1])
+        np.testing.assert_array_equal(alone.masks[0], out.masks[b])
+        assert alone.scores[0] == out.scores[b]
+        keep = labels[b] >= 0
+        mask, score = _upstream(seg, image, points[b][keep], labels[b][keep], multimask=keep.sum() <= 1)
+        np.testing.assert_array_equal(out.masks[b], mask)
+        assert out.scores[b] == pytest.approx(score, abs=1e-6)
+
+
+def test_padding_points_would_change_a_mask(seg, image):
+    """Why sets are grouped by count: decoded padded, a 1-point set's mask is another one."""
+    points = _five_point_sets(2)
+    labels = np.ones((2, 5), int)
+    labels[0, 1:] = -1
+    seg.predictor.embed(image)
+    coords = torch.as_tensor(seg.predictor.transform.apply_coords(points, (72, 100)), dtype=torch.float32)
+    padded, _, _ = seg.predictor.predict_torch(coords, torch.as_tensor(labels), multimask_output=True)
+    alone = seg.predict(image, points[:1], labels[:1])
+    assert all(not np.array_equal(padded[0, i].numpy(), alone.masks[0]) for i in range(3))
+
+
+def test_multimask_max_points_is_configurable(checkpoints, image):
+    one, five = np.array([[[40.0, 30.0]]]), _five_point_sets(1)
+    never = SamSegmenter(checkpoints["tiny"], model=TINY, device="cpu", multimask_max_points=0)
+    mask, _ = _upstream(never, image, one[0], np.array([1]), multimask=False)
+    np.testing.assert_array_equal(never.predict(image, one, np.array([[1]])).masks[0], mask)
+    always = SamSegmenter(checkpoints["tiny"], model=TINY, device="cpu", multimask_max_points=5)
+    mask, _ = _upstream(always, image, five[0], np.ones(5, int), multimask=True)
+    np.testing.assert_array_equal(always.predict(image, five, np.ones((1, 5), int)).masks[0], mask)
+    assert always.describe()["multimask_max_points"] == 5
+    for bad in ({"multimask_max_points": -1}, {"multimask_max_points": 1.5}, {"max_batch": 0}):
+        with pytest.raises(InputError, match=next(iter(bad))):
+            SamSegmenter(checkpoints["tiny"], model=TINY, device="cpu", **bad)
+
+
+def test_sam1_runs_in_float32_unless_bf16_is_asked(checkpoints):
+    seg = SamSegmenter(checkpoints["tiny"], model=TINY, device="cpu")
+    assert seg.precision == "fp32" and not seg.autocast
+    assert not sam_module._use_bf16("cuda", "fp32") and not sam_module._use_bf16("cuda:1", "fp32")
+    assert sam_module._use_bf16("cuda:0", "bf16") and not sam_module._use_bf16("cpu", "bf16")
+    assert not SamSegmenter(checkpoints["tiny"], model=TINY, device="cpu", precision="bf16").autocast
+    with pytest.raises(InputError, match="precision must be fp32 or bf16"):
+        SamSegmenter(checkpoints["tiny"], model=TINY, device="cpu", precision="fp16")
 
 
 def test_predict_picks_the_best_multimask_output(seg, image):
@@ -187,6 +268,13 @@ def test_wrong_preset_suggests_the_right_one(checkpoints, monkeypatch):
         SamSegmenter(checkpoints["tiny"], model="tiny_b", device="cpu")
 
 
+class _RunsCode:
+    """Unpickles to a call of os.getcwd (harmless, but a function call all the same)."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
 @pytest.mark.parametrize(
     "content, problem",
     [
@@ -195,7 +283,9 @@ def test_wrong_preset_suggests_the_right_one(checkpoints, monkeypatch):
         ("truncated 5000", "corrupt or truncated"),
         ("truncated half", "corrupt or truncated"),
         ("not a state dict", "not a state dict of tensors"),
-        ("numpy inside", "safe \\(weights-only\\) loading refuses"),
+        ("numpy inside", "contains code or objects \\(numpy\\S*\\) that lift3d refuses to unpickle"),
+        ("code inside", "contains code or objects \\(posix.getcwd\\) that lift3d refuses to unpickle"),
+        ("pickled code", "contains code or objects \\(posix.getcwd\\) that lift3d refuses to unpickle"),
         ("missing", "not found"),
     ],
 )
@@ -210,9 +300,14 @@ def test_bad_checkpoint_files(tmp_path, checkpoints, content, problem):
         torch.save({"epoch": 3}, path)
     elif content == "numpy inside":
         torch.save({"w": np.zeros(3)}, path)
+    elif content == "code inside":
+        torch.save({"w": _RunsCode()}, path)
+    elif content == "pickled code":  # a plain pickle, not a torch zip archive
+        path.write_bytes(pickle.dumps({"w": _RunsCode()}, protocol=2))  # torch reads protocol 2
     with pytest.raises(CheckpointError, match=problem) as err:
         SamSegmenter(path, model=TINY, device="cpu")
     assert str(path) in str(err.value) and "expected a SAM" in str(err.value)
+    assert "weights_only" not in str(err.value) and err.value.__cause__ is None  # never torch's advice
 
 
 def test_checkpoint_under_a_model_key_loads(tmp_path, checkpoints):
@@ -226,9 +321,11 @@ def test_sam_version():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_bfloat16_path(checkpoints, image):
-    seg = SamSegmenter(checkpoints["tiny"], model=TINY, device="auto", amg=LOOSE)
-    assert seg.device == "cuda"
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_paths(checkpoints, image, precision):
+    seg = SamSegmenter(checkpoints["tiny"], model=TINY, device="auto", amg=LOOSE, precision=precision)
+    assert seg.device == "cuda" and seg.autocast == (precision == "bf16")
+    assert seg.describe()["precision"] == precision
     out = seg.predict(image, np.array([[[30.0, 30.0]]]), np.array([[1]]))
     assert out.masks.shape == (1, 72, 100) and out.scores.dtype == np.float32
     m = seg.generate(image)

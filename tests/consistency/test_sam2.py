@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,89 @@ def test_bad_checkpoints(tmp_path, checkpoints):
         Sam2Segmenter(tmp_path / "missing.pt", model=TINY, device="cpu")
     with pytest.raises(InputError, match="unknown SAM 2 model"):
         load_sam2(junk, "sam3")
+
+
+def _upstream_predict(seg, image, points, labels, *, multimask: bool):
+    """sam2's own `SAM2ImagePredictor.predict` on the same model: the best mask and score."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    predictor = SAM2ImagePredictor(seg.model)
+    predictor._bb_feat_sizes = seg.predictor._bb_feat_sizes  # sam2 hard-codes those of 1024 px
+    predictor.set_image(image)
+    masks, scores, _ = predictor.predict(points, labels, multimask_output=multimask)
+    best = int(scores.argmax())
+    return masks[best].astype(bool), float(np.clip(scores[best], 0, 1))
+
+
+def test_prompt_sets_are_upstreams_masks_whatever_their_batch(seg, image):
+    points = np.random.default_rng(1).uniform([0, 0], [99, 71], (5, 5, 2))
+    labels = np.ones((5, 5), int)
+    labels[1, 1:] = -1  # 1 real point: multimask, as SAM 2 does for a single point
+    labels[2, 3:] = -1
+    labels[3, 1] = 0
+    out = seg.predict(image, points, labels)
+    for b in range(5):
+        keep = labels[b] >= 0
+        mask, score = _upstream_predict(seg, image, points[b][keep], labels[b][keep], multimask=keep.sum() <= 1)
+        np.testing.assert_array_equal(out.masks[b], mask)
+        assert out.scores[b] == pytest.approx(score, abs=1e-6)
+        alone = seg.predict(image, points[b : b + 1], labels[b : b + 1])
+        np.testing.assert_array_equal(alone.masks[0], out.masks[b])
+    assert seg.describe()["multimask_max_points"] == 1
+
+
+def _connected_components(mask):
+    """A pure-torch/scipy stand-in for sam2's CUDA `get_connected_components` (8-connectivity):
+    labels and the area of each pixel's component, 0 on background."""
+    from scipy import ndimage
+
+    m = mask.to(torch.bool).cpu().numpy()
+    labels = np.zeros(m.shape, np.int32)
+    areas = np.zeros(m.shape, np.int32)
+    for i in range(m.shape[0]):
+        lab, n = ndimage.label(m[i, 0], structure=np.ones((3, 3)))
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)
+        sizes[0] = 0
+        labels[i, 0], areas[i, 0] = lab, sizes[lab]
+    return torch.from_numpy(labels), torch.from_numpy(areas)
+
+
+def test_generator_keeps_its_hole_and_sprinkle_cleanup(checkpoints, image, monkeypatch):
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+    from sam2.utils import misc
+
+    # sam2 without its CUDA extension skips the clean-up with a warning: run it on CPU here
+    monkeypatch.setattr(misc, "get_connected_components", _connected_components)
+    amg = Sam2AutoConfig(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, min_mask_region_area=40)
+    seg = Sam2Segmenter(checkpoints["tiny"], model=TINY, device="cpu", amg=amg)
+    ours = seg.generate(image)
+
+    def upstream():
+        generator = SAM2AutomaticMaskGenerator(seg.model, **vars(amg))
+        generator.predictor._bb_feat_sizes = seg.predictor._bb_feat_sizes  # as in _upstream_predict
+        return generator
+
+    theirs = upstream().generate(image)
+    assert len(ours) == len(theirs) >= 1
+    np.testing.assert_array_equal(ours.masks, np.stack([r["segmentation"] for r in theirs]))
+    # the clean-up did something here (else this test could not fail), and predict does none
+    raw = upstream()
+    raw.predictor._transforms.max_hole_area = raw.predictor._transforms.max_sprinkle_area = 0
+    assert not np.array_equal(ours.masks, np.stack([r["segmentation"] for r in raw.generate(image)]))
+    assert seg.predictor._transforms.max_hole_area == 0 and seg.predictor._transforms.max_sprinkle_area == 0
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_checkpoint_with_code_is_refused_as_such(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"w": _RunsCode()}}, path)
+    with pytest.raises(CheckpointError, match="contains code or objects \\(posix.getcwd\\) that lift3d refuses") as err:
+        Sam2Segmenter(path, model=TINY, device="cpu")
+    assert "weights_only" not in str(err.value) and "corrupt" not in str(err.value)
 
 
 def test_sam2_version():

@@ -8,6 +8,7 @@ as MASt3R checkpoints are saved, and run the adapter on three photos of the shar
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -238,8 +239,32 @@ def test_filter_matches_exact():
     # kept: 0 and 5; 1 touches i's border, 2 touches j's border, 3 has low conf_i, 4 is on i's border
     np.testing.assert_array_equal(a, uv_i[[0, 5]])
     np.testing.assert_array_equal(b, uv_j[[0, 5]])
-    np.testing.assert_allclose(c, [2 / 3, 3 / 4])  # sqrt(4 * 1) = 2 -> 2/3; sqrt(9 * 1) = 3 -> 3/4
+    # on the shared scale, (c - min_conf) / (1 + c): sqrt(4 * 1) = 2 -> 1/3; sqrt(9 * 1) = 3 -> 1/2
+    np.testing.assert_allclose(c, [1 / 3, 1 / 2], rtol=1e-6)
     assert a.dtype == np.float32 and c.dtype == np.float32
+
+
+def test_match_confidence_is_0_at_the_providers_threshold_as_for_every_provider():
+    """`min_match_conf` means the same for MASt3R as for reprojection and flow: 0 at the
+    provider's own acceptance limit, 1 for a perfect match."""
+    from lift3d.consistency.tracker import MatchTable, TrackerConfig, track_points
+    from lift3d.recon.mast3r import DEFAULT_MATCH_MIN_CONF as m
+
+    raw = np.array([m, 1.2, 1.8, 1.9, 1e6])  # MASt3R descriptor confidence, the same on both sides
+    uv = np.array([[1.0, 1.0], [3.0, 1.0], [5.0, 1.0], [7.0, 1.0], [9.0, 1.0]])
+    a, b, conf = filter_matches(uv, uv, raw, raw, min_conf=m, size_i=(12, 4), size_j=(12, 4))
+    assert len(conf) == 5
+    np.testing.assert_allclose(conf, (raw - m) / (1 + raw), rtol=1e-6)
+    assert conf[0] == 0 and conf[-1] == pytest.approx(1, abs=1e-5) and np.all(np.diff(conf) > 0)
+    # with no threshold, the scale is the plain sigmoid c / (1 + c)
+    np.testing.assert_allclose(filter_matches(uv, uv, raw, raw, min_conf=0, size_i=(12, 4), size_j=(12, 4))[2],
+                               raw / (1 + raw), rtol=1e-6)
+    # the tracker's default threshold drops the matches just above MASt3R's own cut (1.2, 1.8:
+    # c / (1 + c) would have been 0.55 and 0.64) and keeps those well above it
+    table = MatchTable.build(a, b, conf, (12, 4))
+    mask = np.ones((4, 12), bool)
+    kept, _ = track_points(uv.astype(int), mask, table, size=(12, 4), min_conf=TrackerConfig().min_match_conf, radius=0)
+    np.testing.assert_array_equal(kept, uv[[3, 4]])
 
 
 def test_filter_matches_shapes_and_bad_input():
@@ -251,6 +276,69 @@ def test_filter_matches_shapes_and_bad_input():
         filter_matches(np.zeros((2, 3)), np.zeros((2, 3)), [1, 1], [1, 1], min_conf=1.0, size_i=(4, 4), size_j=(4, 4))
     with pytest.raises(InputError, match="min_conf"):
         filter_matches(np.zeros((1, 2)), np.zeros((1, 2)), [1], [1], min_conf=-1, size_i=(4, 4), size_j=(4, 4))
+
+
+# ---------------------------------------------------------------- the alignment call
+
+
+class _AlignmentSpy:
+    """Stands in for MASt3R's `sparse_global_alignment` result to record how it is called (no
+    network, no optimisation: the plumbing only; the real one is compared where MASt3R runs)."""
+
+    def __init__(self, sizes):
+        import torch
+
+        self.sizes, self.calls, self.torch = sizes, [], torch
+
+    def get_dense_pts3d(self, clean_depth=True, subsample=8):
+        self.calls.append({"clean_depth": clean_depth, "subsample": subsample})
+        t = self.torch
+        n = [w * h for w, h in self.sizes]
+        return [t.zeros(k, 3) for k in n], [t.ones(k) for k in n], [t.full((k,), 2.0) for k in n]
+
+    def get_focals(self):
+        return self.torch.full((len(self.sizes),), 100.0)
+
+    def get_principal_points(self):
+        return self.torch.tensor([[w / 2, h / 2] for w, h in self.sizes])
+
+    def get_im_poses(self):
+        return self.torch.eye(4).repeat(len(self.sizes), 1, 1)
+
+
+@pytest.mark.parametrize("subsample", [4, 8, 16])
+def test_dense_depth_is_asked_on_the_alignments_grid(monkeypatch, tmp_path, subsample):
+    import types
+
+    pytest.importorskip("torch")
+    from lift3d.recon import mast3r as m
+
+    sources = [m._Source(name=f"f{i}", path=tmp_path / f"f{i}.png", identity=f"id{i}", size=(40, 30)) for i in range(2)]
+    crops = [m.mast3r_crop(s.size, size=32) for s in sources]
+    spy = _AlignmentSpy([c.size for c in crops])
+    seen = {}
+
+    def sparse_global_alignment(*args, **kwargs):
+        seen.update(kwargs)
+        return spy
+
+    fakes = {
+        "dust3r.utils.image": {"load_images": lambda paths, size, verbose: [
+            {"true_shape": np.array([[c.size[1], c.size[0]]])} for c in crops]},
+        "mast3r.cloud_opt.sparse_ga": {"sparse_global_alignment": sparse_global_alignment},
+    }
+    for name, attrs in fakes.items():
+        parts = name.split(".")
+        for k in range(1, len(parts) + 1):
+            monkeypatch.setitem(sys.modules, ".".join(parts[:k]), types.ModuleType(".".join(parts[:k])))
+        for key, value in attrs.items():
+            setattr(sys.modules[name], key, value)
+    opts = m.Mast3rOptions(size=32, subsample=subsample)
+    m._run_alignment(sources, [(0, 1), (1, 0)], model=None, ga_dir=tmp_path / "ga", result_dir=tmp_path / "res",
+                     opts=opts, device="cpu")
+    assert seen["subsample"] == subsample
+    assert spy.calls == [{"clean_depth": True, "subsample": subsample}]
+    assert (tmp_path / "res" / "cameras.npz").is_file()
 
 
 # ---------------------------------------------------------------- install and checkpoint errors
@@ -322,6 +410,86 @@ def test_load_mast3r_bad_checkpoints(monkeypatch, tmp_path):
     torch.save({"model": {}, "args": argparse.Namespace(model="AsymmetricCroCo3DStereo(enc_depth=24)")}, dust3r)
     with pytest.raises(CheckpointError, match="not an AsymmetricMASt3R"):
         mast3r_model.load_mast3r(dust3r)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_checkpoint_with_code_is_refused_as_such(monkeypatch, tmp_path):
+    import torch
+
+    from lift3d.recon import mast3r_model
+
+    monkeypatch.setattr(mast3r_model, "require_mast3r", lambda: None)
+    for name, obj in (("code", {"model": {}, "args": _RunsCode()}), ("object", {"model": {"w": np.zeros(2)}})):
+        path = tmp_path / f"{name}.pth"
+        torch.save(obj, path)
+        with pytest.raises(CheckpointError, match="that lift3d refuses to unpickle") as err:
+            mast3r_model.load_mast3r(path)
+        msg = str(err.value)
+        assert str(path) in msg and "weights_only" not in msg and "truncated" not in msg and err.value.__cause__ is None
+    assert "(posix.getcwd)" in str(pytest.raises(CheckpointError, mast3r_model.load_mast3r, tmp_path / "code.pth").value)
+
+
+def test_only_known_class_names_reach_mast3r():
+    for key, known, value in (("patch_embed_cls", "ManyAR_PatchEmbed", "__import__('os').getcwd()"),
+                              ("head_type", "catmlp+dpt", "catconv:x=__import__('os')")):
+        text = RELEASED_MODEL_STRING.replace(f"{key}={known!r}", f"{key}={value!r}")
+        assert text != RELEASED_MODEL_STRING
+        with pytest.raises(ValueError, match=f"{key}=.*lift3d builds only"):
+            model_config(argparse.Namespace(model=text))
+    assert model_config(argparse.Namespace(model=TINY_MODEL_STRING))["head_type"] == "catconv"
+
+
+# run under python -O, where dust3r's `assert patch_embed_cls in [...]` before its `eval` is gone;
+# where MASt3R is not importable, a stand-in for mast3r.model does what dust3r does with the string
+_UNDER_O = """
+import argparse, sys, types
+from pathlib import Path
+import torch
+from lift3d.errors import CheckpointError, NotInstalledError
+from lift3d.recon import mast3r_model
+
+assert sys.flags.optimize == 1
+marker, ckpt = Path(sys.argv[1]), Path(sys.argv[2])
+try:
+    mast3r_model.require_mast3r()
+except NotInstalledError:
+    class AsymmetricMASt3R(torch.nn.Module):
+        def __init__(self, patch_embed_cls, **kwargs):  # dust3r.patch_embed.get_patch_embed
+            super().__init__()
+            assert patch_embed_cls in ["PatchEmbedDust3R", "ManyAR_PatchEmbed"]
+            eval(patch_embed_cls)
+    model = types.ModuleType("mast3r.model")
+    model.AsymmetricMASt3R = AsymmetricMASt3R
+    sys.modules.update({"mast3r": types.ModuleType("mast3r"), "mast3r.model": model})
+    mast3r_model.require_mast3r = lambda: None
+try:
+    mast3r_model.load_mast3r(ckpt)
+except CheckpointError as e:
+    print("refused:", e)
+except Exception as e:
+    print("failed:", type(e).__name__)
+print("code ran" if marker.exists() else "no code ran")
+"""
+
+
+def test_crafted_checkpoint_runs_no_code_under_python_O(tmp_path):
+    import torch
+
+    marker = tmp_path / "marker"
+    payload = f"__import__('pathlib').Path({str(marker)!r}).touch() or 'PatchEmbedDust3R'"
+    crafted = RELEASED_MODEL_STRING.replace("'ManyAR_PatchEmbed'", repr(payload))
+    assert parse_model_string(crafted)[1]["patch_embed_cls"] == payload  # a plain string literal to the parser
+    path = tmp_path / "crafted.pth"
+    torch.save({"model": {}, "args": argparse.Namespace(model=crafted)}, path)
+    out = subprocess.run([sys.executable, "-O", "-c", _UNDER_O, str(marker), str(path)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "no code ran" in out.stdout and not marker.exists(), out.stdout
+    assert "refused:" in out.stdout and "patch_embed_cls=" in out.stdout and "lift3d builds only" in out.stdout
 
 
 RELEASED_MODEL_STRING = (
@@ -434,6 +602,33 @@ def test_adapter_end_to_end_on_three_photos(tiny_checkpoint, shared_data, tmp_pa
     print(f"\n[mast3r tiny] 3 photos: align {t_align:.2f} s, cached rerun {t_rerun:.2f} s; "
           f"frames {frames[0].image.shape}, valid {[round(float(f.valid.mean()), 3) for f in frames]}, "
           f"focals {[round(float(f.K[0, 0]), 1) for f in frames]}, matches(0, 1) {len(uv_i)}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("subsample", [4, 8, 16])
+def test_dense_depth_is_upstreams_at_any_subsample(tiny_checkpoint, shared_data, tmp_path, monkeypatch, subsample):
+    """Our frames' depth is MASt3R's `get_dense_pts3d(subsample=...)` on the alignment's own grid
+    (before the fix: 16 crashed with an IndexError, 4 read depth at the wrong pixels)."""
+    from mast3r.cloud_opt import sparse_ga
+
+    from lift3d.recon import mast3r as m
+
+    photos = sorted((shared_data / "photos" / "nle_tower").glob("*.jpg"))[:2]
+    if len(photos) < 2:
+        pytest.skip("photos/nle_tower not found")
+    kept = []
+    real = sparse_ga.sparse_global_alignment
+    monkeypatch.setattr(sparse_ga, "sparse_global_alignment", lambda *a, **k: kept.append(real(*a, **k)) or kept[-1])
+    scene = m.reconstruct_mast3r(photos, checkpoint=tiny_checkpoint, cache_dir=tmp_path / "cache", size=160,
+                                 niter1=10, niter2=10, working_size=(120, 160),
+                                 options=m.Mast3rOptions(subsample=subsample))
+    assert len(list(scene)) == 2 and len(kept) == 1
+    _, depthmaps, _ = kept[0].get_dense_pts3d(clean_depth=True, subsample=subsample)
+    files = sorted((tmp_path / "cache").rglob("frames/*.npz"))
+    assert len(files) == 2
+    for f, d in zip(files, depthmaps, strict=True):
+        with np.load(f) as data:
+            np.testing.assert_array_equal(data["depth"].ravel(), d.detach().cpu().numpy().astype(np.float32))
 
 
 @pytest.mark.slow
