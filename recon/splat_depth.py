@@ -143,7 +143,12 @@ def _tile_rects(means2d, radii, size, tile_size: int = TILE_SIZE) -> np.ndarray:
 
 
 def _render_depth_numba(means, quats, scales, opacities, K, T_world_camera, size) -> tuple[np.ndarray, np.ndarray]:
-    from lift3d.recon import splat_depth_kernels as kern
+    import warnings
+
+    with warnings.catch_warnings():
+        # numba warns once that an old TBB is installed, then uses its own thread pool: nothing to act on
+        warnings.filterwarnings("ignore", message=".*TBB.*")
+        from lift3d.recon import splat_depth_kernels as kern
 
     W, H = size
     keep, means2d, conics, depths, radii = _project(means, quats, scales, opacities, K, T_world_camera, size)

@@ -2,8 +2,8 @@
 
 What a 3DGS user has, without the training: the synthetic scan (`lift3d.recon.synthetic`) seen
 from its orbit of cameras, written as a COLMAP text model with its colour images, and a
-3DGS PLY with one flat splat per mesh vertex that some camera sees (a 3DGS holds splats only
-where its cameras looked): centred on the vertex, a disc in the surface's tangent plane with a
+3DGS PLY with one flat splat per mesh vertex that some camera sees unoccluded (a 3DGS holds
+splats only where its cameras looked): centred on the vertex, a disc in the surface's tangent plane with a
 standard deviation of half the vertex's mean edge length (so neighbouring splats overlap into a
 closed surface), 1/20 of that along the normal, opacity 0.95, its colour the vertex's. No depth
 is written: it has to come from the splats.
@@ -107,6 +107,7 @@ def make_splat_scene(out_dir: str | Path, *, n_frames: int = 8, size: tuple[int,
     import json
 
     import open3d as o3d
+    from PIL import Image
     from plyfile import PlyData
 
     from lift3d.recon.geometry import project
@@ -120,12 +121,14 @@ def make_splat_scene(out_dir: str | Path, *, n_frames: int = 8, size: tuple[int,
         name = scan_dir.name
         scan = read_scannet_export(scan_dir)
         K = np.loadtxt(scan_dir / "intrinsic" / "intrinsic_color.txt")[:3, :3]
-        color_size = (size[0] * 2, size[1] * 2)
-        poses, names = [], []
+        color_size = (size[0] * 2, size[1] * 2)  # make_synthetic_scene's colour_scale
+        poses, names, depths = [], [], []
         for frame_name in scan.frame_names:
             shutil.copyfile(scan_dir / "color" / f"{frame_name}.jpg", out / "images" / f"{frame_name}.jpg")
             poses.append(np.loadtxt(scan_dir / "pose" / f"{frame_name}.txt"))
             names.append(f"{frame_name}.jpg")
+            depths.append(np.asarray(Image.open(scan_dir / "depth" / f"{frame_name}.png"), np.float64) / 1000)
+        K_depth = np.loadtxt(scan_dir / "intrinsic" / "intrinsic_depth.txt")[:3, :3]
         ply = PlyData.read(str(scan_dir / f"{name}_vh_clean_2.ply"))
         vx = ply["vertex"].data
         verts = np.stack([vx["x"], vx["y"], vx["z"]], axis=1).astype(np.float64)
@@ -140,11 +143,17 @@ def make_splat_scene(out_dir: str | Path, *, n_frames: int = 8, size: tuple[int,
     mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(verts), o3d.utility.Vector3iVector(faces))
     mesh.compute_vertex_normals()
     normals = np.asarray(mesh.vertex_normals)
+    # seen: in front of some camera, inside its image, and not hidden (its z within 2 cm of the
+    # ray-cast depth there): a trained 3DGS has no splats where no camera looked
     seen = np.zeros(len(verts), bool)
-    for T in poses:
-        uv, z = project(verts, K, T)
+    for T, depth in zip(poses, depths, strict=True):
+        uv, z = project(verts, K_depth, T)
         with np.errstate(invalid="ignore"):
-            seen |= (z > 0) & (uv[:, 0] >= -0.5) & (uv[:, 0] < color_size[0] - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < color_size[1] - 0.5)
+            u, v = np.rint(uv[:, 0]), np.rint(uv[:, 1])
+            inside = (z > 0) & (u >= 0) & (u < size[0]) & (v >= 0) & (v < size[1])
+        d = np.zeros(len(verts))
+        d[inside] = depth[v[inside].astype(np.int64), u[inside].astype(np.int64)]
+        seen |= inside & (d > 0) & (np.abs(d - z) < 0.02)
     spacing = _vertex_spacing(verts, faces)
     keep = seen & (spacing > 0)
     _write_colmap_text(out / "sparse" / "0", K, color_size, poses, names)
