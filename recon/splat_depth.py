@@ -145,21 +145,22 @@ def _tile_rects(means2d, radii, size, tile_size: int = TILE_SIZE) -> np.ndarray:
 def _render_depth_numba(means, quats, scales, opacities, K, T_world_camera, size) -> tuple[np.ndarray, np.ndarray]:
     import warnings
 
-    with warnings.catch_warnings():
-        # numba warns once that an old TBB is installed, then uses its own thread pool: nothing to act on
-        warnings.filterwarnings("ignore", message=".*TBB.*")
-        from lift3d.recon import splat_depth_kernels as kern
+    from lift3d.recon import splat_depth_kernels as kern
 
     W, H = size
     keep, means2d, conics, depths, radii = _project(means, quats, scales, opacities, K, T_world_camera, size)
     order = np.argsort(depths, kind="stable")
     rects = _tile_rects(means2d[order], radii[order], size)
-    offsets, ids = kern.bin_tiles(rects, -(-W // TILE_SIZE), -(-H // TILE_SIZE))
-    acc, alpha = kern.composite_depth(
-        np.ascontiguousarray(means2d[order]), np.ascontiguousarray(conics[order]),
-        np.ascontiguousarray(opacities[keep][order]), np.ascontiguousarray(depths[order]),
-        offsets, ids, W, H, TILE_SIZE, ALPHA_MAX, ALPHA_MIN, T_MIN,
-    )
+    with warnings.catch_warnings():
+        # numba says on its first parallel launch that the installed TBB is too old and then uses
+        # its own thread pool: nothing for the user to act on
+        warnings.filterwarnings("ignore", message=".*TBB.*")
+        offsets, ids = kern.bin_tiles(rects, -(-W // TILE_SIZE), -(-H // TILE_SIZE))
+        acc, alpha = kern.composite_depth(
+            np.ascontiguousarray(means2d[order]), np.ascontiguousarray(conics[order]),
+            np.ascontiguousarray(opacities[keep][order]), np.ascontiguousarray(depths[order]),
+            offsets, ids, W, H, TILE_SIZE, ALPHA_MAX, ALPHA_MIN, T_MIN,
+        )
     return acc / np.maximum(alpha, 1e-10), alpha
 
 
