@@ -44,14 +44,23 @@ class SegmentConfig:
         "sam2_hiera_t", "sam2_hiera_s", "sam2_hiera_b+", "sam2_hiera_l",
     ] = "sam2.1_hiera_l"
     """SAM 2 architecture of the checkpoint (pip install 'lift3d[sam2]')."""
-    recon: Literal["auto", "depth", "mast3r"] = "auto"
-    """Geometry: sensor depth + poses, or MASt3R for image-only scenes; auto picks depth when present."""
-    matches: Literal["auto", "reprojection", "mast3r"] = "auto"
-    """Correspondences for tracking: exact reprojection (needs depth + poses) or MASt3R."""
+    recon: Literal["auto", "depth", "mast3r", "splats"] = "auto"
+    """Geometry: sensor depth + poses, MASt3R for image-only scenes, or depth rendered from --splats at
+    the scene's cameras (COLMAP, transforms.json); auto picks depth, then splats, then MASt3R (with
+    --mast3r-checkpoint), else none: a video or image folder is tracked by flow, 2D outputs only."""
+    matches: Literal["auto", "reprojection", "mast3r", "flow"] = "auto"
+    """Correspondences for tracking: exact reprojection (needs depth + poses), MASt3R, or forward-backward
+    checked optical flow between consecutive frames (the default without geometry)."""
     mast3r_checkpoint: Path | None = None
     """MASt3R checkpoint for --recon/--matches mast3r."""
     splats: Path | None = None
-    """A trained 3DGS PLY in the scene's world frame: written back labeled as splats.ply."""
+    """A trained 3DGS PLY in the scene's world frame: written back labeled as splats.ply; on a posed
+    scene without depth (COLMAP, transforms.json) the depth of every view is rendered from it."""
+    splat_min_alpha: float = 0.5
+    """Depth rendered from --splats: pixels whose accumulated opacity is below this have no depth."""
+    splat_min_fit: float = 0.5
+    """Refuse --splats when fewer than this share of splat centres lie inside some camera's view
+    (splats and cameras in different world frames)."""
     device: str = "auto"
     """Torch device for the models: auto, cpu, cuda, cuda:1 ..."""
     eps: float = 0.02

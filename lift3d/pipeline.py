@@ -24,6 +24,7 @@ import numpy as np
 from lift3d.config import SegmentConfig
 from lift3d.consistency.labelmaps import read_label_map, write_label_map
 from lift3d.errors import InputError
+from lift3d.geometry_source import check_splats_fit, choose_geometry, splat_depth_scene
 from lift3d.recon.files import atomic_path, scratch_dir
 from lift3d.recon.scene import Scene, parse_frame_range
 from lift3d.recon.superpoints import Superpoints
@@ -81,17 +82,16 @@ def prepare_scene(cfg: SegmentConfig) -> tuple[Scene, dict]:
     scene = load_scene(cfg.scene, format=cfg.format, size=cfg.size)
     scene = select_frames(scene, frames=cfg.frames, max_frames=cfg.max_frames)
     backends: dict = {}
-    recon = cfg.recon
-    if recon == "auto":
-        recon = "depth" if scene.has_geometry else "mast3r"
+    recon = choose_geometry(scene, recon=cfg.recon, matches=cfg.matches, splats=cfg.splats, mast3r_checkpoint=cfg.mast3r_checkpoint)
+    if cfg.splats is not None:
+        # before anything is tracked: splats from another scene would label almost nothing
+        check_splats_fit(scene, cfg.splats, min_fit=cfg.splat_min_fit)
     if recon == "depth":
-        if not scene.has_geometry:
-            raise InputError(
-                scene.root,
-                f"this {scene.kind} scene has no depth + poses; use --recon mast3r "
-                "(needs MASt3R and --mast3r-checkpoint)",
-            )
         backends["geometry"] = "depth+poses"
+    elif recon == "splats":
+        scene, backends["geometry"] = splat_depth_scene(scene, cfg.splats, min_alpha=cfg.splat_min_alpha, device=cfg.device)
+    elif recon == "none":
+        backends["geometry"] = "none (no depth, poses + splats or MASt3R): 2D label maps only"
     else:
         from lift3d.recon.mast3r import mast3r_scene, require_mast3r
 
@@ -105,15 +105,22 @@ def prepare_scene(cfg: SegmentConfig) -> tuple[Scene, dict]:
         backends["geometry"] = "mast3r"
     matches = cfg.matches
     if matches == "auto":
-        matches = "mast3r" if recon == "mast3r" else "reprojection"
+        matches = {"mast3r": "mast3r", "none": "flow"}.get(recon, "reprojection")
     if matches == "mast3r" and recon != "mast3r":
         from lift3d.recon.mast3r import attach_mast3r_matches
 
         if cfg.mast3r_checkpoint is None:
             raise InputError(None, "--matches mast3r needs --mast3r-checkpoint PATH")
         scene = attach_mast3r_matches(scene, checkpoint=cfg.mast3r_checkpoint, device=resolve_device(cfg.device), size=cfg.mast3r.size)
-    if matches == "reprojection" and recon != "depth":
-        raise InputError(None, "--matches reprojection needs sensor depth + poses (--recon depth)")
+    if matches == "reprojection" and recon not in ("depth", "splats"):
+        raise InputError(None, "--matches reprojection needs depth + poses (sensor depth, or --splats on a posed scene)")
+    if matches == "flow":
+        import dataclasses
+
+        from lift3d.recon.flow import CachedFlowMatches
+
+        scene = dataclasses.replace(scene, match_fn=CachedFlowMatches())
+        matches = "flow (OpenCV DIS, forward-backward checked < 1 px, every 4th pixel)"
     backends["matches"] = matches
     return scene, backends
 
@@ -202,6 +209,11 @@ def scene_points(scene: Scene, cfg: SegmentConfig) -> ScenePoints:
             logger.warning("%s has no faces: superpoints over a k-NN graph of its vertices", scene.mesh_path)
             faces = None
         source = f"mesh vertices of {scene.mesh_path.name}"
+    elif scene.meta.get("depth_source") == "splats":
+        from lift3d.splats import splat_points
+
+        xyz, rgb = splat_points(cfg.splats)
+        source = f"splat centres of {Path(cfg.splats).name}"
     else:
         xyz, rgb = fuse_pointmaps(_progress(iter(scene), total=len(scene), desc="fuse points"), voxel_size=cfg.voxel_size)
         source = f"fused pointmaps, voxel {cfg.voxel_size} m"
@@ -260,6 +272,12 @@ def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: 
         superpoint_view_table,
         vote_superpoints,
     )
+
+    if points is None:
+        from lift3d.video import NO_3D_NOTE
+
+        logger.info("%s: %s", scene.name, NO_3D_NOTE)
+        return {"outputs_3d": False, "note": NO_3D_NOTE, "_labels": np.zeros(0, np.int32), "_confidence": np.zeros(0, np.float32), "_merged": {}}
 
     xyz, rgb = points.xyz, points.rgb
     info: dict = {"points": points.source, "vote": cfg.vote}
@@ -437,42 +455,48 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
     write_cameras_and_instances(scene, masks_dir, out, point_labels, point_conf, merged)
     t = lap("lifting", t)
 
-    # streamed: one frame and one tile of space in memory at a time, whatever the frame count;
-    # its spill files and h.npy live in a private scratch folder, removed on exit (and by the
-    # next run if this one is killed outright)
-    from lift3d.consistency.metric_stream import consistency_score_stream, label_frame_loader
+    if not scene.has_geometry:
+        from lift3d.video import metrics_without_geometry
 
-    with scratch_dir(out) as scratch:
-        h_dir = scratch / "h"
-        load, _ = label_frame_loader(scene, masks_dir, scene.size)
-        metric = consistency_score_stream(load, len(scene), eps=cfg.eps, per_pixel_dir=h_dir if cfg.preview else None,
-                                          work_dir=scratch, max_points=cfg.metric_max_points,
-                                          pairwise=cfg.metric_pairwise)
+        metrics = metrics_without_geometry(scene, masks_dir, out, cfg, track=track, lifting=lifted, backends=backends)
         t = lap("metric", t)
-        metrics = metric.to_json()
-        metrics.update({
-            "masks_per_frame": track["masks_per_frame"],
-            "mean_masks_per_frame": float(np.mean(track["masks_per_frame"])) if track["masks_per_frame"] else 0.0,
-            "ids": track["ids"],
-            "frames": len(scene),
-            "size": list(scene.size),
-            "lifting": lifted,
-            "backends": backends,
-        })
-        if cfg.preview:
-            from lift3d.consistency.metric_stream import read_h_frame
-            from lift3d.viewers.heatmap import write_heatmap_frames, write_heatmap_sheet
-            from lift3d.viewers.overlay import write_previews
+    else:
+        # streamed: one frame and one tile of space in memory at a time, whatever the frame count;
+        # its spill files and h.npy live in a private scratch folder, removed on exit (and by the
+        # next run if this one is killed outright)
+        from lift3d.consistency.metric_stream import consistency_score_stream, label_frame_loader
 
-            h_frames = (read_h_frame(h_dir, i) for i in range(len(scene)))
-            write_heatmap_frames(out / "preview" / "heatmaps", h_frames, scene.frame_names)
-            write_heatmap_sheet(out / "preview" / "heatmap_sheet.png", metric.per_pixel, scene.frame_names)
-            write_previews(out, scene, masks_dir, baseline_dir=out / "baseline" / "masks" if cfg.baseline else None)
-            from lift3d.viewers.render import write_point_renders
+        with scratch_dir(out) as scratch:
+            h_dir = scratch / "h"
+            load, _ = label_frame_loader(scene, masks_dir, scene.size)
+            metric = consistency_score_stream(load, len(scene), eps=cfg.eps, per_pixel_dir=h_dir if cfg.preview else None,
+                                              work_dir=scratch, max_points=cfg.metric_max_points,
+                                              pairwise=cfg.metric_pairwise)
+            t = lap("metric", t)
+            metrics = metric.to_json()
+            metrics.update({
+                "masks_per_frame": track["masks_per_frame"],
+                "mean_masks_per_frame": float(np.mean(track["masks_per_frame"])) if track["masks_per_frame"] else 0.0,
+                "ids": track["ids"],
+                "frames": len(scene),
+                "size": list(scene.size),
+                "lifting": lifted,
+                "backends": backends,
+            })
+            if cfg.preview:
+                from lift3d.consistency.metric_stream import read_h_frame
+                from lift3d.viewers.heatmap import write_heatmap_frames, write_heatmap_sheet
+                from lift3d.viewers.overlay import write_previews
 
-            write_point_renders(out / "preview" / "renders", out / "points.ply", out / "cameras.json")
-            t = lap("previews", t)
-        metric.per_pixel = None  # unmap h.npy before its folder is removed
+                h_frames = (read_h_frame(h_dir, i) for i in range(len(scene)))
+                write_heatmap_frames(out / "preview" / "heatmaps", h_frames, scene.frame_names)
+                write_heatmap_sheet(out / "preview" / "heatmap_sheet.png", metric.per_pixel, scene.frame_names)
+                write_previews(out, scene, masks_dir, baseline_dir=out / "baseline" / "masks" if cfg.baseline else None)
+                from lift3d.viewers.render import write_point_renders
+
+                write_point_renders(out / "preview" / "renders", out / "points.ply", out / "cameras.json")
+                t = lap("previews", t)
+            metric.per_pixel = None  # unmap h.npy before its folder is removed
     timings["total"] = round(time.perf_counter() - t_start, 3)
     metrics["timings"] = timings
     write_json(out / "metrics.json", metrics)
@@ -482,6 +506,7 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
         "config": config_to_json(cfg),
         "scene": {"name": scene.name, "root": str(scene.root.resolve()), "kind": scene.kind, "frames": scene.frame_names, "meta": scene.meta},
         "backends": backends,
+        **({} if scene.has_geometry else {"outputs_3d": False, "note": lifted["note"]}),
         "checkpoints": {"sam": _checkpoint_record(cfg.sam_checkpoint), "mast3r": _checkpoint_record(cfg.mast3r_checkpoint)},
         "versions": _versions(),
         "seed": cfg.seed,
@@ -491,5 +516,7 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
         from lift3d.viewers.report import write_report
 
         write_report(out)
-    logger.info("%s: H = %.4f over %d pixels, %d IDs -> %s", scene.name, metrics["H"], metrics["pixels"], track["ids"], out)
+    over = f"{metrics['pixels']} pixels" if "pixels" in metrics else f"{metrics['matches']} consecutive-frame flow matches"
+    h = "n/a" if metrics["H"] is None else f"{metrics['H']:.4f}"
+    logger.info("%s: H = %s over %s, %d IDs -> %s", scene.name, h, over, track["ids"], out)
     return out

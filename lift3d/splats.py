@@ -156,6 +156,17 @@ def write_splats(
     write_ply(path, out, comments=splats.comments)
 
 
+def splat_points(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The splat centres of a 3DGS PLY as a point cloud: xyz [N, 3] float32, rgb [N, 3] uint8.
+
+    Colours from the zeroth-order SH coefficients, grey when the file has none.
+    """
+    splats = read_splats(path)
+    colors = splats.colors
+    rgb = np.full((len(splats), 3), 128, np.uint8) if colors is None else np.round(colors * 255).astype(np.uint8)
+    return splats.means, rgb
+
+
 # --- splat weights -----------------------------------------------------------------------------
 
 

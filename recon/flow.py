@@ -113,3 +113,21 @@ def flow_matches(
 def flow_match_fn(frame_i: Frame, frame_j: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`Scene.match_fn` for video without depth: `flow_matches` on the two frames' images."""
     return flow_matches(frame_i.image, frame_j.image)
+
+
+class CachedFlowMatches:
+    """`Scene.match_fn` by `flow_matches`, each ordered frame pair computed once and kept.
+
+    The tracker asks for (t - 1, t) and the consecutive-frame metric for the same pairs again;
+    matches at stride 4 are ~50 KB a 640x360 pair, so a video's worth stays in memory.
+    """
+
+    def __init__(self, *, stride: int = 4):
+        self.stride = stride
+        self._pairs: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, frame_i: Frame, frame_j: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        key = (frame_i.index, frame_j.index)
+        if key not in self._pairs:
+            self._pairs[key] = flow_matches(frame_i.image, frame_j.image, stride=self.stride)
+        return self._pairs[key]

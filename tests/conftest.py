@@ -39,3 +39,12 @@ def synthetic_gt(synthetic_scene_dir) -> np.ndarray:
     from lift3d.recon import load_scene
 
     return read_gt_instances(synthetic_scene_dir, load_scene(synthetic_scene_dir).frame_names)
+
+
+@pytest.fixture(scope="session")
+def splat_scene_dir(tmp_path_factory) -> Path:
+    """The synthetic scene as COLMAP cameras + images + point_cloud.ply (one splat per seen vertex),
+    no depth, with `splat_instances.npy` the GT instance of each splat."""
+    from lift3d.recon.synthetic_splats import make_splat_scene
+
+    return make_splat_scene(tmp_path_factory.mktemp("splat_scene") / "S", n_frames=8, size=(128, 96))

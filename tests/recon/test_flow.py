@@ -112,3 +112,26 @@ def test_bad_input():
         flow_matches(image, image, fb_thresh=0)
     with pytest.raises(InputError, match="preset"):
         flow_matches(image, image, preset="slow")
+
+
+def test_cached_flow_matches_computes_each_pair_once(monkeypatch):
+    import lift3d.recon.flow as flow
+    from lift3d.recon.scene import Frame
+
+    calls = []
+    real = flow.flow_matches
+
+    def counted(a, b, **kw):
+        calls.append(1)
+        return real(a, b, **kw)
+
+    monkeypatch.setattr(flow, "flow_matches", counted)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    frames = [Frame(name=str(i), index=i, image=np.roll(image, i, axis=1), K=np.eye(3, dtype=np.float32)) for i in range(3)]
+    provider = flow.CachedFlowMatches(stride=2)
+    first = provider(frames[0], frames[1])
+    again = provider(frames[0], frames[1])
+    provider(frames[1], frames[2])
+    assert len(calls) == 2 and again is first
+    assert len(first[0]) > 0
