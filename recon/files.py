@@ -76,6 +76,36 @@ def check_intrinsics(K: np.ndarray, path: Path) -> np.ndarray:
     return K
 
 
+def pose_problem(T_world_camera: np.ndarray, *, tol: float = 1e-3) -> str | None:
+    """Why a [4, 4] cam2world is not a usable camera pose (None: it is one).
+
+    A rotation part that is not orthonormal with det +1 (all zeros, a scale, a mirror) would put
+    every point of the frame in the wrong place without any other sign, so such frames are
+    dropped like the non-finite poses of lost tracking. `tol` bounds |R^T R - I| and |det R - 1|
+    (text files round to ~6 digits).
+    """
+    T = np.asarray(T_world_camera, np.float64)
+    if not np.all(np.isfinite(T)):
+        return "non-finite pose (tracking lost)"
+    R = T[:3, :3]
+    if np.abs(R.T @ R - np.eye(3)).max() > tol or abs(np.linalg.det(R) - 1) > tol:
+        return "pose is not rigid (its rotation part is not orthonormal with det +1)"
+    if np.abs(T[3] - (0, 0, 0, 1)).max() > tol:
+        return "pose's last row is not 0 0 0 1"
+    return None
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(W, H) of an image file, from its header only."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InputError(path, f"cannot decode image ({e.__class__.__name__}: {e})") from None
+
+
 def numeric_sort_key(name: str) -> tuple:
     """Sort `2.jpg` before `10.jpg`, and non-numeric names after, alphabetically."""
     stem = Path(name).stem
