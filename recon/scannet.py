@@ -39,7 +39,10 @@ def is_scannet_export(root: Path) -> bool:
 def find_mesh(root: Path, name: str) -> Path | None:
     """The scan's own mesh, `<scene>_vh_clean_2.ply`, which the ScanNet benchmark scores."""
     p = Path(root) / f"{name}_vh_clean_2.ply"
-    return p if p.is_file() else None
+    try:
+        return p if p.is_file() else None
+    except OSError:  # a scene name too long to name its mesh has none
+        return None
 
 
 def read_scannet_export(
