@@ -122,7 +122,9 @@ def run_batch(cmd) -> dict:
     from tqdm.auto import tqdm
 
     from lift3d.pipeline import build_segmenter, write_json
+    from lift3d.run_folder import check_options
 
+    check_options(cmd.segment)  # once, before any scene: every scene would fail the same way
     out_root = Path(cmd.out)
     out_root.mkdir(parents=True, exist_ok=True)
     scenes = expand_scenes(cmd.scenes)

@@ -243,6 +243,11 @@ def claim(out: Path, fp: dict, *, resume: bool) -> Iterator[RunFolder]:
             if diffs:
                 raise InputError(out, "--resume: the label maps here were made with other settings ("
                                       + "; ".join(diffs[:6]) + "); rerun without --resume or use another --out")
+        # only what a lift3d run left is removed: --out may name a folder of the user's own
+        ours = recorded is not None or any((out / name).is_file() for name in SEAL)
+        if existing and not ours:
+            raise InputError(masks, f"holds {len(existing)} PNG file(s) that no recorded lift3d run made; "
+                                    "remove them or give another --out")
         # from here on the folder holds no complete result until this run seals it
         for name in SEAL:
             _remove(out / name)
@@ -252,8 +257,9 @@ def claim(out: Path, fp: dict, *, resume: bool) -> Iterator[RunFolder]:
         for p in existing:
             if p.stem not in keep:
                 p.unlink()
-        for name in OUTPUTS:  # only label maps resume; a stale splats.ply must not outlive its run
-            _remove(out / name)
+        if ours:
+            for name in OUTPUTS:  # only label maps resume; a stale splats.ply must not outlive its run
+                _remove(out / name)
         _write_fingerprint(out / FINGERPRINT, fp)
         try:
             masks.mkdir(exist_ok=True)

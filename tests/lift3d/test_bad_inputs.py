@@ -433,3 +433,24 @@ def test_pose_problem_reference():
     assert "not rigid" in pose_problem(mirror)
     scaled = np.diag([2.0, 2.0, 2.0, 1.0])
     assert "not rigid" in pose_problem(scaled)
+
+
+def test_a_folder_of_the_users_own_is_not_emptied(synthetic_scene_dir, tmp_path, capsys):
+    out = tmp_path / "project"
+    (out / "masks").mkdir(parents=True)
+    (out / "masks" / "mine.png").write_bytes(b"png")
+    (out / "scannet").mkdir()
+    (out / "scannet" / "notes.txt").write_text("keep")
+    assert _segment(synthetic_scene_dir, out, "--max-frames", "2") == 2
+    msg = _error(capsys)
+    assert str(out / "masks") in msg and "no recorded lift3d run" in msg
+    assert (out / "masks" / "mine.png").is_file() and (out / "scannet" / "notes.txt").is_file()
+
+
+def test_batch_checks_the_options_once_before_any_scene(synthetic_scene_dir, tmp_path, capsys):
+    root = tmp_path / "scans"
+    shutil.copytree(synthetic_scene_dir, root / synthetic_scene_dir.name)
+    rc = entrypoint(["batch", "--scenes", str(root / "scene*"), "--out", str(tmp_path / "runs"), "--engine", "local",
+                     "--segment.eps", "nan"])
+    assert rc == 2 and "--eps" in _error(capsys)
+    assert not (tmp_path / "runs" / synthetic_scene_dir.name).exists()
