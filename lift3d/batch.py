@@ -158,14 +158,24 @@ def run_batch(cmd) -> dict:
         from ray.util import ActorPool
 
         started_here = not ray.is_initialized()
-        if started_here:
-            sigterm = _sigterm_handler()
-            ray.init(address=cmd.address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
-            # ray.init replaces the SIGTERM handler with one that aborts (SIGABRT and a native
-            # dump): put the CLI's back, so SIGTERM unwinds like Ctrl-C through the `finally`
-            # below, which shuts down the Ray processes this batch started
-            _restore_sigterm(sigterm)
+        sigterm = _sigterm_handler() if started_here else None
+        terminated = []
         try:
+            if started_here:
+                try:
+                    ray.init(address=cmd.address, ignore_reinit_error=True, include_dashboard=False,
+                             log_to_driver=False)
+                    # ray.init replaces the SIGTERM handler (with one that exits, or aborts with a
+                    # native dump once the workers run). Ray's blocking calls let only
+                    # KeyboardInterrupt through cleanly (any other exception from a handler comes
+                    # out as a SystemError), so SIGTERM raises that here and is handed to the
+                    # CLI's own handler once Ray is shut down
+                    _set_sigterm(lambda signum, frame: (terminated.append(signum), _raise_interrupt()))
+                except SystemExit as e:  # SIGTERM while ray.init ran, after it took the signal
+                    if e.code != _SIGTERM:
+                        raise
+                    terminated.append(_SIGTERM)
+                    raise KeyboardInterrupt from None
             cpus = ray.cluster_resources().get("CPU", 1)
             n_workers = max(1, min(len(todo), int(cpus // max(cmd.cpus_per_scene, 1e-3)) or 1))
             if cmd.gpus_per_scene > 0:
@@ -179,7 +189,10 @@ def run_batch(cmd) -> dict:
                 bar.update()
         finally:
             if started_here:
-                ray.shutdown()
+                ray.shutdown()  # ends the Ray processes this batch started, the actors with them
+                _set_sigterm(sigterm)
+                if terminated and callable(sigterm):
+                    sigterm(terminated[0], None)  # the CLI's: raises its own "terminated" exception
     bar.close()
     save()
     print(summary_table(records))
@@ -193,11 +206,18 @@ def _sigterm_handler():
     return signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
 
 
-def _restore_sigterm(handler) -> None:
+_SIGTERM = 15  #: signal.SIGTERM on every POSIX system (Ray's handler exits with it)
+
+
+def _set_sigterm(handler) -> None:
     import signal
 
     if handler is not None:
         signal.signal(signal.SIGTERM, handler)
+
+
+def _raise_interrupt():
+    raise KeyboardInterrupt
 
 
 def summary_table(records: dict[str, dict]) -> str:

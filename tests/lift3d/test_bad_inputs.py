@@ -379,7 +379,9 @@ def test_sigterm_during_a_ray_batch_ends_cleanly(synthetic_scene_dir, tmp_path, 
     real = ActorPool.map_unordered
 
     def terminated_midway(self, fn, values):
-        os.kill(os.getpid(), signal.SIGTERM)  # after ray.init: Ray's own handler would abort
+        # after ray.init (whose own handler aborts), while the driver blocks in ray.wait: the
+        # actors are still importing lift3d half a second in
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
         yield from real(self, fn, values)
 
     monkeypatch.setattr(ActorPool, "map_unordered", terminated_midway)
