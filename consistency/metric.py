@@ -594,6 +594,7 @@ def run_metric(
     out_json: str | Path | None = None,
     max_points: int | None = None,
     pairwise: bool = True,
+    frame_names: list[str] | None = None,
 ) -> dict:
     """`lift3d metric`: H (and pairwise) of a masks folder, or of per-frame features, on a scene.
 
@@ -607,18 +608,21 @@ def run_metric(
         max_points: labeled points held at once by the streamed metric (its memory bound);
             default `metric_stream.DEFAULT_MAX_POINTS`. Not used for features.
         pairwise: also compute the pairwise variant (labels only).
+        frame_names: score only these frames of the scene (a subset run); default all.
 
     Returns:
         The JSON dict: H, pairwise, eps, pixels, per_frame, frames, size, input, seconds (in all;
         seconds_reading: scene and masks; seconds_metric: `consistency_score`).
     """
-    from lift3d.consistency.labelmaps import read_label_map, read_label_maps
+    from lift3d.consistency.labelmaps import read_label_map
     from lift3d.recon import load_scene
 
     t0 = time.perf_counter()
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         raise InputError(None, f"--eps must be a positive number of metres, got {eps!r}")
     scene = load_scene(scene_path)
+    all_names = set(scene.frame_names)
+    scene = _frame_subset(scene, frame_names)
     names = list(scene.frame_names)
     labels = features = None
     if features_dir is not None:
@@ -629,21 +633,25 @@ def run_metric(
             raise InputError(None, "give a masks folder or a features folder")
         masks_dir = Path(masks_dir)
         if masks_dir.is_dir():
-            extra = sorted({p.stem for p in masks_dir.glob("*.png")} - set(names))
+            # hidden files are no label maps (a killed write leaves `.NAME.tmp.png`)
+            extra = sorted({p.stem for p in masks_dir.glob("*.png") if not p.name.startswith(".")} - all_names)
             if extra:
                 raise InputError(masks_dir, f"{len(extra)} label map(s) match no frame of the scene "
-                                            f"({len(names)} frames), e.g. {', '.join(e + '.png' for e in extra[:5])}")
+                                            f"({len(all_names)} frames), e.g. {', '.join(e + '.png' for e in extra[:5])}")
         if not masks_dir.is_dir():
             raise InputError(masks_dir, "masks folder not found")
-        first = masks_dir / f"{names[0]}.png" if names else None
-        if first is None or not first.is_file():
-            read_label_maps(masks_dir, names)  # raises, naming the missing maps
+        missing = [n for n in names if not (masks_dir / f"{n}.png").is_file()]
+        if missing:
+            hint = " (a subset run? give its --frames / --max-frames)" if frame_names is None else ""
+            raise InputError(masks_dir, f"{len(missing)} of {len(names)} frames have no label map, e.g. "
+                             + ", ".join(f"{n}.png" for n in missing[:5]) + hint)
+        first = masks_dir / f"{names[0]}.png"
         m0 = read_label_map(first)
         size = (m0.shape[1], m0.shape[0])
         del m0
     if tuple(scene.size) != size:
         # read depth straight at the labels' size: one nearest-neighbour resampling, not two
-        scene = load_scene(scene_path, size=size)
+        scene = _frame_subset(load_scene(scene_path, size=size), frame_names)
     if features is not None:
         pointmaps, valid = scene_pointmaps(scene, size)
         t1 = time.perf_counter()
@@ -676,6 +684,19 @@ def run_metric(
         with atomic_path(out_json) as tmp:
             tmp.write_text(json.dumps(out, indent=1))
     return out
+
+
+def _frame_subset(scene, frame_names: list[str] | None):
+    """The scene's frames named in `frame_names`, in that order (None: the scene as it is)."""
+    if frame_names is None:
+        return scene
+    index = {n: i for i, n in enumerate(scene.frame_names)}
+    unknown = [n for n in frame_names if n not in index]
+    if unknown:
+        raise InputError(scene.root, f"{len(unknown)} selected frame(s) are not in the scene, e.g. {', '.join(unknown[:5])}")
+    if not frame_names:
+        raise InputError(scene.root, "the frame selection is empty")
+    return scene.subset([index[n] for n in frame_names])
 
 
 def _read_features(folder: Path, names: list[str]) -> np.ndarray:

@@ -6,9 +6,11 @@ Engines:
   they finish. Resources per scene: `--cpus-per-scene`, `--gpus-per-scene`.
 - `local`: sequential in this process, one segmenter; the same outputs.
 
-Resumable and idempotent: a scene whose outputs are complete is skipped; a failure is recorded
-with its error in `OUT/batch.json` and the other scenes go on; a rerun retries only what is not
-done. Outputs are written atomically by the pipeline, so an interrupted batch leaves no
+Resumable and idempotent: a scene whose folder holds a complete run made with these options (its
+sealed fingerprint, `lift3d.run_folder`) is skipped, one made with other options is redone, and
+`--force` redoes every scene; a failure is recorded with its error in `OUT/batch.json` and the
+other scenes go on; a rerun retries only what is not done. `lift3d batch` exits non-zero when a
+scene failed. Outputs are written atomically by the pipeline, so an interrupted batch leaves no
 half-written file.
 """
 
@@ -27,8 +29,9 @@ from lift3d.errors import InputError, Lift3dError
 
 logger = logging.getLogger(__name__)
 
-#: files whose presence marks a scene's output complete (the pipeline writes run.json last but one,
-#: report.html last; metrics.json and points.ply before)
+#: files whose presence marks a scene's output complete (the pipeline removes run.json and
+#: metrics.json first and writes them last but the report); the fingerprint in run.json says
+#: with which options
 COMPLETE_MARKERS = ("metrics.json", "run.json", "points.ply")
 
 
@@ -47,6 +50,28 @@ def expand_scenes(pattern: str) -> list[Path]:
 
 def is_complete(out: Path) -> bool:
     return all((out / m).is_file() for m in COMPLETE_MARKERS)
+
+
+def is_done(cfg: SegmentConfig) -> bool:
+    """Whether `cfg.out` holds a complete run of `cfg` (its sealed fingerprint is cfg's)."""
+    from lift3d.pipeline import select_frames
+    from lift3d.recon import load_scene
+    from lift3d.run_folder import fingerprint, fingerprint_diff, sealed_fingerprint
+
+    out = Path(cfg.out)
+    sealed = sealed_fingerprint(out) if is_complete(out) else None
+    if sealed is None:
+        return False
+    try:
+        scene = select_frames(load_scene(cfg.scene, format=cfg.format, size=cfg.size),
+                              frames=cfg.frames, max_frames=cfg.max_frames)
+        expected = fingerprint(cfg, scene.frame_names)
+    except (Lift3dError, OSError):
+        return False  # the run says why
+    diffs = fingerprint_diff(sealed, expected)
+    if diffs:
+        logger.info("%s: made with other options (%s): redone", out, "; ".join(diffs[:4]))
+    return not diffs
 
 
 def _scene_summary(out: Path) -> dict:
@@ -97,7 +122,9 @@ def run_batch(cmd) -> dict:
     from tqdm.auto import tqdm
 
     from lift3d.pipeline import build_segmenter, write_json
+    from lift3d.run_folder import check_options
 
+    check_options(cmd.segment)  # once, before any scene: every scene would fail the same way
     out_root = Path(cmd.out)
     out_root.mkdir(parents=True, exist_ok=True)
     scenes = expand_scenes(cmd.scenes)
@@ -109,10 +136,11 @@ def run_batch(cmd) -> dict:
     todo: list[tuple[str, SegmentConfig]] = []
     for name, path in zip(names, scenes):
         out = out_root / name
-        if is_complete(out):
+        cfg = replace(cmd.segment, scene=path, out=out)
+        if not getattr(cmd, "force", False) and is_done(cfg):
             records[name] = {"status": "skipped", "error": None, "seconds": 0.0, **_scene_summary(out)}
         else:
-            todo.append((name, replace(cmd.segment, scene=path, out=out)))
+            todo.append((name, cfg))
 
     def save():
         write_json(record_path, {"scenes": {n: records[n] for n in names if n in records}})
@@ -130,9 +158,24 @@ def run_batch(cmd) -> dict:
         from ray.util import ActorPool
 
         started_here = not ray.is_initialized()
-        if started_here:
-            ray.init(address=cmd.address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+        sigterm = _sigterm_handler() if started_here else None
+        terminated = []
         try:
+            if started_here:
+                try:
+                    ray.init(address=cmd.address, ignore_reinit_error=True, include_dashboard=False,
+                             log_to_driver=False)
+                    # ray.init replaces the SIGTERM handler (with one that exits, or aborts with a
+                    # native dump once the workers run). Ray's blocking calls let only
+                    # KeyboardInterrupt through cleanly (any other exception from a handler comes
+                    # out as a SystemError), so SIGTERM raises that here and is handed to the
+                    # CLI's own handler once Ray is shut down
+                    _set_sigterm(lambda signum, frame: (terminated.append(signum), _raise_interrupt()))
+                except SystemExit as e:  # SIGTERM while ray.init ran, after it took the signal
+                    if e.code != _SIGTERM:
+                        raise
+                    terminated.append(_SIGTERM)
+                    raise KeyboardInterrupt from None
             cpus = ray.cluster_resources().get("CPU", 1)
             n_workers = max(1, min(len(todo), int(cpus // max(cmd.cpus_per_scene, 1e-3)) or 1))
             if cmd.gpus_per_scene > 0:
@@ -146,11 +189,35 @@ def run_batch(cmd) -> dict:
                 bar.update()
         finally:
             if started_here:
-                ray.shutdown()
+                ray.shutdown()  # ends the Ray processes this batch started, the actors with them
+                _set_sigterm(sigterm)
+                if terminated and callable(sigterm):
+                    sigterm(terminated[0], None)  # the CLI's: raises its own "terminated" exception
     bar.close()
     save()
     print(summary_table(records))
     return {"scenes": records}
+
+
+def _sigterm_handler():
+    import signal
+    import threading
+
+    return signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+
+
+_SIGTERM = 15  #: signal.SIGTERM on every POSIX system (Ray's handler exits with it)
+
+
+def _set_sigterm(handler) -> None:
+    import signal
+
+    if handler is not None:
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _raise_interrupt():
+    raise KeyboardInterrupt
 
 
 def summary_table(records: dict[str, dict]) -> str:

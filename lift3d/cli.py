@@ -48,13 +48,20 @@ class Metric:
     pairwise: bool = True
     """Also compute the ID-free pairwise variant (its time and temporary disk grow with the square of
     the number of views that see one spot; its memory stays within the max_points bound)."""
+    frames: str | None = None
+    """Frame subset START:STOP:STEP, as for `segment` (default: the frames of the run whose masks/
+    folder --masks is, from its run.json; else every frame)."""
+    max_frames: int | None = None
+    """Keep at most this many frames (evenly spaced) after --frames, as for `segment`."""
 
     def main(self) -> None:
         from lift3d.consistency.metric import run_metric
+        from lift3d.run_folder import metric_frame_names
 
         out = self.out or Path(self.masks).parent / "metric.json"
+        names = metric_frame_names(self.scene, self.masks, frames=self.frames, max_frames=self.max_frames)
         result = run_metric(self.scene, self.masks, eps=self.eps, features_dir=self.features, out_json=out,
-                            max_points=self.max_points, pairwise=self.pairwise)
+                            max_points=self.max_points, pairwise=self.pairwise, frame_names=names)
         pairwise = result.get("pairwise")
         print(
             f"H = {result['H']:.4f}   pairwise = {'n/a' if pairwise is None else f'{pairwise:.4f}'}"
@@ -76,7 +83,11 @@ class Synth:
     """Texture noise seed."""
 
     def main(self) -> None:
+        from lift3d.errors import InputError
         from lift3d.recon.synthetic import make_synthetic_scene
+
+        if self.out.exists() and not self.out.is_dir():
+            raise InputError(self.out, "--out: cannot be a scan folder, it is a file")
 
         path = make_synthetic_scene(self.out, n_frames=self.frames, size=self.size, seed=self.seed)
         print(f"wrote a {self.frames}-view synthetic scan to {path}")
@@ -187,11 +198,17 @@ class Batch:
     """CPUs reserved per scene task."""
     segment: SegmentConfig = field(default_factory=lambda: SegmentConfig(scene=Path(".")))
     """Options passed to every scene's `lift3d segment` (its --scene/--out are set per scene)."""
+    force: bool = False
+    """Rerun every scene, even those whose folder holds a complete run with these options."""
 
     def main(self) -> None:
         from lift3d.batch import run_batch
 
-        run_batch(self)
+        records = run_batch(self)["scenes"]
+        failed = sorted(n for n, r in records.items() if r["status"] == "failed")
+        if failed:
+            raise Lift3dError(f"{len(failed)} of {len(records)} scenes failed ({', '.join(failed[:5])}"
+                              f"{' ...' if len(failed) > 5 else ''}): see {Path(self.out) / 'batch.json'}")
 
 
 Command = (
@@ -220,6 +237,10 @@ def entrypoint(argv: list[str] | None = None) -> int:
         cmd.main()
     except Lift3dError as e:
         print(f"lift3d: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system said no (full disk, permissions): one line, not a trace
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"lift3d: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, _Terminated) as e:
         print("lift3d: interrupted; finished files are complete, unfinished ones were not written", file=sys.stderr)

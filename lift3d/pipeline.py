@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -414,11 +415,21 @@ def config_to_json(cfg: SegmentConfig) -> dict:
 def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
     """Run the whole flow; returns the output folder.
 
+    The run holds its output folder from before the first frame to the end (`lift3d.run_folder`:
+    lock, fingerprint, the old seal removed first); `run.json` is written last but the report.
+
     Args:
         cfg: the run's configuration.
         segmenter: a segmenter already built from `cfg` (batch workers keep one loaded across
             scenes); default: built here.
     """
+    with ExitStack() as hold:
+        return _run_segment(cfg, segmenter, hold)
+
+
+def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
+    from lift3d.run_folder import check_options, check_scene_name, claim, fingerprint
+
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -427,14 +438,13 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
         timings[name] = round(t - t0, 3)
         return t
 
-    if cfg.eps <= 0:
-        raise InputError(None, f"--eps must be positive (metres), got {cfg.eps}")
+    check_options(cfg)  # every option and input file, before the scene is read
     t = time.perf_counter()
     scene, backends = prepare_scene(cfg)
+    check_scene_name(scene)
     out = _out_dir(cfg, scene)
-    out.mkdir(parents=True, exist_ok=True)
-    masks_dir = out / "masks"
-    masks_dir.mkdir(exist_ok=True)
+    run_folder = hold.enter_context(claim(out, fingerprint(cfg, scene.frame_names), resume=cfg.resume))
+    masks_dir = run_folder.masks
     t = lap("scene", t)
     points = scene_points(scene, cfg) if scene.has_geometry else None
     t = lap("points", t)
@@ -511,6 +521,7 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
         "versions": _versions(),
         "seed": cfg.seed,
         "host": {"cpus": os.cpu_count()},
+        "fingerprint": run_folder.fingerprint,
     })
     if cfg.preview:
         from lift3d.viewers.report import write_report

@@ -76,6 +76,36 @@ def check_intrinsics(K: np.ndarray, path: Path) -> np.ndarray:
     return K
 
 
+def pose_problem(T_world_camera: np.ndarray, *, tol: float = 1e-3) -> str | None:
+    """Why a [4, 4] cam2world is not a usable camera pose (None: it is one).
+
+    A rotation part that is not orthonormal with det +1 (all zeros, a scale, a mirror) would put
+    every point of the frame in the wrong place without any other sign, so such frames are
+    dropped like the non-finite poses of lost tracking. `tol` bounds |R^T R - I| and |det R - 1|
+    (text files round to ~6 digits).
+    """
+    T = np.asarray(T_world_camera, np.float64)
+    if not np.all(np.isfinite(T)):
+        return "non-finite pose (tracking lost)"
+    R = T[:3, :3]
+    if np.abs(R.T @ R - np.eye(3)).max() > tol or abs(np.linalg.det(R) - 1) > tol:
+        return "pose is not rigid (its rotation part is not orthonormal with det +1)"
+    if np.abs(T[3] - (0, 0, 0, 1)).max() > tol:
+        return "pose's last row is not 0 0 0 1"
+    return None
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(W, H) of an image file, from its header only."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InputError(path, f"cannot decode image ({e.__class__.__name__}: {e})") from None
+
+
 def numeric_sort_key(name: str) -> tuple:
     """Sort `2.jpg` before `10.jpg`, and non-numeric names after, alphabetically."""
     stem = Path(name).stem
@@ -85,7 +115,9 @@ def numeric_sort_key(name: str) -> tuple:
 
 def list_images(folder: Path) -> list[Path]:
     """Image files in a folder, sorted numerically when their names are numbers."""
-    files = [p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    # hidden files are not frames (a killed write leaves `.NAME.tmp.png`; macOS leaves `._NAME`)
+    files = [p for p in Path(folder).iterdir()
+             if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
     return sorted(files, key=lambda p: numeric_sort_key(p.name))
 
 
@@ -96,16 +128,45 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     A file therefore appears whole or not at all, even when the run is interrupted.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the temporary name is hidden and ~20 characters longer than the final one: cut the
+        # name part so that a final name the file system takes gives a temporary name it takes
+        suffix = ".tmp" + path.suffix
+        stem = path.name[: max(1, _NAME_MAX - len(suffix) - 10)]
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=suffix, dir=path.parent)
+    except OSError as e:
+        raise InputError(path, f"cannot write ({e.strerror})") from None
+    # mkstemp creates 0600; a result file gets what the umask gives a plain open() (0644 under
+    # 022), so others on a shared machine, or a web server, can read it
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise InputError(path, f"cannot write ({e.strerror})") from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+_NAME_MAX = 255  #: longest file name of ext4, xfs, btrfs, tmpfs
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (/proc, since 4.7)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and put back (a moment's race with other threads)
+    os.umask(mask)
+    return mask
 
 
 SCRATCH = ".lift3d-tmp"  #: the folder of a run's temporary files inside its output folder

@@ -29,7 +29,13 @@ import numpy as np
 
 from lift3d.errors import InputError
 from lift3d.recon.correspondence import reprojection_match_fn
-from lift3d.recon.files import check_intrinsics, list_images, read_depth_png, read_image
+from lift3d.recon.files import (
+    check_intrinsics,
+    list_images,
+    pose_problem,
+    read_depth_png,
+    read_image,
+)
 from lift3d.recon.geometry import make_frame, scale_intrinsics
 from lift3d.recon.images import log_dropped_frames
 from lift3d.recon.scene import Frame, RawFrame, Scene
@@ -164,13 +170,13 @@ def read_redwood(
     for k, c in enumerate(colors):
         if k not in poses:
             unposed.append(c.stem)
-        elif not np.all(np.isfinite(poses[k])):
+        elif pose_problem(poses[k]) is not None:
             nonfinite.append(c.stem)
         else:
             keep.append(k)
     extra = sorted(i for i in poses if not 0 <= i < len(colors))
     log_dropped_frames(root, unposed, f"with no pose in {log_path.name} ({len(poses)} poses, {len(colors)} images)")
-    log_dropped_frames(root, nonfinite, "with a non-finite pose")
+    log_dropped_frames(root, nonfinite, "with a non-finite or non-rigid pose")
     if extra:
         logger.warning(
             "%s: %d pose(s) have no image (ids %s); %d images in image/",

@@ -3,7 +3,8 @@
 Colour (1296x968) and depth (640x480) differ in size and principal point; both intrinsics are
 read and depth is aligned to the working resolution (by default the depth's own size, where
 every depth pixel is a measurement). Real exports contain frames whose pose is `-inf`
-(tracking lost): they are dropped with one warning that names them.
+(tracking lost): they are dropped with one warning that names them, as are frames whose pose is
+finite but not rigid and frames whose depth image has another size than the scan's.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from lift3d.errors import InputError
 from lift3d.recon.correspondence import reprojection_match_fn
 from lift3d.recon.files import (
     check_intrinsics,
+    image_size,
     list_images,
+    pose_problem,
     read_depth_png,
     read_image,
     read_matrix,
@@ -36,7 +39,10 @@ def is_scannet_export(root: Path) -> bool:
 def find_mesh(root: Path, name: str) -> Path | None:
     """The scan's own mesh, `<scene>_vh_clean_2.ply`, which the ScanNet benchmark scores."""
     p = Path(root) / f"{name}_vh_clean_2.ply"
-    return p if p.is_file() else None
+    try:
+        return p if p.is_file() else None
+    except OSError:  # a scene name too long to name its mesh has none
+        return None
 
 
 def read_scannet_export(
@@ -67,24 +73,38 @@ def read_scannet_export(
     names: list[str] = []
     poses: list[np.ndarray] = []
     dropped: list[str] = []
+    why: dict[str, list[str]] = {}  # reason -> frames dropped for it
+    depth_size = None
     for c in colors:
         name = c.stem
         depth_path = root / "depth" / f"{name}.png"
         if not depth_path.is_file():
             raise InputError(depth_path, f"frame {name} has colour ({c.name}) but no depth")
         pose = read_matrix(root / "pose" / f"{name}.txt")
-        if not np.all(np.isfinite(pose)):
+        problem = pose_problem(pose)
+        if problem is None:
+            # one depth size per scan: a frame of another size would be stretched onto the others
+            wh = image_size(depth_path)
+            depth_size = depth_size or wh
+            if wh != depth_size:
+                problem = f"depth image of another size than the scan's {depth_size[0]}x{depth_size[1]}"
+        if problem is not None:
             dropped.append(name)
+            why.setdefault(problem, []).append(name)
             continue
         names.append(name)
         poses.append(pose)
-    if dropped:
+    for problem, frames in why.items():
         logger.warning(
-            "%s: dropped %d frame(s) with a non-finite pose (tracking lost): %s",
-            root, len(dropped), ", ".join(dropped[:20]) + (" ..." if len(dropped) > 20 else ""),
+            "%s: dropped %d frame(s), %s: %s",
+            root, len(frames), problem, ", ".join(frames[:20]) + (" ..." if len(frames) > 20 else ""),
         )
+    no_colour = sorted({p.stem for p in list_images(root / "depth")} - {c.stem for c in colors})
+    if no_colour:
+        logger.warning("%s: %d depth frame(s) have no colour image and are not used: %s", root, len(no_colour),
+                       ", ".join(no_colour[:20]) + (" ..." if len(no_colour) > 20 else ""))
     if not names:
-        raise InputError(root / "pose", "every frame has a non-finite pose: nothing to use")
+        raise InputError(root / "pose", "no frame has a usable pose and depth: nothing to use")
 
     color_suffix = {c.stem: c.suffix for c in colors}
     if size is None:

@@ -34,7 +34,7 @@ import numpy as np
 
 from lift3d.errors import InputError
 from lift3d.recon.correspondence import reprojection_match_fn
-from lift3d.recon.files import atomic_path, check_intrinsics
+from lift3d.recon.files import atomic_path, check_intrinsics, pose_problem
 from lift3d.recon.geometry import make_frame
 from lift3d.recon.images import log_dropped_frames
 from lift3d.recon.scene import Frame, RawFrame, Scene
@@ -246,11 +246,14 @@ def read_sens(path: str | Path, *, size: tuple[int, int] | None = None) -> Scene
             logger.warning("%s: the %s extrinsic is not identity; it is ignored", path, what)
     if not sens.frames:
         raise InputError(path, "the .sens file holds no frame")
-    keep = [i for i, fr in enumerate(sens.frames) if np.all(np.isfinite(fr.T_world_camera))]
+    problems = [pose_problem(fr.T_world_camera) for fr in sens.frames]
+    keep = [i for i, pr in enumerate(problems) if pr is None]
     dropped = [str(i) for i, fr in enumerate(sens.frames) if not np.all(np.isfinite(fr.T_world_camera))]
     log_dropped_frames(path, dropped, "with a non-finite pose (tracking lost)")
+    nonrigid = [str(i) for i, pr in enumerate(problems) if pr is not None and str(i) not in dropped]
+    log_dropped_frames(path, nonrigid, "whose pose is not rigid (rotation part not orthonormal with det +1)")
     if not keep:
-        raise InputError(path, "every frame has a non-finite pose: nothing to use")
+        raise InputError(path, "no frame has a usable pose: nothing to use")
     names = [str(i) for i in keep]
     if size is None:
         size = sens.depth_size

@@ -92,6 +92,7 @@ def test_resume_skips_finished_frames_and_gives_the_same_result(demo_run, synthe
 
     out = tmp_path / "out"
     shutil.copytree(demo_run / "masks", out / "masks")
+    shutil.copy(demo_run / ".lift3d-fingerprint.json", out)  # the record of the run that made them
     (out / "masks" / "7.png").unlink()  # the run was interrupted before the last frame
     run_segment(SegmentConfig(scene=synthetic_scene_dir, out=out, resume=True, preview=False))
     m = json.loads((out / "metrics.json").read_text())
