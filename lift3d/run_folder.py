@@ -50,7 +50,7 @@ SCENE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _NOT_FINGERPRINTED = {
     "out", "resume", "preview", "baseline", "eps", "metric_pairwise", "metric_max_points", "voxel_size",
     "fill_radius", "min_instance_points", "splats", "device", "frames", "max_frames", "format",
-    "sam_checkpoint", "mast3r_checkpoint",
+    "sam_checkpoint", "mast3r_checkpoint", "vote",
 }
 
 
@@ -153,7 +153,7 @@ def fingerprint(cfg, frame_names: list[str]) -> dict:
     fp = {k: v for k, v in conf.items() if k not in _NOT_FINGERPRINTED}
     fp["scene"] = str(Path(cfg.scene).resolve())
     fp["frames"] = list(frame_names)
-    fp["sam_checkpoint"] = _checkpoint_id(cfg.sam_checkpoint) if cfg.segmenter != "classical" else None
+    fp["sam_checkpoint"] = _checkpoint_id(cfg.sam_checkpoint) if cfg.segmenter in ("sam", "sam2") else None
     uses_mast3r = cfg.recon == "mast3r" or cfg.matches == "mast3r"
     fp["mast3r_checkpoint"] = _checkpoint_id(cfg.mast3r_checkpoint) if uses_mast3r else None
     if not uses_mast3r:
