@@ -8,7 +8,8 @@ views that see both hold them inside one mask. This is the view-consensus rule o
 here to the tracked IDs on the superpoint graph instead of to per-frame masks:
 
 - The 3D support of an ID (a *group* once IDs merge) is the set of superpoints it wins.
-- A view *observes* a group when it sees at least `observe_fraction` of the group's points.
+- A view *observes* a group when it sees at least `observe_fraction` of the group's points, or
+  `observe_points` of them (ScanNet views see a tenth of a large object).
 - For two adjacent groups (their superpoints touch), each view observing both *agrees* when the
   same ID (after the merges so far) covers most (`min_share`) of the points it sees of each.
 - Consensus = agreeing views / views observing both; pairs with at least `min_views` such views
@@ -46,7 +47,9 @@ class MergeConfig:
     step: float = 0.1
     """Threshold decrement between rounds."""
     observe_fraction: float = 0.3
-    """A view observes a group when it sees at least this share of the group's points."""
+    """A view observes a group when it sees at least this share of the group's points..."""
+    observe_points: int = 30
+    """...or at least this many of them (a view of a room sees a tenth of a sofa: that is an observation)."""
     min_share: float = 0.5
     """A view holds a group inside one mask when one ID covers at least this share of what it sees of it."""
     min_views: int = 2
@@ -127,7 +130,7 @@ def merge_instances(
             g = group_of_sp[sp]
             keep = g > 0
             v_, G_, seen, dom, dom_n = _dominant(view[keep], g[keep], mapped[keep], count[keep], L - 1)
-            observed = seen >= config.observe_fraction * gsize[G_]
+            observed = seen >= np.minimum(config.observe_fraction * gsize[G_], config.observe_points)
             holds = dom_n >= config.min_share * seen
             # per view: group -> (observed, dominant label if held else -1)
             vg_key = v_ * L + G_

@@ -151,12 +151,16 @@ def select_representatives(
     if len(us) <= k:
         return np.stack([us, vs], axis=1).astype(np.int64)
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(seed)
     if len(feat) > max_pixels:
         sample = np.sort(rng.choice(len(feat), max_pixels, replace=False))
         us, vs, feat = us[sample], vs[sample], feat[sample]
-    km = KMeans(n_clusters=k, n_init=n_init, random_state=int(rng.integers(2**31 - 1))).fit(feat)
+    # one thread: at ~2k pixels OpenMP's start-up costs 20x the clustering itself (0.4 s vs
+    # 0.02 s a mask on 2 busy cores), and masks are many
+    with threadpool_limits(1):
+        km = KMeans(n_clusters=k, n_init=n_init, random_state=int(rng.integers(2**31 - 1))).fit(feat)
     # nearest pixel of the mask to each centroid: always inside, unlike the centroid itself
     d2 = ((feat[None, :, :] - km.cluster_centers_[:, None, :]) ** 2).sum(axis=2)
     pick = np.unique(d2.argmin(axis=1))

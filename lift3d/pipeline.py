@@ -138,7 +138,10 @@ def resolve_segmenter_name(cfg: SegmentConfig, scene: Scene) -> str:
     """`auto` -> `geometric` for scenes with depth + poses, else `classical-2d`; `classical` is `classical-2d`."""
     name = cfg.segmenter
     if name == "auto":
-        name = "geometric" if scene.has_geometry else "classical-2d"
+        # depth rendered from splats is smoothed and biased towards the camera, and splat
+        # centres are too sparse for k-NN superpoints: per-image masks do better there
+        sensor = scene.has_geometry and scene.meta.get("depth_source") != "splats"
+        name = "geometric" if sensor else "classical-2d"
     return "classical-2d" if name == "classical" else name
 
 

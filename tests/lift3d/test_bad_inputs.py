@@ -119,7 +119,7 @@ def test_failed_rerun_leaves_no_old_seal(full_run, synthetic_scene_dir, tmp_path
         raise InputError(tmp_path / "mesh.ply", "cannot lift")
 
     out = _copy_run(full_run, tmp_path)
-    monkeypatch.setattr(points, "lift_to_points", broken)
+    monkeypatch.setattr(points, "superpoint_view_table", broken)
     assert _segment(synthetic_scene_dir, out, "--max-frames", "2") == 2
     assert "cannot lift" in _error(capsys)
     for name in SEAL:
