@@ -31,9 +31,9 @@ logger = logging.getLogger(__name__)
 
 
 def _progress(iterable, *, total: int, desc: str):
-    from tqdm.auto import tqdm
+    from lift3d.console import progress
 
-    return tqdm(iterable, total=total, desc=desc, unit="frame", leave=False, disable=None)
+    return progress(iterable, total=total, desc=desc)
 
 
 def write_json(path: Path, obj) -> None:
@@ -156,7 +156,7 @@ def run_tracking(scene: Scene, segmenter, cfg: SegmentConfig, masks_dir: Path) -
     tracker = MastSAM(segmenter, cfg.tracker, seed=cfg.seed)
     resumed = 0
     counts = []
-    for i in _progress(range(len(scene)), total=len(scene), desc="MastSAM"):
+    for i in _progress(range(len(scene)), total=len(scene), desc="tracking"):
         frame = scene[i]
         path = masks_dir / f"{frame.name}.png"
         if cfg.resume and path.is_file():
@@ -314,7 +314,10 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
         describe = getattr(segmenter, "describe", None)
         seg_info = describe() if callable(describe) else {"segmenter": getattr(segmenter, "name", type(segmenter).__name__)}
     backends.update(seg_info)
-    logger.info("%s: %d frames at %dx%d, %s", scene.name, len(scene), *scene.size, ", ".join(f"{k}={v}" for k, v in backends.items()))
+    # a backend's own settings (the classical segmenter has 16) belong in run.json, not the log
+    logger.info("%s: %d frames at %dx%d, %s", scene.name, len(scene), *scene.size,
+                ", ".join(f"{k}={v}" for k, v in backends.items() if not isinstance(v, dict | list)))
+    logger.debug("backends: %s", backends)
     track = run_tracking(scene, segmenter, cfg, masks_dir)
     t = lap("tracking", t)
     if cfg.baseline:
@@ -333,9 +336,12 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
     with scratch_dir(out) as scratch:
         h_dir = scratch / "h"
         load, _ = label_frame_loader(scene, masks_dir, scene.size)
-        metric = consistency_score_stream(load, len(scene), eps=cfg.eps, per_pixel_dir=h_dir if cfg.preview else None,
-                                          work_dir=scratch, max_points=cfg.metric_max_points,
-                                          pairwise=cfg.metric_pairwise)
+        from lift3d.console import PhasedProgress
+
+        with PhasedProgress("metric") as bar:
+            metric = consistency_score_stream(load, len(scene), eps=cfg.eps, per_pixel_dir=h_dir if cfg.preview else None,
+                                              work_dir=scratch, max_points=cfg.metric_max_points,
+                                              pairwise=cfg.metric_pairwise, progress=bar)
         t = lap("metric", t)
         metrics = metric.to_json()
         metrics.update({
@@ -353,9 +359,11 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
             from lift3d.viewers.overlay import write_previews
 
             h_frames = (read_h_frame(h_dir, i) for i in range(len(scene)))
+            h_frames = _progress(h_frames, total=len(scene), desc="heat-maps")
             write_heatmap_frames(out / "preview" / "heatmaps", h_frames, scene.frame_names)
             write_heatmap_sheet(out / "preview" / "heatmap_sheet.png", metric.per_pixel, scene.frame_names)
-            write_previews(out, scene, masks_dir, baseline_dir=out / "baseline" / "masks" if cfg.baseline else None)
+            write_previews(out, scene, masks_dir, baseline_dir=out / "baseline" / "masks" if cfg.baseline else None,
+                           progress=lambda it: _progress(it, total=len(scene), desc="overlays"))
             from lift3d.viewers.render import write_point_renders
 
             write_point_renders(out / "preview" / "renders", out / "points.ply", out / "cameras.json")
