@@ -49,6 +49,9 @@ class SegmentConfig:
     """MASt3R checkpoint for --recon/--matches mast3r."""
     splats: Path | None = None
     """A trained 3DGS PLY in the scene's world frame: written back labeled as splats.ply."""
+    mesh: Path | None = None
+    """The scan's mesh PLY (world frame), for a scan whose folder lacks it: its vertices are labeled
+    (points.ply, mesh.ply) instead of fused pointmaps, and the ScanNet export is written."""
     device: str = "auto"
     """Torch device for the models: auto, cpu, cuda, cuda:1 ..."""
     eps: float = 0.02

@@ -182,13 +182,14 @@ def run_baseline(scene: Scene, segmenter, cfg: SegmentConfig, masks_dir: Path) -
 
 def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path) -> dict:
     """Vote the label maps onto the scene's points (mesh or fused) and optional splats."""
-    from lift3d.export import write_points_ply, write_scannet_instances
+    from lift3d.export import write_instance_points_ply, write_points_ply
     from lift3d.points import fuse_pointmaps, lift_to_points, read_mesh_vertices
 
     info: dict = {}
-    if scene.mesh_path is not None:
-        xyz, rgb = read_mesh_vertices(scene.mesh_path)
-        info["points"] = f"mesh vertices of {scene.mesh_path.name}"
+    mesh_path = Path(cfg.mesh) if cfg.mesh is not None else scene.mesh_path
+    if mesh_path is not None:
+        xyz, rgb = read_mesh_vertices(mesh_path)
+        info["points"] = f"mesh vertices of {mesh_path.name}"
     else:
         xyz, rgb = fuse_pointmaps(_progress(iter(scene), total=len(scene), desc="fuse points"), voxel_size=cfg.voxel_size)
         info["points"] = f"fused pointmaps, voxel {cfg.voxel_size} m"
@@ -198,12 +199,20 @@ def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path) -> dict:
         xyz, _progress(frames, total=len(scene), desc="lift to points"), label_maps,
         min_instance_points=cfg.min_instance_points,
     )
-    if scene.mesh_path is not None and cfg.fill_radius > 0:
-        from lift3d.points import fill_unseen, read_mesh_faces
+    faces = None
+    if mesh_path is not None:
+        from lift3d.points import read_mesh_faces
 
-        lifted, info["filled_unseen_points"] = fill_unseen(lifted, xyz, read_mesh_faces(scene.mesh_path), radius=cfg.fill_radius)
+        faces = read_mesh_faces(mesh_path)
+    if faces is not None and cfg.fill_radius > 0:
+        from lift3d.points import fill_unseen
+
+        lifted, info["filled_unseen_points"] = fill_unseen(lifted, xyz, faces, radius=cfg.fill_radius)
     write_points_ply(out / "points.ply", xyz, rgb, lifted.label, lifted.confidence)
-    write_scannet_instances(out / "scannet", scene.name, lifted.label, lifted.confidence)
+    write_instance_points_ply(out / "points_by_instance.ply", xyz, lifted.label, lifted.confidence)
+    from lift3d.export import write_mesh_outputs
+
+    info["exports"] = write_mesh_outputs(out, scene, mesh_path, xyz, faces, lifted.label, lifted.confidence)
     info["num_points"] = int(len(xyz))
     info["labeled_points"] = int((lifted.label > 0).sum())
     info["instances"] = int(len(np.unique(lifted.label[lifted.label > 0])))
@@ -301,6 +310,8 @@ def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
 
     if cfg.eps <= 0:
         raise InputError(None, f"--eps must be positive (metres), got {cfg.eps}")
+    if cfg.mesh is not None and not Path(cfg.mesh).is_file():
+        raise InputError(cfg.mesh, "--mesh: mesh PLY not found")
     t = time.perf_counter()
     scene, backends = prepare_scene(cfg)
     out = _out_dir(cfg, scene)
