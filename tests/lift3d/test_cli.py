@@ -47,8 +47,13 @@ def test_the_readme_shows_the_commands_this_test_checks():
 
 
 @pytest.mark.parametrize("line", README_COMMANDS)
-def test_every_readme_command_parses(line, capsys):
+def test_every_readme_command_parses(line, capsys, tmp_path, monkeypatch):
     argv = shlex.split(line)[1:]
+    if "--config" in argv:  # a recorded run to rerun
+        monkeypatch.chdir(tmp_path)
+        run = Path(argv[argv.index("--config") + 1])
+        run.parent.mkdir(parents=True)
+        run.write_text(json.dumps({"config": {"scene": "S", "max_frames": 5}}))
     parse(argv)  # raises SystemExit on an option the CLI does not know
     with pytest.raises(SystemExit) as e:
         parse([*argv, "--help"])
