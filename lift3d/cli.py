@@ -56,10 +56,12 @@ class Metric:
 
     def main(self) -> None:
         from lift3d.consistency.metric import run_metric
+        from lift3d.console import PhasedProgress
 
         out = self.out or Path(self.masks).parent / "metric.json"
-        result = run_metric(self.scene, self.masks, eps=self.eps, features_dir=self.features, out_json=out,
-                            max_points=self.max_points, pairwise=self.pairwise)
+        with PhasedProgress("metric") as bar:
+            result = run_metric(self.scene, self.masks, eps=self.eps, features_dir=self.features, out_json=out,
+                                max_points=self.max_points, pairwise=self.pairwise, progress=bar)
         pairwise = result.get("pairwise")
         print(
             f"H = {result['H']:.4f}   pairwise = {'n/a' if pairwise is None else f'{pairwise:.4f}'}"
