@@ -37,6 +37,8 @@ def setup_logging(verbosity: int = 0) -> int:
         handler.setFormatter(logging.Formatter(_FORMAT))
         root.addHandler(handler)
     root.setLevel(level)
+    # viser's websocket server logs every connection at INFO: that is -v's detail, not a run's
+    logging.getLogger("websockets").setLevel(level if verbosity > 0 else max(level, logging.WARNING))
     return level
 
 
