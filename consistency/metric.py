@@ -595,6 +595,7 @@ def run_metric(
     max_points: int | None = None,
     pairwise: bool = True,
     frame_names: list[str] | None = None,
+    progress=None,
 ) -> dict:
     """`lift3d metric`: H (and pairwise) of a masks folder, or of per-frame features, on a scene.
 
@@ -609,6 +610,7 @@ def run_metric(
             default `metric_stream.DEFAULT_MAX_POINTS`. Not used for features.
         pairwise: also compute the pairwise variant (labels only).
         frame_names: score only these frames of the scene (a subset run); default all.
+        progress: `progress(phase, done, total)` callback of the streamed metric (labels only).
 
     Returns:
         The JSON dict: H, pairwise, eps, pixels, per_frame, frames, size, input, seconds (in all;
@@ -671,7 +673,7 @@ def run_metric(
         with scratch_dir(Path(out_json).parent if out_json is not None else masks_dir.parent) as scratch:
             result = consistency_score_stream(load, len(names), eps=eps, work_dir=scratch,
                                               max_points=DEFAULT_MAX_POINTS if max_points is None else max_points,
-                                              pairwise=pairwise)
+                                              pairwise=pairwise, progress=progress)
         t1 = t0 + (t1 - t0) + seconds[0]  # reading happens inside the streaming metric
     t2 = time.perf_counter()
     out = result.to_json()

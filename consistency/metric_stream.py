@@ -86,6 +86,7 @@ def consistency_score_stream(
     work_dir: str | Path | None = None,
     workers: int = 2,
     pairwise: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> MetricResult:
     """`consistency_score` for labels, one frame in memory at a time and one tile of space.
 
@@ -105,6 +106,8 @@ def consistency_score_stream(
             it is removed at the end, also on error.
         workers: threads for the kernels; the result does not depend on it.
         pairwise: also compute the ID-free pairwise variant.
+        progress: called as `progress(phase, done, total)` after each frame read (phase
+            `frames`) and each tile counted (phase `tiles`), for a progress bar.
 
     Returns:
         A `MetricResult` equal to `consistency_score(...)` on the stacked frames (H, per_frame,
@@ -126,6 +129,14 @@ def consistency_score_stream(
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="metric-", dir=work_dir))
+    if progress is not None:
+        read = load_frame
+
+        def load_frame(i):
+            frame = read(i)
+            progress("frames", i + 1, num_frames)
+            return frame
+
     try:
         spill = tmp / "points.bin"
         shape, lo, hi, frame_labels = _spill_frames(load_frame, num_frames, spill)
@@ -159,6 +170,8 @@ def consistency_score_stream(
         grid = (lo, s, dims, perm)
         groups = (uniq, group_key, N, H * W, G, vl_label, vl_view64)
         for k, path in enumerate(tile_files):
+            if progress is not None:
+                progress("tiles", k, len(tile_files))
             if path is None:
                 continue
             # handed over, not kept: _tile drops the records once it has sorted them
@@ -172,6 +185,8 @@ def consistency_score_stream(
             if h_path is not None:
                 _write_h(h_path, idx, n_same, n_all)
             del idx, n_same, n_all
+        if progress is not None:
+            progress("tiles", len(tile_files), len(tile_files))
         if int(frame_n.sum()) != n:
             raise RuntimeError(f"tiles counted {int(frame_n.sum())} points of {n}")  # a bug, never input
         frame_sum = _limbs_to_float(limbs)

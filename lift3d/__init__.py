@@ -9,3 +9,14 @@ Nothing heavy is imported here: `import lift3d` stays light (tests/test_imports.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["SegmentResult", "__version__", "segment"]
+
+
+def __getattr__(name: str):
+    # `lift3d.segment` loads the flow on first use, so that `import lift3d` stays light
+    if name in ("segment", "SegmentResult"):
+        from lift3d import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'lift3d' has no attribute {name!r}")

@@ -2,11 +2,12 @@
 
 Each subcommand is a dataclass with a `main()`; heavy packages load inside `main()`, so
 `lift3d --help` stays fast. Errors of type `Lift3dError` print as one line and exit 2.
+Options of every command: `--version`, `-q` / `--quiet` (errors and warnings only), `-v` /
+`--verbose` (also every part's settings).
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,10 @@ from lift3d.errors import Lift3dError
 @dataclass
 class Segment(SegmentConfig):
     """Segment a scene consistently across views and lift the masks onto points and splats."""
+
+    config: Path | None = None
+    """Rerun a recorded run: take every value from this run.json (or a JSON of SegmentConfig
+    values); flags given beside it override them."""
 
     def main(self) -> None:
         from lift3d.pipeline import run_segment
@@ -56,12 +61,14 @@ class Metric:
 
     def main(self) -> None:
         from lift3d.consistency.metric import run_metric
+        from lift3d.console import PhasedProgress
         from lift3d.run_folder import metric_frame_names
 
         out = self.out or Path(self.masks).parent / "metric.json"
         names = metric_frame_names(self.scene, self.masks, frames=self.frames, max_frames=self.max_frames)
-        result = run_metric(self.scene, self.masks, eps=self.eps, features_dir=self.features, out_json=out,
-                            max_points=self.max_points, pairwise=self.pairwise, frame_names=names)
+        with PhasedProgress("metric") as bar:
+            result = run_metric(self.scene, self.masks, eps=self.eps, features_dir=self.features, out_json=out,
+                                max_points=self.max_points, pairwise=self.pairwise, frame_names=names, progress=bar)
         pairwise = result.get("pairwise")
         print(
             f"H = {result['H']:.4f}   pairwise = {'n/a' if pairwise is None else f'{pairwise:.4f}'}"
@@ -73,8 +80,8 @@ class Metric:
 class Synth:
     """Write a synthetic RGB-D scan with exact instance ground truth (ScanNet layout)."""
 
-    out: Path
-    """Scan folder to write; its name is the scene name."""
+    out: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="OUT")]
+    """Scan folder to write; its name is the scene name (`--out OUT` also works)."""
     frames: int = 24
     """Number of views."""
     size: tuple[int, int] = (320, 240)
@@ -97,8 +104,8 @@ class Synth:
 class View:
     """Explore a lift3d output in the browser (viser): points, splats, cameras, instances."""
 
-    out: Path
-    """Output folder of `lift3d segment`."""
+    out: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="OUT")]
+    """Output folder of `lift3d segment` (`--out OUT` also works)."""
     port: int = 8080
     """Port to serve on."""
     host: str = "127.0.0.1"
@@ -222,14 +229,82 @@ Command = (
 )
 
 
-def entrypoint(argv: list[str] | None = None) -> int:
-    """`lift3d` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+#: commands whose one path is positional; `--out PATH` is still accepted for them
+_POSITIONAL_OUT = ("view", "synth")
+
+
+def parse(argv: list[str]) -> tuple[object, int]:
+    """The command an argument list asks for, and its verbosity (-1 quiet, 0, 1 verbose).
+
+    Raises:
+        SystemExit: as argparse does, for --help and unparseable arguments.
+        Lift3dError: `--config` names an unreadable or malformed file.
+    """
+    argv = list(argv)
     # `lift3d eval davis` / `lift3d eval scannet` read better than the hyphenated names
     if len(argv) >= 2 and argv[0] == "eval" and argv[1] in ("davis", "scannet"):
         argv = [f"eval-{argv[1]}"] + argv[2:]
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cmd = tyro.cli(Command, args=argv, prog="lift3d", description=__doc__.splitlines()[0])
+    verbosity = 0
+    rest = []
+    for a in argv:
+        if a in ("-q", "--quiet"):
+            verbosity -= 1
+        elif a in ("-v", "--verbose"):
+            verbosity += 1
+        elif a in ("-qq", "-vv"):
+            verbosity += 2 if a == "-vv" else -2
+        else:
+            rest.append(a)
+    argv = rest
+    if argv and argv[0] in _POSITIONAL_OUT:
+        argv = [argv[0], *_out_as_positional(argv[1:])]
+    if argv and argv[0] == "segment":
+        config = _option_value(argv[1:], "--config")
+        if config is not None:
+            from lift3d.runfile import read_run_config
+
+            default = Segment(**vars(read_run_config(Path(config))), config=Path(config))
+            return tyro.cli(Segment, args=argv[1:], default=default, prog="lift3d segment"), verbosity
+    return tyro.cli(Command, args=argv, prog="lift3d", description=__doc__.splitlines()[0]), verbosity
+
+
+def _option_value(args: list[str], flag: str) -> str | None:
+    """The value of `flag VALUE` or `flag=VALUE` in args (the last one given), else None."""
+    value = None
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith(flag + "="):
+            value = a[len(flag) + 1:]
+    return value
+
+
+def _out_as_positional(args: list[str]) -> list[str]:
+    """`--out PATH` (the spelling before OUT became positional) moved to the front as PATH."""
+    for i, a in enumerate(args):
+        if a == "--out" and i + 1 < len(args):
+            return [args[i + 1], *args[:i], *args[i + 2:]]
+        if a.startswith("--out="):
+            return [a[len("--out="):], *args[:i], *args[i + 1:]]
+    return args
+
+
+def entrypoint(argv: list[str] | None = None) -> int:
+    """`lift3d` console script."""
+    from lift3d.console import setup_logging
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):
+        from lift3d import __version__
+
+        print(f"lift3d {__version__}")
+        return 0
+    try:
+        cmd, verbosity = parse(argv)
+    except Lift3dError as e:
+        print(f"lift3d: error: {e}", file=sys.stderr)
+        return 2
+    setup_logging(verbosity)
     # SIGTERM (kill, a scheduler's time limit) unwinds like Ctrl-C: temporary files and
     # folders are removed by the `finally` blocks that own them
     old = _on_sigterm(_Terminated)

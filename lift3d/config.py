@@ -61,6 +61,9 @@ class SegmentConfig:
     splat_min_fit: float = 0.5
     """Refuse --splats when fewer than this share of splat centres lie inside some camera's view
     (splats and cameras in different world frames)."""
+    mesh: Path | None = None
+    """The scan's mesh PLY (world frame), for a scan whose folder lacks it: its vertices are labeled
+    (points.ply, mesh.ply) instead of fused pointmaps, and the ScanNet export is written."""
     device: str = "auto"
     """Torch device for the models: auto, cpu, cuda, cuda:1 ..."""
     eps: float = 0.02

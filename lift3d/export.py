@@ -1,4 +1,8 @@
-"""Files lift3d writes for other tools: labeled PLY point clouds and the ScanNet instance format.
+"""Files lift3d writes for other tools: labeled PLY point clouds and meshes, the ScanNet instance format.
+
+`points.ply` keeps the scan's colours beside `label`; plain viewers (MeshLab, CloudCompare,
+open3d's legacy reader) show only red/green/blue, so `points_by_instance.ply` and `mesh.ply` carry
+each instance's viewer colour (`lift3d.viewers.palette.label_colors`) in red/green/blue instead.
 
 Every file appears whole or not at all: it is written under a temporary name beside its final
 path and renamed (`lift3d.recon.files.atomic_path`). The ScanNet benchmark format shares one
@@ -63,12 +67,22 @@ def ply_vertex_fields(ply, path: Path, required: tuple[str, ...], what: str) -> 
     return data
 
 
-def write_ply(path: str | Path, vertex: np.ndarray, *, comments: list[str] | None = None) -> None:
-    """Write a structured array as the `vertex` element of a binary little-endian PLY, atomically."""
+def write_ply(path: str | Path, vertex: np.ndarray, *, comments: list[str] | None = None,
+              faces: np.ndarray | None = None) -> None:
+    """Write a structured array as the `vertex` element of a binary little-endian PLY, atomically.
+
+    Args:
+        faces: [F, 3] vertex indices of triangles, written as the `face` element (uchar count,
+            int32 `vertex_indices`, as ScanNet's meshes and open3d's reader have them).
+    """
     from plyfile import PlyData, PlyElement
 
-    element = PlyElement.describe(vertex, "vertex")
-    ply = PlyData([element], text=False, byte_order="<", comments=list(comments or []))
+    elements = [PlyElement.describe(vertex, "vertex")]
+    if faces is not None:
+        face = np.empty(len(faces), dtype=[("vertex_indices", "i4", (3,))])
+        face["vertex_indices"] = np.asarray(faces, np.int32)
+        elements.append(PlyElement.describe(face, "face", len_types={"vertex_indices": "u1"}))
+    ply = PlyData(elements, text=False, byte_order="<", comments=list(comments or []))
     with atomic_path(path) as tmp:
         ply.write(str(tmp))
 
@@ -104,6 +118,19 @@ def write_points_ply(
     Raises:
         InputError: arrays of mismatched shapes.
     """
+    vertex = _vertex_array(xyz, rgb, label, confidence, superpoint)
+    write_ply(path, vertex, comments=["lift3d labeled points: label 0 = unlabeled"])
+
+
+def _instance_vertex(xyz: np.ndarray, label: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """x y z red green blue label confidence, coloured by instance (unlabeled grey)."""
+    from lift3d.viewers.palette import UNLABELED_GREY, label_colors
+
+    colours = label_colors(label, unlabeled=UNLABELED_GREY)
+    return _vertex_array(xyz, colours, label, confidence)
+
+
+def _vertex_array(xyz, rgb, label, confidence, superpoint=None) -> np.ndarray:
     xyz = np.asarray(xyz)
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise InputError(None, f"xyz must have shape [P, 3], got {list(xyz.shape)}")
@@ -127,7 +154,77 @@ def write_points_ply(
         vertex[channel] = rgb[:, k]
     vertex["label"] = label
     vertex["confidence"] = confidence
-    write_ply(path, vertex, comments=["lift3d labeled points: label 0 = unlabeled"])
+    return vertex
+
+
+def write_instance_points_ply(
+    path: str | Path,
+    xyz: np.ndarray,  # [P, 3] float32 metres, world frame
+    label: np.ndarray,  # [P] int32, 0 = unlabeled
+    confidence: np.ndarray,  # [P] float32 in [0, 1]
+) -> None:
+    """Write the labeled points coloured by instance (`points_by_instance.ply`), for plain viewers.
+
+    Same fields as `write_points_ply`, but red/green/blue hold each instance's viewer colour
+    (unlabeled points grey) instead of the scan's colours.
+
+    Raises:
+        InputError: arrays of mismatched shapes.
+    """
+    write_ply(path, _instance_vertex(xyz, label, confidence),
+              comments=["lift3d labeled points coloured by instance: label 0 = unlabeled (grey)"])
+
+
+def write_labeled_mesh(
+    path: str | Path,
+    xyz: np.ndarray,  # [P, 3] float32 metres, world frame: the mesh's vertices
+    faces: np.ndarray,  # [F, 3] int vertex indices
+    label: np.ndarray,  # [P] int32, 0 = unlabeled
+    confidence: np.ndarray,  # [P] float32 in [0, 1]
+) -> None:
+    """Write the scan's mesh with its vertices labeled (`mesh.ply`): faces kept, vertex colours
+    are the instances' viewer colours (unlabeled grey), plus `label` and `confidence` per vertex.
+
+    Raises:
+        InputError: arrays of mismatched shapes, or faces naming a vertex the mesh lacks.
+    """
+    faces = np.asarray(faces)
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise InputError(None, f"faces must have shape [F, 3], got {list(faces.shape)}")
+    if len(faces) and (faces.min() < 0 or faces.max() >= len(xyz)):
+        raise InputError(None, f"faces index vertices 0..{len(xyz) - 1}, found {faces.min()}..{faces.max()}")
+    write_ply(path, _instance_vertex(xyz, label, confidence), faces=faces,
+              comments=["lift3d labeled mesh: vertex colour = instance colour, label 0 = unlabeled (grey)"])
+
+
+#: scene kinds whose mesh is a ScanNet mesh, the one the ScanNet benchmark's masks index
+SCANNET_KINDS = ("scannet", "sens")
+
+
+def write_mesh_outputs(
+    out: Path,
+    scene,  # lift3d.recon.scene.Scene
+    mesh_path: Path | None,
+    xyz: np.ndarray,  # [P, 3] the labeled points (the mesh's vertices when mesh_path is given)
+    faces: np.ndarray | None,  # [F, 3] the mesh's triangles, or None
+    label: np.ndarray,  # [P] int
+    confidence: np.ndarray,  # [P] float
+) -> list[str]:
+    """`mesh.ply` when the points are a mesh's vertices, and the ScanNet export (`scannet/`) when
+    that mesh is a ScanNet scan's; one warning when the export is skipped. Returns what it wrote."""
+    written = []
+    if mesh_path is not None and faces is not None and len(faces):
+        write_labeled_mesh(out / "mesh.ply", xyz, faces, label, confidence)
+        written.append("mesh.ply")
+    if mesh_path is not None and scene.kind in SCANNET_KINDS:
+        write_scannet_instances(out / "scannet", scene.name, label, confidence)
+        written.append("scannet")
+    elif mesh_path is None:
+        logger.warning("ScanNet export skipped: the points are fused pointmaps, not a ScanNet mesh's vertices "
+                       "(give the scan's *_vh_clean_2.ply with --mesh PATH)")
+    else:
+        logger.warning("ScanNet export skipped: %s is not a ScanNet scan's mesh (the scene is %s)", mesh_path.name, scene.kind)
+    return written
 
 
 def _mask_name(scene_name: str, k: int) -> str:

@@ -34,9 +34,9 @@ logger = logging.getLogger(__name__)
 
 
 def _progress(iterable, *, total: int, desc: str):
-    from tqdm.auto import tqdm
+    from lift3d.console import progress
 
-    return tqdm(iterable, total=total, desc=desc, unit="frame", leave=False, disable=None)
+    return progress(iterable, total=total, desc=desc)
 
 
 def write_json(path: Path, obj) -> None:
@@ -190,6 +190,7 @@ class ScenePoints:
     faces: np.ndarray | None  # [F, 3] int64 when the points are a mesh's vertices
     superpoints: Superpoints
     source: str
+    mesh_path: Path | None = None
 
     def adjacency(self) -> np.ndarray:  # [E, 2] adjacent superpoints
         from lift3d.consistency.geometric import superpoint_adjacency
@@ -206,13 +207,14 @@ def scene_points(scene: Scene, cfg: SegmentConfig) -> ScenePoints:
     from lift3d.recon.superpoints import scene_superpoints
 
     faces = None
-    if scene.mesh_path is not None:
-        xyz, rgb = read_mesh_vertices(scene.mesh_path)
-        faces = read_mesh_faces(scene.mesh_path)
+    mesh_path = Path(cfg.mesh) if cfg.mesh is not None else scene.mesh_path
+    if mesh_path is not None:
+        xyz, rgb = read_mesh_vertices(mesh_path)
+        faces = read_mesh_faces(mesh_path)
         if len(faces) == 0:
-            logger.warning("%s has no faces: superpoints over a k-NN graph of its vertices", scene.mesh_path)
+            logger.warning("%s has no faces: superpoints over a k-NN graph of its vertices", mesh_path)
             faces = None
-        source = f"mesh vertices of {scene.mesh_path.name}"
+        source = f"mesh vertices of {mesh_path.name}"
     elif scene.meta.get("depth_source") == "splats":
         from lift3d.splats import splat_points
 
@@ -225,10 +227,10 @@ def scene_points(scene: Scene, cfg: SegmentConfig) -> ScenePoints:
         areas = np.linalg.norm(np.cross(xyz[faces[:, 1]] - xyz[faces[:, 0]], xyz[faces[:, 2]] - xyz[faces[:, 0]]), axis=1)
         bad = int((areas <= 0).sum())
         if bad:
-            logger.warning("%s: %d of %d faces are degenerate (zero area); they are ignored", scene.mesh_path, bad, len(faces))
+            logger.warning("%s: %d of %d faces are degenerate (zero area); they are ignored", mesh_path, bad, len(faces))
             faces = faces[areas > 0]
-    sp = scene_superpoints(xyz, faces=faces, colors=rgb, mesh_path=scene.mesh_path, config=cfg.superpoints)
-    return ScenePoints(xyz=xyz, rgb=rgb, faces=faces, superpoints=sp, source=source)
+    sp = scene_superpoints(xyz, faces=faces, colors=rgb, mesh_path=mesh_path, config=cfg.superpoints)
+    return ScenePoints(xyz=xyz, rgb=rgb, faces=faces, superpoints=sp, source=source, mesh_path=mesh_path)
 
 
 def _out_dir(cfg: SegmentConfig, scene: Scene) -> Path:
@@ -242,7 +244,7 @@ def run_tracking(scene: Scene, segmenter, cfg: SegmentConfig, masks_dir: Path) -
     tracker = MastSAM(segmenter, cfg.tracker, seed=cfg.seed)
     resumed = 0
     counts = []
-    for i in _progress(range(len(scene)), total=len(scene), desc="MastSAM"):
+    for i in _progress(range(len(scene)), total=len(scene), desc="tracking"):
         frame = scene[i]
         path = masks_dir / f"{frame.name}.png"
         if cfg.resume and path.is_file():
@@ -269,7 +271,7 @@ def run_baseline(scene: Scene, segmenter, cfg: SegmentConfig, masks_dir: Path) -
 def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: ScenePoints) -> dict:
     """Merge the IDs into 3D instances, vote them onto the scene's points (via superpoints, or
     point by point) and optional splats, export."""
-    from lift3d.export import write_points_ply, write_scannet_instances
+    from lift3d.export import write_instance_points_ply, write_mesh_outputs, write_points_ply
     from lift3d.points import (
         lift_to_points,
         lift_to_superpoints,
@@ -318,7 +320,8 @@ def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: 
 
         lifted, info["filled_unseen_points"] = fill_unseen(lifted, xyz, points.faces, radius=cfg.fill_radius)
     write_points_ply(out / "points.ply", xyz, rgb, lifted.label, lifted.confidence, superpoint=points.superpoints.index)
-    write_scannet_instances(out / "scannet", scene.name, lifted.label, lifted.confidence)
+    write_instance_points_ply(out / "points_by_instance.ply", xyz, lifted.label, lifted.confidence)
+    info["exports"] = write_mesh_outputs(out, scene, points.mesh_path, xyz, points.faces, lifted.label, lifted.confidence)
     info["num_points"] = int(len(xyz))
     info["labeled_points"] = int((lifted.label > 0).sum())
     info["instances"] = int(len(np.unique(lifted.label[lifted.label > 0])))
@@ -442,6 +445,8 @@ def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
         return t
 
     check_options(cfg)  # every option and input file, before the scene is read
+    if cfg.mesh is not None and not Path(cfg.mesh).is_file():
+        raise InputError(cfg.mesh, "--mesh: mesh PLY not found")
     t = time.perf_counter()
     scene, backends = prepare_scene(cfg)
     check_scene_name(scene)
@@ -457,7 +462,10 @@ def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
         describe = getattr(segmenter, "describe", None)
         seg_info = describe() if callable(describe) else {"segmenter": getattr(segmenter, "name", type(segmenter).__name__)}
     backends.update(seg_info)
-    logger.info("%s: %d frames at %dx%d, %s", scene.name, len(scene), *scene.size, ", ".join(f"{k}={v}" for k, v in backends.items()))
+    # a backend's own settings (the classical segmenter has 16) belong in run.json, not the log
+    logger.info("%s: %d frames at %dx%d, %s", scene.name, len(scene), *scene.size,
+                ", ".join(f"{k}={v}" for k, v in backends.items() if not isinstance(v, dict | list)))
+    logger.debug("backends: %s", backends)
     track = run_tracking(scene, segmenter, cfg, masks_dir)
     t = lap("tracking", t)
     if cfg.baseline:
@@ -482,9 +490,12 @@ def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
         with scratch_dir(out) as scratch:
             h_dir = scratch / "h"
             load, _ = label_frame_loader(scene, masks_dir, scene.size)
-            metric = consistency_score_stream(load, len(scene), eps=cfg.eps, per_pixel_dir=h_dir if cfg.preview else None,
-                                              work_dir=scratch, max_points=cfg.metric_max_points,
-                                              pairwise=cfg.metric_pairwise)
+            from lift3d.console import PhasedProgress
+
+            with PhasedProgress("metric") as bar:
+                metric = consistency_score_stream(load, len(scene), eps=cfg.eps, per_pixel_dir=h_dir if cfg.preview else None,
+                                                  work_dir=scratch, max_points=cfg.metric_max_points,
+                                                  pairwise=cfg.metric_pairwise, progress=bar)
             t = lap("metric", t)
             metrics = metric.to_json()
             metrics.update({
@@ -502,9 +513,11 @@ def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
                 from lift3d.viewers.overlay import write_previews
 
                 h_frames = (read_h_frame(h_dir, i) for i in range(len(scene)))
+                h_frames = _progress(h_frames, total=len(scene), desc="heat-maps")
                 write_heatmap_frames(out / "preview" / "heatmaps", h_frames, scene.frame_names)
                 write_heatmap_sheet(out / "preview" / "heatmap_sheet.png", metric.per_pixel, scene.frame_names)
-                write_previews(out, scene, masks_dir, baseline_dir=out / "baseline" / "masks" if cfg.baseline else None)
+                write_previews(out, scene, masks_dir, baseline_dir=out / "baseline" / "masks" if cfg.baseline else None,
+                               progress=lambda it: _progress(it, total=len(scene), desc="overlays"))
                 from lift3d.viewers.render import write_point_renders
 
                 write_point_renders(out / "preview" / "renders", out / "points.ply", out / "cameras.json")

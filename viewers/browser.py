@@ -63,6 +63,7 @@ class PageCapture:
         seconds: from navigation to the last screenshot.
         errors: console errors, uncaught exceptions and failed loads, one line each.
         messages: every console message and log entry, `level: text`.
+        value: the last value of the caller's `expression` (e.g. the page's text), or None.
     """
 
     screenshot: np.ndarray
@@ -70,6 +71,7 @@ class PageCapture:
     seconds: float
     errors: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    value: object = None
 
 
 def find_chromium() -> str | None:
@@ -151,7 +153,8 @@ def _event_lines(events: list[dict]) -> tuple[list[str], list[str]]:
     return errors, messages
 
 
-async def _capture(ws_url: str, url: str, size, timeout_s, ready, poll_s, dismiss_notifications) -> PageCapture:
+async def _capture(ws_url: str, url: str, size, timeout_s, ready, poll_s, dismiss_notifications,
+                   expression=None, ready_value=None) -> PageCapture:
     import websockets
 
     async with websockets.connect(ws_url, max_size=64 * 1024 * 1024) as ws:
@@ -163,24 +166,28 @@ async def _capture(ws_url: str, url: str, size, timeout_s, ready, poll_s, dismis
         await dt.call("Page.navigate", url=url)
         # screenshots before the new document is attached fail with "Not attached to an active page"
         await dt.wait_event("Page.loadEventFired", timeout_s)
-        ok, shot = False, None
+        ok, shot, value = False, None, None
         while True:
             try:
                 if dismiss_notifications:
                     await dt.call("Runtime.evaluate", expression=_DISMISS_NOTIFICATIONS)
                 shot = _decode_png((await dt.call("Page.captureScreenshot", format="png"))["data"])
+                if expression is not None:
+                    result = await dt.call("Runtime.evaluate", expression=expression, returnByValue=True)
+                    value = result.get("result", {}).get("value")
             except Lift3dError:
                 if time.monotonic() - t0 > timeout_s:
                     raise
                 await asyncio.sleep(poll_s)
                 continue
             ok = bool(ready(shot)) if ready is not None else True
+            ok = ok and (bool(ready_value(value)) if ready_value is not None else True)
             if ok or time.monotonic() - t0 > timeout_s:
                 break
             await asyncio.sleep(poll_s)
         seconds = time.monotonic() - t0
         errors, messages = _event_lines(dt.events)
-        return PageCapture(shot, ok, seconds, errors, messages)
+        return PageCapture(shot, ok, seconds, errors, messages, value)
 
 
 def capture_page(
@@ -192,6 +199,8 @@ def capture_page(
     poll_s: float = 0.25,
     dismiss_notifications: bool = False,
     chromium: str | None = None,
+    expression: str | None = None,
+    ready_value: Callable[[object], bool] | None = None,
 ) -> PageCapture:
     """Open `url` in headless Chromium and screenshot it once `ready(screenshot)` holds.
 
@@ -203,6 +212,9 @@ def capture_page(
         poll_s: pause between screenshots.
         dismiss_notifications: click away viser's notification toasts before each screenshot.
         chromium: the browser executable (default: `find_chromium()`).
+        expression: JavaScript evaluated after each screenshot (e.g. `document.body.innerText`);
+            its last value is the capture's `value`.
+        ready_value: a further test, on that value: the page is ready when both hold.
 
     Raises:
         NotInstalledError: no Chromium found.
@@ -235,7 +247,8 @@ def capture_page(
                 targets = json.load(r)
             page = next(t for t in targets if t.get("type") == "page")
             return asyncio.run(
-                _capture(page["webSocketDebuggerUrl"], url, size, timeout_s, ready, poll_s, dismiss_notifications)
+                _capture(page["webSocketDebuggerUrl"], url, size, timeout_s, ready, poll_s, dismiss_notifications,
+                         expression, ready_value)
             )
         finally:
             _stop_process_group(proc)

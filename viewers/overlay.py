@@ -248,6 +248,7 @@ def write_previews(
     max_strip: int = 6,
     thumb_width: int = 320,
     ids: bool = True,
+    progress=None,
 ) -> list[Path]:
     """Write the overlays, the contact sheet and (when the baseline ran) the side-by-side strip.
 
@@ -260,6 +261,7 @@ def write_previews(
         max_strip: most rows of the side-by-side strip (evenly spaced).
         thumb_width: width the sheet and strip cells are shrunk to (wider frames only).
         ids: write the ID numbers on the overlays.
+        progress: wraps the iteration over the frames (e.g. a progress bar), or None.
 
     Returns:
         The files written.
@@ -280,7 +282,7 @@ def write_previews(
             baseline = None
     written: list[Path] = []
     sheet, sheet_names, left, right, strip_names = [], [], [], [], []
-    for i, name in enumerate(names):
+    for i, name in (progress or iter)(enumerate(names)):
         frame = scene[i]
         path = label_maps_dir / f"{name}.png"
         labels = read_label_map(path)

@@ -1,8 +1,9 @@
 """`OUT/report.html`: one page with a run's metrics, previews, instances and settings.
 
-The page is self-contained apart from the preview images, which it links relatively (open it
-from the output folder, or copy the folder whole): inline CSS, no script, nothing fetched from
-the network. It is rebuilt from the files of the output alone, so `write_report(OUT)` can be run
+The page is one file, self-contained apart from the preview images, which it links relatively
+(open it from the output folder, or copy the folder whole): inline CSS, no script (long tables
+fold with HTML's own `<details>`), nothing fetched from the network. Per-frame images appear in
+the run's frame order (`0, 33, 66, 100`, not the file names' `0, 100, 33, 66`). It is rebuilt from the files of the output alone, so `write_report(OUT)` can be run
 again on any finished output.
 """
 
@@ -12,6 +13,7 @@ import html
 import json
 import logging
 import math
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -44,6 +46,7 @@ pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 12px; }
 .missing { color: #a33; }
 """
 _MAX_LIST = 12  # longer lists in metrics.json are summarised (min, mean, max) and drawn as bars
+_MAX_ROWS = 20  # longer tables are folded (<details>), their first rows on show
 
 
 def _esc(x) -> str:
@@ -106,7 +109,7 @@ def _metrics_table(metrics: dict) -> str:
         if isinstance(v, list) and len(v) > _MAX_LIST and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
             cell += "<br>" + _bars_svg(v)
         rows.append(f"<tr><th>{_esc(key)}</th><td>{cell}</td></tr>")
-    return "<table>" + "".join(rows) + "</table>"
+    return _fold(rows, "", "metrics")
 
 
 def _cards(metrics: dict) -> str:
@@ -122,11 +125,44 @@ def _rel(out: Path, path: Path) -> str:
     return quote(path.relative_to(out).as_posix())
 
 
-def _images(folder: Path) -> list[Path]:
+def _natural_key(name: str) -> tuple:
+    """`frame10` after `frame9`: digit runs compare as numbers."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t)
+
+
+def _images(folder: Path, order: dict[str, int] | None = None) -> list[Path]:
+    """The images of a folder, in the run's frame order (`order`: frame name -> index; a file
+    named `<frame>.png` or `view_<frame>.png` is that frame's), the others after in natural order."""
     if not folder.is_dir():
         return []
+    order = order or {}
+
+    def key(p: Path):
+        stem = p.stem.removeprefix("view_")
+        return (order.get(stem, len(order)), _natural_key(p.stem))
+
     return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
-                  key=lambda p: p.name)
+                  key=key)
+
+
+def _frame_order(out: Path, run: dict | None) -> dict[str, int]:
+    """Frame name -> position in the run (run.json's scene frames, else cameras.json's)."""
+    names = ((run or {}).get("scene") or {}).get("frames")
+    if not isinstance(names, list) and (out / "cameras.json").is_file():
+        try:
+            names = [f.get("name") for f in read_json(out / "cameras.json", "cameras.json").get("frames", [])]
+        except Exception:  # the report shows what it can; the viewer reports a broken cameras.json
+            names = None
+    return {str(n): i for i, n in enumerate(names)} if isinstance(names, list) else {}
+
+
+def _fold(table_rows: list[str], head: str, what: str) -> str:
+    """A table; past _MAX_ROWS rows, its first rows on show and the rest folded under a summary."""
+    if len(table_rows) <= _MAX_ROWS:
+        return "<table>" + head + "".join(table_rows) + "</table>"
+    shown, rest = table_rows[:_MAX_ROWS], table_rows[_MAX_ROWS:]
+    return ("<table>" + head + "".join(shown) + "</table>"
+            f"<details><summary>{len(rest)} more {_esc(what)}</summary><table>{head}{''.join(rest)}</table></details>")
 
 
 def _figure(out: Path, path: Path, caption: str, *, lazy: bool = False) -> str:
@@ -135,20 +171,24 @@ def _figure(out: Path, path: Path, caption: str, *, lazy: bool = False) -> str:
             f"<figcaption>{_esc(caption)}</figcaption></figure>")
 
 
-def _previews(out: Path) -> str:
+def _previews(out: Path, order: dict[str, int]) -> str:
+    from lift3d.viewers.overlay import evenly_spaced
+
     preview = out / "preview"
     parts = []
     for name, caption in (("contact_sheet.png", "contact sheet: MastSAM label maps, evenly spaced frames"),
-                          ("baseline_vs_mastsam.png", "frame-by-frame segmenter | MastSAM")):
+                          ("baseline_vs_mastsam.png", "frame-by-frame segmenter | MastSAM"),
+                          ("heatmap_sheet.png", "per-pixel consistency h(p), evenly spaced frames")):
         if (preview / name).is_file():
             parts.append(_figure(out, preview / name, caption))
     for sub, title, limit in (("renders", "Labeled point cloud", 8), ("heatmaps", "Per-pixel consistency h(p)", 12)):
-        images = _images(preview / sub)
+        images = _images(preview / sub, order)
         if images:
-            figs = "".join(_figure(out, p, p.stem, lazy=True) for p in images[:limit])
+            # evenly spaced over the scan, in frame order: the start, the middle and the end
+            figs = "".join(_figure(out, images[i], images[i].stem, lazy=True) for i in evenly_spaced(len(images), limit))
             more = f"<p>{len(images) - limit} more in <code>preview/{sub}/</code></p>" if len(images) > limit else ""
             parts.append(f'<h3>{_esc(title)}</h3><div class="grid">{figs}</div>{more}')
-    overlays = _images(preview / "overlays")
+    overlays = _images(preview / "overlays", order)
     if overlays:
         figs = "".join(_figure(out, p, p.stem, lazy=True) for p in overlays)
         parts.append(f'<details><summary>All {len(overlays)} overlays</summary><div class="grid">{figs}</div></details>')
@@ -173,14 +213,14 @@ def _instances_table(instances: list[dict], n_frames: int | None) -> str:
             f'<td class="num">{len(frames)}{of}</td><td>{_esc(listed)}</td></tr>'
         )
     head = "<tr><th></th><th>ID</th><th>points</th><th>confidence</th><th>views</th><th>seen in</th></tr>"
-    return "<table>" + head + "".join(rows) + "</table>"
+    return _fold(rows, head, "instances")
 
 
 def _kv_table(d: dict) -> str:
-    return "<table>" + "".join(
-        f"<tr><th>{_esc(k)}</th><td>{_esc(json.dumps(v) if isinstance(v, (list, dict)) else format_value(v))}</td></tr>"
-        for k, v in _flatten(d)
-    ) + "</table>"
+    """Settings as rows `name | value`, nested settings as dotted names (`tracker.overlap_iou`)."""
+    rows = [f"<tr><th>{_esc(k)}</th><td>{_esc(json.dumps(v) if isinstance(v, (list, dict)) else format_value(v))}</td></tr>"
+            for k, v in _flatten(d)]
+    return _fold(rows, "", "settings")
 
 
 def _settings(run: dict | None) -> str:
@@ -220,9 +260,9 @@ def write_report(out_dir: str | Path) -> Path:
     instances = read_instances(out)
     name = ((run or {}).get("scene") or {}).get("name") or out.resolve().name
     n_frames = metrics.get("frames") if isinstance(metrics.get("frames"), int) else None
-    subtitle = " · ".join(
-        _esc(x) for x in ((run or {}).get("date"), ", ".join(f"{k}: {v}" for k, v in ((run or {}).get("backends") or {}).items())) if x
-    )
+    # the backends' plain names only: their nested settings (a segmenter's 16) are the Settings table's
+    backends = ", ".join(f"{k}: {v}" for k, v in ((run or {}).get("backends") or {}).items() if not isinstance(v, dict | list))
+    subtitle = " · ".join(_esc(x) for x in ((run or {}).get("date"), backends) if x)
     body = [
         f"<h1>lift3d: {_esc(name)}</h1>",
         f'<p class="sub">{subtitle}</p>' if subtitle else "",
@@ -233,7 +273,7 @@ def write_report(out_dir: str | Path) -> Path:
         "number, as one giant mask also scores well on H.</p>",
         _metrics_table(metrics),
         "<h2>Previews</h2>",
-        _previews(out),
+        _previews(out, _frame_order(out, run)),
         f"<h2>Instances ({len(instances)})</h2>",
         _instances_table(instances, n_frames),
         "<h2>Settings</h2>",

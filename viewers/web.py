@@ -5,15 +5,20 @@ What the page shows:
 - the labeled point cloud, one scene node per instance (so each can be hidden), unlabeled
   points in their own node;
 - the labeled Gaussian splats when `OUT/splats.ply` exists, also one node per instance;
-- the camera frustums with their (downscaled) images;
+- the camera frustums with their (downscaled) images, or those images under their label maps;
 - GUI: colour by label / confidence / RGB, toggles for points, splats, cameras and unlabeled
-  points, one checkbox per instance, and an "inspect" dropdown. Inspecting an instance (from the
+  points, one checkbox per instance that has points, and an "inspect" dropdown. Inspecting an instance (from the
   dropdown, or by clicking one of its points in the 3D view) lists the views that saw it
   (`instances.json`) and highlights their frustums in the instance's colour; clicking a frustum
   lists the instances that view saw.
 
 viser's point clouds do not report clicks, so a click is picked here: the scene's click event
 gives a ray, and the visible point nearest to it in angle (within a tolerance) is the one hit.
+A click on a frustum reaches the scene too; the pick yields to a camera the ray meets first.
+
+The page opens framing the whole scene (`initial_view`). Mask IDs that no point took (an ID a
+view saw that lost every vote, or one `--min-instance-points` dropped) are counted apart and not
+listed: the instances shown are the ones in points.ply.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from lift3d.viewers.palette import UNLABELED_GREY, label_colors, scalar_colors
 logger = logging.getLogger(__name__)
 
 COLOR_MODES = ("label", "confidence", "RGB")
+CAMERA_IMAGES = ("RGB", "labels")
 _FRUSTUM_IDLE = (120, 120, 120)
 _NO_SELECTION = "none"
 
@@ -193,6 +199,31 @@ def _pick_point_reference(ray_origin, ray_direction, xyz, *, tolerance):
     return best
 
 
+def initial_view(
+    xyz: np.ndarray,  # [N, 3] world
+    up: np.ndarray,  # [3] world up
+    side: np.ndarray,  # [3] direction from the scene's centre towards where the viewer stands
+    *,
+    fov: float,  # vertical field of view, radians
+    elevation: float = np.pi / 4,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(position, look_at) of a camera that frames the whole scene: the sphere around the 2-98
+    percentile box of the points fits inside the vertical field of view, seen from `side`,
+    `elevation` above the horizon."""
+    lo, hi = np.percentile(np.asarray(xyz, np.float64), [2, 98], axis=0)
+    centre = (lo + hi) / 2
+    radius = max(float(np.linalg.norm(hi - lo)) / 2, 1e-3)
+    up = np.asarray(up, np.float64) / max(np.linalg.norm(up), 1e-12)
+    side = np.asarray(side, np.float64)
+    side = side - up * (side @ up)
+    if np.linalg.norm(side) < 1e-6:
+        side = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
+    side /= np.linalg.norm(side)
+    direction = np.cos(elevation) * side + np.sin(elevation) * up
+    distance = radius / np.sin(fov / 2)
+    return centre + direction * distance, centre
+
+
 def _colors(mode: str, rgb: np.ndarray, label: np.ndarray, confidence: np.ndarray) -> np.ndarray:
     """[N, 3] uint8 colours of points (or splats) in a colour mode; unlabeled ones stay grey."""
     if mode == "RGB":
@@ -256,10 +287,13 @@ class LabeledSceneViewer:
         self.data = data
         self.state = _ViewerState()
         pts = data.points
-        self.ids = [e["id"] for e in data.instances]
-        self.instance_by_id = {e["id"]: e for e in data.instances}
+        # what points.ply holds; mask IDs that no point took are only counted
+        shown = [e for e in data.instances if e["points"] > 0]
+        self.no_points = len(data.instances) - len(shown)
+        self.ids = [e["id"] for e in shown]
+        self.instance_by_id = {e["id"]: e for e in shown}
         self.views_by_frame: dict[str, list[int]] = {}
-        for e in data.instances:
+        for e in shown:
             for f in e["frames"]:
                 self.views_by_frame.setdefault(f, []).append(e["id"])
         lo, hi = np.percentile(pts["xyz"], [2, 98], axis=0)
@@ -276,6 +310,7 @@ class LabeledSceneViewer:
         self.camera_distance = float(np.median(dist)) if dist else 0.5 * self.extent
         self.frustum_scale = 0.12 * self.camera_distance
         self.image_width = image_width
+        self.camera_images: dict[str, dict[str, np.ndarray | None]] = {}
         self.point_nodes: dict[int, object] = {}
         self.splat_nodes: dict[int, object] = {}
         self.frustums: dict[str, object] = {}
@@ -292,9 +327,8 @@ class LabeledSceneViewer:
         poses = [f["T_world_camera"] for f in self.frames]
         up = up_direction(poses)
         scene.set_up_direction(tuple(float(x) for x in up))
-        # start on the cameras' side (walls stand behind what they film), above them, looking down at
-        # the objects at 45 degrees over the frustums
-        r = self.camera_distance
+        # start on the cameras' side (walls stand behind what they film), above them, looking down
+        # at 45 degrees, far enough back that the whole scene is in view
         away = np.array([1.0, -1.0, 0.0])
         if poses:
             sides = np.stack([T[:3, 3] for T in poses]) - self.centre
@@ -303,12 +337,9 @@ class LabeledSceneViewer:
             mean_side = sides.mean(0)
             # cameras all round the objects: no side is theirs, take the first camera's
             away = mean_side if np.linalg.norm(mean_side) > 0.3 else sides[0]
-        away = away - up * (away @ up)
-        if np.linalg.norm(away) < 1e-6:
-            away = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
-        position = self.centre + away / np.linalg.norm(away) * 1.3 * r + up * 1.3 * r
+        position, look_at = initial_view(self.data.points["xyz"], up, away, fov=self.server.initial_camera.fov)
         self.server.initial_camera.position = tuple(float(x) for x in position)
-        self.server.initial_camera.look_at = tuple(float(x) for x in self.centre)
+        self.server.initial_camera.look_at = tuple(float(x) for x in look_at)
         self.points_root = scene.add_frame("/points", show_axes=False)
         pts = self.data.points
         colors = _colors("label", pts["rgb"], pts["label"], pts["confidence"])
@@ -343,6 +374,7 @@ class LabeledSceneViewer:
             T, K = f["T_world_camera"], f["K"]
             path = frame_image_path(self.data.out_dir, f["image"])
             image = _frustum_image(path, self.image_width)
+            self.camera_images[f["name"]] = {"RGB": image}
             missing += image is None
             handle = scene.add_camera_frustum(
                 f"/cameras/{f['name']}", fov=float(2 * np.arctan2(h / 2, K[1, 1])), aspect=w / h,
@@ -356,9 +388,7 @@ class LabeledSceneViewer:
 
         @scene.on_click()
         def _(event) -> None:
-            k = self.pick(np.asarray(event.ray_origin), np.asarray(event.ray_direction))
-            if k is not None:
-                self.select(k)
+            self.click(np.asarray(event.ray_origin), np.asarray(event.ray_direction))
 
     # gui ---------------------------------------------------------------------------------
 
@@ -368,6 +398,7 @@ class LabeledSceneViewer:
         gui.add_markdown(
             f"**{d.name}**: {len(d.points['xyz']):,} points, {len(self.ids)} instances, "
             f"{len(d.frames)} views" + (f", {len(d.splats['centers']):,} splats" if d.splats is not None else "")
+            + (f" ({self.no_points} mask IDs took no point)" if self.no_points else "")
         )
         with gui.add_folder("Display"):
             mode = gui.add_dropdown("Colour by", COLOR_MODES, initial_value="label")
@@ -379,6 +410,8 @@ class LabeledSceneViewer:
                 show_splats.on_update(lambda _: setattr(self.splats_root, "visible", show_splats.value))
             show_cams = gui.add_checkbox("Cameras", True)
             show_cams.on_update(lambda _: setattr(self.cameras_root, "visible", show_cams.value))
+            images = gui.add_dropdown("Camera images", CAMERA_IMAGES, initial_value="RGB")
+            images.on_update(lambda _: self.set_camera_images(images.value))
             if 0 in self.point_nodes or 0 in self.splat_nodes:
                 show_unlabeled = gui.add_checkbox("Unlabeled points", True)
                 show_unlabeled.on_update(lambda _: self.set_visible(0, show_unlabeled.value))
@@ -388,15 +421,13 @@ class LabeledSceneViewer:
             self.inspect = gui.add_dropdown("Instance", (_NO_SELECTION, *[str(k) for k in self.ids]), initial_value=_NO_SELECTION)
             self.inspect.on_update(lambda _: self._apply_selection(None if self.inspect.value == _NO_SELECTION else int(self.inspect.value)))
             self.info = gui.add_html(_small(self._info_html(None)))
-            # a pane of its own: a click on a frustum also reaches the scene behind it, whose
-            # pick would otherwise overwrite the view's list at once
             self.view_info = gui.add_html(_small("<p>Click a camera to list the instances it saw.</p>"))
             only = gui.add_button("Show only this instance")
             only.on_click(lambda _: self.isolate(self.state.selected))
             show_all = gui.add_button("Show all instances")
             show_all.on_click(lambda _: self.isolate(None))
         with gui.add_folder(f"Instances ({len(self.ids)})", expand_by_default=len(self.ids) <= 40):
-            for e in d.instances:
+            for e in self.instance_by_id.values():
                 k = e["id"]
                 box = gui.add_checkbox(
                     f"{k}: {e['points']:,} pts, {len(e['frames'])} views", True,
@@ -444,9 +475,55 @@ class LabeledSceneViewer:
             else:
                 self.set_visible(j, show)
 
+    def set_camera_images(self, mode: str) -> None:
+        """Show the frustums' images as `RGB` or under their label maps (`labels`, from OUT/masks)."""
+        if mode not in CAMERA_IMAGES:
+            raise InputError(None, f"camera images must be one of {CAMERA_IMAGES}, got {mode!r}")
+        for name, handle in self.frustums.items():
+            images = self.camera_images[name]
+            if mode not in images:
+                images[mode] = _label_thumbnail(images["RGB"], self.data.out_dir / "masks" / f"{name}.png")
+            handle.image = images[mode] if images[mode] is not None else images["RGB"]
+
+    def camera_hit(self, ray_origin: np.ndarray, ray_direction: np.ndarray) -> float | None:
+        """Distance along a click ray to the first drawn frustum it passes through (None: none).
+
+        A frustum is taken as its optical axis from the camera centre to its image plane, with
+        a radius of half its size: close enough to the drawn pyramid for a click.
+        """
+        if not self.frustums or not self.cameras_root.visible:
+            return None
+        d = np.asarray(ray_direction, np.float64)
+        d = d / max(np.linalg.norm(d), 1e-12)
+        o = np.asarray(ray_origin, np.float64)
+        best = None
+        for f in self.frames:
+            T = f["T_world_camera"]
+            a, b = T[:3, 3], T[:3, 3] + T[:3, 2] * self.frustum_scale
+            t, dist = _ray_segment(o, d, a, b)
+            if t > 0 and dist <= 0.5 * self.frustum_scale and (best is None or t < best):
+                best = t
+        return best
+
+    def click(self, ray_origin: np.ndarray, ray_direction: np.ndarray) -> int | None:
+        """A click in the 3D view: select the instance hit, unless a camera frustum is in front of
+        it (that click is the frustum's own). Returns the instance selected, or None."""
+        k, t_point = self._pick(ray_origin, ray_direction)
+        if k is None:
+            return None
+        t_camera = self.camera_hit(ray_origin, ray_direction)
+        if t_camera is not None and t_camera < t_point:
+            return None
+        self.select(k)
+        return k
+
     def pick(self, ray_origin: np.ndarray, ray_direction: np.ndarray) -> int | None:
         """The labeled instance a click ray hits, among the visible instances (of the splats
         when only they are shown, else of the points)."""
+        return self._pick(ray_origin, ray_direction)[0]
+
+    def _pick(self, ray_origin, ray_direction) -> tuple[int | None, float]:
+        """(instance hit or None, distance along the ray to the point hit)."""
         if self.splats_root is not None and self.splats_root.visible and not self.points_root.visible:
             xyz, label, index = self.data.splats["centers"], self.data.splats["label"], self.splat_index
         else:
@@ -454,10 +531,14 @@ class LabeledSceneViewer:
         with self.state.lock:
             visible = [k for k in index if k != 0 and k not in self.state.hidden]
         if not visible:
-            return None
+            return None, np.inf
         idx = np.concatenate([index[k] for k in visible])
         hit = pick_point(ray_origin, ray_direction, xyz[idx], tolerance=2.0 * self.spacing)
-        return None if hit is None else int(label[idx[hit]])
+        if hit is None:
+            return None, np.inf
+        d = np.asarray(ray_direction, np.float64)
+        t = float((xyz[idx[hit]] - np.asarray(ray_origin, np.float64)) @ (d / max(np.linalg.norm(d), 1e-12)))
+        return int(label[idx[hit]]), t
 
     def select(self, k: int | None) -> None:
         """Inspect instance `k` (None: nothing): list the views that saw it, light up their frustums."""
@@ -496,6 +577,36 @@ class LabeledSceneViewer:
             f"<p>{_swatch(k)}<b>instance {k}</b>: {e['points']:,} points, confidence {e['confidence']:.2f}<br>"
             f"seen in {len(frames)} of {len(self.data.frames)} views (highlighted): {listed or 'none'}</p>"
         )
+
+
+def _ray_segment(o: np.ndarray, d: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(t along the unit ray o + t d, distance) of the closest approach of the ray's line to
+    segment ab: the perpendicular part of a + s (b - a) - o is linear in s, its length squared a
+    parabola, minimised over s in [0, 1]."""
+    w0, ab = a - o, b - a
+    pw0, pab = w0 - (w0 @ d) * d, ab - (ab @ d) * d
+    denom = float(pab @ pab)
+    s = 0.0 if denom < 1e-18 else float(np.clip(-(pw0 @ pab) / denom, 0.0, 1.0))
+    p = a + s * ab
+    return float((p - o) @ d), float(np.linalg.norm(pw0 + s * pab))
+
+
+def _label_thumbnail(image: np.ndarray | None, labels_path: Path) -> np.ndarray | None:
+    """A frustum's image under its label map (None when either is missing)."""
+    from PIL import Image
+
+    from lift3d.consistency.labelmaps import read_label_map
+    from lift3d.viewers.overlay import overlay
+
+    if image is None or not labels_path.is_file():
+        return None
+    try:
+        labels = read_label_map(labels_path)
+    except Lift3dError:
+        return None
+    h, w = image.shape[:2]
+    labels = np.asarray(Image.fromarray(labels.astype(np.int32)).resize((w, h), Image.Resampling.NEAREST))
+    return overlay(image, labels, alpha=0.6, edges=False)
 
 
 def _esc(text: str) -> str:

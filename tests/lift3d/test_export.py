@@ -135,3 +135,25 @@ def test_scannet_read_errors_name_the_file(tmp_path):
     (tmp_path / "scene0000_00.txt").write_text("pred_mask/scene0000_00_000.txt one 0.5\n")
     with pytest.raises(InputError, match="class id must be an integer"):
         read_scannet_instances(tmp_path, "scene0000_00", 9)
+
+
+def test_labeled_mesh_keeps_faces_and_colours_vertices_by_instance(tmp_path):
+    from plyfile import PlyData
+
+    from lift3d.export import write_labeled_mesh
+    from lift3d.viewers.palette import UNLABELED_GREY, label_colors
+
+    xyz = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], np.float32)
+    faces = np.array([[0, 1, 2], [1, 3, 2]])
+    label = np.array([0, 4, 4, 7], np.int32)
+    write_labeled_mesh(tmp_path / "mesh.ply", xyz, faces, label, np.array([0, 0.5, 0.5, 1], np.float32))
+    ply = PlyData.read(str(tmp_path / "mesh.ply"))
+    np.testing.assert_array_equal(np.vstack(ply["face"]["vertex_indices"]), faces)
+    v = ply["vertex"]
+    np.testing.assert_array_equal(np.stack([v["red"], v["green"], v["blue"]], 1), label_colors(label, unlabeled=UNLABELED_GREY))
+    np.testing.assert_array_equal(v["label"], label)
+    with pytest.raises(InputError, match=r"faces index vertices 0..3, found 0..4"):
+        write_labeled_mesh(tmp_path / "bad.ply", xyz, np.array([[0, 1, 4]]), label, np.zeros(4, np.float32))
+    with pytest.raises(InputError, match=r"faces must have shape \[F, 3\]"):
+        write_labeled_mesh(tmp_path / "bad.ply", xyz, np.array([0, 1, 2]), label, np.zeros(4, np.float32))
+    assert not (tmp_path / "bad.ply").exists()

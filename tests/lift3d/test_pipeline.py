@@ -10,6 +10,7 @@ import pytest
 
 from lift3d.config import SegmentConfig
 from lift3d.consistency.labelmaps import read_label_map
+from lift3d.errors import InputError
 from lift3d.pipeline import run_segment
 
 
@@ -200,3 +201,44 @@ def test_pairwise_can_be_switched_off_and_h_is_the_same(synthetic_scene_dir, tmp
                        "--out", str(tmp_path / "m.json")]) == 0
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["pairwise"] is None and m["H"] == m_on["H"]
+
+
+def test_mesh_ply_opens_in_open3d_with_the_instances_as_vertex_colours(demo_run, synthetic_scene_dir):
+    import open3d as o3d
+    from plyfile import PlyData
+
+    from lift3d.viewers.palette import UNLABELED_GREY, label_colors
+
+    scan = o3d.io.read_triangle_mesh(str(synthetic_scene_dir / f"{synthetic_scene_dir.name}_vh_clean_2.ply"))
+    mesh = o3d.io.read_triangle_mesh(str(demo_run / "mesh.ply"))  # the legacy reader plain tools use
+    assert len(mesh.vertices) == len(scan.vertices) and len(mesh.triangles) == len(scan.triangles) > 0
+    np.testing.assert_array_equal(np.asarray(mesh.triangles), np.asarray(scan.triangles))
+    label = np.asarray(PlyData.read(str(demo_run / "points.ply"))["vertex"]["label"])
+    colours = np.round(np.asarray(mesh.vertex_colors) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(colours, label_colors(label, unlabeled=UNLABELED_GREY))
+    ids = np.unique(label[label > 0])
+    assert len(ids) >= 5 and len(np.unique(colours[label > 0], axis=0)) == len(ids)  # one colour per instance
+    by_instance = o3d.io.read_point_cloud(str(demo_run / "points_by_instance.ply"))
+    np.testing.assert_array_equal(np.round(np.asarray(by_instance.colors) * 255).astype(np.uint8), colours)
+
+
+def test_mesh_flag_supplies_the_mesh_and_the_scannet_export_needs_one(synthetic_scene_dir, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from plyfile import PlyData
+
+    mesh = synthetic_scene_dir / f"{synthetic_scene_dir.name}_vh_clean_2.ply"
+    bare = tmp_path / synthetic_scene_dir.name
+    shutil.copytree(synthetic_scene_dir, bare, ignore=shutil.ignore_patterns("*_vh_clean_2.ply"))
+    with caplog.at_level(logging.WARNING):
+        fused = run_segment(SegmentConfig(scene=bare, out=tmp_path / "fused", max_frames=2, preview=False))
+    assert not (fused / "scannet").exists() and not (fused / "mesh.ply").exists()
+    assert [r.getMessage() for r in caplog.records if "ScanNet export skipped" in r.getMessage()] == [
+        "ScanNet export skipped: the points are fused pointmaps, not a ScanNet mesh's vertices "
+        "(give the scan's *_vh_clean_2.ply with --mesh PATH)"]
+    given = run_segment(SegmentConfig(scene=bare, out=tmp_path / "given", max_frames=2, preview=False, mesh=mesh))
+    assert len(PlyData.read(str(given / "points.ply"))["vertex"]) == len(PlyData.read(str(mesh))["vertex"])
+    assert (given / "mesh.ply").is_file() and (given / "scannet" / f"{bare.name}.txt").is_file()
+    with pytest.raises(InputError, match="--mesh: mesh PLY not found"):
+        run_segment(SegmentConfig(scene=bare, out=tmp_path / "x", mesh=tmp_path / "none.ply"))

@@ -77,3 +77,33 @@ def test_report_bad_input(tmp_path, fake_output):
 )
 def test_format_value(value, text):
     assert format_value(value) == text
+
+
+def test_report_heatmaps_in_frame_order_evenly_spaced(fake_output):
+    names = [str(i) for i in range(0, 300, 3)]  # 100 frames named 0, 3, ..., 297
+    run = json.loads((fake_output / "run.json").read_text())
+    run["scene"] = {"name": "fake", "frames": names}
+    (fake_output / "run.json").write_text(json.dumps(run))
+    heat = fake_output / "preview" / "heatmaps"
+    heat.mkdir(parents=True)
+    png = (fake_output / "images" / "0.png").read_bytes()
+    for n in names:
+        (heat / f"{n}.png").write_bytes(png)
+    page = write_report(fake_output).read_text()
+    shown = [int(m) for m in re.findall(r'src="preview/heatmaps/(\d+)\.png"', page)]
+    assert len(shown) == 12 and shown == sorted(shown)  # not the file names' 0, 102, 105, ...
+    assert shown[0] == 0 and shown[-1] == 297
+
+
+def test_report_settings_are_a_table_and_long_tables_fold(fake_output):
+    run = json.loads((fake_output / "run.json").read_text())
+    run["backends"]["segmenter_settings"] = {"scale": 300.0, "min_size": 40}
+    run["config"].update({f"option_{k}": k for k in range(30)})
+    (fake_output / "run.json").write_text(json.dumps(run))
+    instances = [{"id": k, "points": 10, "confidence": 0.5, "frames": ["0"]} for k in range(1, 41)]
+    (fake_output / "instances.json").write_text(json.dumps({"instances": instances}))
+    page = write_report(fake_output).read_text()
+    header = page.split("<h2>")[0]
+    assert "segmenter: classical" in header and "{" not in header.split("<body>")[1]  # no dict repr
+    assert "<th>segmenter_settings.scale</th>" in page  # nested settings are rows of the table
+    assert "<summary>20 more instances</summary>" in page and "more settings</summary>" in page

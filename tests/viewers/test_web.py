@@ -16,7 +16,9 @@ from lift3d.viewers.palette import label_colors
 from lift3d.viewers.web import (
     _FRUSTUM_IDLE,
     _pick_point_reference,
+    _ray_segment,
     check_port_free,
+    initial_view,
     load_output,
     pick_point,
     point_spacing,
@@ -97,6 +99,29 @@ def test_pick_point_matches_reference_and_takes_the_nearest():
     assert pick_point(np.zeros(3), np.array([1.0, 0, 0]), line, tolerance=0.01) is None
 
 
+def test_initial_view_frames_the_whole_scene():
+    rng = np.random.default_rng(2)
+    fov = np.deg2rad(75.0)
+    for _ in range(10):
+        xyz = rng.normal(size=(500, 3)) * rng.uniform(0.2, 5, 3) + rng.normal(size=3) * 10
+        up, side = rng.normal(size=3), rng.normal(size=3)
+        position, look_at = initial_view(xyz, up, side, fov=fov)
+        lo, hi = np.percentile(xyz, [2, 98], axis=0)
+        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+        axis = (look_at - position) / np.linalg.norm(look_at - position)
+        rays = (corners - position) / np.linalg.norm(corners - position, axis=1, keepdims=True)
+        assert np.all(np.arccos(np.clip(rays @ axis, -1, 1)) <= fov / 2 + 1e-9)  # every corner in view
+        elevation = np.arcsin(-axis @ (up / np.linalg.norm(up)))
+        assert elevation == pytest.approx(np.pi / 4)  # looking down at 45 degrees
+
+
+def test_ray_segment_closest_approach():
+    o, d = np.zeros(3), np.array([1.0, 0, 0])
+    assert _ray_segment(o, d, np.array([2.0, 1, 0]), np.array([2.0, 3, 0])) == pytest.approx((2.0, 1.0))
+    assert _ray_segment(o, d, np.array([3.0, -1, 0]), np.array([3.0, 1, 0])) == pytest.approx((3.0, 0.0))
+    assert _ray_segment(o, d, np.array([1.0, 2, 0]), np.array([5.0, 2, 0])) == pytest.approx((1.0, 2.0), abs=1e-9)
+
+
 def test_point_spacing_of_a_grid():
     g = np.stack(np.meshgrid(np.arange(60), np.arange(60), [0.0]), -1).reshape(-1, 3) * 0.02
     assert point_spacing(g) == pytest.approx(0.02)
@@ -170,6 +195,61 @@ def test_viewer_click_picks_the_instance_and_toggles(running):
     assert all(viewer.point_nodes[k].visible for k in (1, 2, 3))
 
 
+def test_a_click_on_a_camera_does_not_select_the_point_behind_it(running):
+    server, _ = running
+    viewer = server.lift3d_viewer
+    pts = viewer.data.points
+    camera = np.asarray(viewer.data.frames[0]["T_world_camera"])[:3, 3]
+    target = pts["xyz"][pts["label"] == 1].mean(0)
+    direction = target - camera
+    origin = camera - 0.5 * direction  # behind the camera, through its frustum, onto instance 1
+    assert viewer.pick(origin, direction) == 1  # the point is there ...
+    assert viewer.click(origin, direction) is None and viewer.state.selected is None  # ... the camera is in front
+    viewer.cameras_root.visible = False
+    assert viewer.click(origin, direction) == 1 and viewer.state.selected == 1
+    viewer.cameras_root.visible = True
+    target = pts["xyz"][pts["label"] == 3].mean(0)
+    origin = target + np.array([0.0, -3.0, 1.0])  # no camera on the way
+    assert viewer.click(origin, target - origin) == 3 and viewer.inspect.value == "3"
+
+
+def test_instances_without_points_are_counted_apart(fake_output):
+    import json
+
+    data = json.loads((fake_output / "instances.json").read_text())
+    data["instances"].append({"id": 9, "points": 0, "confidence": 0.0, "frames": ["0"]})
+    (fake_output / "instances.json").write_text(json.dumps(data))
+    server = serve(fake_output, port=free_port(), block=False)
+    try:
+        viewer = server.lift3d_viewer
+        assert viewer.ids == [1, 2, 3] and set(viewer.checkboxes) == {1, 2, 3} and viewer.no_points == 1
+        assert 9 not in viewer.views_by_frame["0"]
+        with pytest.raises(InputError, match="no instance 9"):
+            viewer.select(9)
+    finally:
+        server.stop()
+
+
+def test_camera_thumbnails_can_show_the_label_maps(running):
+    server, _ = running
+    viewer = server.lift3d_viewer
+    rgb = viewer.frustums["0"].image.copy()
+    viewer.set_camera_images("labels")
+    labelled = viewer.frustums["0"].image
+    assert labelled.shape == rgb.shape and not np.array_equal(labelled, rgb)
+    from lift3d.consistency.labelmaps import read_label_map
+
+    lab = read_label_map(viewer.data.out_dir / "masks" / "0.png")  # the frames' size here
+    assert set(np.unique(lab)) == {0, 1, 2, 3}
+    np.testing.assert_array_equal(labelled[lab == 0], rgb[lab == 0])  # unlabeled pixels as they were
+    tint = np.round(0.4 * rgb[lab > 0] + 0.6 * label_colors(lab[lab > 0]))  # each instance's colour at 0.6
+    assert np.abs(labelled[lab > 0].astype(int) - tint).max() <= 1
+    viewer.set_camera_images("RGB")
+    np.testing.assert_array_equal(viewer.frustums["0"].image, rgb)
+    with pytest.raises(InputError, match="camera images"):
+        viewer.set_camera_images("depth")
+
+
 def test_viewer_colour_modes(running):
     server, _ = running
     viewer = server.lift3d_viewer
@@ -240,3 +320,39 @@ def test_browser_shows_labeled_splats(fake_output_with_splats):
         server.stop()
     assert capture.ready
     assert [e for e in capture.errors if VISER_SPLAT_NAN not in e] == []
+
+
+@pytest.fixture(scope="module")
+def demo_output(synthetic_scene_dir, tmp_path_factory):
+    """`lift3d segment` on the synthetic scene, as `make demo` runs it (fewer frames, no previews)."""
+    from lift3d.config import SegmentConfig
+    from lift3d.pipeline import run_segment
+
+    return run_segment(SegmentConfig(scene=synthetic_scene_dir, out=tmp_path_factory.mktemp("demo") / "result",
+                                     max_frames=4, preview=False))
+
+
+@chromium
+def test_browser_counts_the_instances_of_points_ply(demo_output):
+    import json
+    import re
+
+    from plyfile import PlyData
+
+    label = np.asarray(PlyData.read(str(demo_output / "points.ply"))["vertex"]["label"])
+    in_points = len(np.unique(label[label > 0]))
+    recorded = json.loads((demo_output / "instances.json").read_text())["instances"]
+    assert len(recorded) > in_points  # mask IDs that took no point: what the page must not count
+    port = free_port()
+    server = serve(demo_output, port=port, block=False)
+    try:
+        capture = capture_page(f"http://127.0.0.1:{port}", size=(960, 800), timeout_s=40,
+                               expression="document.body.innerText",
+                               ready_value=lambda text: isinstance(text, str) and "Instances (" in text)
+    finally:
+        server.stop()
+    assert capture.ready, capture.value
+    text = capture.value
+    assert re.search(r"([\d,]+) points, (\d+) instances", text).group(2) == str(in_points)
+    assert f"Instances ({in_points})" in text
+    assert len(re.findall(r"^\d+: [\d,]+ pts, \d+ views", text, flags=re.M)) == in_points
