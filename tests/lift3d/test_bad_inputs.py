@@ -288,7 +288,9 @@ def test_long_scene_name_whose_temporary_names_would_be_too_long(scan, tmp_path)
     long = scan.parent / ("s" * 240)
     scan.rename(long)
     out = tmp_path / "out"
-    assert _segment(long, out, "--max-frames", "2") == 0
+    # the mesh keeps its old name (the scan's name + its suffix would not fit in 255): --mesh
+    mesh = long / f"{scan.name}_vh_clean_2.ply"
+    assert _segment(long, out, "--max-frames", "2", "--mesh", str(mesh)) == 0
     assert (out / "scannet" / f"{long.name}.txt").is_file()
 
 

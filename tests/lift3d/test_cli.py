@@ -93,12 +93,13 @@ def test_segment_quiet_prints_nothing_on_a_clean_run(synthetic_scene_dir, tmp_pa
 
 
 def test_segmenter_settings_are_logged_at_debug_only(synthetic_scene_dir, tmp_path, caplog):
-    argv = ["segment", "--scene", str(synthetic_scene_dir), "--out", str(tmp_path / "o"), "--max-frames", "2", "--no-preview"]
+    argv = ["segment", "--scene", str(synthetic_scene_dir), "--out", str(tmp_path / "o"), "--max-frames", "2", "--no-preview",
+            "--segmenter", "classical-2d"]
     with caplog.at_level(logging.DEBUG):
         assert entrypoint([*argv, "-v"]) == 0
     info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
-    assert any("segmenter=classical" in m for m in info)
+    assert any("segmenter=classical-2d" in m for m in info)
     assert not any("'config'" in m for m in info)  # the classical segmenter's settings ...
     assert any(m.startswith("backends:") and "'config'" in m for m in debug)  # ... are at DEBUG
 

@@ -324,12 +324,13 @@ def test_browser_shows_labeled_splats(fake_output_with_splats):
 
 @pytest.fixture(scope="module")
 def demo_output(synthetic_scene_dir, tmp_path_factory):
-    """`lift3d segment` on the synthetic scene, as `make demo` runs it (fewer frames, no previews)."""
+    """`lift3d segment` on the synthetic scene with the per-image segmenter (fewer frames, no
+    previews): its mask IDs include some that take no point, which the page must not count."""
     from lift3d.config import SegmentConfig
     from lift3d.pipeline import run_segment
 
     return run_segment(SegmentConfig(scene=synthetic_scene_dir, out=tmp_path_factory.mktemp("demo") / "result",
-                                     max_frames=4, preview=False))
+                                     max_frames=4, preview=False, segmenter="classical-2d"))
 
 
 @chromium
