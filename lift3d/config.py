@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from lift3d.consistency.metric_stream import DEFAULT_MAX_POINTS
+from lift3d.consistency.simulated import SimulatedConfig
 from lift3d.consistency.tracker import TrackerConfig
 from lift3d.recon.mast3r import Mast3rOptions
 
@@ -30,8 +31,11 @@ class SegmentConfig:
     """Frame subset as START:STOP:STEP (Python slice over the scene's frames)."""
     max_frames: int | None = None
     """Keep at most this many frames (evenly spaced) after --frames."""
-    segmenter: Literal["classical", "sam", "sam2"] = "classical"
-    """2D segmenter: the weight-free classical one (default), SAM or SAM 2 (need --sam-checkpoint)."""
+    segmenter: Literal["classical", "sam", "sam2", "simulated"] = "classical"
+    """2D segmenter: the weight-free classical one (default), SAM or SAM 2 (need --sam-checkpoint), or
+    `simulated`: masks simulated from the scan's ground truth (not SAM; scans with instance GT only)."""
+    simulated: SimulatedConfig = field(default_factory=SimulatedConfig)
+    """--segmenter simulated: SAM-like granularity changes simulated from ground truth (noise, p-split ...)."""
     sam_checkpoint: Path | None = None
     """SAM / SAM 2 checkpoint (.pth) for --segmenter sam|sam2."""
     sam_model: Literal["vit_h", "vit_l", "vit_b"] = "vit_h"

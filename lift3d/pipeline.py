@@ -132,6 +132,12 @@ def build_segmenter(cfg: SegmentConfig):
 
         seg = ClassicalSegmenter()
         return seg, seg.describe()
+    if cfg.segmenter == "simulated":
+        from lift3d.consistency.simulated import SimulatedSegmenter
+        from lift3d.recon.detect import resolve_scene_path
+
+        seg = SimulatedSegmenter.from_scan(resolve_scene_path(cfg.scene), config=cfg.simulated)
+        return seg, seg.describe()
     if cfg.sam_checkpoint is None:
         raise InputError(None, f"--segmenter {cfg.segmenter} needs --sam-checkpoint PATH (weights cannot be downloaded by lift3d)")
     if cfg.segmenter == "sam2":
