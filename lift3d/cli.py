@@ -108,11 +108,12 @@ class EvalDavis:
     """DAVIS root holding JPEGImages/480p and Annotations/480p."""
     sequences: tuple[str, ...] = ()
     """Sequences to evaluate (default: all found)."""
-    methods: tuple[Literal["framewise", "sam3d", "mastsam-no-unmasked", "mastsam"], ...] = (
+    methods: tuple[Literal["framewise", "sam3d", "mastsam-no-unmasked", "mastsam", "byocl"], ...] = (
         "framewise",
         "mastsam",
     )
-    """Methods to run."""
+    """Methods to run; `byocl`: BYOCL's clustering of the segmenter's encoder features (SAM / SAM 2), or of a
+    documented stand-in feature with the classical segmenter."""
     segmenter: Literal["classical", "sam", "sam2"] = "classical"
     """2D segmenter: classical (weight-free), SAM or SAM 2 (need --sam-checkpoint)."""
     sam_checkpoint: Path | None = None
@@ -139,12 +140,14 @@ class EvalScannet:
     pred: Path | None = None
     """Score this prediction folder in the ScanNet benchmark format (<scene>.txt + pred_mask/),
     e.g. OUT/scannet of `lift3d segment`. Without it, --methods are run and scored."""
-    methods: tuple[Literal["framewise", "sam3d", "maskclustering", "mastsam-no-unmasked", "mastsam", "mastsam-merged", "oracle"], ...] = (
+    methods: tuple[Literal["framewise", "sam3d", "maskclustering", "mastsam-no-unmasked", "mastsam", "mastsam-merged", "byocl",
+                           "oracle"], ...] = (
         "framewise",
         "sam3d",
         "maskclustering",
         "mastsam-no-unmasked",
         "mastsam",
+        "byocl",
         "oracle",
     )
     """Methods to run (without --pred): label maps, lifting, export, AP, ARI and H for each. `oracle`:

@@ -40,13 +40,13 @@ from lift3d.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("framewise", "sam3d", "mastsam-no-unmasked", "mastsam")
+METHODS = ("framewise", "sam3d", "mastsam-no-unmasked", "mastsam", "byocl")
 
 #: the 3D evaluation's methods: those of `METHODS`, MaskClustering's view consensus (needs 3D),
 #: MastSAM with the multi-view merging of its instances (`lift3d.consistency.merging`, when that
 #: module is present) and the oracle association (the framewise masks with GT-consistent IDs: the
 #: reference line of perfect association, needs per-view GT)
-SCANNET_METHODS = ("framewise", "sam3d", "maskclustering", "mastsam-no-unmasked", "mastsam", "mastsam-merged", "oracle")
+SCANNET_METHODS = ("framewise", "sam3d", "maskclustering", "mastsam-no-unmasked", "mastsam", "mastsam-merged", "byocl", "oracle")
 
 
 def merging_available() -> bool:
@@ -124,6 +124,10 @@ def method_labels(
         from lift3d.consistency.baselines import oracle_association
 
         return oracle_association(framewise, gt_views)
+    if method == "byocl":
+        from lift3d.consistency.byocl import byocl_labels
+
+        return byocl_labels(scene, segmenter, seed=seed)[0]
     if method == "mastsam-merged":
         if merge_views is None:
             raise InputError(None, "mastsam-merged needs lift3d.consistency.merging (multi-view merging of "
@@ -152,6 +156,15 @@ def build_segmenter(segmenter: str, *, sam_checkpoint: Path | None = None, sam_m
         cfg.sam2_model = sam2_model
     seg, info = _build(cfg)
     return seg, info["segmenter"]
+
+
+def byocl_feature_name(segmenter) -> str:
+    """The feature BYOCL clusters with this segmenter: its image encoder, or the stand-in."""
+    from lift3d.consistency.byocl import STAND_IN
+
+    if callable(getattr(segmenter, "image_features", None)):
+        return f"image encoder of {getattr(segmenter, 'name', 'the segmenter')}"
+    return STAND_IN
 
 
 def _mean(values: list[float]) -> float:
@@ -400,6 +413,7 @@ def run_davis_eval(cfg, *, size: tuple[int, int] | None = None, seed: int = 0, s
             "segmenter": seg_name,
             "matches": f"optical flow (OpenCV DIS 'medium', forward-backward checked < 1 px, every {stride}th pixel)",
             "geometry": "none (DAVIS has no depth)",
+            "byocl_features": byocl_feature_name(segmenter),
         },
         "per_sequence": per_seq,
         "mean": {m: _davis_means(per_seq[m]) for m in methods},
@@ -561,7 +575,8 @@ def run_scannet_eval(
         "segmenter": segmenter,
         "simulated": segm.describe() if segmenter == "simulated" else None,
         "backends": {"segmenter": seg_name, "geometry": "depth+poses", "matches": "reprojection (depth + poses)",
-                     "points": f"mesh vertices of {sc.mesh_path.name} ({len(xyz)})"},
+                     "points": f"mesh vertices of {sc.mesh_path.name} ({len(xyz)})",
+                     "byocl_features": byocl_feature_name(segm)},
         "per_method": per_method,
     }
     if h_note:
