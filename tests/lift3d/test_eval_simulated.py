@@ -31,7 +31,8 @@ def test_eval_scannet_command_with_noise_and_every_default_method(synthetic_scen
             "--simulated.noise", "0.3", "--simulated.seed", "3", "--frames", "::2"]
     assert entrypoint(argv) == 0
     res = json.loads((out / "results.json").read_text())
-    assert res["methods"] == ["framewise", "sam3d", "maskclustering", "mastsam-no-unmasked", "mastsam", "oracle"]
+    assert res["methods"] == ["framewise", "sam3d", "maskclustering", "mastsam-no-unmasked", "mastsam", "byocl", "oracle"]
+    assert "stand-in" in res["backends"]["byocl_features"]
     assert res["simulated"]["effective"]["p_split"] == 0.3 and res["simulated"]["config"]["seed"] == 3
     assert res["settings"]["frames_used"] == 4
     printed = capsys.readouterr().out
