@@ -127,6 +127,10 @@ class SimulatedSegmenter:
         self._p = self.config.resolved()
         self._lookup = None
         self._views: OrderedDict[int, _View] = OrderedDict()
+        # the GT lookup (the costly part: a closest-point query per pixel) of recent views, kept
+        # across the passes an evaluation makes over the same frames; bounded in bytes
+        self._vertices: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._vertices_bytes = 0
 
     @classmethod
     def from_scan(cls, scene_dir: str | Path, scene_name: str | None = None, config: SimulatedConfig | None = None):
@@ -195,21 +199,35 @@ class SimulatedSegmenter:
         if h in self._views:
             self._views.move_to_end(h)
             return self._views[h]
-        pts = geometry.reshape(-1, 3).astype(np.float32)
-        ok = np.isfinite(pts).all(axis=1) & (np.abs(pts).sum(axis=1) > 0)
+        vert = self._pixel_vertices(geometry, h)
         obj = np.zeros(H * W, np.int64)
         seg = np.full(H * W, -1, np.int64)
-        if ok.any():
-            vert, dist = self._vertex_of(pts[ok])
-            near = dist <= self.config.max_dist
-            idx = np.flatnonzero(ok)[near]
-            obj[idx] = self.gt.object[vert[near]]
-            seg[idx] = np.where(obj[idx] > 0, self.gt.segment[vert[near]], -1)
+        idx = np.flatnonzero(vert >= 0)
+        obj[idx] = self.gt.object[vert[idx]]
+        seg[idx] = np.where(obj[idx] > 0, self.gt.segment[vert[idx]], -1)
         view = _decompose(obj.reshape(H, W), seg.reshape(H, W), self._p, self.config, h)
         self._views[h] = view
         while len(self._views) > 4:  # the tracker revisits only the current frame
             self._views.popitem(last=False)
         return view
+
+    def _pixel_vertices(self, geometry: np.ndarray, h: int) -> np.ndarray:  # [H * W] int32, -1 = none
+        """The mesh vertex of each pixel within max_dist, cached per view hash (LRU, 512 MiB)."""
+        if h in self._vertices:
+            self._vertices.move_to_end(h)
+            return self._vertices[h]
+        pts = geometry.reshape(-1, 3).astype(np.float32)
+        ok = np.isfinite(pts).all(axis=1) & (np.abs(pts).sum(axis=1) > 0)
+        out = np.full(len(pts), -1, np.int32)
+        if ok.any():
+            vert, dist = self._vertex_of(pts[ok])
+            near = dist <= self.config.max_dist
+            out[np.flatnonzero(ok)[near]] = vert[near]
+        self._vertices[h] = out
+        self._vertices_bytes += out.nbytes
+        while self._vertices_bytes > 512 * 2**20 and len(self._vertices) > 1:
+            self._vertices_bytes -= self._vertices.popitem(last=False)[1].nbytes
+        return out
 
     def view_objects(self, image: np.ndarray, *, geometry: np.ndarray) -> np.ndarray:  # [H, W] int64
         """The GT object of each pixel of a view (0 = none): what the simulation starts from."""
