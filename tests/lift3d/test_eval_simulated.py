@@ -70,3 +70,15 @@ def test_segment_with_the_simulated_segmenter_records_it(synthetic_scene_dir, tm
     run = json.loads((out / "run.json").read_text())
     assert "simulated from ground truth" in run["backends"]["segmenter"]
     assert run["backends"]["effective"]["p_merge"] == pytest.approx(0.075)
+
+
+def test_eval_davis_accepts_sam2_and_refuses_the_simulation(tmp_path, capsys):
+    base = ["eval", "davis", "--root", str(tmp_path), "--sequences", "x", "--out", str(tmp_path / "o")]
+    assert entrypoint([*base, "--segmenter", "sam2"]) == 2
+    assert "--sam-checkpoint" in capsys.readouterr().err
+    from lift3d.cli import EvalDavis
+    from lift3d.errors import InputError
+    from lift3d.evaluation import run_davis_eval
+
+    with pytest.raises(InputError, match="DAVIS has none"):
+        run_davis_eval(EvalDavis(root=tmp_path, sequences=("x",), segmenter="simulated"), verbose=False)
