@@ -472,6 +472,7 @@ def run_scannet_eval(
     eps: float = 0.02,
     voxel: float = 0.05,
     seed: int = 0,
+    pairwise: bool = True,
     verbose: bool = True,
 ) -> dict:
     """Every method on one ScanNet scan: label maps, lifting, ScanNet export, AP, H.
@@ -488,6 +489,8 @@ def run_scannet_eval(
         eps: the metric H's radius (metres).
         voxel: SAM3D's voxel (metres).
         seed: K-Means and ID-permutation seed.
+        pairwise: also compute H's pairwise variant (its time grows with the square of the views
+            that see one spot: off saves most of the metric's time on long scans).
         verbose: print the table.
 
     Returns:
@@ -556,7 +559,7 @@ def run_scannet_eval(
         res["instances_written"] = len(written)
         res["H"] = res["pairwise"] = None
         if score_fn is not None:
-            metric = score_fn(pointmaps, valid, labels, eps=eps)
+            metric = score_fn(pointmaps, valid, labels, eps=eps, pairwise=pairwise)
             res["H"], res["pairwise"], res["pixels"] = metric.H, metric.pairwise, metric.pixels
         res["ARI"] = None if gt_views is None else cross_view_ari(gt_views, labels)
         res["ids"] = int(len(np.unique(labels[labels > 0])))

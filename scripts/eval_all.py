@@ -293,6 +293,7 @@ def main() -> None:
     ap.add_argument("--scannet-frames", default=None, help="START:STOP:STEP of scene0000_00 (default: every frame)")
     ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated subset of {', '.join(SETTINGS)}")
     ap.add_argument("--no-synthetic", action="store_true")
+    ap.add_argument("--no-pairwise", action="store_true", help="skip H's pairwise variant (most of the metric's time)")
     ap.add_argument("--no-scannet", action="store_true", help="the synthetic scan only")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "eval")
     ap.add_argument("--eval-md", type=Path, default=REPO / "EVAL.md")
@@ -345,7 +346,7 @@ def main() -> None:
                 scannet[scan][k] = run_scannet_eval(
                     path, out=args.out / "scannet" / scan / k, methods=default_scannet_methods(), segmenter=seg,
                     simulated=SimulatedConfig(noise=noise) if seg == "simulated" else None,
-                    frames=args.scannet_frames if scan == "scene0000_00" else None)
+                    frames=args.scannet_frames if scan == "scene0000_00" else None, pairwise=not args.no_pairwise)
             timing["scan_s"][scan] = time.perf_counter() - t
         timing.update(total_s=time.perf_counter() - t0, load_start=load0, load_end=os.getloadavg()[0])
         args.out.mkdir(parents=True, exist_ok=True)
@@ -388,7 +389,8 @@ What the tables compare is the *association* of one segmenter's masks: every met
 the same masks on the same frames, and the *oracle association* line gives the same masks
 GT-consistent IDs, so each method's distance to perfect association reads directly.
 
-Methods (`lift3d.evaluation.SCANNET_METHODS`; DAVIS, without depth, has the first four):
+Methods (`lift3d.evaluation.SCANNET_METHODS` on the scans; DAVIS, without depth, has those of
+`lift3d.evaluation.METHODS`):
 
 {methods}
 
@@ -401,8 +403,8 @@ exports, `results.json`) are under `{args.out.relative_to(REPO) if args.out.is_r
 ## Not measured here
 
 - SAM (any size) as the segmenter: no checkpoint on this machine. MASt3R correspondences for
-  DAVIS: no weights either; optical flow stands in. BYOCL (the MastSAM paper's Table I baseline):
-  not implemented yet.
+  DAVIS: no weights either; optical flow stands in. BYOCL therefore clusters its documented
+  stand-in feature, not SAM's encoder latent: its rows are not the paper's BYOCL numbers.
 """
     tmp = args.eval_md.with_suffix(".md.tmp")
     tmp.write_text(text)
