@@ -247,7 +247,7 @@ def scannet_section(title: str, runs: dict[str, dict], plots: Path, *, slug: str
     if len(sim) >= 2:
         xs = [SETTINGS[k][1] for k in sim]
         line_plot(plots / f"{slug}_ap50_noise.png", xs, {m: [runs[k]["per_method"][m]["AP50"] for k in sim] for m in methods},
-                  title=f"{title}: AP50 against the simulation's noise (masks simulated from ground truth)",
+                  title=f"{title.split(' (')[0]}: AP50 against noise (masks simulated from GT, not SAM)",
                   ylabel="AP50", xlabel="noise of the simulated segmenter (p_split = noise, p_merge = noise/2, ...)")
         plot = f"\n![AP50 against noise, {title}](docs/eval/{slug}_ap50_noise.png)\n"
     tables = []
