@@ -333,3 +333,45 @@ def sam3d_merge(
         return _Node(frames=left.frames + right.frames, luts={**left.luts, **right.luts}, xyz=xyz, keys=keys, group=group)
 
     return _final_labels(local, _hierarchy(nodes, merge))
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference line: perfect association of the same masks
+
+
+def oracle_association(
+    labels: np.ndarray,  # [N, H, W] int, per-frame IDs (0 = unlabeled)
+    gt: np.ndarray,  # [N, H, W] int GT object per pixel (0 = none)
+) -> np.ndarray:  # [N, H, W] int32
+    """The same masks with GT-consistent IDs: each mask takes the GT object covering most of it.
+
+    The upper bound of any association of these masks: what is lost against it is the
+    association's fault, what is lost with it the masks'. Two masks of one object in a view (a
+    split) get the object's one ID; a mask lying mostly on pixels of no GT object keeps an ID of
+    its own (GT IDs first, then one fresh ID per such mask).
+
+    Raises:
+        InputError: labels and gt of different shapes, or not integer.
+    """
+    labels = _check_labels(labels)
+    gt = np.asarray(gt)
+    if gt.shape != labels.shape or gt.dtype.kind not in "iu":
+        raise InputError(None, f"gt must be integer {list(labels.shape)}, got {gt.dtype} {list(gt.shape)}")
+    out = np.zeros(labels.shape, np.int32)
+    fresh = int(gt.max(initial=0))
+    for f in range(len(labels)):
+        lab, g = labels[f].astype(np.int64), gt[f].astype(np.int64)
+        on = lab > 0
+        if not on.any():
+            continue
+        pairs, count = np.unique(np.stack([lab[on], g[on]], axis=1), axis=0, return_counts=True)
+        order = np.lexsort((pairs[:, 1], -count, pairs[:, 0]))  # per mask: most pixels, then smallest GT ID
+        first = order[np.unique(pairs[order, 0], return_index=True)[1]]
+        lut = np.zeros(int(lab.max()) + 1, np.int64)
+        for k, obj in pairs[first]:
+            if obj == 0:
+                fresh += 1
+                obj = fresh
+            lut[k] = obj
+        out[f] = lut[lab]
+    return out

@@ -427,6 +427,16 @@ class SamSegmenter:
             "precision": "bf16" if self.autocast else "fp32",
         }
 
+    def image_features(self, image: np.ndarray) -> np.ndarray:  # [h, w, C] float32
+        """SAM's image embedding of the frame (the cached one), over the frame's own area: the
+        cells of the padded square that the resized frame covers. BYOCL's latent."""
+        _check_image(image)
+        self.predictor.embed(image)
+        f = self.predictor.features[0].float().permute(1, 2, 0).cpu().numpy()
+        ih, iw = self.predictor.input_size
+        patch = self.model.image_encoder.img_size // f.shape[0]
+        return np.ascontiguousarray(f[: -(-ih // patch), : -(-iw // patch)], np.float32)
+
     def generate(self, image: np.ndarray, *, geometry: np.ndarray | None = None) -> Masks:
         """Automatic masks (SAM's grid-prompted generator); `geometry` is ignored.
 

@@ -226,6 +226,14 @@ class Sam2Segmenter:
             "multimask_max_points": self.multimask_max_points,
         }
 
+    def image_features(self, image: np.ndarray) -> np.ndarray:  # [h, w, C] float32
+        """SAM 2's image embedding of the frame (the cached one; SAM 2 resizes the frame to its
+        square input, so every cell covers the frame). BYOCL's latent."""
+        _check_image(image)
+        self.predictor.embed(image)
+        f = self.predictor._features["image_embed"][0].float().permute(1, 2, 0).cpu().numpy()
+        return np.ascontiguousarray(f, np.float32)
+
     def generate(self, image: np.ndarray, *, geometry: np.ndarray | None = None) -> Masks:
         """Automatic masks (SAM 2's grid-prompted generator); `geometry` is ignored.
 

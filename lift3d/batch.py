@@ -109,7 +109,8 @@ def _make_actor_class(ray):
             from lift3d.pipeline import build_segmenter
 
             _logging.basicConfig(level=_logging.WARNING)
-            self.segmenter, _ = build_segmenter(seg_cfg)
+            # the simulated segmenter reads each scan's own GT: built per scene by run_segment
+            self.segmenter = None if seg_cfg.segmenter == "simulated" else build_segmenter(seg_cfg)[0]
 
         def run(self, name: str, cfg: SegmentConfig) -> tuple[str, dict]:
             return name, run_scene(cfg, self.segmenter)
@@ -148,7 +149,7 @@ def run_batch(cmd) -> dict:
     save()
     bar = tqdm(total=len(todo), desc="scenes", unit="scene", disable=None)
     if cmd.engine == "local" or not todo:
-        segmenter = build_segmenter(cmd.segment)[0] if todo else None
+        segmenter = build_segmenter(cmd.segment)[0] if todo and cmd.segment.segmenter != "simulated" else None
         for name, cfg in todo:
             records[name] = run_scene(cfg, segmenter)
             save()

@@ -17,6 +17,7 @@ import tyro
 
 from lift3d.config import SegmentConfig
 from lift3d.consistency.metric_stream import DEFAULT_MAX_POINTS
+from lift3d.consistency.simulated import SimulatedConfig
 from lift3d.errors import Lift3dError
 
 
@@ -125,15 +126,18 @@ class EvalDavis:
     """DAVIS root holding JPEGImages/480p and Annotations/480p."""
     sequences: tuple[str, ...] = ()
     """Sequences to evaluate (default: all found)."""
-    methods: tuple[Literal["framewise", "sam3d", "mastsam-no-unmasked", "mastsam"], ...] = (
+    methods: tuple[Literal["framewise", "sam3d", "mastsam-no-unmasked", "mastsam", "byocl"], ...] = (
         "framewise",
         "mastsam",
     )
-    """Methods to run."""
-    segmenter: Literal["classical", "sam"] = "classical"
-    """2D segmenter."""
+    """Methods to run; `byocl`: BYOCL's clustering of the segmenter's encoder features (SAM / SAM 2), or of a
+    documented stand-in feature with the classical segmenter."""
+    segmenter: Literal["classical", "sam", "sam2"] = "classical"
+    """2D segmenter: classical (weight-free), SAM or SAM 2 (need --sam-checkpoint)."""
     sam_checkpoint: Path | None = None
     sam_model: Literal["vit_h", "vit_l", "vit_b"] = "vit_h"
+    sam2_model: str = "sam2.1_hiera_l"
+    """SAM 2 architecture of the checkpoint (--segmenter sam2)."""
     max_frames: int | None = None
     """Use at most this many frames per sequence."""
     out: Path = Path("outputs/eval_davis")
@@ -154,19 +158,30 @@ class EvalScannet:
     pred: Path | None = None
     """Score this prediction folder in the ScanNet benchmark format (<scene>.txt + pred_mask/),
     e.g. OUT/scannet of `lift3d segment`. Without it, --methods are run and scored."""
-    methods: tuple[Literal["framewise", "sam3d", "mastsam-no-unmasked", "mastsam"], ...] = (
+    methods: tuple[Literal["framewise", "sam3d", "maskclustering", "mastsam-no-unmasked", "mastsam", "mastsam-merged", "byocl",
+                           "oracle"], ...] = (
         "framewise",
         "sam3d",
+        "maskclustering",
         "mastsam-no-unmasked",
         "mastsam",
+        "byocl",
+        "oracle",
     )
-    """Methods to run (without --pred): label maps, lifting, export, AP and H for each."""
-    segmenter: Literal["classical", "sam"] = "classical"
-    """2D segmenter of the methods."""
+    """Methods to run (without --pred): label maps, lifting, export, AP, ARI and H for each. `oracle`:
+    the framewise masks with GT-consistent IDs (the reference of perfect association);
+    `mastsam-merged`: MastSAM + multi-view merging of its IDs (needs lift3d.consistency.merging)."""
+    segmenter: Literal["classical", "sam", "sam2", "simulated"] = "classical"
+    """2D segmenter of the methods; `simulated`: masks simulated from the scan's ground truth with SAM-like
+    granularity changes (not SAM; --simulated.noise 0 / 0.15 / 0.3 ...)."""
+    simulated: SimulatedConfig = field(default_factory=SimulatedConfig)
+    """--segmenter simulated: its parameters."""
     sam_checkpoint: Path | None = None
     sam_model: Literal["vit_h", "vit_l", "vit_b"] = "vit_h"
-    frames: str | None = "::10"
-    """Frame subset START:STOP:STEP of the methods' runs (default every 10th frame)."""
+    sam2_model: str = "sam2.1_hiera_l"
+    """SAM 2 architecture of the checkpoint (--segmenter sam2)."""
+    frames: str | None = None
+    """Frame subset START:STOP:STEP of the methods' runs (default: every frame)."""
     out: Path = Path("outputs/eval_scannet")
     """Folder for each method's masks/, scannet/ and results.json (without --pred)."""
 
@@ -183,8 +198,9 @@ class EvalScannet:
             return
         from lift3d.evaluation import run_scannet_eval
 
-        run_scannet_eval(scene, out=self.out, methods=self.methods, segmenter=self.segmenter,
-                         sam_checkpoint=self.sam_checkpoint, sam_model=self.sam_model, frames=self.frames)
+        run_scannet_eval(scene, out=self.out, methods=self.methods, segmenter=self.segmenter, simulated=self.simulated,
+                         sam_checkpoint=self.sam_checkpoint, sam_model=self.sam_model, sam2_model=self.sam2_model,
+                         frames=self.frames)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Literal
 from lift3d.consistency.geometric import GeometricConfig
 from lift3d.consistency.merging import MergeConfig
 from lift3d.consistency.metric_stream import DEFAULT_MAX_POINTS
+from lift3d.consistency.simulated import SimulatedConfig
 from lift3d.consistency.tracker import TrackerConfig
 from lift3d.recon.mast3r import Mast3rOptions
 from lift3d.recon.superpoints import SuperpointConfig
@@ -33,8 +34,10 @@ class SegmentConfig:
     """Frame subset as START:STOP:STEP (Python slice over the scene's frames)."""
     max_frames: int | None = None
     """Keep at most this many frames (evenly spaced) after --frames."""
-    segmenter: Literal["auto", "geometric", "classical-2d", "classical", "sam", "sam2"] = "auto"
-    """Segmenter. auto: `geometric` when the scene has depth + poses (object candidates from the scan's 3D structure, weight-free), else `classical-2d` (weight-free per-image superpixels; `classical` is its old name); sam / sam2 need --sam-checkpoint."""
+    segmenter: Literal["auto", "geometric", "classical-2d", "classical", "sam", "sam2", "simulated"] = "auto"
+    """Segmenter. auto: `geometric` when the scene has depth + poses (object candidates from the scan's 3D structure, weight-free), else `classical-2d` (weight-free per-image superpixels; `classical` is its old name); sam / sam2 need --sam-checkpoint; `simulated`: masks simulated from the scan's ground truth (not SAM; scans with instance GT only)."""
+    simulated: SimulatedConfig = field(default_factory=SimulatedConfig)
+    """--segmenter simulated: SAM-like granularity changes simulated from ground truth (noise, p-split ...)."""
     sam_checkpoint: Path | None = None
     """SAM / SAM 2 checkpoint (.pth) for --segmenter sam|sam2."""
     sam_model: Literal["vit_h", "vit_l", "vit_b"] = "vit_h"

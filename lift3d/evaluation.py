@@ -40,20 +40,38 @@ from lift3d.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("framewise", "sam3d", "mastsam-no-unmasked", "mastsam")
+METHODS = ("framewise", "sam3d", "mastsam-no-unmasked", "mastsam", "byocl")
+
+#: the 3D evaluation's methods: those of `METHODS`, MaskClustering's view consensus (needs 3D),
+#: MastSAM with the multi-view merging of its instances (`lift3d.consistency.merging`, when that
+#: module is present) and the oracle association (the framewise masks with GT-consistent IDs: the
+#: reference line of perfect association, needs per-view GT)
+SCANNET_METHODS = ("framewise", "sam3d", "maskclustering", "mastsam-no-unmasked", "mastsam", "mastsam-merged", "byocl", "oracle")
+
+
+def merging_available() -> bool:
+    """Whether `lift3d.consistency.merging` (multi-view merging of MastSAM's IDs) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("lift3d.consistency.merging") is not None
+
+
+def default_scannet_methods() -> tuple[str, ...]:
+    """Every 3D method that can run in this build (`mastsam-merged` only with its module)."""
+    return tuple(m for m in SCANNET_METHODS if m != "mastsam-merged" or merging_available())
 
 _PAPER_KEYS = ("iou", "f1", "precision", "recall")
 _SEQUENCE_KEYS = ("J", "J_recall", "J_decay", "F", "F_recall", "F_decay", "JF")
 
 
-def check_methods(methods: Sequence[str]) -> list[str]:
-    """The methods asked for, in `METHODS` order; an error naming an unknown one."""
-    unknown = [m for m in methods if m not in METHODS]
+def check_methods(methods: Sequence[str], allowed: Sequence[str] = METHODS) -> list[str]:
+    """The methods asked for, in `allowed` order; an error naming an unknown one."""
+    unknown = [m for m in methods if m not in allowed]
     if unknown:
-        raise InputError(None, f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        raise InputError(None, f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
     if not methods:
         raise InputError(None, "no method to evaluate")
-    return [m for m in METHODS if m in methods]
+    return [m for m in allowed if m in methods]
 
 
 def method_labels(
@@ -63,41 +81,90 @@ def method_labels(
     *,
     merge,
     framewise: np.ndarray | None = None,  # [N, H, W] already computed
+    mastsam: np.ndarray | None = None,  # [N, H, W] already computed
+    cluster=None,
+    merge_views=None,
+    gt_views: np.ndarray | None = None,  # [N, H, W] GT object per pixel, 0 = none
     tracker=None,
     seed: int = 0,
 ) -> np.ndarray:  # [N, H, W] int32
     """Label maps of every frame of `scene` by one method.
 
     Args:
-        method: one of `METHODS`.
+        method: one of `SCANNET_METHODS` (`METHODS` in 2D).
         scene: the scene (with a correspondence provider for the MastSAM methods).
         segmenter: the 2D segmenter.
         merge: `labels -> labels`, SAM3D's merging of the framewise maps for this scene (3D or
             through flow).
-        framewise: the framewise maps when already computed (`sam3d` starts from them).
+        framewise: the framewise maps when already computed (`sam3d`, `maskclustering` and
+            `oracle` start from them).
+        mastsam: MastSAM's maps when already computed (`mastsam-merged` starts from them).
+        cluster: `labels -> labels`, MaskClustering's view consensus for this scene (3D only).
+        merge_views: `labels -> labels`, the multi-view merging of MastSAM's IDs for
+            `mastsam-merged` (the hook of `lift3d.consistency.merging`).
+        gt_views: per-view GT objects, for `oracle`.
         tracker: base `TrackerConfig` (default: the defaults).
         seed: K-Means and ID-permutation seed.
     """
     from lift3d.consistency.tracker import TrackerConfig, segment_framewise, track_scene
 
-    if method in ("framewise", "sam3d"):
+    if method in ("framewise", "sam3d", "maskclustering", "oracle"):
         if framewise is None:
             framewise = np.stack([lab for _, lab in segment_framewise(scene, segmenter, seed=seed)])
-        return framewise if method == "framewise" else merge(framewise)
+        if method == "framewise":
+            return framewise
+        if method == "sam3d":
+            return merge(framewise)
+        if method == "maskclustering":
+            if cluster is None:
+                raise InputError(None, "maskclustering needs 3D (depth + poses): not available here")
+            return cluster(framewise)
+        if gt_views is None:
+            raise InputError(None, "the oracle association needs per-view instance GT (a ScanNet-layout scan)")
+        from lift3d.consistency.baselines import oracle_association
+
+        return oracle_association(framewise, gt_views)
+    if method == "byocl":
+        from lift3d.consistency.byocl import byocl_labels
+
+        return byocl_labels(scene, segmenter, seed=seed)[0]
+    if method == "mastsam-merged":
+        if merge_views is None:
+            raise InputError(None, "mastsam-merged needs lift3d.consistency.merging (multi-view merging of "
+                             "MastSAM's IDs), which this build does not have")
+        if mastsam is None:
+            mastsam = method_labels("mastsam", scene, segmenter, merge=merge, tracker=tracker, seed=seed)
+        return merge_views(mastsam)
     if method in ("mastsam", "mastsam-no-unmasked"):
         cfg = replace(tracker or TrackerConfig(), unmasked_init=method == "mastsam")
         return np.stack([lab for _, lab in track_scene(scene, segmenter, cfg, seed=seed)])
-    raise InputError(None, f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    raise InputError(None, f"unknown method {method!r}; choose from {', '.join(SCANNET_METHODS)}")
 
 
-def build_segmenter(segmenter: str, *, sam_checkpoint: Path | None = None, sam_model: str = "vit_h", device: str = "auto"):
-    """The segmenter and its description, as `lift3d segment` builds them."""
+def build_segmenter(segmenter: str, *, sam_checkpoint: Path | None = None, sam_model: str = "vit_h", device: str = "auto",
+                    scene: Path | None = None, simulated=None, sam2_model: str | None = None):
+    """The segmenter and its description, as `lift3d segment` builds them.
+
+    `scene` is the scan whose GT `simulated` reads; `simulated` its `SimulatedConfig`."""
     from lift3d.config import SegmentConfig
+    from lift3d.consistency.simulated import SimulatedConfig
     from lift3d.pipeline import build_segmenter as _build
 
-    cfg = SegmentConfig(scene=Path("."), segmenter=segmenter, sam_checkpoint=sam_checkpoint, sam_model=sam_model, device=device)
+    cfg = SegmentConfig(scene=Path(scene or "."), segmenter=segmenter, sam_checkpoint=sam_checkpoint, sam_model=sam_model,
+                        device=device, simulated=simulated or SimulatedConfig())
+    if sam2_model is not None:
+        cfg.sam2_model = sam2_model
     seg, info = _build(cfg)
     return seg, info["segmenter"]
+
+
+def byocl_feature_name(segmenter) -> str:
+    """The feature BYOCL clusters with this segmenter: its image encoder, or the stand-in."""
+    from lift3d.consistency.byocl import STAND_IN
+
+    if callable(getattr(segmenter, "image_features", None)):
+        return f"image encoder of {getattr(segmenter, 'name', 'the segmenter')}"
+    return STAND_IN
 
 
 def _mean(values: list[float]) -> float:
@@ -297,7 +364,10 @@ def run_davis_eval(cfg, *, size: tuple[int, int] | None = None, seed: int = 0, s
     seqs = list(cfg.sequences) or list_davis_sequences(root)
     if cfg.max_frames is not None and cfg.max_frames < 2:
         raise InputError(None, f"--max-frames must be at least 2 (consecutive pairs), got {cfg.max_frames}")
-    segmenter, seg_name = build_segmenter(cfg.segmenter, sam_checkpoint=cfg.sam_checkpoint, sam_model=cfg.sam_model)
+    if cfg.segmenter == "simulated":
+        raise InputError(None, "--segmenter simulated needs a scan's 3D ground truth; DAVIS has none (use it with eval scannet)")
+    segmenter, seg_name = build_segmenter(cfg.segmenter, sam_checkpoint=cfg.sam_checkpoint, sam_model=cfg.sam_model,
+                                          sam2_model=getattr(cfg, "sam2_model", None))
     out = Path(cfg.out)
     per_seq: dict[str, dict[str, dict]] = {m: {} for m in methods}
     sizes = {}
@@ -343,6 +413,7 @@ def run_davis_eval(cfg, *, size: tuple[int, int] | None = None, seed: int = 0, s
             "segmenter": seg_name,
             "matches": f"optical flow (OpenCV DIS 'medium', forward-backward checked < 1 px, every {stride}th pixel)",
             "geometry": "none (DAVIS has no depth)",
+            "byocl_features": byocl_feature_name(segmenter),
         },
         "per_sequence": per_seq,
         "mean": {m: _davis_means(per_seq[m]) for m in methods},
@@ -390,15 +461,18 @@ def run_scannet_eval(
     scene: str | Path,
     *,
     out: str | Path,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] | None = None,
     segmenter: str = "classical",
     sam_checkpoint: Path | None = None,
     sam_model: str = "vit_h",
-    frames: str | None = "::10",
+    sam2_model: str | None = None,
+    simulated=None,
+    frames: str | None = None,
     size: tuple[int, int] | None = None,
     eps: float = 0.02,
     voxel: float = 0.05,
     seed: int = 0,
+    pairwise: bool = True,
     verbose: bool = True,
 ) -> dict:
     """Every method on one ScanNet scan: label maps, lifting, ScanNet export, AP, H.
@@ -406,30 +480,38 @@ def run_scannet_eval(
     Args:
         scene: the ScanNet scan folder (SensReader export with the GT files beside it).
         out: output folder: `<method>/masks/`, `<method>/scannet/`, `results.json`.
-        methods: a subset of `METHODS`.
+        methods: a subset of `SCANNET_METHODS` (default: `default_scannet_methods()`).
         segmenter, sam_checkpoint, sam_model: the 2D segmenter, as `lift3d segment`.
-        frames: the frame subset as START:STOP:STEP (default every 10th frame).
+        simulated: the `SimulatedConfig` of `segmenter="simulated"` (masks simulated from the
+            scan's ground truth, not SAM).
+        frames: the frame subset as START:STOP:STEP (default: every frame).
         size: working resolution (W, H); default: the depth size.
         eps: the metric H's radius (metres).
         voxel: SAM3D's voxel (metres).
         seed: K-Means and ID-permutation seed.
+        pairwise: also compute H's pairwise variant (its time grows with the square of the views
+            that see one spot: off saves most of the metric's time on long scans).
         verbose: print the table.
 
     Returns:
         The results written to `out/results.json`: per method AP, AP50, AP25, num_gt,
-        num_pred, H and pairwise (None with `H_note` when the metric is unavailable), ids,
-        masks_per_frame, seconds; plus settings, backends, date.
+        num_pred, H and pairwise (None with `H_note` when the metric is unavailable), ARI
+        (cross-view adjusted Rand index against the per-view GT objects, walls and floor
+        included), ids, masks_per_frame, seconds; plus settings, backends, date.
     """
     from lift3d.consistency.baselines import sam3d_merge
     from lift3d.consistency.labelmaps import write_label_map
+    from lift3d.consistency.maskclustering import maskclustering_merge
+    from lift3d.consistency.rand_index import cross_view_ari
     from lift3d.export import read_scannet_instances, write_scannet_instances
     from lift3d.instance_eval import evaluate_instances, load_scannet_gt
     from lift3d.pipeline import select_frames, write_json
     from lift3d.points import lift_to_points, read_mesh_vertices
     from lift3d.recon import load_scene
     from lift3d.recon.detect import resolve_scene_path
+    from lift3d.recon.scannet_gt import has_instance_gt
 
-    methods = check_methods(methods)
+    methods = check_methods(default_scannet_methods() if methods is None else methods, SCANNET_METHODS)
     scene_dir = resolve_scene_path(scene)
     sc = load_scene(scene_dir, size=size)
     n_all = len(sc)
@@ -439,7 +521,8 @@ def run_scannet_eval(
     if sc.mesh_path is None:
         raise InputError(scene_dir, f"no mesh {sc.name}_vh_clean_2.ply: the ScanNet benchmark scores its vertices")
     out = Path(out)
-    segm, seg_name = build_segmenter(segmenter, sam_checkpoint=sam_checkpoint, sam_model=sam_model)
+    segm, seg_name = build_segmenter(segmenter, sam_checkpoint=sam_checkpoint, sam_model=sam_model,
+                                     scene=scene_dir, simulated=simulated, sam2_model=sam2_model)
     gt = load_scannet_gt(scene_dir, sc.name)
     xyz, _ = read_mesh_vertices(sc.mesh_path)
     if len(xyz) != gt.num_vertices:
@@ -450,17 +533,20 @@ def run_scannet_eval(
     for i, f in enumerate(sc):
         pointmaps[i], valid[i] = np.nan_to_num(f.pointmap), f.valid
     score_fn, h_note = _consistency_fn()
+    gt_views = _gt_views(sc, scene_dir, segm) if has_instance_gt(scene_dir, sc.name) else None
 
     per_method: dict[str, dict] = {}
-    framewise = None
+    done: dict[str, np.ndarray] = {}
     for method in methods:
         t = time.perf_counter()
         labels = method_labels(
-            method, sc, segm, framewise=framewise, seed=seed,
+            method, sc, segm, framewise=done.get("framewise"), mastsam=done.get("mastsam"), seed=seed,
             merge=partial(sam3d_merge, pointmaps=pointmaps, valid=valid, voxel=voxel),
+            cluster=partial(maskclustering_merge, pointmaps=pointmaps, valid=valid, voxel=voxel),
+            merge_views=_merging_hook(pointmaps, valid), gt_views=gt_views,
         )
-        if method == "framewise":
-            framewise = labels
+        if method in ("framewise", "mastsam"):
+            done[method] = labels
         seconds = time.perf_counter() - t
         mdir = out / method
         for name, lab in zip(sc.frame_names, labels):
@@ -473,8 +559,9 @@ def run_scannet_eval(
         res["instances_written"] = len(written)
         res["H"] = res["pairwise"] = None
         if score_fn is not None:
-            metric = score_fn(pointmaps, valid, labels, eps=eps)
+            metric = score_fn(pointmaps, valid, labels, eps=eps, pairwise=pairwise)
             res["H"], res["pairwise"], res["pixels"] = metric.H, metric.pairwise, metric.pixels
+        res["ARI"] = None if gt_views is None else cross_view_ari(gt_views, labels)
         res["ids"] = int(len(np.unique(labels[labels > 0])))
         res["masks_per_frame"] = float(np.mean([len(np.unique(lab[lab > 0])) for lab in labels]))
         res["seconds"] = round(seconds, 2)
@@ -488,8 +575,11 @@ def run_scannet_eval(
         "methods": methods,
         "settings": {"frames": frames, "frames_used": len(sc), "frames_in_scan": n_all, "size": list(sc.size),
                      "eps": eps, "sam3d_voxel": voxel, "seed": seed, "frame_names": sc.frame_names},
+        "segmenter": segmenter,
+        "simulated": segm.describe() if segmenter == "simulated" else None,
         "backends": {"segmenter": seg_name, "geometry": "depth+poses", "matches": "reprojection (depth + poses)",
-                     "points": f"mesh vertices of {sc.mesh_path.name} ({len(xyz)})"},
+                     "points": f"mesh vertices of {sc.mesh_path.name} ({len(xyz)})",
+                     "byocl_features": byocl_feature_name(segm)},
         "per_method": per_method,
     }
     if h_note:
@@ -501,14 +591,38 @@ def run_scannet_eval(
     return results
 
 
+def _gt_views(scene, scene_dir: Path, segmenter) -> np.ndarray:  # [N, H, W] int32
+    """The GT object of every pixel of every view (walls, floor included), through the views'
+    pointmaps: the simulated segmenter's own lookup (cross-view ARI, the oracle association)."""
+    from lift3d.consistency.simulated import SimulatedConfig, SimulatedSegmenter
+
+    sim = segmenter if isinstance(segmenter, SimulatedSegmenter) else \
+        SimulatedSegmenter.from_scan(scene_dir, scene.name, SimulatedConfig(noise=0.0))
+    return np.stack([sim.view_objects(f.image, geometry=f.pointmap) for f in scene]).astype(np.int32)
+
+
+def _merging_hook(pointmaps: np.ndarray, valid: np.ndarray):
+    """`labels -> labels` for `mastsam-merged`, or None when `lift3d.consistency.merging` is absent.
+
+    The hook's contract: `lift3d.consistency.merging.merge_views(labels [N, H, W], pointmaps
+    [N, H, W, 3], valid [N, H, W]) -> labels [N, H, W]`, the multi-view merging of MastSAM's IDs.
+    """
+    if not merging_available():
+        return None
+    from lift3d.consistency import merging
+
+    fn = getattr(merging, "merge_views", None)
+    return None if fn is None else partial(fn, pointmaps=pointmaps, valid=valid)
+
+
 def format_scannet_table(results: dict) -> str:
     """A plain-text table of `run_scannet_eval`'s results."""
-    head = f"{'method':<20} {'AP':>6} {'AP50':>6} {'AP25':>6} {'pred':>5} | {'H':>6} {'pairw.':>6} {'IDs':>5}"
-    lines = [head, "-" * len(head)]
+    head = f"{'method':<20} {'AP':>6} {'AP50':>6} {'AP25':>6} {'pred':>5} | {'ARI':>6} {'H':>6} {'pairw.':>6} {'IDs':>5}"
+    lines = [f"segmenter: {results['backends']['segmenter']}", head, "-" * len(head)]
     for m in results["methods"]:
         r = results["per_method"][m]
         lines.append(f"{m:<20} {_fmt(r['AP']):>6} {_fmt(r['AP50']):>6} {_fmt(r['AP25']):>6} {r['num_pred']:>5} | "
-                     f"{_fmt(r['H']):>6} {_fmt(r['pairwise']):>6} {r['ids']:>5}")
+                     f"{_fmt(r.get('ARI')):>6} {_fmt(r['H']):>6} {_fmt(r['pairwise']):>6} {r['ids']:>5}")
     if results.get("H_note"):
         lines.append(results["H_note"])
     return "\n".join(lines)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -46,6 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from lift3d.errors import InputError
+from lift3d.recon.scannet_gt import read_vertex_objects  # noqa: F401  (public here too, as before)
+from lift3d.recon.scannet_gt import vertex_objects as _vertex_objects
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +70,6 @@ class GroundTruth:
     void: np.ndarray
     num_vertices: int
     labels: dict[int, int] = field(default_factory=dict)
-
-
-def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise InputError(path, f"{what} not found")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(path, f"{what} is not valid JSON ({e})") from None
 
 
 def _norm(name: str) -> str:
@@ -203,68 +195,6 @@ def load_scannet_gt(
     void = instance == 0
     logger.info("%s: %d of %d annotated objects are benchmark-class instances", name, len(labels), n_groups)
     return GroundTruth(instance=instance, void=void, num_vertices=num_vertices, labels=labels)
-
-
-def read_vertex_objects(
-    scene_dir: str | Path,
-    scene_name: str | None = None,
-    *,
-    exclude: tuple[str, ...] = (),
-) -> np.ndarray:
-    """[V] int64 annotated object per mesh vertex of a ScanNet scan: objectId + 1, 0 = none.
-
-    Every object of the aggregation counts, whatever its class (unlike `load_scannet_gt`, which
-    keeps the 18 benchmark classes): the ground truth of class-agnostic checks such as "does a
-    lifted instance cover one object".
-
-    Args:
-        scene_dir: the scan folder holding `<scene>.aggregation.json` and
-            `<scene>_vh_clean_2.0.010000.segs.json`.
-        scene_name: the scan's name (default: the folder's name).
-        exclude: aggregation labels whose objects count as none (e.g. ("floor", "wall")).
-
-    Raises:
-        InputError: a missing or malformed file.
-    """
-    scene_dir = Path(scene_dir)
-    name = scene_name or scene_dir.name
-    instance, group_label, _ = _vertex_objects(scene_dir / f"{name}_vh_clean_2.0.010000.segs.json",
-                                               scene_dir / f"{name}.aggregation.json")
-    if exclude:
-        drop = [k for k, lab in group_label.items() if lab in set(exclude)]
-        instance[np.isin(instance, drop)] = 0
-    return instance
-
-
-def _vertex_objects(segs_path: Path, agg_path: Path) -> tuple[np.ndarray, dict[int, str], int]:
-    """(instance [V] objectId + 1 per vertex (0 = none), object -> aggregation label, number of
-    objects) from ScanNet's over-segmentation and aggregation files."""
-    segs = _read_json(segs_path, "ScanNet over-segmentation (segs.json)")
-    if not isinstance(segs.get("segIndices"), list):
-        raise InputError(segs_path, "expected a 'segIndices' list (one segment id per vertex)")
-    seg_of_vertex = np.asarray(segs["segIndices"], np.int64)
-    agg = _read_json(agg_path, "ScanNet aggregation")
-    groups = agg.get("segGroups")
-    if not isinstance(groups, list):
-        raise InputError(agg_path, "expected a 'segGroups' list")
-    # segment id -> vertices, via a sort (segment ids are sparse and large)
-    order = np.argsort(seg_of_vertex, kind="stable")
-    seg_sorted = seg_of_vertex[order]
-    instance = np.zeros(len(seg_of_vertex), np.int64)
-    group_label: dict[int, str] = {}
-    for k, group in enumerate(groups):
-        try:
-            object_id = int(group["objectId"]) + 1  # 1-based, as the official export
-            seg_ids = np.asarray(group["segments"], np.int64).reshape(-1)
-            group_label[object_id] = str(group.get("label", ""))
-        except (KeyError, TypeError, ValueError):
-            raise InputError(agg_path, f"segGroups[{k}] needs 'objectId' and a 'segments' list") from None
-        lo = np.searchsorted(seg_sorted, seg_ids, side="left")
-        hi = np.searchsorted(seg_sorted, seg_ids, side="right")
-        verts = np.concatenate([order[a:b] for a, b in zip(lo, hi)]) if len(seg_ids) else order[:0]
-        # a later object overwrites an earlier one on a shared segment, as the official export
-        instance[verts] = object_id
-    return instance, group_label, len(groups)
 
 
 def _check_predictions(gt: GroundTruth, pred_masks: np.ndarray, pred_conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -168,6 +168,12 @@ def build_segmenter(cfg: SegmentConfig, *, scene: Scene | None = None, geometry:
         info = seg.describe()
         info["segmenter"] = "classical-2d"
         return seg, info
+    if name == "simulated":
+        from lift3d.consistency.simulated import SimulatedSegmenter
+        from lift3d.recon.detect import resolve_scene_path
+
+        seg = SimulatedSegmenter.from_scan(resolve_scene_path(cfg.scene), config=cfg.simulated)
+        return seg, seg.describe()
     if cfg.sam_checkpoint is None:
         raise InputError(None, f"--segmenter {cfg.segmenter} needs --sam-checkpoint PATH (weights cannot be downloaded by lift3d)")
     if name == "sam2":

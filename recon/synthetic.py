@@ -41,6 +41,10 @@ _OBJECTS = (
 )
 
 
+#: segment id offset of an object's upper half (its lower half has the part's index)
+_UPPER = 100
+
+
 @dataclass
 class SyntheticObject:
     """One object of the synthetic scene and its ground truth."""
@@ -187,7 +191,10 @@ def make_synthetic_scene(
         all_v.append(v)
         all_c.append(np.tile(np.asarray(color, np.uint8), (len(v), 1)))
         all_f.append(f + offset)
-        all_seg.append(np.full(len(v), gi, np.int32))
+        seg_v = np.full(len(v), gi, np.int32)
+        if gi >= n_bg:  # objects have two mesh segments, lower and upper half (a part to split off)
+            seg_v[v[:, 2] > 0.5 * (v[:, 2].min() + v[:, 2].max())] = _UPPER + gi
+        all_seg.append(seg_v)
         all_nyu.append(np.full(len(v), nyu, np.int32))
         offset += len(v)
     lut = np.zeros(max(g for g, _ in geom_instance) + 2, np.int32)
@@ -241,7 +248,7 @@ def make_synthetic_scene(
         json.dumps({"sceneId": name, "params": {"kThresh": "0.0001", "segMinVerts": "20"}, "segIndices": seg.tolist()}),
     )
     groups = [
-        {"id": k - 1, "objectId": k - 1, "segments": [n_bg + k - 1], "label": obj.label}
+        {"id": k - 1, "objectId": k - 1, "segments": [n_bg + k - 1, _UPPER + n_bg + k - 1], "label": obj.label}
         for k, obj in enumerate(objects, start=1)
     ]
     groups += [{"id": len(groups), "objectId": len(groups), "segments": [0], "label": "floor"}]

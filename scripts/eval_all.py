@@ -1,18 +1,22 @@
-"""Every method on the shared DAVIS sequences and on ScanNet scene0000_00, in one command.
+"""Every method on the shared DAVIS sequences, on ScanNet scene0000_00 and on the synthetic scan.
 
-Runs `lift3d.evaluation.run_davis_eval` (all four methods on the six DAVIS-2016 sequences) and
-`run_scannet_eval` (all four on a frame subset of scene0000_00), then writes `EVAL.md` at the
-repository root with the tables, one matplotlib plot per table under `docs/eval/`, the backends
-and settings behind every number, and the date. Label maps, ScanNet exports and the two
-`results.json` go under `--out`.
+Runs `lift3d.evaluation.run_davis_eval` (the 2D methods on the six DAVIS-2016 sequences) and
+`run_scannet_eval` (every 3D method, the oracle association included) on scene0000_00 and on the
+synthetic scan of `lift3d synth`, each with the classical segmenter and with masks *simulated from
+ground truth* at noise 0, 0.15 and 0.3 (`lift3d.consistency.simulated`: SAM-like granularity
+changes, not SAM). Then writes `EVAL.md` at the repository root with the tables, plots under
+`docs/eval/` (AP50 against noise per method among them), the backends and settings behind every
+number, and the date. Label maps, ScanNet exports and every `results.json` go under `--out`.
 
     .venv/bin/python scripts/eval_all.py [--davis ../shared/data/davis] [--davis-size 427x240] \
-        [--davis-max-frames N] [--scannet ../shared/data/scannet/scene0000_00] \
-        [--scannet-frames ::10] [--out outputs/eval] [--date 2026-12-01]
+        [--davis-max-frames N] [--skip-davis] [--scannet ../shared/data/scannet/scene0000_00] \
+        [--scannet-frames START:STOP:STEP] [--settings classical,sim-0,sim-0.15,sim-0.3] \
+        [--no-synthetic] [--out outputs/eval] [--date 2026-12-01] [--reuse]
 
-Defaults (34 minutes on the project's 2-core CPU machine, shared, load average 2 to 4): DAVIS frames at 427x240 (half
-the 854x480 annotations; scored at 854x480), every frame of every sequence; ScanNet every 10th of
-the 300 shared frames (30 frames) at the depth size, 640x480.
+Defaults: DAVIS frames at 427x240 (half the 854x480 annotations; scored at 854x480), every frame
+of every sequence; ScanNet every one of the 300 shared frames at the depth size, 640x480; the
+synthetic scan with 24 views at 320x240. `--skip-davis` keeps the DAVIS results already in
+`--out` (and leaves the section out when there are none).
 """
 
 from __future__ import annotations
@@ -28,12 +32,23 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS_ALL = ("framewise", "sam3d", "mastsam-no-unmasked", "mastsam")
+#: segmenter settings of the 3D evaluation: (segmenter, noise of the simulation)
+SETTINGS = {"classical": ("classical", None), "sim-0": ("simulated", 0.0), "sim-0.15": ("simulated", 0.15),
+            "sim-0.3": ("simulated", 0.3)}
 DATA = REPO / ".." / "shared" / "data"
 METHOD_NOTES = {
     "framewise": "the segmenter frame by frame, IDs independent per frame (a seeded random order)",
     "sam3d": "the framewise masks merged SAM3D-style: bidirectional merging of neighbouring frames in a binary hierarchy",
     "mastsam-no-unmasked": "MastSAM with unmasked-region initialization off (`unmasked_init=False`, the paper's Table II ablation)",
     "mastsam": "MastSAM, default `TrackerConfig`",
+    "maskclustering": "the framewise masks clustered MaskClustering-style (Yan et al., CVPR 2024): a graph over all masks of all views, "
+                      "edges where most views that observe two masks put them in one mask, clustered with a falling observer threshold",
+    "byocl": "BYOCL (Dai et al., arXiv 2410.15060, the MastSAM paper's Table I baseline): PCA + K-Means of the segmenter's "
+             "image-encoder features in batches of 4 frames, then K-Means of all batches' prototypes; without SAM weights on a "
+             "documented stand-in feature (Lab colour + position per cell), not SAM's latent",
+    "mastsam-merged": "MastSAM with the multi-view merging of its IDs (`lift3d.consistency.merging`)",
+    "oracle": "**reference line, not a method**: the framewise masks with GT-consistent IDs (each mask takes the GT object "
+              "covering most of it): perfect association of the same masks",
 }
 
 
@@ -175,61 +190,97 @@ Consecutive-frame consistency H per sequence ([plot](docs/eval/davis_consistency
 ![DAVIS H per sequence](docs/eval/davis_consistency.png)
 {reading}"""
 
+def setting_name(key: str) -> str:
+    seg, noise = SETTINGS[key]
+    return "classical segmenter" if seg == "classical" else f"simulated from ground truth, noise {noise}"
 
-def scannet_section(res: dict, plots: Path, *, seconds: float) -> str:
-    methods = res["methods"]
+
+def line_plot(path: Path, xs: list[float], series: dict[str, list[float]], *, title: str, ylabel: str, xlabel: str) -> None:
+    """One line per series over xs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
+    for name, vals in series.items():
+        ax.plot(xs, [np.nan if v is None else v for v in vals], marker="o", label=name,
+                linestyle="--" if name == "oracle" else "-", color="black" if name == "oracle" else None)
+    ax.set_xticks(xs)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncols=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def method_table(res: dict) -> str:
     per = res["per_method"]
-    rows = [[f"`{m}`", fmt(per[m]["AP"]), fmt(per[m]["AP50"]), fmt(per[m]["AP25"]), str(per[m]["num_pred"]),
-             fmt(per[m]["H"]), fmt(per[m]["pairwise"]), str(per[m]["ids"]), fmt(per[m]["masks_per_frame"], 1),
-             fmt(per[m]["seconds"], 0)] for m in methods]
-    num_gt = per[methods[0]]["num_gt"]
-    reading = ""
-    if all(m in per for m in METHODS_ALL):
-        fw, s3, nu, ms = (per[m] for m in METHODS_ALL)
-        reading = f"""
-Reading (this run's numbers): IDs independent per view cannot be lifted (framewise AP25
-{fmt(fw['AP25'])}); associated across views, AP25 is {fmt(s3['AP25'])} with SAM3D merging and {fmt(ms['AP25'])} with MastSAM.
-Without unmasked-region initialization MastSAM keeps {fmt(nu['masks_per_frame'], 1)} mask(s) per view (MastSAM:
-{fmt(ms['masks_per_frame'], 1)}), with H {fmt(nu['H'])} (MastSAM: {fmt(ms['H'])}) and AP25 {fmt(nu['AP25'])}: the degeneration
-that H alone cannot see. The best AP50 of any method is {fmt(max(per[m]['AP50'] for m in METHODS_ALL))}: few
-of the classical segmenter's lifted regions overlap a GT object by more than half (its cross-view
-ARI on this scan is in `docs/benchmarks/tracker.md`).
-"""
-    t = md_table(["method", "AP", "AP50", "AP25", "predictions >= 100 vertices", "H", "pairwise", "IDs", "masks/frame", "s"], rows)
-    keys = [("AP", "AP"), ("AP50", "AP50"), ("AP25", "AP25"), ("H", "H"), ("pairwise", "pairwise")]
-    bar_plot(plots / "scannet.png", [k for k, _ in keys], {m: [per[m][k] for _, k in keys] for m in methods},
-             title=f"ScanNet {res['scene']}, {res['settings']['frames_used']} frames (classical segmenter)", ylabel="score")
-    st = res["settings"]
+    rows = [[f"`{m}`" if m != "oracle" else "*oracle association (reference)*", fmt(per[m]["AP"]), fmt(per[m]["AP50"]),
+             fmt(per[m]["AP25"]), str(per[m]["num_pred"]), fmt(per[m].get("ARI")), fmt(per[m]["H"]), fmt(per[m]["pairwise"]),
+             str(per[m]["ids"]), fmt(per[m]["masks_per_frame"], 1), fmt(per[m]["seconds"], 0)] for m in res["methods"]]
+    return md_table(["method", "AP", "AP50", "AP25", "predictions >= 100 vertices", "cross-view ARI", "H", "pairwise", "IDs",
+                     "masks/frame", "s"], rows)
+
+
+def scannet_section(title: str, runs: dict[str, dict], plots: Path, *, slug: str, seconds: float) -> str:
+    """One scan: the AP50 matrix methods x settings, the AP50-against-noise plot, one full table per setting."""
+    keys = list(runs)
+    first = runs[keys[0]]
+    methods = first["methods"]
+    st = first["settings"]
     fn = st["frame_names"]
     names = ", ".join(fn) if len(fn) <= 5 else f"{', '.join(fn[:3])}, ..., {fn[-1]}"
-    h_line = res.get("H_note") or (
-        f"H: the metric H of DESIGN.md (exact, eps = {st['eps']} m, one-hot labels) over the "
-        f"{st['frames_used']} views' depth pointmaps at {st['size'][0]}x{st['size'][1]}; `pairwise`: its ID-free "
-        "variant (Rand index of the label partitions over pixel pairs within eps in two views)."
-    )
-    return f"""## ScanNet scene0000_00 (3D instances on the mesh vertices)
+    matrix = md_table(["method"] + [setting_name(k) for k in keys],
+                      [[f"`{m}`" if m != "oracle" else "*oracle association (reference)*"]
+                       + [fmt(runs[k]["per_method"][m]["AP50"]) for k in keys] for m in methods])
+    sim = [k for k in keys if SETTINGS[k][0] == "simulated"]
+    plot = ""
+    if len(sim) >= 2:
+        xs = [SETTINGS[k][1] for k in sim]
+        line_plot(plots / f"{slug}_ap50_noise.png", xs, {m: [runs[k]["per_method"][m]["AP50"] for k in sim] for m in methods},
+                  title=f"{title.split(' (')[0]}: AP50 against noise (masks simulated from GT, not SAM)",
+                  ylabel="AP50", xlabel="noise of the simulated segmenter (p_split = noise, p_merge = noise/2, ...)")
+        plot = f"\n![AP50 against noise, {title}](docs/eval/{slug}_ap50_noise.png)\n"
+    tables = []
+    for k in keys:
+        r = runs[k]
+        sim_note = ""
+        if r.get("simulated"):
+            e = r["simulated"]["effective"]
+            c = r["simulated"]["config"]
+            sim_note = (f" **Simulated from ground truth, not SAM**: p_split {e['p_split']}, p_merge {e['p_merge']}, "
+                        f"p_miss {e['p_miss']} (objects under {c['min_object_px']} px), jitter {e['jitter_px']} px, seed {c['seed']}.")
+        tables.append(f"### {title}, {setting_name(k)}\n\nSegmenter: {r['backends']['segmenter']}.{sim_note}\n\n{method_table(r)}\n")
+    gt_note = (f"Ground truth: {first['per_method'][methods[0]]['num_gt']} instances of the 18 benchmark classes. ")
+    return f"""## {title} (3D instances on the mesh vertices)
 
-Data: `../shared/data/scannet/scene0000_00`, frames `{st['frames']}` (START:STOP:STEP) of the
-{st['frames_in_scan']} shared frames: {st['frames_used']} frames ({names}), at {st['size'][0]}x{st['size'][1]}
-(the depth size). Geometry: {res['backends']['geometry']}; MastSAM's correspondences:
-{res['backends']['matches']}. Segmenter: {res['backends']['segmenter']}. SAM3D voxel
-{st['sam3d_voxel']} m, merge ratio 0.5, match radius 1.5 voxels (SAM3D's values). Seed {st['seed']}.
-Run time of the ScanNet part: {seconds / 60:.1f} min.
+Data: `{first['root']}`, {'every frame' if st['frames'] is None else f"frames `{st['frames']}`"} of the
+{st['frames_in_scan']} frames: {st['frames_used']} frames ({names}), at {st['size'][0]}x{st['size'][1]}.
+Geometry: {first['backends']['geometry']}; MastSAM's correspondences: {first['backends']['matches']}.
+SAM3D and MaskClustering voxel {st['sam3d_voxel']} m. Seed {st['seed']}. Run time of this scan, all settings: {seconds / 60:.1f} min.
+{gt_note}Every method's label maps are voted onto the {first['backends']['points']} as `lift3d segment`
+does, exported in the ScanNet benchmark format, read back and scored class-agnostic (AP over IoU
+0.5:0.95, AP50, AP25). Cross-view ARI: the adjusted Rand index of the predicted IDs against the
+per-view GT objects (walls and floor included) over all views' pixels pooled, so an ID that
+changes between views counts as a split. H and pairwise: DESIGN.md's metric (eps {st['eps']} m).
+The *oracle association* row is the same framewise masks with GT-consistent IDs: the distance of
+a method to it is what its association loses.
 
-Every method's per-view label maps are voted onto the {res['backends']['points']} exactly as
-`lift3d segment` does (`lift_to_points`: visibility by depth, majority vote, vote share as
-confidence), exported in the ScanNet benchmark format, read back and scored class-agnostic with
-`lift3d.instance_eval` (ScanNet's `evaluate_semantic_instance.py` semantics: AP over IoU
-0.5:0.95, AP50, AP25; predictions under 100 vertices dropped). Ground truth: {num_gt} instances of
-the 18 benchmark classes (of the 55 annotated objects; the shared `labels.ply` holds raw category
-ids, so classes come from the aggregation labels through ScanNet's label table). {h_line}
-H counts same-view neighbours too and rewards a few large masks (DESIGN.md's degeneration
-problem), so it is read beside AP and the mask counts, never alone.
+AP50, methods x segmenter settings (the columns marked *simulated from ground truth* are
+simulations, not SAM):
 
-{t}
-
-![ScanNet](docs/eval/scannet.png)
-{reading}"""
+{matrix}
+{plot}
+""" + "\n".join(tables)
 
 
 def main() -> None:
@@ -237,82 +288,123 @@ def main() -> None:
     ap.add_argument("--davis", type=Path, default=DATA / "davis")
     ap.add_argument("--davis-size", type=parse_size, default=(427, 240))
     ap.add_argument("--davis-max-frames", type=int, default=None)
+    ap.add_argument("--skip-davis", action="store_true", help="keep the DAVIS results already in --out")
     ap.add_argument("--scannet", type=Path, default=DATA / "scannet" / "scene0000_00")
-    ap.add_argument("--scannet-frames", default="::10")
+    ap.add_argument("--scannet-frames", default=None, help="START:STOP:STEP of scene0000_00 (default: every frame)")
+    ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated subset of {', '.join(SETTINGS)}")
+    ap.add_argument("--no-synthetic", action="store_true")
+    ap.add_argument("--no-pairwise", action="store_true", help="skip H's pairwise variant (most of the metric's time)")
+    ap.add_argument("--no-scannet", action="store_true", help="the synthetic scan only")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "eval")
     ap.add_argument("--eval-md", type=Path, default=REPO / "EVAL.md")
     ap.add_argument("--plots", type=Path, default=REPO / "docs" / "eval")
     ap.add_argument("--date", default=date.today().isoformat())
     ap.add_argument("--reuse", action="store_true", help="rebuild EVAL.md from the results.json files in --out")
     args = ap.parse_args()
+    settings = [k.strip() for k in args.settings.split(",") if k.strip()]
+    bad = [k for k in settings if k not in SETTINGS]
+    if bad:
+        ap.error(f"--settings: unknown {', '.join(bad)}; choose from {', '.join(SETTINGS)}")
 
     import logging
 
     from lift3d.cli import EvalDavis
-    from lift3d.evaluation import METHODS, run_davis_eval, run_scannet_eval
+    from lift3d.consistency.simulated import SimulatedConfig
+    from lift3d.evaluation import METHODS, default_scannet_methods, run_davis_eval, run_scannet_eval
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("numba").setLevel(logging.WARNING)
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    davis_out, scannet_out = args.out / "davis", args.out / "scannet"
+    davis_out = args.out / "davis"
     timing_path = args.out / "eval_all.json"
+    scans: dict[str, Path] = {}
+    if not args.no_scannet:
+        scans["scene0000_00"] = args.scannet
+    if not args.no_synthetic:
+        scans["synthetic"] = args.out / "synthetic" / "scene0999_00"
+    scannet: dict[str, dict[str, dict]] = {}
     if args.reuse:
-        davis = json.loads((davis_out / "results.json").read_text())
-        scannet = json.loads((scannet_out / "results.json").read_text())
         timing = json.loads(timing_path.read_text())
+        for scan in timing["scans"]:
+            scannet[scan] = {k: json.loads((args.out / "scannet" / scan / k / "results.json").read_text()) for k in timing["settings"]}
     else:
-        davis = run_davis_eval(
-            EvalDavis(root=args.davis, out=davis_out, methods=METHODS, max_frames=args.davis_max_frames),
-            size=args.davis_size,
-        )
-        t_davis = time.perf_counter() - t0
-        scannet = run_scannet_eval(args.scannet, out=scannet_out, methods=METHODS, frames=args.scannet_frames)
-        timing = {"davis_s": t_davis, "scannet_s": time.perf_counter() - t0 - t_davis, "total_s": time.perf_counter() - t0,
-                  "load_start": load0, "load_end": os.getloadavg()[0]}
-        timing_path.write_text(json.dumps(timing, indent=1))
-    t_davis, t_scannet, total = timing["davis_s"], timing["scannet_s"], timing["total_s"]
-    load0, load1 = timing["load_start"], timing["load_end"]
+        timing = {"scans": list(scans), "settings": settings, "scan_s": {}}
+        if not args.skip_davis:
+            run_davis_eval(EvalDavis(root=args.davis, out=davis_out, methods=METHODS, max_frames=args.davis_max_frames),
+                           size=args.davis_size)
+            timing["davis_s"] = time.perf_counter() - t0
+        for scan, path in scans.items():
+            t = time.perf_counter()
+            if scan == "synthetic" and not (path / "scene0999_00.aggregation.json").is_file():
+                from lift3d.recon.synthetic import make_synthetic_scene
 
-    methods = "\n".join(f"- `{m}`: {METHOD_NOTES[m]}." for m in METHODS)
-    text = f"""# Evaluation: MastSAM beside its baselines, on DAVIS and ScanNet
+                make_synthetic_scene(path, n_frames=24, size=(320, 240))
+            scannet[scan] = {}
+            for k in settings:
+                seg, noise = SETTINGS[k]
+                scannet[scan][k] = run_scannet_eval(
+                    path, out=args.out / "scannet" / scan / k, methods=default_scannet_methods(), segmenter=seg,
+                    simulated=SimulatedConfig(noise=noise) if seg == "simulated" else None,
+                    frames=args.scannet_frames if scan == "scene0000_00" else None, pairwise=not args.no_pairwise)
+            timing["scan_s"][scan] = time.perf_counter() - t
+        timing.update(total_s=time.perf_counter() - t0, load_start=load0, load_end=os.getloadavg()[0])
+        args.out.mkdir(parents=True, exist_ok=True)
+        timing_path.write_text(json.dumps(timing, indent=1))
+    davis = json.loads((davis_out / "results.json").read_text()) if (davis_out / "results.json").is_file() else None
+    total, load0, load1 = timing["total_s"], timing["load_start"], timing["load_end"]
+    scan_methods = next(iter(next(iter(scannet.values())).values()))["methods"] if scannet else []
+    methods = "\n".join(f"- `{m}`: {METHOD_NOTES[m]}." for m in dict.fromkeys([*METHODS, *scan_methods]))
+    davis_text = "" if davis is None else davis_section(davis, args.plots, size=tuple(davis["settings"]["size"]) if isinstance(
+        davis["settings"]["size"], list) else tuple(args.davis_size), seconds=timing.get("davis_s", 0.0))
+    titles = {"scene0000_00": "ScanNet scene0000_00", "synthetic": "Synthetic scan (`lift3d synth`, 24 views, exact GT)"}
+    scan_text = "\n".join(scannet_section(titles[s], runs, args.plots, slug=s, seconds=timing["scan_s"].get(s, 0.0))
+                          for s, runs in scannet.items())
+    parts = ", ".join([*(f"{titles[s].split(' (')[0]} {timing['scan_s'][s] / 60:.1f} min" for s in scannet),
+                       *([f"DAVIS {timing['davis_s'] / 60:.1f} min"] if "davis_s" in timing else [])])
+    text = f"""# Evaluation: MastSAM beside its baselines, on DAVIS, ScanNet and the synthetic scan
 
 Date: {args.date}. Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU,
 Python {platform.python_version()}; shared with other work (1-minute load average {load0:.2f} at the
-start, {load1:.2f} at the end). One command, {total / 60:.0f} min{'' if not args.reuse else ' (this text was regenerated from its saved results with `--reuse`)'}:
+start, {load1:.2f} at the end). One command, {total / 60:.0f} min ({parts}){'' if not args.reuse else '; this text was regenerated from its saved results with `--reuse`'}:
 
 ```
 .venv/bin/python scripts/eval_all.py --date {args.date}
 ```
 
-**Every number below was made with the weight-free classical segmenter
-(`lift3d.consistency.classical`), not with SAM.** No SAM checkpoint was available on this machine,
-so these are not the MastSAM paper's numbers and must not be compared with them: the classical
-segmenter merges superpixels by colour (and, on ScanNet, by depth and surface convexity), and on
-outdoor DAVIS video without depth it often merges the object with similar-coloured background.
-What the tables compare is the *association* of one segmenter's masks: all four methods start
-from the same segmenter, with the same settings, on the same frames. With SAM weights, the same
-command with `lift3d eval davis --segmenter sam --sam-checkpoint ...` (and `run_scannet_eval(...,
-segmenter="sam", sam_checkpoint=...)`) produces the comparable numbers.
+**No number below is SAM's.** No SAM checkpoint was available on this machine. Two segmenters
+made the masks, and every table says which:
 
-Methods (`lift3d.evaluation.METHODS`):
+- the weight-free **classical segmenter** (`lift3d.consistency.classical`): superpixels merged by
+  colour (and, with depth, by depth and surface convexity);
+- masks **simulated from ground truth** (`--segmenter simulated`, `lift3d.consistency.simulated`),
+  on the scans with instance GT only: each view's GT objects (walls and floor included), found
+  through its pointmap, with SAM's failure simulated, *changing granularity*: per view and seeded,
+  an object is split into 2-3 pieces along its mesh segments (p_split = noise), merged with a
+  touching object (p_merge = noise / 2), missed when small (p_miss = noise), its boundary moved by
+  up to round(10 noise) px. At noise 0 the masks are the GT objects. These rows are simulations,
+  not SAM, and say how each association copes with SAM-like masks, not what SAM would score.
+
+What the tables compare is the *association* of one segmenter's masks: every method starts from
+the same masks on the same frames, and the *oracle association* line gives the same masks
+GT-consistent IDs, so each method's distance to perfect association reads directly.
+
+Methods (`lift3d.evaluation.SCANNET_METHODS` on the scans; DAVIS, without depth, has those of
+`lift3d.evaluation.METHODS`):
 
 {methods}
 
-SAM3D here is our reimplementation of SAM3D's merging (`lift3d.consistency.baselines`, after
-Pointcept/SegmentAnything3D's `cal_2_scenes`), fed with the classical segmenter's masks instead of
-SAM's; on DAVIS, which has no depth, two runs of frames overlap through the flow correspondences
-of their boundary frames instead of 3D points. Outputs (label maps, ScanNet exports,
-`results.json`) are written under `{args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}`.
+SAM3D and MaskClustering here are our reimplementations of their association steps
+(`lift3d.consistency.baselines`, `lift3d.consistency.maskclustering`). Outputs (label maps, ScanNet
+exports, `results.json`) are under `{args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}`.
 
-{davis_section(davis, args.plots, size=tuple(args.davis_size), seconds=t_davis)}
-{scannet_section(scannet, args.plots, seconds=t_scannet)}
+{davis_text}
+{scan_text}
 ## Not measured here
 
 - SAM (any size) as the segmenter: no checkpoint on this machine. MASt3R correspondences for
-  DAVIS: no weights either; optical flow stands in.
-- ScanNet on all {scannet['settings']['frames_in_scan']} shared frames and on other scans: one scan, frames
-  `{scannet['settings']['frames']}`, to keep the whole command well under an hour on 2 CPU cores.
+  DAVIS: no weights either; optical flow stands in. BYOCL therefore clusters its documented
+  stand-in feature, not SAM's encoder latent: its rows are not the paper's BYOCL numbers.
 """
     tmp = args.eval_md.with_suffix(".md.tmp")
     tmp.write_text(text)

@@ -330,3 +330,11 @@ def test_cuda_paths(checkpoints, image, precision):
     assert out.masks.shape == (1, 72, 100) and out.scores.dtype == np.float32
     m = seg.generate(image)
     assert m.masks.shape[1:] == (72, 100)
+
+
+def test_image_features_are_the_embedding_over_the_frame(seg, image):
+    f = seg.image_features(image)
+    # 100x72 resized to 256x184 of the 256 square: 16 x 12 cells of 16 px (ceil)
+    assert f.shape == (12, 16, 32) and f.dtype == np.float32
+    full = seg.predictor.features[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(f, full[:12, :16])

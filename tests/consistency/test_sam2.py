@@ -204,3 +204,9 @@ def test_checkpoint_with_code_is_refused_as_such(tmp_path):
 
 def test_sam2_version():
     assert sam2_version() not in ("", "not installed")
+
+
+def test_image_features_are_the_image_embedding(seg, image):
+    f = seg.image_features(image)
+    assert f.ndim == 3 and f.dtype == np.float32 and f.shape[0] == f.shape[1]
+    np.testing.assert_allclose(f, seg.predictor._features["image_embed"][0].permute(1, 2, 0).float().numpy())
