@@ -506,7 +506,6 @@ def run_scannet_eval(
     from lift3d.export import read_scannet_instances, write_scannet_instances
     from lift3d.instance_eval import evaluate_instances, load_scannet_gt
     from lift3d.pipeline import select_frames, write_json
-    from lift3d.points import lift_to_points, read_mesh_vertices
     from lift3d.recon import load_scene
     from lift3d.recon.detect import resolve_scene_path
     from lift3d.recon.scannet_gt import has_instance_gt
@@ -524,7 +523,10 @@ def run_scannet_eval(
     segm, seg_name = build_segmenter(segmenter, sam_checkpoint=sam_checkpoint, sam_model=sam_model,
                                      scene=scene_dir, simulated=simulated, sam2_model=sam2_model)
     gt = load_scannet_gt(scene_dir, sc.name)
-    xyz, _ = read_mesh_vertices(sc.mesh_path)
+    from lift3d.pipeline import scene_points
+
+    points = scene_points(sc)  # the mesh's vertices and the scan's own superpoints (segs.json)
+    xyz = points.xyz
     if len(xyz) != gt.num_vertices:
         raise InputError(sc.mesh_path, f"mesh has {len(xyz)} vertices, the GT files {gt.num_vertices}")
     W, H = sc.size
@@ -543,7 +545,7 @@ def run_scannet_eval(
             method, sc, segm, framewise=done.get("framewise"), mastsam=done.get("mastsam"), seed=seed,
             merge=partial(sam3d_merge, pointmaps=pointmaps, valid=valid, voxel=voxel),
             cluster=partial(maskclustering_merge, pointmaps=pointmaps, valid=valid, voxel=voxel),
-            merge_views=_merging_hook(pointmaps, valid), gt_views=gt_views,
+            merge_views=_merging_hook(sc, points), gt_views=gt_views,
         )
         if method in ("framewise", "mastsam"):
             done[method] = labels
@@ -551,7 +553,7 @@ def run_scannet_eval(
         mdir = out / method
         for name, lab in zip(sc.frame_names, labels):
             write_label_map(mdir / "masks" / f"{name}.png", lab)
-        lifted = lift_to_points(xyz, (sc[i] for i in range(len(sc))), iter(labels))
+        lifted = _lift_superpoints(sc, points, labels)  # the same lifting as `lift3d segment`
         written = write_scannet_instances(mdir / "scannet", sc.name, lifted.label, lifted.confidence)
         masks, conf = read_scannet_instances(mdir / "scannet", sc.name, gt.num_vertices)
         ap = evaluate_instances(gt, masks, conf)
@@ -601,18 +603,39 @@ def _gt_views(scene, scene_dir: Path, segmenter) -> np.ndarray:  # [N, H, W] int
     return np.stack([sim.view_objects(f.image, geometry=f.pointmap) for f in scene]).astype(np.int32)
 
 
-def _merging_hook(pointmaps: np.ndarray, valid: np.ndarray):
-    """`labels -> labels` for `mastsam-merged`, or None when `lift3d.consistency.merging` is absent.
+def _lift_superpoints(sc, points, labels: np.ndarray):
+    """Votes of [N, H, W] label maps pooled per superpoint, unseen vertices filled along the mesh,
+    as `lift3d segment` lifts (its default `--vote superpoints`)."""
+    from lift3d.points import (
+        fill_unseen,
+        lift_to_superpoints,
+        superpoint_view_table,
+        vote_superpoints,
+    )
 
-    The hook's contract: `lift3d.consistency.merging.merge_views(labels [N, H, W], pointmaps
-    [N, H, W, 3], valid [N, H, W]) -> labels [N, H, W]`, the multi-view merging of MastSAM's IDs.
-    """
+    table = superpoint_view_table(points.xyz, points.superpoints.index, (sc[i] for i in range(len(sc))), iter(labels))
+    lifted = lift_to_superpoints(points.superpoints.index, vote_superpoints(table, points.superpoints.count))
+    if points.faces is not None:
+        lifted, _ = fill_unseen(lifted, points.xyz, points.faces, radius=0.1)
+    return lifted
+
+
+def _merging_hook(sc, points):
+    """`labels [N, H, W] -> labels` for `mastsam-merged`: `lift3d.consistency.merging`'s view
+    consensus over the scan's superpoints, as `lift3d segment` merges (its default)."""
     if not merging_available():
         return None
-    from lift3d.consistency import merging
+    from lift3d.consistency.merging import merge_instances
+    from lift3d.points import superpoint_view_table
 
-    fn = getattr(merging, "merge_views", None)
-    return None if fn is None else partial(fn, pointmaps=pointmaps, valid=valid)
+    def merge(labels: np.ndarray) -> np.ndarray:
+        table = superpoint_view_table(points.xyz, points.superpoints.index, (sc[i] for i in range(len(sc))), iter(labels))
+        mapping = merge_instances(table, points.superpoints.sizes(), points.adjacency()).mapping
+        lut = np.arange(max(int(labels.max(initial=0)) + 1, len(mapping)), dtype=np.int64)
+        lut[: len(mapping)] = mapping
+        return lut[labels].astype(np.int32)
+
+    return merge
 
 
 def format_scannet_table(results: dict) -> str:

@@ -28,7 +28,7 @@ from lift3d.errors import InputError
 from lift3d.geometry_source import check_splats_fit, choose_geometry, splat_depth_scene
 from lift3d.recon.files import atomic_path, scratch_dir
 from lift3d.recon.scene import Scene, parse_frame_range
-from lift3d.recon.superpoints import Superpoints
+from lift3d.recon.superpoints import SuperpointConfig, Superpoints
 
 logger = logging.getLogger(__name__)
 
@@ -207,13 +207,22 @@ class ScenePoints:
         return superpoint_adjacency(self.superpoints.index, edges, self.superpoints.count)[0]
 
 
-def scene_points(scene: Scene, cfg: SegmentConfig) -> ScenePoints:
-    """Mesh vertices (with faces) when the scan has a mesh, else the views' fused pointmaps."""
+def scene_points(
+    scene: Scene,
+    *,
+    mesh: Path | None = None,
+    splats: Path | None = None,
+    voxel_size: float = 0.02,
+    superpoints: SuperpointConfig = SuperpointConfig(),
+) -> ScenePoints:
+    """The points a run labels, with their superpoints: mesh vertices (with faces) when the scan
+    has a mesh (or `mesh` gives one), splat centres when its depth was rendered from `splats`,
+    else the views' fused pointmaps on a `voxel_size` grid."""
     from lift3d.points import fuse_pointmaps, read_mesh_faces, read_mesh_vertices
     from lift3d.recon.superpoints import scene_superpoints
 
     faces = None
-    mesh_path = Path(cfg.mesh) if cfg.mesh is not None else scene.mesh_path
+    mesh_path = Path(mesh) if mesh is not None else scene.mesh_path
     if mesh_path is not None:
         xyz, rgb = read_mesh_vertices(mesh_path)
         faces = read_mesh_faces(mesh_path)
@@ -224,18 +233,18 @@ def scene_points(scene: Scene, cfg: SegmentConfig) -> ScenePoints:
     elif scene.meta.get("depth_source") == "splats":
         from lift3d.splats import splat_points
 
-        xyz, rgb = splat_points(cfg.splats)
-        source = f"splat centres of {Path(cfg.splats).name}"
+        xyz, rgb = splat_points(splats)
+        source = f"splat centres of {Path(splats).name}"
     else:
-        xyz, rgb = fuse_pointmaps(_progress(iter(scene), total=len(scene), desc="fuse points"), voxel_size=cfg.voxel_size)
-        source = f"fused pointmaps, voxel {cfg.voxel_size} m"
+        xyz, rgb = fuse_pointmaps(_progress(iter(scene), total=len(scene), desc="fuse points"), voxel_size=voxel_size)
+        source = f"fused pointmaps, voxel {voxel_size} m"
     if faces is not None:
         areas = np.linalg.norm(np.cross(xyz[faces[:, 1]] - xyz[faces[:, 0]], xyz[faces[:, 2]] - xyz[faces[:, 0]]), axis=1)
         bad = int((areas <= 0).sum())
         if bad:
             logger.warning("%s: %d of %d faces are degenerate (zero area); they are ignored", mesh_path, bad, len(faces))
             faces = faces[areas > 0]
-    sp = scene_superpoints(xyz, faces=faces, colors=rgb, mesh_path=mesh_path, config=cfg.superpoints)
+    sp = scene_superpoints(xyz, faces=faces, colors=rgb, mesh_path=mesh_path, config=superpoints)
     return ScenePoints(xyz=xyz, rgb=rgb, faces=faces, superpoints=sp, source=source, mesh_path=mesh_path)
 
 
@@ -460,7 +469,8 @@ def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
     run_folder = hold.enter_context(claim(out, fingerprint(cfg, scene.frame_names), resume=cfg.resume))
     masks_dir = run_folder.masks
     t = lap("scene", t)
-    points = scene_points(scene, cfg) if scene.has_geometry else None
+    points = (scene_points(scene, mesh=cfg.mesh, splats=cfg.splats, voxel_size=cfg.voxel_size, superpoints=cfg.superpoints)
+              if scene.has_geometry else None)
     t = lap("points", t)
     if segmenter is None:
         segmenter, seg_info = build_segmenter(cfg, scene=scene, geometry=points)

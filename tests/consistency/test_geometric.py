@@ -17,7 +17,13 @@ def mesh(synthetic_scene_dir):
     path = synthetic_scene_dir / f"{synthetic_scene_dir.name}_vh_clean_2.ply"
     xyz, rgb = read_mesh_vertices(path)
     faces = read_mesh_faces(path)
-    gt = read_segments(synthetic_scene_dir / f"{synthetic_scene_dir.name}_vh_clean_2.0.010000.segs.json", len(xyz)).index
+    from lift3d.recon.scannet_gt import read_vertex_objects
+
+    # GT pieces: each object (two mesh segments since the simulator splits along them), the
+    # floor and each wall
+    seg = read_segments(synthetic_scene_dir / f"{synthetic_scene_dir.name}_vh_clean_2.0.010000.segs.json", len(xyz)).index
+    obj = read_vertex_objects(synthetic_scene_dir)
+    gt = np.unique(np.where(obj > 0, obj, 1000 + seg), return_inverse=True)[1]
     return xyz, rgb, faces, gt
 
 

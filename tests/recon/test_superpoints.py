@@ -28,7 +28,12 @@ def _mesh(scene_dir):
 
 
 def _gt_segments(scene_dir, n):
-    return read_segments(scene_dir / f"{scene_dir.name}_vh_clean_2.0.010000.segs.json", n).index
+    """The synthetic scan's GT pieces: each object (two mesh segments), the floor, each wall."""
+    from lift3d.recon.scannet_gt import read_vertex_objects
+
+    seg = read_segments(scene_dir / f"{scene_dir.name}_vh_clean_2.0.010000.segs.json", n).index
+    obj = read_vertex_objects(scene_dir)
+    return np.unique(np.where(obj > 0, obj, 1000 + seg), return_inverse=True)[1]
 
 
 @pytest.mark.parametrize("n", [1, 7, 60, 400])
