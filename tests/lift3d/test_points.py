@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -122,9 +120,10 @@ def test_fast_matches_reference_on_random_views(chunk_views):
 
 
 def _gt_vertex_instances(scene_dir) -> np.ndarray:
-    """Synthetic scan GT per vertex: segments 0-2 are floor and walls, segment k + 2 is object k."""
-    seg = np.array(json.loads((scene_dir / f"{scene_dir.name}_vh_clean_2.0.010000.segs.json").read_text())["segIndices"])
-    return np.where(seg >= 3, seg - 2, 0)
+    """Synthetic scan GT per vertex: object k (objectId k - 1) is k; floor and walls 0."""
+    from lift3d.recon.scannet_gt import read_vertex_objects
+
+    return read_vertex_objects(scene_dir, exclude=("floor",))
 
 
 def test_gt_label_maps_lift_onto_the_gt_mesh_instances(synthetic_scene_dir, synthetic_gt):
