@@ -23,6 +23,7 @@ import numpy as np
 
 from lift3d.consistency.segmenter import Masks
 from lift3d.errors import CheckpointError, InputError
+from lift3d.recon.files import refused_unpickle
 
 if TYPE_CHECKING:
     import torch
@@ -241,7 +242,7 @@ def _load_failure(path: Path, e: Exception) -> str:
     text = str(e)
     if path.stat().st_size == 0:
         return "empty file"
-    refused = _refused_unpickle(e)
+    refused = refused_unpickle(e)
     if refused is not None:
         return refused
     with open(path, "rb") as f:
@@ -252,30 +253,6 @@ def _load_failure(path: Path, e: Exception) -> str:
     if isinstance(e, EOFError):
         return "corrupt or truncated PyTorch checkpoint"
     return f"not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(text)})"
-
-
-def _refused_unpickle(e: BaseException) -> str | None:
-    """The words for a `torch.load(weights_only=True)` that refused the file's contents (a
-    function, class or object other than tensors: code a pickle would run), else None.
-
-    torch words it "Unsupported global: GLOBAL x" (an object it does not know, e.g. a numpy array)
-    or, since 2.6, "Trying to load unsupported GLOBAL x whose module y is blocked" (`os`,
-    `subprocess`, ...: a file built to run code), or refuses a call or a build of an object.
-    """
-    import pickle
-    import re
-
-    text = str(e)
-    if not (isinstance(e, pickle.UnpicklingError) and text.startswith("Weights only load failed")):
-        return None
-    m = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)
-    if m:
-        what = f" ({m.group(1)})"
-    elif any(w in text for w in ("Trying to call reduce", "Can only build", "Can only create new object")):
-        what = ""
-    else:  # e.g. "Unsupported operand": not pickle data at all
-        return None
-    return f"the file contains code or objects{what} that lift3d refuses to unpickle (only tensors are read)"
 
 
 def _first_line(text: str) -> str:

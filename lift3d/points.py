@@ -241,18 +241,8 @@ def _view_votes(
     depth_tol_rel: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(point index [M] int64, label [M] int64) of the points this view sees on labeled pixels."""
-    H, W = depth.shape
-    uv, z = project(points_world, frame.K, frame.T_world_camera)
-    with np.errstate(invalid="ignore"):
-        u = np.rint(uv[:, 0])
-        v = np.rint(uv[:, 1])
-        inside = finite & (z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-    idx = np.flatnonzero(inside)
-    pix = v[idx].astype(np.int64) * W + u[idx].astype(np.int64)
-    d = depth.reshape(-1)[pix]
-    lab = labels.reshape(-1)[pix]
-    seen = (d > 0) & (np.abs(z[idx] - d) <= depth_tol + depth_tol_rel * d) & (lab > 0)
-    return idx[seen], lab[seen]
+    idx, lab = _view_visibility(points_world, finite, frame, depth, labels, depth_tol, depth_tol_rel)
+    return idx[lab > 0], lab[lab > 0]
 
 
 def _merge_votes(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from lift3d.errors import CheckpointError, NotInstalledError
+from lift3d.recon.files import refused_unpickle
 
 logger = logging.getLogger(__name__)
 
@@ -158,27 +159,6 @@ def _check_allowed(kwargs: dict) -> None:
             raise ValueError(f"its model string has {key}={value}; lift3d builds only {', '.join(sorted(allowed))}")
 
 
-def _refused_unpickle(e: BaseException) -> str | None:
-    """The words for a `torch.load(weights_only=True)` that refused the file's contents (a
-    function, class or object other than tensors: code a pickle would run), else None. torch words
-    it "Unsupported global: GLOBAL x" or, for `os`, `sys`, ... since 2.6, "Trying to load
-    unsupported GLOBAL x whose module y is blocked" (as `lift3d.consistency.sam` reads it)."""
-    import pickle
-    import re
-
-    text = str(e)
-    if not (isinstance(e, pickle.UnpicklingError) and text.startswith("Weights only load failed")):
-        return None
-    m = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)
-    if m:
-        what = f" ({m.group(1)})"
-    elif any(w in text for w in ("Trying to call reduce", "Can only build", "Can only create new object")):
-        what = ""
-    else:  # e.g. "Unsupported operand": not pickle data at all
-        return None
-    return f"the file contains code or objects{what} that lift3d refuses to unpickle"
-
-
 def _read_checkpoint(path: Path) -> dict:
     import argparse
     import pickle
@@ -192,7 +172,7 @@ def _read_checkpoint(path: Path) -> dict:
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         # torch's own text is never quoted or chained on when it refuses the contents: it advises
         # weights_only=False, which would run whatever the file holds
-        refused = _refused_unpickle(e)
+        refused = refused_unpickle(e)
         if refused is not None:
             raise CheckpointError(f"{path}: {refused}; a MASt3R checkpoint holds tensors and argparse.Namespace only") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
