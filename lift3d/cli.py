@@ -171,8 +171,8 @@ class EvalScannet:
     """Methods to run (without --pred): label maps, lifting, export, AP, ARI and H for each. `oracle`:
     the framewise masks with GT-consistent IDs (the reference of perfect association);
     `mastsam-merged`: MastSAM + multi-view merging of its IDs (needs lift3d.consistency.merging)."""
-    segmenter: Literal["classical", "sam", "sam2", "simulated"] = "classical"
-    """2D segmenter of the methods; `simulated`: masks simulated from the scan's ground truth with SAM-like
+    segmenter: Literal["geometric", "classical", "sam", "sam2", "simulated"] = "classical"
+    """Segmenter of the methods; `geometric`: the object candidates of `lift3d segment`'s default on scans with depth; `simulated`: masks simulated from the scan's ground truth with SAM-like
     granularity changes (not SAM; --simulated.noise 0 / 0.15 / 0.3 ...)."""
     simulated: SimulatedConfig = field(default_factory=SimulatedConfig)
     """--segmenter simulated: its parameters."""

@@ -520,12 +520,19 @@ def run_scannet_eval(
     if sc.mesh_path is None:
         raise InputError(scene_dir, f"no mesh {sc.name}_vh_clean_2.ply: the ScanNet benchmark scores its vertices")
     out = Path(out)
-    segm, seg_name = build_segmenter(segmenter, sam_checkpoint=sam_checkpoint, sam_model=sam_model,
-                                     scene=scene_dir, simulated=simulated, sam2_model=sam2_model)
-    gt = load_scannet_gt(scene_dir, sc.name)
     from lift3d.pipeline import scene_points
 
     points = scene_points(sc)  # the mesh's vertices and the scan's own superpoints (segs.json)
+    if segmenter == "geometric":  # object candidates of this scan's points, as `lift3d segment` builds them
+        from lift3d.config import SegmentConfig
+        from lift3d.pipeline import build_segmenter as _build
+
+        segm, info = _build(SegmentConfig(scene=scene_dir, segmenter="geometric"), scene=sc, geometry=points)
+        seg_name = info["segmenter"]
+    else:
+        segm, seg_name = build_segmenter(segmenter, sam_checkpoint=sam_checkpoint, sam_model=sam_model,
+                                         scene=scene_dir, simulated=simulated, sam2_model=sam2_model)
+    gt = load_scannet_gt(scene_dir, sc.name)
     xyz = points.xyz
     if len(xyz) != gt.num_vertices:
         raise InputError(sc.mesh_path, f"mesh has {len(xyz)} vertices, the GT files {gt.num_vertices}")

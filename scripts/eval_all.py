@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 METHODS_ALL = ("framewise", "sam3d", "mastsam-no-unmasked", "mastsam")
 #: segmenter settings of the 3D evaluation: (segmenter, noise of the simulation)
-SETTINGS = {"classical": ("classical", None), "sim-0": ("simulated", 0.0), "sim-0.15": ("simulated", 0.15),
+SETTINGS = {"geometric": ("geometric", None), "classical": ("classical", None), "sim-0": ("simulated", 0.0), "sim-0.15": ("simulated", 0.15),
             "sim-0.3": ("simulated", 0.3)}
 DATA = REPO / ".." / "shared" / "data"
 METHOD_NOTES = {
@@ -192,6 +192,8 @@ Consecutive-frame consistency H per sequence ([plot](docs/eval/davis_consistency
 
 def setting_name(key: str) -> str:
     seg, noise = SETTINGS[key]
+    if seg == "geometric":
+        return "geometric segmenter (3D object candidates, the default on RGB-D scans)"
     return "classical segmenter" if seg == "classical" else f"simulated from ground truth, noise {noise}"
 
 

@@ -261,3 +261,13 @@ def test_eval_scannet_command_runs_methods_or_scores_a_prediction(synthetic_scen
     scored = json.loads(capsys.readouterr().out)
     assert scored["AP50"] == results["per_method"]["mastsam"]["AP50"]
     assert entrypoint(["eval", "scannet", "--scene", str(tmp_path / "none"), "--out", str(out)]) == 2
+
+
+def test_scannet_eval_with_the_geometric_default(synthetic_scene_dir, tmp_path):
+    from lift3d.evaluation import run_scannet_eval
+
+    res = run_scannet_eval(synthetic_scene_dir, out=tmp_path, methods=("mastsam", "mastsam-merged"), segmenter="geometric",
+                           verbose=False, pairwise=False)
+    assert res["backends"]["segmenter"] == "geometric"
+    for m in ("mastsam", "mastsam-merged"):
+        assert res["per_method"][m]["AP50"] > 0.9, (m, res["per_method"][m])
