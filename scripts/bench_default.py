@@ -42,7 +42,7 @@ def main() -> None:
     for name, extra in CONFIGS.items():
         if args.only and name not in args.only:
             continue
-        out = args.out / name.split()[0]
+        out = args.out / name.split()[0].rstrip(",")
         argv = ["segment", "-q", "--scene", str(args.scene), "--out", str(out), *extra]
         if args.max_frames:
             argv += ["--max-frames", str(args.max_frames)]
