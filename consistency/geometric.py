@@ -51,8 +51,8 @@ class GeometricConfig:
     """Vertical planar pieces spanning at least this many metres in height are wall."""
     planarity: float = 0.8
     """A piece is planar when |sum of its area-weighted normals| / its area is at least this."""
-    up: tuple[float, float, float] = (0.0, 0.0, 1.0)
-    """The world's up direction."""
+    up: tuple[float, float, float] | None = None
+    """The world's up direction; default: estimated from the cameras (the mean of their up vectors, -y in OpenCV, snapped to the nearest world axis within 30 degrees: +z for ScanNet)."""
     max_distance: float = 0.05
     """A pixel sees a candidate when its 3D point lies within this many metres of the candidate's point."""
     min_area: int = 32
@@ -130,6 +130,34 @@ def _point_areas(xyz: np.ndarray, faces: np.ndarray | None, normals: np.ndarray 
     return spacing**2, normals.astype(np.float64), False
 
 
+def _up_basis(up) -> np.ndarray:  # -> [3, 3] orthonormal rows (e1, e2, up)
+    u = np.asarray((0.0, 0.0, 1.0) if up is None else up, np.float64)
+    u = u / max(np.linalg.norm(u), 1e-12)
+    a = np.array([1.0, 0.0, 0.0]) if abs(u[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    e1 = np.cross(a, u)
+    e1 /= np.linalg.norm(e1)
+    return np.stack([e1, np.cross(u, e1), u])
+
+
+def estimate_up(T_world_cameras: list[np.ndarray], *, snap_degrees: float = 30.0) -> tuple[float, float, float]:
+    """The world's up direction from camera poses: the mean of the cameras' up vectors (-y of an
+    OpenCV camera, in the world), snapped to the nearest signed world axis when within
+    `snap_degrees` (handheld scans hold the camera roughly upright; tilt averages out)."""
+    ups = [-np.asarray(T, np.float64)[:3, 1] for T in T_world_cameras if T is not None and np.isfinite(T).all()]
+    if not ups:
+        return (0.0, 0.0, 1.0)
+    m = np.mean(ups, axis=0)
+    if np.linalg.norm(m) < 1e-6:
+        return (0.0, 0.0, 1.0)
+    m /= np.linalg.norm(m)
+    k = int(np.argmax(np.abs(m)))
+    axis = np.zeros(3)
+    axis[k] = np.sign(m[k])
+    if np.degrees(np.arccos(np.clip(abs(m[k]), -1, 1))) <= snap_degrees:
+        m = axis
+    return (float(m[0]), float(m[1]), float(m[2]))
+
+
 def object_candidates(
     xyz: np.ndarray,  # [P, 3] float metres, world frame
     colors: np.ndarray,  # [P, 3] uint8
@@ -157,19 +185,20 @@ def object_candidates(
     if P == 0 or S == 0:
         return ObjectCandidates(np.zeros(P, np.int32), np.zeros(1, bool), np.zeros(S, np.int32))
     area, normals, oriented = _point_areas(xyz, faces, None)
-    up = np.asarray(config.up, np.float64)
-    up = up / max(np.linalg.norm(up), 1e-12)
-    # heights along "up" (z when up is +z)
-    h = xyz @ up
-    pts_up = np.concatenate([xyz[:, :2], h[:, None]], 1) if np.allclose(up, (0, 0, 1)) else xyz
+    # work in a frame whose third axis is "up": heights, floor level and wall spans read along it
+    # (convexity only needs normals and centroids in one frame, which a rotation keeps)
+    basis = _up_basis(config.up)  # [3, 3] rows e1, e2, up
+    xyz_up = xyz @ basis.T
+    normals_up = normals @ basis.T
+    h = xyz_up[:, 2]
     area_s, centroid, normal, planarity, color, zlo, zhi = _superpoint_stats(
-        pts_up, normals, area, np.asarray(colors), superpoints.index, S
+        xyz_up, normals_up, area, np.asarray(colors), superpoints.index, S
     )
-    hs = centroid @ up if not np.allclose(up, (0, 0, 1)) else centroid[:, 2]
+    hs = centroid[:, 2]
     edges = mesh_edges(np.asarray(faces), P) if oriented else knn_graph(xyz.astype(np.float32), 8)[0]
     pairs, _ = superpoint_adjacency(superpoints.index, edges, S)
 
-    nz = normal @ up
+    nz = normal[:, 2]
     floor_level = np.percentile(h, 1)
     planar = planarity >= config.planarity
     if oriented:

@@ -155,10 +155,19 @@ def build_segmenter(cfg: SegmentConfig, *, scene: Scene | None = None, geometry:
             raise InputError(scene.root if scene is not None else None, "--segmenter geometric needs a scene with depth + poses")
         from lift3d.consistency.geometric import GeometricSegmenter, object_candidates
 
-        cand = object_candidates(geometry.xyz, geometry.rgb, geometry.superpoints, faces=geometry.faces, config=cfg.geometric)
+        gcfg = cfg.geometric
+        if gcfg.up is None and scene is not None:
+            from dataclasses import replace
+
+            from lift3d.consistency.geometric import estimate_up
+
+            pick = np.unique(np.linspace(0, len(scene) - 1, min(len(scene), 24)).round().astype(int))
+            gcfg = replace(gcfg, up=estimate_up([scene[int(i)].T_world_camera for i in pick]))
+        cand = object_candidates(geometry.xyz, geometry.rgb, geometry.superpoints, faces=geometry.faces, config=gcfg)
         seg = GeometricSegmenter(
             geometry.xyz, cand.label, faces=geometry.faces, config=cfg.geometric,
-            info={"points": geometry.source, "superpoints": geometry.superpoints.count, "structure_candidates": int(cand.structure.sum())},
+            info={"points": geometry.source, "superpoints": geometry.superpoints.count, "structure_candidates": int(cand.structure.sum()),
+                  "up": list(gcfg.up) if gcfg.up is not None else None},
         )
         return seg, seg.describe()
     if name == "classical-2d":

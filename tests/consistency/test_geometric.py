@@ -75,3 +75,25 @@ def test_segmenter_needs_geometry(mesh):
         seg.generate(np.zeros((4, 4, 3), np.uint8), geometry=None)
     with pytest.raises(InputError):
         GeometricSegmenter(xyz, gt[:-1])
+
+
+def test_up_is_estimated_from_the_cameras_and_any_up_gives_the_same_objects(synthetic_scene_dir, mesh):
+    from lift3d.consistency.geometric import estimate_up
+    from lift3d.recon import load_scene
+
+    scene = load_scene(synthetic_scene_dir)
+    assert estimate_up([f.T_world_camera for f in scene]) == (0.0, 0.0, 1.0)
+    # a world whose up is -y (as ICL-NUIM / Redwood trajectories): rotate the scan and its cameras
+    R = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # z -> -y
+    T = np.eye(4)
+    T[:3, :3] = R
+    assert estimate_up([T @ f.T_world_camera for f in scene]) == (0.0, -1.0, 0.0)
+    xyz, rgb, faces, gt = mesh
+    sp = compute_superpoints(xyz, faces=faces, colors=rgb, config=SuperpointConfig(threshold=0.005))
+    upright = object_candidates(xyz, rgb, sp, faces=faces, config=GeometricConfig(up=(0, 0, 1)))
+    turned = object_candidates(xyz @ R.T, rgb, sp, faces=faces, config=GeometricConfig(up=(0, -1, 0)))
+    np.testing.assert_array_equal(upright.label, turned.label)
+    assert turned.structure.sum() == 3
+    # with the wrong up, the floor is not found as structure
+    wrong = object_candidates(xyz @ R.T, rgb, sp, faces=faces, config=GeometricConfig(up=(0, 0, 1)))
+    assert wrong.structure.sum() < 3
