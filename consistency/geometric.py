@@ -109,6 +109,19 @@ def _superpoint_stats(xyz, normals, area, colors, index, S):
     return area_s, centroid, normal, planarity, color, zlo, zhi
 
 
+def _orient_per_superpoint(normals: np.ndarray, area: np.ndarray, index: np.ndarray, S: int) -> np.ndarray:
+    """Unsigned (PCA) normals flipped to agree with their superpoint's principal normal direction,
+    so that a planar piece's normals add up (its planarity) whatever their arbitrary signs."""
+    M = np.zeros((S, 3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            M[:, i, j] = M[:, j, i] = np.bincount(index, area * normals[:, i] * normals[:, j], minlength=S)
+    _, vecs = np.linalg.eigh(M)
+    axis = vecs[:, :, 2]  # [S, 3] largest eigenvector
+    sign = np.sign(np.einsum("pi,pi->p", normals, axis[index]))
+    return normals * np.where(sign == 0, 1.0, sign)[:, None]
+
+
 def _point_areas(xyz: np.ndarray, faces: np.ndarray | None, normals: np.ndarray | None, k: int = 8):
     """(area [P] m^2 of each point's share of the surface, unit normals [P, 3], oriented?)."""
     from lift3d.recon.superpoints import knn_graph, vertex_normals
@@ -191,6 +204,8 @@ def object_candidates(
     xyz_up = xyz @ basis.T
     normals_up = normals @ basis.T
     h = xyz_up[:, 2]
+    if not oriented:
+        normals_up = _orient_per_superpoint(normals_up, area, superpoints.index, S)
     area_s, centroid, normal, planarity, color, zlo, zhi = _superpoint_stats(
         xyz_up, normals_up, area, np.asarray(colors), superpoints.index, S
     )
