@@ -319,7 +319,9 @@ def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: 
         table = superpoint_view_table(xyz, sp.index, _progress(frames, total=len(scene), desc="superpoint votes"), label_maps)
         mapping = None
         info["superpoints"] = {"count": sp.count, "source": sp.source}
-        if cfg.merge.enabled:
+        if cfg.merge.enabled and len(scene) < 2:
+            logger.warning("%s: a single view: multi-view merging has nothing to compare, IDs are kept as tracked", scene.root)
+        elif cfg.merge.enabled:
             from lift3d.consistency.merging import merge_instances
 
             result = merge_instances(table, sp.sizes(), points.adjacency(), config=cfg.merge)

@@ -242,3 +242,15 @@ def test_mesh_flag_supplies_the_mesh_and_the_scannet_export_needs_one(synthetic_
     assert (given / "mesh.ply").is_file() and (given / "scannet" / f"{bare.name}.txt").is_file()
     with pytest.raises(InputError, match="--mesh: mesh PLY not found"):
         run_segment(SegmentConfig(scene=bare, out=tmp_path / "x", mesh=tmp_path / "none.ply"))
+
+
+def test_a_single_view_warns_that_nothing_is_merged(synthetic_scene_dir, tmp_path, caplog):
+    import logging
+
+    from lift3d.config import SegmentConfig
+    from lift3d.pipeline import run_segment
+
+    with caplog.at_level(logging.WARNING):
+        out = run_segment(SegmentConfig(scene=synthetic_scene_dir, out=tmp_path / "one", max_frames=1, preview=False))
+    assert any("single view" in r.getMessage() and str(synthetic_scene_dir) in r.getMessage() for r in caplog.records)
+    assert (out / "points.ply").is_file() and (out / "run.json").is_file()
