@@ -8,7 +8,6 @@ written to a temporary name and renamed, so an interrupted run leaves only whole
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -429,14 +428,12 @@ def _versions() -> dict:
 
 
 def _checkpoint_record(path: Path | None) -> dict | None:
-    """Identify a checkpoint by size and the SHA-256 of its first 16 MiB (hashing GBs is slow)."""
+    """A checkpoint's path, size and SHA-256 of its first 16 MiB (`run_folder.checkpoint_id`)."""
+    from lift3d.run_folder import checkpoint_id
+
     if path is None:
         return None
-    p = Path(path)
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        h.update(f.read(16 << 20))
-    return {"path": str(p.resolve()), "bytes": p.stat().st_size, "sha256_first_16MiB": h.hexdigest()}
+    return {"path": str(Path(path).resolve()), **checkpoint_id(path)}
 
 
 def config_to_json(cfg: SegmentConfig) -> dict:
@@ -471,8 +468,6 @@ def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
         return t
 
     check_options(cfg)  # every option and input file, before the scene is read
-    if cfg.mesh is not None and not Path(cfg.mesh).is_file():
-        raise InputError(cfg.mesh, "--mesh: mesh PLY not found")
     t = time.perf_counter()
     scene, backends = prepare_scene(cfg)
     check_scene_name(scene)

@@ -78,6 +78,9 @@ def check_options(cfg) -> None:
     for flag, path in (("--sam-checkpoint", cfg.sam_checkpoint), ("--mast3r-checkpoint", cfg.mast3r_checkpoint)):
         if path is not None and not Path(path).is_file():
             raise InputError(path, f"{flag}: checkpoint file not found")
+    mesh = getattr(cfg, "mesh", None)
+    if mesh is not None and not Path(mesh).is_file():
+        raise InputError(mesh, "--mesh: mesh PLY not found")
     if cfg.splats is not None:
         check_splats_header(Path(cfg.splats))
     check_device(cfg.device)
@@ -134,7 +137,7 @@ def check_scene_name(scene) -> None:
 # ------------------------------------------------------------------------------ fingerprint
 
 
-def _checkpoint_id(path) -> dict | None:
+def checkpoint_id(path) -> dict | None:
     """A checkpoint by size and the SHA-256 of its first 16 MiB (hashing GBs is slow)."""
     import hashlib
 
@@ -153,9 +156,9 @@ def fingerprint(cfg, frame_names: list[str]) -> dict:
     fp = {k: v for k, v in conf.items() if k not in _NOT_FINGERPRINTED}
     fp["scene"] = str(Path(cfg.scene).resolve())
     fp["frames"] = list(frame_names)
-    fp["sam_checkpoint"] = _checkpoint_id(cfg.sam_checkpoint) if cfg.segmenter in ("sam", "sam2") else None
+    fp["sam_checkpoint"] = checkpoint_id(cfg.sam_checkpoint) if cfg.segmenter in ("sam", "sam2") else None
     uses_mast3r = cfg.recon == "mast3r" or cfg.matches == "mast3r"
-    fp["mast3r_checkpoint"] = _checkpoint_id(cfg.mast3r_checkpoint) if uses_mast3r else None
+    fp["mast3r_checkpoint"] = checkpoint_id(cfg.mast3r_checkpoint) if uses_mast3r else None
     if not uses_mast3r:
         fp.pop("mast3r", None)
     return fp

@@ -69,6 +69,18 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure atomically (temporary name + rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def bar_plot(path: Path, groups: list[str], series: dict[str, list[float]], *, title: str, ylabel: str) -> None:
     """Grouped bars: one group per entry of `groups`, one bar per series."""
     import matplotlib
@@ -91,12 +103,7 @@ def bar_plot(path: Path, groups: list[str], series: dict[str, list[float]], *, t
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncols=min(n, 4), loc="upper left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save_figure(fig, path)
 
 
 def davis_section(res: dict, plots: Path, *, size: tuple[int, int], seconds: float) -> str:
@@ -216,12 +223,7 @@ def line_plot(path: Path, xs: list[float], series: dict[str, list[float]], *, ti
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncols=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save_figure(fig, path)
 
 
 def method_table(res: dict) -> str:
