@@ -30,7 +30,7 @@ import numpy as np
 
 from lift3d.consistency.segmenter import Masks
 from lift3d.errors import InputError
-from lift3d.recon.superpoints import Superpoints, segment_graph
+from lift3d.recon.superpoints import Superpoints, segment_graph, superpoint_adjacency
 
 logger = logging.getLogger(__name__)
 
@@ -82,15 +82,6 @@ class ObjectCandidates:
         return int(len(self.structure) - 1)
 
 
-def superpoint_adjacency(index: np.ndarray, edges: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """(pairs [E, 2] int64 a < b, contact [E] int64 edges between them) of adjacent superpoints."""
-    a, b = index[edges[:, 0]].astype(np.int64), index[edges[:, 1]].astype(np.int64)
-    keep = a != b
-    lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
-    key, contact = np.unique(lo * count + hi, return_counts=True)
-    return np.stack([key // count, key % count], axis=1), contact
-
-
 def _superpoint_stats(xyz, normals, area, colors, index, S):
     """Per superpoint: area, area-weighted centroid, mean unit normal, planarity, mean colour, z range."""
     area_s = np.bincount(index, area, minlength=S)
@@ -122,8 +113,9 @@ def _orient_per_superpoint(normals: np.ndarray, area: np.ndarray, index: np.ndar
     return normals * np.where(sign == 0, 1.0, sign)[:, None]
 
 
-def _point_areas(xyz: np.ndarray, faces: np.ndarray | None, normals: np.ndarray | None, k: int = 8):
-    """(area [P] m^2 of each point's share of the surface, unit normals [P, 3], oriented?)."""
+def _point_areas(xyz: np.ndarray, faces: np.ndarray | None, k: int = 8):
+    """(area [P] m^2 of each point's share of the surface, unit normals [P, 3], oriented?, edges
+    [E, 2] of the k-NN graph the normals came from, or None on a mesh)."""
     from lift3d.recon.superpoints import knn_graph, vertex_normals
 
     xyz = xyz.astype(np.float64)
@@ -132,15 +124,13 @@ def _point_areas(xyz: np.ndarray, faces: np.ndarray | None, normals: np.ndarray 
         area = np.zeros(len(xyz))
         for j in range(3):
             np.add.at(area, faces[:, j], fa / 3)
-        n = vertex_normals(xyz, faces) if normals is None else normals
-        return area, n.astype(np.float64), True
+        return area, vertex_normals(xyz, faces).astype(np.float64), True, None
     from scipy.spatial import cKDTree
 
     d, _ = cKDTree(xyz).query(xyz, k=min(k + 1, len(xyz)), workers=-1)
     spacing = np.median(d[:, 1:], axis=1) if d.ndim == 2 and d.shape[1] > 1 else np.full(len(xyz), 0.01)
-    if normals is None:
-        _, normals = knn_graph(xyz.astype(np.float32), k)
-    return spacing**2, normals.astype(np.float64), False
+    edges, normals = knn_graph(xyz.astype(np.float32), k)
+    return spacing**2, normals.astype(np.float64), False, edges
 
 
 def _up_basis(up) -> np.ndarray:  # -> [3, 3] orthonormal rows (e1, e2, up)
@@ -177,6 +167,7 @@ def object_candidates(
     superpoints: Superpoints,
     *,
     faces: np.ndarray | None = None,  # [F, 3] when the points are a mesh's vertices
+    adjacency: np.ndarray | None = None,  # [E, 2] adjacent superpoints, when already known
     config: GeometricConfig = GeometricConfig(),
 ) -> ObjectCandidates:
     """Merge superpoints into object candidates by convexity and colour, structure held out.
@@ -188,7 +179,7 @@ def object_candidates(
     Raises:
         InputError: arrays of mismatched length.
     """
-    from lift3d.recon.superpoints import knn_graph, mesh_edges
+    from lift3d.recon.superpoints import mesh_edges
 
     xyz = np.asarray(xyz, np.float64)
     P = len(xyz)
@@ -197,7 +188,7 @@ def object_candidates(
     S = superpoints.count
     if P == 0 or S == 0:
         return ObjectCandidates(np.zeros(P, np.int32), np.zeros(1, bool), np.zeros(S, np.int32))
-    area, normals, oriented = _point_areas(xyz, faces, None)
+    area, normals, oriented, knn_edges = _point_areas(xyz, faces)
     # work in a frame whose third axis is "up": heights, floor level and wall spans read along it
     # (convexity only needs normals and centroids in one frame, which a rotation keeps)
     basis = _up_basis(config.up)  # [3, 3] rows e1, e2, up
@@ -210,8 +201,11 @@ def object_candidates(
         xyz_up, normals_up, area, np.asarray(colors), superpoints.index, S
     )
     hs = centroid[:, 2]
-    edges = mesh_edges(np.asarray(faces), P) if oriented else knn_graph(xyz.astype(np.float32), 8)[0]
-    pairs, _ = superpoint_adjacency(superpoints.index, edges, S)
+    if adjacency is not None:
+        pairs = np.asarray(adjacency, np.int64).reshape(-1, 2)
+    else:
+        edges = mesh_edges(np.asarray(faces), P) if oriented else knn_edges
+        pairs = superpoint_adjacency(superpoints.index, edges, S)[0]
 
     nz = normal[:, 2]
     floor_level = np.percentile(h, 1)

@@ -64,6 +64,13 @@ class MergeResult:
     mapping: np.ndarray
     groups: dict[int, list[int]]
 
+    def apply(self, labels: np.ndarray) -> np.ndarray:  # [..., H, W] int -> same shape int32
+        """Label maps with the merged IDs (IDs beyond the mapping keep their value)."""
+        labels = np.asarray(labels)
+        lut = np.arange(max(int(labels.max(initial=0)) + 1, len(self.mapping)), dtype=np.int64)
+        lut[: len(self.mapping)] = self.mapping
+        return lut[labels].astype(np.int32)
+
 
 def _dominant(view, group, label, count, num_groups):
     """Per (view, group) seen: total points seen, dominant label (> 0) and its points."""

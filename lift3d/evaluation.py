@@ -637,10 +637,7 @@ def _merging_hook(sc, points):
 
     def merge(labels: np.ndarray) -> np.ndarray:
         table = superpoint_view_table(points.xyz, points.superpoints.index, (sc[i] for i in range(len(sc))), iter(labels))
-        mapping = merge_instances(table, points.superpoints.sizes(), points.adjacency()).mapping
-        lut = np.arange(max(int(labels.max(initial=0)) + 1, len(mapping)), dtype=np.int64)
-        lut[: len(mapping)] = mapping
-        return lut[labels].astype(np.int32)
+        return merge_instances(table, points.superpoints.sizes(), points.adjacency).apply(labels)
 
     return merge
 

@@ -17,6 +17,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -162,9 +163,10 @@ def build_segmenter(cfg: SegmentConfig, *, scene: Scene | None = None, geometry:
 
             pick = np.unique(np.linspace(0, len(scene) - 1, min(len(scene), 24)).round().astype(int))
             gcfg = replace(gcfg, up=estimate_up([scene[int(i)].T_world_camera for i in pick]))
-        cand = object_candidates(geometry.xyz, geometry.rgb, geometry.superpoints, faces=geometry.faces, config=gcfg)
+        cand = object_candidates(geometry.xyz, geometry.rgb, geometry.superpoints, faces=geometry.faces,
+                                 adjacency=geometry.adjacency, config=gcfg)
         seg = GeometricSegmenter(
-            geometry.xyz, cand.label, faces=geometry.faces, config=cfg.geometric,
+            geometry.xyz, cand.label, faces=geometry.faces, config=gcfg,
             info={"points": geometry.source, "superpoints": geometry.superpoints.count, "structure_candidates": int(cand.structure.sum()),
                   "up": list(gcfg.up) if gcfg.up is not None else None},
         )
@@ -206,9 +208,9 @@ class ScenePoints:
     source: str
     mesh_path: Path | None = None
 
-    def adjacency(self) -> np.ndarray:  # [E, 2] adjacent superpoints
-        from lift3d.consistency.geometric import superpoint_adjacency
-        from lift3d.recon.superpoints import knn_graph, mesh_edges
+    @cached_property
+    def adjacency(self) -> np.ndarray:  # [E, 2] adjacent superpoints (mesh edges, else k-NN), computed once
+        from lift3d.recon.superpoints import knn_graph, mesh_edges, superpoint_adjacency
 
         P = len(self.xyz)
         edges = mesh_edges(self.faces, P) if self.faces is not None and len(self.faces) else knn_graph(self.xyz, 8)[0]
@@ -323,11 +325,11 @@ def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: 
         elif cfg.merge.enabled:
             from lift3d.consistency.merging import merge_instances
 
-            result = merge_instances(table, sp.sizes(), points.adjacency(), config=cfg.merge)
+            result = merge_instances(table, sp.sizes(), points.adjacency, config=cfg.merge)
             merged = result.groups
             if merged:
                 mapping = result.mapping
-                _rewrite_label_maps(scene, masks_dir, mapping)
+                _rewrite_label_maps(scene, masks_dir, result)
             info["merged_ids"] = int(sum(len(v) - 1 for v in merged.values()))
         if cfg.vote == "superpoints":
             votes = vote_superpoints(table, sp.count, mapping=mapping)
@@ -365,15 +367,12 @@ def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: 
     return info
 
 
-def _rewrite_label_maps(scene: Scene, masks_dir: Path, mapping: np.ndarray) -> None:
-    """Apply the merged IDs to every label map (IDs beyond the mapping keep their value)."""
+def _rewrite_label_maps(scene: Scene, masks_dir: Path, merge) -> None:
+    """Apply the merged IDs (a `MergeResult`) to every label map, rewriting only those that change."""
     for n in scene.frame_names:
         path = masks_dir / f"{n}.png"
         lab = read_label_map(path)
-        top = int(lab.max(initial=0))
-        lut = np.arange(max(top + 1, len(mapping)), dtype=np.int64)
-        lut[: len(mapping)] = mapping
-        new = lut[lab].astype(np.int32)
+        new = merge.apply(lab)
         if not np.array_equal(new, lab):
             write_label_map(path, new)
 

@@ -87,6 +87,15 @@ def mesh_edges(faces: np.ndarray, num_points: int) -> np.ndarray:  # [F, 3] -> [
     return np.stack([key // num_points, key % num_points], axis=1)
 
 
+def superpoint_adjacency(index: np.ndarray, edges: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pairs [E, 2] int64 a < b, contact [E] int64 edges between them) of adjacent superpoints."""
+    a, b = index[edges[:, 0]].astype(np.int64), index[edges[:, 1]].astype(np.int64)
+    keep = a != b
+    lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
+    key, contact = np.unique(lo * count + hi, return_counts=True)
+    return np.stack([key // count, key % count], axis=1), contact
+
+
 def knn_graph(xyz: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(edges [E, 2] int64 with a < b, unit normals [P, 3]) of a k-nearest-neighbour graph.
 

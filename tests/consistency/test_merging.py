@@ -41,3 +41,10 @@ def test_pairs_seen_together_too_rarely_stay_apart():
     views = [{0: 1, 1: 2, 2: 3}, {0: 1, 1: 1}]  # two views observe superpoints 0 and 1, one agrees
     r = merge_instances(_table(views), SIZES, ADJ, config=MergeConfig(min_views=3, stop=0.1))
     assert r.groups == {}
+
+
+def test_apply_rewrites_label_maps_with_merged_ids():
+    views = [{0: 1, 1: 2, 2: 3}] * 3 + [{0: 1, 1: 1, 2: 3}] * 2
+    r = merge_instances(_table(views), SIZES, ADJ, config=MergeConfig(stop=0.4))
+    maps = np.array([[[0, 1, 2], [3, 2, 7]]])  # 7: an ID the table never saw keeps its value
+    np.testing.assert_array_equal(r.apply(maps), [[[0, 1, 1], [3, 1, 7]]])
