@@ -30,7 +30,12 @@ import numpy as np
 
 from lift3d.consistency.segmenter import Masks
 from lift3d.errors import InputError
-from lift3d.recon.superpoints import Superpoints, segment_graph, superpoint_adjacency
+from lift3d.recon.superpoints import (
+    Superpoints,
+    connected_components,
+    segment_graph,
+    superpoint_adjacency,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +240,7 @@ def object_candidates(
     keep = np.isfinite(w_obj)
     sp_obj = segment_graph(S, pairs[keep], w_obj[keep], threshold=config.threshold, node_size=np.maximum(area_s, 1e-6))
     # structure planes: connected components of coplanar structure neighbours
-    sp_struct = segment_graph(S, pairs[both_struct], np.zeros(int(both_struct.sum())), threshold=1.0)
+    sp_struct = connected_components(S, pairs[both_struct])
     group = np.where(structure, S + sp_struct, sp_obj)
     _, first, inv = np.unique(group, return_index=True, return_inverse=True)
     rank = np.empty(len(first), np.int64)

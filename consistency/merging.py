@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lift3d.recon.superpoints import segment_graph
+from lift3d.recon.superpoints import connected_components
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def merge_instances(
             go = (both >= config.min_views) & (consensus >= th - 1e-12)
             if not go.any():
                 break
-            comp = segment_graph(L, pairs[go], np.zeros(int(go.sum())), threshold=1.0)
+            comp = connected_components(L, pairs[go])
             # every group joins its component; the component's merged ID is its smallest group
             rep = np.full(int(comp.max()) + 1, L, np.int64)
             np.minimum.at(rep, comp, np.arange(L))

@@ -108,3 +108,10 @@ def test_segs_required_but_missing(tmp_path):
 def test_bad_faces_are_refused():
     with pytest.raises(InputError, match="faces must be"):
         compute_superpoints(np.zeros((3, 3)), faces=np.array([[0, 1, 7]]))
+
+
+def test_connected_components_are_numbered_by_first_node():
+    from lift3d.recon.superpoints import connected_components
+
+    assert connected_components(6, np.array([[4, 5], [1, 3], [3, 0]])).tolist() == [0, 0, 1, 0, 2, 2]
+    assert connected_components(3, np.zeros((0, 2), np.int64)).tolist() == [0, 1, 2]
