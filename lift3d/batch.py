@@ -106,11 +106,12 @@ def _make_actor_class(ray):
         def __init__(self, seg_cfg: SegmentConfig):
             import logging as _logging
 
-            from lift3d.pipeline import build_segmenter
+            from lift3d.pipeline import build_segmenter, segmenter_is_per_scene
 
             _logging.basicConfig(level=_logging.WARNING)
-            # the simulated segmenter reads each scan's own GT: built per scene by run_segment
-            self.segmenter = None if seg_cfg.segmenter == "simulated" else build_segmenter(seg_cfg)[0]
+            # the geometric and simulated segmenters read each scan (its points, its GT): built
+            # per scene by run_segment
+            self.segmenter = None if segmenter_is_per_scene(seg_cfg) else build_segmenter(seg_cfg)[0]
 
         def run(self, name: str, cfg: SegmentConfig) -> tuple[str, dict]:
             return name, run_scene(cfg, self.segmenter)
@@ -122,7 +123,7 @@ def run_batch(cmd) -> dict:
     """Run every scene of `cmd.scenes` (see the module docstring); returns batch.json's content."""
     from tqdm.auto import tqdm
 
-    from lift3d.pipeline import build_segmenter, write_json
+    from lift3d.pipeline import build_segmenter, segmenter_is_per_scene, write_json
     from lift3d.run_folder import check_options
 
     check_options(cmd.segment)  # once, before any scene: every scene would fail the same way
@@ -149,7 +150,7 @@ def run_batch(cmd) -> dict:
     save()
     bar = tqdm(total=len(todo), desc="scenes", unit="scene", disable=None)
     if cmd.engine == "local" or not todo:
-        segmenter = build_segmenter(cmd.segment)[0] if todo and cmd.segment.segmenter != "simulated" else None
+        segmenter = build_segmenter(cmd.segment)[0] if todo and not segmenter_is_per_scene(cmd.segment) else None
         for name, cfg in todo:
             records[name] = run_scene(cfg, segmenter)
             save()

@@ -134,22 +134,29 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_segmenter_name(cfg: SegmentConfig, scene: Scene) -> str:
-    """`auto` -> `geometric` for scenes with depth + poses, else `classical-2d`; `classical` is `classical-2d`."""
+def resolve_segmenter_name(cfg: SegmentConfig, scene: Scene | None) -> str:
+    """`auto` -> `geometric` for scenes with sensor depth + poses, else (or without a scene)
+    `classical-2d`; `classical` is `classical-2d`."""
     name = cfg.segmenter
     if name == "auto":
         # depth rendered from splats is smoothed and biased towards the camera, and splat
         # centres are too sparse for k-NN superpoints: per-image masks do better there
-        sensor = scene.has_geometry and scene.meta.get("depth_source") != "splats"
+        sensor = scene is not None and scene.has_geometry and scene.meta.get("depth_source") != "splats"
         name = "geometric" if sensor else "classical-2d"
     return "classical-2d" if name == "classical" else name
+
+
+def segmenter_is_per_scene(cfg: SegmentConfig) -> bool:
+    """Whether the segmenter is built from each scene (its 3D candidates, its GT, or `auto`'s choice
+    between them), so a batch worker cannot build it once for all scenes (SAM, SAM 2, classical-2d)."""
+    return cfg.segmenter in ("auto", "geometric", "simulated")
 
 
 def build_segmenter(cfg: SegmentConfig, *, scene: Scene | None = None, geometry: ScenePoints | None = None):
     """The segmenter of the run, and its description for run.json.
 
     `geometric` needs the scene's points and superpoints (`geometry`, from `scene_points`)."""
-    name = resolve_segmenter_name(cfg, scene) if scene is not None else ("classical-2d" if cfg.segmenter in ("auto", "classical") else cfg.segmenter)
+    name = resolve_segmenter_name(cfg, scene)
     if name == "geometric":
         if geometry is None:
             raise InputError(scene.root if scene is not None else None, "--segmenter geometric needs a scene with depth + poses")

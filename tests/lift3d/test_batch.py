@@ -54,3 +54,13 @@ def test_batch_reports_the_broken_scene_and_retries_only_it(three_scenes, synthe
         a = json.loads((out / name / "metrics.json").read_text())["H"]
         b = json.loads((local / name / "metrics.json").read_text())["H"]
         assert np.isclose(a, b)
+
+
+def test_batch_builds_the_default_segmenter_per_scene(synthetic_scene_dir, tmp_path):
+    # `auto` is the geometric segmenter of each scan's own points, never one classical one for all
+    root = tmp_path / "scans"
+    shutil.copytree(synthetic_scene_dir, root / synthetic_scene_dir.name)
+    out = tmp_path / "out"
+    run_batch(_cmd(root, out, "local"))
+    run = json.loads((out / synthetic_scene_dir.name / "run.json").read_text())
+    assert run["backends"]["segmenter"] == "geometric"
