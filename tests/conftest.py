@@ -48,3 +48,20 @@ def splat_scene_dir(tmp_path_factory) -> Path:
     from lift3d.recon.synthetic_splats import make_splat_scene
 
     return make_splat_scene(tmp_path_factory.mktemp("splat_scene") / "S", n_frames=8, size=(128, 96))
+
+
+def mean_matched_iou(gt: np.ndarray, pred: np.ndarray) -> float:
+    """Mean over GT objects of the IoU with their best-matching predicted instance (one-to-one)."""
+    from scipy.optimize import linear_sum_assignment
+
+    gt_ids = [g for g in np.unique(gt) if g > 0]
+    pred_ids = [p for p in np.unique(pred) if p > 0]
+    iou = np.zeros((len(gt_ids), max(len(pred_ids), 1)))
+    for a, g in enumerate(gt_ids):
+        for b, p in enumerate(pred_ids):
+            inter = np.sum((gt == g) & (pred == p))
+            iou[a, b] = inter / np.sum((gt == g) | (pred == p))
+    rows, cols = linear_sum_assignment(-iou)
+    matched = np.zeros(len(gt_ids))
+    matched[rows] = iou[rows, cols]
+    return float(matched.mean())

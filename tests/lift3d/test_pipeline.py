@@ -12,6 +12,7 @@ from lift3d.config import SegmentConfig
 from lift3d.consistency.labelmaps import read_label_map
 from lift3d.errors import InputError
 from lift3d.pipeline import run_segment
+from tests.conftest import mean_matched_iou
 
 
 def _gt_vertex_instances(scene_dir: Path) -> np.ndarray:
@@ -19,23 +20,6 @@ def _gt_vertex_instances(scene_dir: Path) -> np.ndarray:
     from lift3d.instance_eval import read_vertex_objects
 
     return read_vertex_objects(scene_dir, exclude=("floor", "wall"))
-
-
-def _mean_matched_iou(gt: np.ndarray, pred: np.ndarray) -> float:
-    """Mean over GT objects of the IoU with their best-matching predicted instance (one-to-one)."""
-    from scipy.optimize import linear_sum_assignment
-
-    gt_ids = [g for g in np.unique(gt) if g > 0]
-    pred_ids = [p for p in np.unique(pred) if p > 0]
-    iou = np.zeros((len(gt_ids), max(len(pred_ids), 1)))
-    for a, g in enumerate(gt_ids):
-        for b, p in enumerate(pred_ids):
-            inter = np.sum((gt == g) & (pred == p))
-            iou[a, b] = inter / np.sum((gt == g) | (pred == p))
-    rows, cols = linear_sum_assignment(-iou)
-    matched = np.zeros(len(gt_ids))
-    matched[rows] = iou[rows, cols]
-    return float(matched.mean())
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +69,7 @@ def test_lifted_instances_match_the_gt_objects(demo_run, synthetic_scene_dir):
     gt = _gt_vertex_instances(synthetic_scene_dir)
     # the benchmark scores objects: vertices of floor and walls are void on both sides
     pred = np.where(gt > 0, pred, 0)
-    assert _mean_matched_iou(gt, pred) >= 0.75
+    assert mean_matched_iou(gt, pred) >= 0.75
 
 
 def test_resume_skips_finished_frames_and_gives_the_same_result(demo_run, synthetic_scene_dir, tmp_path):

@@ -14,19 +14,7 @@ import pytest
 from lift3d.config import SegmentConfig
 from lift3d.errors import InputError
 from lift3d.pipeline import run_segment
-
-
-def _mean_matched_iou(gt: np.ndarray, pred: np.ndarray) -> float:
-    from scipy.optimize import linear_sum_assignment
-
-    gt_ids = [g for g in np.unique(gt) if g > 0]
-    pred_ids = [p for p in np.unique(pred) if p > 0]
-    iou = np.zeros((len(gt_ids), max(len(pred_ids), 1)))
-    for a, g in enumerate(gt_ids):
-        for b, p in enumerate(pred_ids):
-            iou[a, b] = np.sum((gt == g) & (pred == p)) / np.sum((gt == g) | (pred == p))
-    rows, cols = linear_sum_assignment(-iou)
-    return float(iou[rows, cols].sum() / len(gt_ids))
+from tests.conftest import mean_matched_iou
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +35,7 @@ def test_splats_of_a_colmap_scene_are_labeled_like_their_vertices(splat_run, spl
     labeled = read_splats(splat_run / "splats.ply")
     gt = np.load(splat_scene_dir / "splat_instances.npy")
     assert len(labeled) == len(gt)
-    assert _mean_matched_iou(gt, np.asarray(labeled.vertex["label"])) >= 0.75
+    assert mean_matched_iou(gt, np.asarray(labeled.vertex["label"])) >= 0.75
 
 
 def test_splat_run_keeps_every_field_and_writes_the_splat_centres(splat_run, splat_scene_dir):
