@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import tyro
 
 from lift3d.config import SegmentConfig
-from lift3d.consistency.metric_stream import DEFAULT_MAX_POINTS
+from lift3d.consistency.metric import MetricConfig
 from lift3d.consistency.simulated import SimulatedConfig
 from lift3d.errors import Lift3dError
 
@@ -43,33 +43,28 @@ class Metric:
     """Scene folder (with depth + poses, or a MASt3R reconstruction)."""
     masks: Path
     """Folder of 16-bit label maps named like the scene's frames."""
-    eps: float = 0.02
-    """Neighbourhood radius in metres."""
     features: Path | None = None
     """Folder of per-frame feature maps <frame>.npy [H, W, C] (instead of label one-hots)."""
     out: Path | None = None
     """JSON file to write (default: <masks>/../metric.json)."""
-    max_points: int = DEFAULT_MAX_POINTS
-    """Labeled points held at once (one tile of space with its halo, ~100 bytes each): the memory bound."""
-    pairwise: bool = True
-    """Also compute the ID-free pairwise variant (its time and temporary disk grow with the square of
-    the number of views that see one spot; its memory stays within the max_points bound)."""
     frames: str | None = None
     """Frame subset START:STOP:STEP, as for `segment` (default: the frames of the run whose masks/
     folder --masks is, from its run.json; else every frame)."""
     max_frames: int | None = None
     """Keep at most this many frames (evenly spaced) after --frames, as for `segment`."""
+    metric: Annotated[MetricConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=MetricConfig)
+    """The metric's settings: those of `segment`'s --metric.*, here without the prefix (--eps, --max-points, --no-pairwise ...)."""
 
     def main(self) -> None:
-        from lift3d.consistency.metric import run_metric
         from lift3d.console import PhasedProgress
+        from lift3d.metric_run import run_metric
         from lift3d.run_folder import metric_frame_names
 
         out = self.out or Path(self.masks).parent / "metric.json"
         names = metric_frame_names(self.scene, self.masks, frames=self.frames, max_frames=self.max_frames)
         with PhasedProgress("metric") as bar:
-            result = run_metric(self.scene, self.masks, eps=self.eps, features_dir=self.features, out_json=out,
-                                max_points=self.max_points, pairwise=self.pairwise, frame_names=names, progress=bar)
+            result = run_metric(self.scene, self.masks, config=self.metric, features_dir=self.features, out_json=out,
+                                frame_names=names, progress=bar)
         pairwise = result.get("pairwise")
         print(
             f"H = {result['H']:.4f}   pairwise = {'n/a' if pairwise is None else f'{pairwise:.4f}'}"
@@ -247,6 +242,9 @@ Command = (
 
 #: commands whose one path is positional; `--out PATH` is still accepted for them
 _POSITIONAL_OUT = ("view", "synth")
+#: `segment`'s metric flags from before they were one `MetricConfig` (`--metric.*`), still accepted
+_METRIC_FLAGS = {"--eps": "--metric.eps", "--metric-max-points": "--metric.max-points",
+                 "--metric-pairwise": "--metric.pairwise", "--no-metric-pairwise": "--metric.no-pairwise"}
 
 
 def parse(argv: list[str]) -> tuple[object, int]:
@@ -274,6 +272,8 @@ def parse(argv: list[str]) -> tuple[object, int]:
     argv = rest
     if argv and argv[0] in _POSITIONAL_OUT:
         argv = [argv[0], *_out_as_positional(argv[1:])]
+    if argv and argv[0] in ("segment", "batch"):
+        argv = [argv[0], *_renamed(argv[1:], "" if argv[0] == "segment" else "--segment.")]
     if argv and argv[0] == "segment":
         config = _option_value(argv[1:], "--config")
         if config is not None:
@@ -293,6 +293,20 @@ def _option_value(args: list[str], flag: str) -> str | None:
         elif a.startswith(flag + "="):
             value = a[len(flag) + 1:]
     return value
+
+
+def _renamed(args: list[str], prefix: str) -> list[str]:
+    """`_METRIC_FLAGS` spelled the new way (`--eps 0.03` -> `--metric.eps 0.03`; batch: under
+    `--segment.`)."""
+    out = []
+    for a in args:
+        name, eq, value = a.partition("=")
+        for old, new in _METRIC_FLAGS.items():
+            old = old if not prefix else prefix + old[2:]
+            if name == old:
+                a = (new if not prefix else prefix + new[2:]) + eq + value
+        out.append(a)
+    return out
 
 
 def _out_as_positional(args: list[str]) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from lift3d.consistency.geometric import GeometricConfig
 from lift3d.consistency.merging import MergeConfig
-from lift3d.consistency.metric_stream import DEFAULT_MAX_POINTS
+from lift3d.consistency.metric import MetricConfig
 from lift3d.consistency.simulated import SimulatedConfig
 from lift3d.consistency.tracker import TrackerConfig
 from lift3d.recon.mast3r import Mast3rOptions
@@ -69,17 +69,6 @@ class SegmentConfig:
     (points.ply, mesh.ply) instead of fused pointmaps, and the ScanNet export is written."""
     device: str = "auto"
     """Torch device for the models: auto, cpu, cuda, cuda:1 ..."""
-    eps: float = 0.02
-    """Radius (metres) of the metric H's neighbourhoods."""
-    metric_pairwise: bool = True
-    """Also compute the ID-free pairwise variant. Its table has an entry per pair of (mask, view)
-    that meet within eps: their number grows with the square of how many views see one spot. Memory
-    stays within `metric_max_points` (the table is counted in passes and spilled to disk), but time
-    grows with it (12x the metric's time at 1,000 orbiting views), so switch it off for captures
-    where hundreds of views look at the same surface."""
-    metric_max_points: int = DEFAULT_MAX_POINTS
-    """Labeled points the metric holds at once (one tile of space with its halo; ~100 bytes each): its peak
-    memory, whatever the scan's length. Larger is a little faster; the result is the same."""
     voxel_size: float = 0.02
     """Voxel size (metres) of the fused point cloud when the scene has no mesh."""
     fill_radius: float = 0.1
@@ -103,6 +92,9 @@ class SegmentConfig:
     """Superpoints of the scene's points (a ScanNet scan's segs.json, or a graph segmentation)."""
     geometric: GeometricConfig = field(default_factory=GeometricConfig)
     """The geometric segmenter's object candidates (convexity + colour over superpoints)."""
+    metric: MetricConfig = field(default_factory=MetricConfig)
+    """The metric H of the label maps (--metric.eps radius, --metric.no-pairwise, --metric.max-points
+    memory bound ...; --eps, --no-metric-pairwise and --metric-max-points still work)."""
     merge: MergeConfig = field(default_factory=MergeConfig)
     """Multi-view merging of MastSAM's IDs into 3D instances by view consensus (--merge.no-enabled: off)."""
     mast3r: Mast3rOptions = field(default_factory=Mast3rOptions)

@@ -451,10 +451,14 @@ def format_davis_table(results: dict) -> str:
 def _consistency_fn():
     """`consistency_score`, or None with the reason when the metric module cannot be imported."""
     try:
-        from lift3d.consistency.metric import consistency_score
+        from lift3d.consistency.metric import ArrayFrames, MetricConfig, consistency_score
     except ImportError as e:
         return None, f"H not computed: lift3d.consistency.metric could not be imported ({e})"
-    return consistency_score, None
+
+    def score(pointmaps, valid, labels, *, eps, pairwise):
+        return consistency_score(ArrayFrames(pointmaps, valid, labels), config=MetricConfig(eps=eps, pairwise=pairwise))
+
+    return score, None
 
 
 def run_scannet_eval(

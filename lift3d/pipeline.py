@@ -513,17 +513,14 @@ def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
         # streamed: one frame and one tile of space in memory at a time, whatever the frame count;
         # its spill files and h.npy live in a private scratch folder, removed on exit (and by the
         # next run if this one is killed outright)
-        from lift3d.consistency.metric_stream import consistency_score_stream, label_frame_loader
+        from lift3d.console import PhasedProgress
+        from lift3d.metric_run import score_scene
 
         with scratch_dir(out) as scratch:
             h_dir = scratch / "h"
-            load, _ = label_frame_loader(scene, masks_dir, scene.size)
-            from lift3d.console import PhasedProgress
-
             with PhasedProgress("metric") as bar:
-                metric = consistency_score_stream(load, len(scene), eps=cfg.eps, per_pixel_dir=h_dir if cfg.preview else None,
-                                                  work_dir=scratch, max_points=cfg.metric_max_points,
-                                                  pairwise=cfg.metric_pairwise, progress=bar)
+                metric, _ = score_scene(scene, masks_dir, config=cfg.metric, scratch=scratch,
+                                        per_pixel=h_dir if cfg.preview else False, progress=bar)
             t = lap("metric", t)
             metrics = metric.to_json()
             metrics.update({
@@ -536,7 +533,7 @@ def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
                 "backends": backends,
             })
             if cfg.preview:
-                from lift3d.consistency.metric_stream import read_h_frame
+                from lift3d.consistency.metric import read_h_frame
                 from lift3d.viewers.heatmap import write_heatmap_frames, write_heatmap_sheet
                 from lift3d.viewers.overlay import write_previews
 

@@ -48,7 +48,7 @@ SCENE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 #: a field added later counts until it is listed here). `frames`/`max_frames`/`format` are
 #: replaced by the frame names they select.
 _NOT_FINGERPRINTED = {
-    "out", "resume", "preview", "baseline", "eps", "metric_pairwise", "metric_max_points", "voxel_size",
+    "out", "resume", "preview", "baseline", "metric", "voxel_size",
     "fill_radius", "min_instance_points", "splats", "device", "frames", "max_frames", "format",
     "sam_checkpoint", "mast3r_checkpoint", "vote",
 }
@@ -63,12 +63,10 @@ def check_options(cfg) -> None:
     Raises:
         InputError: naming the CLI flag (and the file) and what is wrong.
     """
-    _positive_finite("--eps", cfg.eps)
+    cfg.metric.check(prefix="--metric.")
     _positive_finite("--voxel-size", cfg.voxel_size)
     if not (isinstance(cfg.fill_radius, (int, float)) and math.isfinite(cfg.fill_radius) and cfg.fill_radius >= 0):
         raise InputError(None, f"--fill-radius must be a finite number of metres >= 0, got {cfg.fill_radius!r}")
-    if cfg.metric_max_points <= 0:
-        raise InputError(None, f"--metric-max-points must be positive, got {cfg.metric_max_points}")
     if cfg.min_instance_points < 0:
         raise InputError(None, f"--min-instance-points must be >= 0, got {cfg.min_instance_points}")
     if cfg.max_frames is not None and cfg.max_frames <= 0:

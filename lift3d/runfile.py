@@ -2,7 +2,8 @@
 
 run.json stores the config as plain values (`pipeline.config_to_json`), never pickled classes, so
 it is rebuilt here field by field from the dataclass's own type hints: paths become `Path`,
-lists become tuples, nested settings (`tracker`, `mast3r`) their dataclasses. A key the config no
+lists become tuples, nested settings (`tracker`, `mast3r`, `metric`) their dataclasses; the metric's
+settings of earlier runs (`eps`, `metric_pairwise`, `metric_max_points`) go into `metric`. A key the config no
 longer has (a field renamed since the run) is skipped with one warning naming it; a value of the
 wrong kind is an `InputError` naming the file and the field.
 """
@@ -23,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 #: keys of a run.json `config` that are how the run was asked for, not what it did
 _NOT_SETTINGS = ("config",)
+#: settings a run.json of an earlier version holds at the top level, now in `metric`
+_MOVED_TO_METRIC = {"eps": "eps", "metric_pairwise": "pairwise", "metric_max_points": "max_points"}
 
 
 def read_run_config(path: str | Path) -> SegmentConfig:
@@ -46,7 +49,23 @@ def read_run_config(path: str | Path) -> SegmentConfig:
         raise InputError(path, "--config: expected a run.json or a JSON object of segment settings")
     if not values.get("scene"):
         raise InputError(path, "--config: no `scene` recorded")
-    return _build(SegmentConfig, values, path, "")
+    return _build(SegmentConfig, _moved(values, path), path, "")
+
+
+def _moved(values: dict, path: Path) -> dict:
+    """`values` with the settings of `_MOVED_TO_METRIC` in `metric` (checked under their old names;
+    a value recorded in `metric` itself wins)."""
+    from lift3d.consistency.metric import MetricConfig
+
+    old = {k: v for k, v in values.items() if k in _MOVED_TO_METRIC}
+    if not old:
+        return values
+    hints = typing.get_type_hints(MetricConfig)
+    metric = values.get("metric")
+    metric = dict(metric) if isinstance(metric, dict) else {}
+    for k, v in old.items():
+        metric.setdefault(_MOVED_TO_METRIC[k], _convert(hints[_MOVED_TO_METRIC[k]], v, path, k))
+    return {**{k: v for k, v in values.items() if k not in old}, "metric": metric}
 
 
 def _build(cls, values: dict, path: Path, prefix: str):

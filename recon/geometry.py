@@ -1,4 +1,5 @@
-"""Cameras and pointmaps: resizing, colour-to-depth alignment, back-projection, projection.
+"""Cameras and pointmaps: resizing, colour-to-depth alignment, back-projection, projection,
+pointmaps resampled to another resolution.
 
 Pixel convention: integer pixel centres, so pixel (u, v) covers [u - 0.5, u + 0.5). Resizing an
 image by s maps u to (u + 0.5) * s - 0.5, and the intrinsics follow the same rule.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from lift3d.errors import InputError
 from lift3d.recon.scene import Frame, RawFrame
 
 
@@ -139,3 +141,48 @@ def make_frame(raw: RawFrame, index: int, size: tuple[int, int]) -> Frame:
             frame.pointmap, frame.valid = backproject(frame.depth, K, frame.T_world_camera)
             frame.conf = frame.valid.astype(np.float32)
     return frame
+
+
+def frame_pointmap(scene, frame: Frame, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """One frame's world pointmap at another resolution: ([H, W, 3] float32 metres, [H, W] bool valid).
+
+    Depth is resampled by nearest neighbour onto the target camera (`align_depth` with scaled
+    intrinsics) and back-projected, so label maps of any size have their own points (one masks
+    folder has one metric H whatever the scene's working size). A frame without depth but with
+    a pointmap (MASt3R) has its pointmap resampled the same way.
+
+    Args:
+        scene: the frame's `Scene` (named in errors).
+        frame: a frame with geometry.
+        size: (W, H) of the target.
+
+    Raises:
+        InputError: the frame has no 3D points.
+    """
+    W, H = int(size[0]), int(size[1])
+    if frame.pointmap is None or frame.valid is None:
+        raise InputError(scene.root, f"frame {frame.name} has no 3D points (needs depth + poses "
+                                     "or a MASt3R reconstruction)")
+    if frame.size == (W, H):
+        return np.asarray(frame.pointmap, np.float32), np.asarray(frame.valid, bool)
+    K = scale_intrinsics(frame.K, frame.size, (W, H))
+    if frame.depth is not None and frame.T_world_camera is not None:
+        depth = align_depth(frame.depth, frame.K, K, (W, H))
+        pm, v = backproject(depth, K, frame.T_world_camera)
+        return np.asarray(pm, np.float32), np.asarray(v, bool)
+    # nearest source pixel of each target pixel centre (half-pixel convention)
+    uv = pixel_grid((W, H))
+    u = np.clip(np.floor((uv[..., 0] + 0.5) * frame.size[0] / W).astype(int), 0, frame.size[0] - 1)
+    v = np.clip(np.floor((uv[..., 1] + 0.5) * frame.size[1] / H).astype(int), 0, frame.size[1] - 1)
+    return np.asarray(frame.pointmap[v, u], np.float32), np.asarray(frame.valid[v, u], bool)
+
+
+def scene_pointmaps(scene, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame's `frame_pointmap` at size (W, H), stacked: ([N, H, W, 3] float32 world metres,
+    0 where invalid; [N, H, W] bool valid). Holds the whole scan: for small scenes and tests."""
+    W, H = int(size[0]), int(size[1])
+    pointmaps = np.zeros((len(scene), H, W, 3), np.float32)
+    valid = np.zeros((len(scene), H, W), bool)
+    for i, frame in enumerate(scene):
+        pointmaps[i], valid[i] = frame_pointmap(scene, frame, (W, H))
+    return pointmaps, valid

@@ -7,13 +7,14 @@ process under `/usr/bin/time`, whose "maximum resident set size" is the peak RSS
   written beforehand (the GT instances + 1, so every valid pixel is labeled): MastSAM with the
   classical segmenter costs ~2.8 s a frame on the 2-core machine, which would make 1,000 frames
   take most of an hour, and it streams frames already; reading the maps back is what `--resume`
-  does. Lifting, the metric (streamed: `consistency_score_stream`) and the outputs all run.
+  does. Lifting, the metric (streamed from disk: `metric_run.score_scene`) and the outputs all run.
 - `segment, no pairwise`: the same with `--no-metric-pairwise` (H only).
 - `segment (previews)`: the same plus overlays, heat-maps, renders and the report.
-- `metric, in memory (old)`: the metric stage as the pipeline ran it before: all label maps
-  (`read_label_maps`), all pointmaps (`scene_pointmaps`), `consistency_score`.
-- `metric, streamed, max_points 1M`: `consistency_score_stream` with tiles of at most 1M points
-  (the pipeline's default is 2M: `--metric-max-points`).
+- `metric, in memory (old)`: the metric stage over arrays in memory, as the pipeline ran it before
+  the views streamed: all label maps (`read_label_maps`), all pointmaps (`scene_pointmaps`),
+  `consistency_score(ArrayFrames(...))` (tiled since there is one path, so only the inputs grow).
+- `metric, streamed, max_points 1M`: `consistency_score` over `MaskFrames` (a view read at a time)
+  with tiles of at most 1M points (the pipeline's default is 2M: `--metric.max-points`).
 
 Usage: .venv/bin/python scripts/bench_memory.py [--frames 100 300 1000] [--size 160 120]
 Writes docs/benchmarks/memory.md and docs/benchmarks/memory.png.
@@ -46,16 +47,17 @@ def _case_metric(kind: str, scene_dir: str, masks: str, eps: float) -> None:
     t0 = time.perf_counter()
     if kind == "inmemory":
         from lift3d.consistency.labelmaps import read_label_maps
-        from lift3d.consistency.metric import consistency_score, scene_pointmaps
+        from lift3d.consistency.metric import ArrayFrames, MetricConfig, consistency_score
+        from lift3d.recon.geometry import scene_pointmaps
 
         labels = read_label_maps(masks, scene.frame_names)
         pointmaps, valid = scene_pointmaps(scene, scene.size)
-        r = consistency_score(pointmaps, valid, labels, eps=eps)
+        r = consistency_score(ArrayFrames(pointmaps, valid, labels), config=MetricConfig(eps=eps))
     else:
-        from lift3d.consistency.metric_stream import consistency_score_stream, label_frame_loader
+        from lift3d.consistency.metric import MetricConfig, consistency_score
+        from lift3d.metric_run import MaskFrames
 
-        load, _ = label_frame_loader(scene, masks, scene.size)
-        r = consistency_score_stream(load, len(scene), eps=eps, max_points=1_000_000)
+        r = consistency_score(MaskFrames(scene, masks, scene.size), config=MetricConfig(eps=eps, max_points=1_000_000))
     print(json.dumps({"H": r.H, "pairwise": r.pairwise, "pixels": r.pixels, "seconds": time.perf_counter() - t0}))
 
 
@@ -108,11 +110,11 @@ def run(frames: list[int], size: tuple[int, int], work: Path, eps: float, on_row
 
                 shutil.rmtree(out / "masks", ignore_errors=True)
                 shutil.copytree(masks, out / "masks")
-                cmd = [LIFT3D, "segment", "--scene", str(scene), "--out", str(out), "--resume", "--eps", str(eps)]
+                cmd = [LIFT3D, "segment", "--scene", str(scene), "--out", str(out), "--resume", "--metric.eps", str(eps)]
                 if "previews" not in case:
                     cmd.append("--no-preview")
                 if "no pairwise" in case:
-                    cmd.append("--no-metric-pairwise")
+                    cmd.append("--metric.no-pairwise")
             else:
                 kind = "inmemory" if "old" in case else "stream"
                 cmd = [PY, __file__, "--case", kind, str(scene), str(masks), str(eps)]

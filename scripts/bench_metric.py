@@ -5,7 +5,8 @@ On all frames of scene0000_00 at the depth resolution (640x480), in one run:
 1. labels: the export holds no per-frame instance maps, so each valid depth pixel takes the
    ScanNet GT instance of the nearest mesh vertex within 5 cm (0 = none or unannotated), as
    `bench_lift.py` and `bench_tracker.py` do; written as 16-bit PNGs to a temporary folder;
-2. exact H in this process (`consistency_score`, H and per-pixel h, no pairwise): time;
+2. exact H in this process (`consistency_score` of the arrays in memory, `ArrayFrames`, H and
+   per-pixel h, no pairwise): time;
 3. `lift3d metric --scene S --masks M` as a subprocess, end to end (reading the 300 frames
    and masks, H and the pairwise variant): time and peak memory (its own max RSS);
 4. the naive way: one `scipy.spatial.cKDTree` over all labeled points, then a Python loop of
@@ -170,7 +171,7 @@ def main() -> None:
         args.md.write_text(markdown(json.loads(args.render.read_text())))
         return
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    from lift3d.consistency.metric import consistency_score
+    from lift3d.consistency.metric import ArrayFrames, MetricConfig, consistency_score
 
     res: dict = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -189,9 +190,10 @@ def main() -> None:
     # exact H (no pairwise: what the naive loop computes) with per-pixel h for the comparison
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # load (or compile, on a fresh checkout) the kernels outside the timing
-    consistency_score(np.zeros((1, 2, 2, 3), np.float32), np.ones((1, 2, 2), bool), np.ones((1, 2, 2), np.int32))
+    consistency_score(ArrayFrames(np.zeros((1, 2, 2, 3), np.float32), np.ones((1, 2, 2), bool), np.ones((1, 2, 2), np.int32)))
     t, c = time.perf_counter(), time.process_time()
-    exact = consistency_score(pointmaps, valid, labels, eps=args.eps, per_pixel=True, pairwise=False)
+    exact = consistency_score(ArrayFrames(pointmaps, valid, labels), config=MetricConfig(eps=args.eps, pairwise=False),
+                              per_pixel=True)
     exact_s, exact_cpu = time.perf_counter() - t, time.process_time() - c
     res["exact_H"] = {"H": exact.H, "pixels": exact.pixels, "wall_s": round(exact_s, 1), "cpu_s": round(exact_cpu, 1),
                       "process_rss_gib_before": round(gib(rss0), 2),

@@ -220,11 +220,14 @@ def test_scene_name_that_cannot_name_an_export_file(scan, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("flag,value", [("--eps", "nan"), ("--eps", "-1"), ("--voxel-size", "inf"),
-                                        ("--metric-max-points", "0")])
-def test_bad_numbers_fail_before_the_scene_is_read(synthetic_scene_dir, tmp_path, capsys, flag, value):
+@pytest.mark.parametrize("flag,value,named", [("--metric.eps", "nan", "--metric.eps"), ("--eps", "-1", "--metric.eps"),
+                                              ("--voxel-size", "inf", "--voxel-size"),
+                                              ("--metric-max-points", "0", "--metric.max-points"),
+                                              ("--metric.workers", "0", "--metric.workers")])
+def test_bad_numbers_fail_before_the_scene_is_read(synthetic_scene_dir, tmp_path, capsys, flag, value, named):
+    # the metric's settings are --metric.*; the spellings from before (--eps ...) still work
     assert _segment(synthetic_scene_dir, tmp_path / "out", flag, value) == 2
-    assert flag in _error(capsys)
+    assert named in _error(capsys)
     assert not (tmp_path / "out").exists()
 
 
@@ -456,5 +459,5 @@ def test_batch_checks_the_options_once_before_any_scene(synthetic_scene_dir, tmp
     shutil.copytree(synthetic_scene_dir, root / synthetic_scene_dir.name)
     rc = entrypoint(["batch", "--scenes", str(root / "scene*"), "--out", str(tmp_path / "runs"), "--engine", "local",
                      "--segment.eps", "nan"])
-    assert rc == 2 and "--eps" in _error(capsys)
+    assert rc == 2 and "--metric.eps" in _error(capsys)
     assert not (tmp_path / "runs" / synthetic_scene_dir.name).exists()

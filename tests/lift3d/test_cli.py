@@ -113,7 +113,7 @@ def test_config_reruns_a_recorded_run_and_flags_override(synthetic_scene_dir, tm
     again = tmp_path / "again"
     assert entrypoint(["segment", "--config", str(first / "run.json"), "--out", str(again), "--eps", "0.03"]) == 0
     rerun = json.loads((again / "run.json").read_text())["config"]
-    assert rerun["eps"] == 0.03 and rerun["out"] == str(again)  # the flags given ...
+    assert rerun["metric"]["eps"] == 0.03 and rerun["out"] == str(again)  # the flags given ...
     for key in ("scene", "max_frames", "preview", "seed", "tracker", "mast3r", "segmenter"):  # ... the record
         assert rerun[key] == run["config"][key], key
     assert rerun["tracker"]["points_per_mask"] == 3
@@ -127,6 +127,30 @@ def test_config_bad_input(tmp_path, capsys):
     assert entrypoint(["segment", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "`eps` must be float" in err and "Traceback" not in err
+
+
+def test_config_of_an_earlier_run_keeps_its_metric_settings(tmp_path, caplog):
+    # before the metric's settings were one MetricConfig, run.json held them at the top level
+    from lift3d.consistency.metric import MetricConfig
+    from lift3d.runfile import read_run_config
+
+    old = tmp_path / "run.json"
+    old.write_text(json.dumps({"config": {"scene": "s", "eps": 0.03, "metric_pairwise": False,
+                                          "metric_max_points": 1000}}))
+    with caplog.at_level(logging.WARNING):
+        cfg = read_run_config(old)
+    assert cfg.metric == MetricConfig(eps=0.03, pairwise=False, max_points=1000)
+    assert not caplog.records  # nothing ignored
+
+
+def test_metric_flags_of_segment_old_and_new(tmp_path):
+    cmd, _ = parse(["segment", "--scene", "s", "--eps", "0.03", "--no-metric-pairwise", "--metric-max-points=7"])
+    new, _ = parse(["segment", "--scene", "s", "--metric.eps", "0.03", "--metric.no-pairwise", "--metric.max-points", "7"])
+    assert cmd.metric == new.metric and (new.metric.eps, new.metric.pairwise, new.metric.max_points) == (0.03, False, 7)
+    metric, _ = parse(["metric", "--scene", "s", "--masks", "m", "--eps", "0.03", "--no-pairwise", "--max-points", "7"])
+    assert metric.metric == new.metric  # the same settings, without the prefix
+    batch, _ = parse(["batch", "--scenes", "x", "--out", "o", "--segment.eps", "0.03", "--segment.metric.no-pairwise"])
+    assert (batch.segment.metric.eps, batch.segment.metric.pairwise) == (0.03, False)
 
 
 def test_progress_off_a_terminal_logs_every_tenth(caplog):

@@ -111,22 +111,29 @@ def test_run_killed_in_the_metric_leaves_no_scratch_and_sigterm_unwinds(syntheti
     import os
     import signal
 
+    from lift3d import metric_run
     from lift3d.cli import entrypoint
-    from lift3d.consistency import metric_stream
 
-    real = metric_stream.consistency_score_stream
+    real = metric_run.consistency_score
     seen = {}
 
-    def killed_midway(load, n, **kw):
-        def load_then_die(i):
+    class DyingAfterOneFrame:
+        def __init__(self, frames, work_dir):
+            self.frames, self.work_dir = frames, work_dir
+
+        def __len__(self):
+            return len(self.frames)
+
+        def __getitem__(self, i):
             if i == 1:  # the spill file is half written by now
-                seen["scratch"] = [p for p in Path(kw["work_dir"]).rglob("*") if p.is_file()]
+                seen["scratch"] = [p for p in Path(self.work_dir).rglob("*") if p.is_file()]
                 os.kill(os.getpid(), signal.SIGTERM)
-            return load(i)
+            return self.frames[i]
 
-        return real(load_then_die, n, **kw)
+    def killed_midway(frames, **kw):
+        return real(DyingAfterOneFrame(frames, kw["config"].work_dir), **kw)
 
-    monkeypatch.setattr(metric_stream, "consistency_score_stream", killed_midway)
+    monkeypatch.setattr(metric_run, "consistency_score", killed_midway)
     out = tmp_path / "out"
     old = signal.getsignal(signal.SIGTERM)
     rc = entrypoint(["segment", "--scene", str(synthetic_scene_dir), "--out", str(out), "--max-frames", "3", "--no-preview"])
@@ -165,10 +172,12 @@ def test_scratch_of_a_dead_run_is_removed_and_a_live_runs_kept(tmp_path):
 
 def test_the_metric_memory_bound_has_one_default():
     from lift3d.cli import Metric
-    from lift3d.consistency.metric_stream import DEFAULT_MAX_POINTS
+    from lift3d.consistency.metric import DEFAULT_MAX_POINTS, MetricConfig
 
-    assert SegmentConfig(scene=Path(".")).metric_max_points == DEFAULT_MAX_POINTS
-    assert Metric(scene=Path("."), masks=Path(".")).max_points == DEFAULT_MAX_POINTS
+    assert SegmentConfig(scene=Path(".")).metric.max_points == DEFAULT_MAX_POINTS
+    assert Metric(scene=Path("."), masks=Path(".")).metric.max_points == DEFAULT_MAX_POINTS
+    # one settings dataclass for the metric of `segment` and of `metric`
+    assert SegmentConfig(scene=Path(".")).metric == Metric(scene=Path("."), masks=Path(".")).metric == MetricConfig()
 
 
 def test_pairwise_can_be_switched_off_and_h_is_the_same(synthetic_scene_dir, tmp_path):

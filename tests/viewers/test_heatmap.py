@@ -53,13 +53,13 @@ def test_heatmaps_read_back_exactly_and_overwrite(tmp_path):
 
 
 def test_heatmaps_of_the_metric(tmp_path):
-    from lift3d.consistency.metric import consistency_score
+    from lift3d.consistency.metric import ArrayFrames, MetricConfig, consistency_score
 
     rng = np.random.default_rng(0)
     pointmaps = rng.random((2, 5, 6, 3)).astype(np.float32)
     valid = rng.random((2, 5, 6)) < 0.8
     labels = rng.integers(0, 3, (2, 5, 6))
-    result = consistency_score(pointmaps, valid, labels, eps=0.3, per_pixel=True)
+    result = consistency_score(ArrayFrames(pointmaps, valid, labels), config=MetricConfig(eps=0.3), per_pixel=True)
     paths = write_heatmaps(tmp_path, result.per_pixel, ["a", "b"])
     img = np.asarray(Image.open(paths[0]))
     left_out = ~valid[0] | (labels[0] == 0)

@@ -1,8 +1,10 @@
-"""Compiled kernels of the exact consistency metric (numba); `metric.py` is the public side.
+"""Compiled kernels of the exact consistency metric (numba); `consistency_score` is the public side.
 
-The points of all views sit in one sparse grid of cells (edge a hair over `eps / k`; k = 1 by
-default, see `metric._K`), grouped in blocks of `m^3` cells (m >= k, so every neighbour of a
-block's cell lies in the 27 blocks around it), sorted by (block, cell, label, view). A block and
+The points of a tile sit in one sparse grid of cells (edge a hair over `eps / k`; k =
+`MetricConfig.cells_per_eps`, 1 by default), grouped in blocks of `m^3` cells (m =
+`MetricConfig.cells_per_block` >= k, so every neighbour of a block's cell lies in the 27 blocks
+around it), sorted by (block, cell, label, view). The kernels take their arrays as named tuples
+(`grid.CellGrid`, `grid.LabelRuns`, `grid.CountPass`), which numba compiles like plain arguments. A block and
 its 26 neighbours are written into a small dense local grid; each query cell A of the block then
 visits the cells C within k cells of it whose index offset can hold a pair within eps, and
 compares tight bounding boxes:
@@ -26,7 +28,7 @@ The pairwise (ID-free) variant needs pair counts per (label, view) group x (labe
 a block accumulates them in a small dense matrix (rows: the block's groups, columns: its
 neighbourhood's) and flushes the nonzero entries with view_row < view_col into a hash table.
 Their distinct keys grow with the square of the number of views that see one spot, so the rows
-can be restricted to a range of views (the streamed metric covers all views in passes) and the
+can be restricted to a range of views (each tile covers all views in passes) and the
 kernel hands its table over, resumably, once it holds `max_entries` keys.
 
 Measured on scene0000_00 (docs/benchmarks/metric.md): cells of eps beat eps/2 and eps/3 (the
@@ -80,73 +82,6 @@ def radix_sort_pairs(keys, idx):  # pragma: no cover - compiled
         keys, k2 = k2, keys
         idx, i2 = i2, idx
     return keys, idx
-
-
-@njit(nogil=True, cache=True)
-def selected_bounds(pointmaps, sel):  # pragma: no cover - compiled
-    """(lo [3], hi [3]) float64 bounds of the points of pointmaps [N, H, W, 3] where sel [N*H*W]."""
-    N, H, W = pointmaps.shape[0], pointmaps.shape[1], pointmaps.shape[2]
-    lo = np.full(3, np.inf)
-    hi = np.full(3, -np.inf)
-    r = 0
-    for f in range(N):
-        for v in range(H):
-            for u in range(W):
-                if sel[r]:
-                    for d in range(3):
-                        c = np.float64(pointmaps[f, v, u, d])
-                        lo[d] = min(lo[d], c)
-                        hi[d] = max(hi[d], c)
-                r += 1
-    return lo, hi
-
-
-@njit(nogil=True, cache=True)
-def grid_keys(pointmaps, sel, labels, lo, s, dims, m, G, vl_labs, vl_ids, vl_start, keys, idx):  # pragma: no cover
-    """keys [n] `cell * G + vl` and idx [n] flat pixel index of the selected pixels, pixel order.
-
-    cell = block * m^3 + cell within block, block = (cell coordinate // m + 1) in a
-    dims[0] x dims[1] x dims[2] grid; vl = vl_ids[f][position of the label in vl_labs[f]] for
-    frame f (sorted labels of the frame; slices by vl_start), or 0 when G == 1 and no labels.
-    """
-    N, H, W = pointmaps.shape[0], pointmaps.shape[1], pointmaps.shape[2]
-    m3 = m * m * m
-    inv_s = 1.0 / s  # any rounding is fine: s is a hair over eps / k (see metric._build_grid)
-    j = 0
-    r = 0
-    for f in range(N):
-        labs = vl_labs[vl_start[f]:vl_start[f + 1]]
-        ids = vl_ids[vl_start[f]:vl_start[f + 1]]
-        for v in range(H):
-            for u in range(W):
-                if sel[r]:
-                    cx = np.int64(np.floor((np.float64(pointmaps[f, v, u, 0]) - lo[0]) * inv_s))
-                    cy = np.int64(np.floor((np.float64(pointmaps[f, v, u, 1]) - lo[1]) * inv_s))
-                    cz = np.int64(np.floor((np.float64(pointmaps[f, v, u, 2]) - lo[2]) * inv_s))
-                    block = ((cx // m + 1) * dims[1] + cy // m + 1) * dims[2] + cz // m + 1
-                    key = (block * m3 + ((cx % m) * m + cy % m) * m + cz % m) * G
-                    if labs.shape[0] > 0:
-                        key += ids[np.searchsorted(labs, labels[f, v, u])]
-                    keys[j] = key
-                    idx[j] = r
-                    j += 1
-                r += 1
-
-
-@njit(nogil=True, cache=True)
-def gather_points(pointmaps, idx, x, y, z):  # pragma: no cover - compiled
-    """x, y, z [n] float32 <- pointmaps [N, H, W, 3] (any strides) at flat pixel indices idx [n]."""
-    H = pointmaps.shape[1]
-    W = pointmaps.shape[2]
-    for i in range(idx.shape[0]):
-        j = idx[i]
-        f = j // (H * W)
-        r = j - f * (H * W)
-        v = r // W
-        u = r - v * W
-        x[i] = pointmaps[f, v, u, 0]
-        y[i] = pointmaps[f, v, u, 1]
-        z[i] = pointmaps[f, v, u, 2]
 
 
 @njit(nogil=True, cache=True)
@@ -492,15 +427,10 @@ def _count_point(p, x, y, z, lab, nbuf, bx, by, bz, bl, cnt, flag, use32, lo32, 
 
 
 @njit(nogil=True, cache=True)
-def label_chunk(
-    b0, b1, block_keys, block_cell_start, cell_key, cell_start, cell_bbox, cell_run_start,
-    run_start, run_vl, cell_lrun_start, lrun_start, lrun_label, x, y, z, lab, vl, vl_view, G,
-    eps2, k, m, nby, nbz, pairwise, n_all, n_same, max_entries, va_lo, va_hi, count_h,
-):  # pragma: no cover - compiled
+def label_chunk(b0, b1, cells, runs, job, n_all, n_same):  # pragma: no cover - compiled
     """Neighbour counts for the points of blocks [b0, b_next), written into n_all / n_same
     when count_h (else left alone).
 
-    `x, y, z` [n] float32 and `lab`, `vl` [n] int32 are per point in sorted order.
     Returns (keys, counts, b_next): the pairwise contingency entries of blocks [b0, b_next) as
     keys vl_a * G + vl_b with their counts, only for view(vl_a) < view(vl_b) (the other half is
     its transpose; empty when not pairwise) and view(vl_a) in [va_lo, va_hi), and the first
@@ -516,7 +446,21 @@ def label_chunk(
     pair in between is recounted in float64, the reference's arithmetic. Runs of A's points
     with one (label, view) add their pairs per buffer point into cnt (float32: exact below
     2^24 points), flushed per run of equal column.
+
+    Args:
+        b0, b1: the block range [b0, b1) of this call (a caller resumes at b_next).
+        cells: a `grid.CellGrid` (the sorted points, their cells and blocks).
+        runs: a `grid.LabelRuns` (per-cell runs of equal (label, view) and of equal label).
+        job: a `grid.CountPass` (what this pass counts: H, which views a of the pairwise).
+        n_all, n_same: [n] int32, written for the points of the blocks counted when job.count_h.
     """
+    block_keys, block_cell_start, cell_key = cells.block_keys, cells.block_cell_start, cells.cell_key
+    cell_start, cell_bbox, x, y, z = cells.cell_start, cells.cell_bbox, cells.x, cells.y, cells.z
+    nby, nbz, k, m, eps2 = cells.nby, cells.nbz, cells.k, cells.m, cells.eps2
+    cell_run_start, run_start, run_vl = runs.cell_run_start, runs.run_start, runs.run_vl
+    cell_lrun_start, lrun_start, lrun_label = runs.cell_lrun_start, runs.lrun_start, runs.lrun_label
+    lab, vl_view, G = runs.lab, runs.vl_view, runs.G
+    pairwise, count_h, va_lo, va_hi, max_entries = job.pairwise, job.count_h, job.va_lo, job.va_hi, job.max_entries
     L = 3 * m
     grid = np.full(L * L * L, _EMPTY, np.int64)
     used = np.empty(L * L * L, np.int64)
@@ -710,16 +654,18 @@ def label_chunk(
 
 
 @njit(nogil=True, cache=True)
-def feature_chunk(
-    b0, b1, block_keys, block_cell_start, cell_key, cell_start, cell_bbox, x, y, z, feat,
-    cell_sum, eps2, k, m, nby, nbz, n_all, dot,
-):  # pragma: no cover - compiled
+def feature_chunk(b0, b1, cells, feat, cell_sum, n_all, dot):  # pragma: no cover - compiled
     """Neighbour counts and sums of cosines for the points of blocks [b0, b1).
 
     `feat` [n, C] holds unit vectors and `cell_sum` [cells, C] their per-cell sums, since
     sum_q cos(M(q), M(p)) = M^(p) . sum_q M^(q). Feature vectors are long, so here each point
     of A tests each straddling cell's box first: a cell wholly inside its ball adds its sum.
+    `cells` is a `grid.CellGrid`; n_all [n] int32 and dot [n] float64 are written for the
+    points of blocks [b0, b1).
     """
+    block_keys, block_cell_start, cell_key = cells.block_keys, cells.block_cell_start, cells.cell_key
+    cell_start, cell_bbox, x, y, z = cells.cell_start, cells.cell_bbox, cells.x, cells.y, cells.z
+    nby, nbz, k, m, eps2 = cells.nby, cells.nbz, cells.k, cells.m, cells.eps2
     L = 3 * m
     C = feat.shape[1]
     grid = np.full(L * L * L, _EMPTY, np.int64)
