@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lift3d.checks import check_array
 from lift3d.consistency.segmenter import Masks
 from lift3d.errors import CheckpointError, InputError
 from lift3d.recon.files import refused_unpickle
@@ -407,7 +408,7 @@ class SamSegmenter:
     def image_features(self, image: np.ndarray) -> np.ndarray:  # [h, w, C] float32
         """SAM's image embedding of the frame (the cached one), over the frame's own area: the
         cells of the padded square that the resized frame covers. BYOCL's latent."""
-        _check_image(image)
+        image = check_array(image, ["H", "W", 3], dtype=np.uint8, name="image")
         self.predictor.embed(image)
         f = self.predictor.features[0].float().permute(1, 2, 0).cpu().numpy()
         ih, iw = self.predictor.input_size
@@ -425,7 +426,7 @@ class SamSegmenter:
         """
         from segment_anything import SamAutomaticMaskGenerator
 
-        _check_image(image)
+        image = check_array(image, ["H", "W", 3], dtype=np.uint8, name="image")
         self.predictor.embed(image)
         generator = SamAutomaticMaskGenerator(self.model, **asdict(self.amg))
         # the generator's own predictor would embed the frame again; ours reuses the cached one
@@ -484,7 +485,7 @@ def _prompt_sets(
     """Checked prompt sets: points [B, P, 2] float64 and labels [B, P] int64, where a point
     outside the image, not finite, or with a label other than 0/1 becomes padding (label -1,
     point 0)."""
-    _check_image(image)
+    image = check_array(image, ["H", "W", 3], dtype=np.uint8, name="image")
     points = np.asarray(points, dtype=np.float64)
     labels = np.asarray(point_labels).astype(np.int64)
     if points.ndim != 3 or points.shape[2] != 2 or labels.shape != points.shape[:2]:
@@ -556,12 +557,6 @@ def _check_decoding(multimask_max_points: int, max_batch: int) -> None:
 def _use_bf16(device: str, precision: str) -> bool:
     """Whether the networks run under bfloat16 autocast: only on CUDA, only when asked."""
     return precision == "bf16" and device.startswith("cuda")
-
-
-def _check_image(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        got = getattr(image, "shape", type(image).__name__), getattr(image, "dtype", "")
-        raise InputError(None, f"image must be [H, W, 3] uint8; got {got[0]} {got[1]}")
 
 
 def _make_predictor(model: Sam, *, autocast: bool):

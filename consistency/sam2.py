@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lift3d.checks import check_array
 from lift3d.consistency.sam import (
     SamAutoConfig,
     _check_decoding,
-    _check_image,
     _decode_grouped,
     _load_failure,
     _masks_from_records,
@@ -229,7 +229,7 @@ class Sam2Segmenter:
     def image_features(self, image: np.ndarray) -> np.ndarray:  # [h, w, C] float32
         """SAM 2's image embedding of the frame (the cached one; SAM 2 resizes the frame to its
         square input, so every cell covers the frame). BYOCL's latent."""
-        _check_image(image)
+        image = check_array(image, ["H", "W", 3], dtype=np.uint8, name="image")
         self.predictor.embed(image)
         f = self.predictor._features["image_embed"][0].float().permute(1, 2, 0).cpu().numpy()
         return np.ascontiguousarray(f, np.float32)
@@ -242,7 +242,7 @@ class Sam2Segmenter:
         """
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
-        _check_image(image)
+        image = check_array(image, ["H", "W", 3], dtype=np.uint8, name="image")
         self.predictor.embed(image)
         generator = SAM2AutomaticMaskGenerator(self.model, **asdict(self.amg))
         # our predictor reuses the cached embedding of the frame; it borrows the transforms of

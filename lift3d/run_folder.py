@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -30,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lift3d.checks import check_positive_finite
 from lift3d.errors import InputError
 
 LOCK = ".lift3d.lock"
@@ -63,10 +63,9 @@ def check_options(cfg) -> None:
     Raises:
         InputError: naming the CLI flag (and the file) and what is wrong.
     """
-    _positive_finite("--eps", cfg.eps)
-    _positive_finite("--voxel-size", cfg.voxel_size)
-    if not (isinstance(cfg.fill_radius, (int, float)) and math.isfinite(cfg.fill_radius) and cfg.fill_radius >= 0):
-        raise InputError(None, f"--fill-radius must be a finite number of metres >= 0, got {cfg.fill_radius!r}")
+    check_positive_finite(cfg.eps, "--eps", unit="metres")
+    check_positive_finite(cfg.voxel_size, "--voxel-size", unit="metres")
+    check_positive_finite(cfg.fill_radius, "--fill-radius", unit="metres", allow_zero=True)
     if cfg.metric_max_points <= 0:
         raise InputError(None, f"--metric-max-points must be positive, got {cfg.metric_max_points}")
     if cfg.min_instance_points < 0:
@@ -84,11 +83,6 @@ def check_options(cfg) -> None:
     if cfg.splats is not None:
         check_splats_header(Path(cfg.splats))
     check_device(cfg.device)
-
-
-def _positive_finite(flag: str, value) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise InputError(None, f"{flag} must be a positive finite number of metres, got {value!r}")
 
 
 def check_splats_header(path: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lift3d.checks import check_array
 from lift3d.consistency.labelmaps import read_label_map
 from lift3d.errors import InputError
 from lift3d.recon.files import atomic_path
@@ -29,15 +30,6 @@ logger = logging.getLogger(__name__)
 #: colour of mask boundaries: white reads on the dark and the saturated mask colours alike
 _EDGE = np.array([255, 255, 255], np.uint8)
 _CAPTION_H = 14  # pixels of caption text under a contact-sheet cell (PIL default font: ~11 px)
-
-
-def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise InputError(None, f"{name} must be [H, W, 3] RGB, got shape {list(image.shape)}")
-    if image.dtype != np.uint8:
-        raise InputError(None, f"{name} must be uint8, got {image.dtype}")
-    return image
 
 
 def mask_edges(labels: np.ndarray) -> np.ndarray:  # [H, W] bool
@@ -106,7 +98,7 @@ def overlay(
     Returns:
         A new [H, W, 3] uint8 image; unlabeled pixels keep the image's colour.
     """
-    image = _check_image(image)
+    image = check_array(image, ["H", "W", 3], dtype=np.uint8, name="RGB image")
     labels = np.asarray(labels)
     if labels.shape != image.shape[:2]:
         raise InputError(None, f"labels must be [H, W] = {list(image.shape[:2])} like the image, got {list(labels.shape)}")
@@ -158,7 +150,7 @@ def contact_sheet(
     """
     if not images:
         raise InputError(None, "contact_sheet needs at least one image")
-    images = [_check_image(im, f"images[{i}]") for i, im in enumerate(images)]
+    images = [check_array(im, ["H", "W", 3], dtype=np.uint8, name=f"RGB images[{i}]") for i, im in enumerate(images)]
     if cols < 1:
         raise InputError(None, f"cols must be at least 1, got {cols}")
     if labels is not None and len(labels) != len(images):
