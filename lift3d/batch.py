@@ -123,7 +123,8 @@ def run_batch(cmd) -> dict:
     """Run every scene of `cmd.scenes` (see the module docstring); returns batch.json's content."""
     from tqdm.auto import tqdm
 
-    from lift3d.pipeline import build_segmenter, segmenter_is_per_scene, write_json
+    from lift3d.io import write_json
+    from lift3d.pipeline import build_segmenter, segmenter_is_per_scene
     from lift3d.run_folder import check_options
 
     check_options(cmd.segment)  # once, before any scene: every scene would fail the same way

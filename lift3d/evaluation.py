@@ -247,7 +247,7 @@ def read_davis_predictions(pred_dir: str | Path, names: Sequence[str], size: tup
         InputError: the folder or a frame's label map is missing, unreadable, or not (W, H) =
             `size` (the annotations' size); the message names the file.
     """
-    from lift3d.consistency.labelmaps import read_label_map
+    from lift3d.io import read_label_map
 
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
@@ -356,8 +356,7 @@ def run_davis_eval(cfg, *, size: tuple[int, int] | None = None, seed: int = 0, s
     """
     from lift3d.consistency.baselines import sam3d_merge_2d
     from lift3d.consistency.davis import list_davis_sequences, read_davis_sequence
-    from lift3d.consistency.labelmaps import write_label_map
-    from lift3d.pipeline import write_json
+    from lift3d.io import write_json, write_label_map
 
     root = Path(cfg.root)
     methods = check_methods(cfg.methods)
@@ -500,12 +499,12 @@ def run_scannet_eval(
         included), ids, masks_per_frame, seconds; plus settings, backends, date.
     """
     from lift3d.consistency.baselines import sam3d_merge
-    from lift3d.consistency.labelmaps import write_label_map
     from lift3d.consistency.maskclustering import maskclustering_merge
     from lift3d.consistency.rand_index import cross_view_ari
     from lift3d.export import read_scannet_instances, write_scannet_instances
     from lift3d.instance_eval import evaluate_instances, load_scannet_gt
-    from lift3d.pipeline import select_frames, write_json
+    from lift3d.io import write_json, write_label_map
+    from lift3d.pipeline import select_frames
     from lift3d.recon import load_scene
     from lift3d.recon.detect import resolve_scene_path
     from lift3d.recon.scannet_gt import has_instance_gt

@@ -143,7 +143,7 @@ def load_scannet_gt(
         InputError: a missing or malformed file, files that disagree on the vertex count, or a
             `labels.ply` that does not hold NYU40 ids when `label_source="labels_ply"`.
     """
-    from lift3d.export import ply_vertex_fields, read_ply
+    from lift3d.io import ply_vertex_fields, read_ply
 
     if label_source not in ("auto", "labels_ply", "aggregation"):
         raise InputError(None, f"label_source must be auto, labels_ply or aggregation, got {label_source!r}")

@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from lift3d.config import SegmentConfig
-from lift3d.consistency.labelmaps import read_label_map, write_label_map
 from lift3d.errors import InputError
 from lift3d.geometry_source import check_splats_fit, choose_geometry, splat_depth_scene
-from lift3d.recon.files import atomic_path, scratch_dir
+from lift3d.io import read_label_map, scratch_dir, write_json, write_label_map
 from lift3d.recon.scene import Scene, parse_frame_range
 from lift3d.recon.superpoints import SuperpointConfig, Superpoints
 
@@ -37,22 +36,6 @@ def _progress(iterable, *, total: int, desc: str):
     from lift3d.console import progress
 
     return progress(iterable, total=total, desc=desc)
-
-
-def write_json(path: Path, obj) -> None:
-    """Write JSON atomically (numpy scalars and paths converted)."""
-
-    def default(o):
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, Path):
-            return str(o)
-        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, default=default))
 
 
 def select_frames(scene: Scene, *, frames: str | None, max_frames: int | None) -> Scene:

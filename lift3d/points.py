@@ -67,7 +67,7 @@ def read_mesh_vertices(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         InputError: the file is missing, not a PLY, or its vertices lack x, y or z.
     """
-    from lift3d.export import ply_vertex_fields, read_ply
+    from lift3d.io import ply_vertex_fields, read_ply
 
     path = Path(path)
     data = ply_vertex_fields(read_ply(path), path, ("x", "y", "z"), "mesh vertices need x, y, z")
@@ -377,7 +377,7 @@ def _lift_to_points_reference(
 
 def read_mesh_faces(path: str | Path) -> np.ndarray:  # -> [F, 3] int64 vertex indices
     """The triangles of a mesh PLY (`face` element, `vertex_indices`); [0, 3] when it has none."""
-    from lift3d.export import read_ply
+    from lift3d.io import read_ply
 
     path = Path(path)
     ply = read_ply(path)

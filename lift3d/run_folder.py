@@ -39,7 +39,7 @@ SEAL = ("run.json", "metrics.json")
 #: what a previous run may have left that this run would not overwrite (removed on a fresh run)
 OUTPUTS = ("points.ply", "splats.ply", "scannet", "cameras.json", "instances.json", "preview", "report.html",
            "baseline", "metric.json")
-#: the temporary names of `recon.files.atomic_path`: `.<name>.<random>.tmp<suffix>`
+#: the temporary names of `lift3d.io.atomic_path`: `.<name>.<random>.tmp<suffix>`
 TMP_NAME = re.compile(r"\..+\.tmp(\.[A-Za-z0-9]+)?")
 #: what the ScanNet benchmark format accepts as a scene name (it names `<scene>.txt`)
 SCENE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -306,7 +306,7 @@ def _lock(out: Path) -> Iterator[None]:
 
 def remove_tmp_leftovers(out: Path) -> list[Path]:
     """Remove the hidden temporary files of writes a hard kill cut short (the lock is held)."""
-    from lift3d.recon.files import SCRATCH
+    from lift3d.io import SCRATCH
 
     removed = []
     for root, dirs, files in os.walk(out):
@@ -333,7 +333,7 @@ def _remove(p: Path) -> None:
 
 
 def _write_fingerprint(path: Path, fp: dict) -> None:
-    from lift3d.recon.files import atomic_path
+    from lift3d.io import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(fp, indent=1))

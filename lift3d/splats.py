@@ -115,7 +115,7 @@ def read_splats(path: str | Path) -> Splats:
         InputError: the file is missing or not a PLY, or required properties are missing (the
             message names the file and them).
     """
-    from lift3d.export import ply_vertex_fields, read_ply
+    from lift3d.io import ply_vertex_fields, read_ply
 
     path = Path(path)
     ply = read_ply(path)
@@ -139,7 +139,7 @@ def write_splats(
     Raises:
         InputError: label or confidence not one value per splat.
     """
-    from lift3d.export import write_ply
+    from lift3d.io import write_ply
 
     n = len(splats)
     label = np.asarray(label)

@@ -31,7 +31,7 @@ def metrics_without_geometry(scene, masks_dir: Path, out: Path, cfg, *, track: d
         track, lifting, backends: what the tracker, the (skipped) lifting and the backends report.
     """
     from lift3d.consistency.consecutive import consecutive_score
-    from lift3d.consistency.labelmaps import read_label_map
+    from lift3d.io import read_label_map
 
     label_maps = (read_label_map(masks_dir / f"{n}.png") for n in scene.frame_names)
     score = consecutive_score(label_maps, lambda t: scene.match_frames(scene[t], scene[t + 1]))

@@ -7,17 +7,16 @@ numpy.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from lift3d.errors import InputError
+
+# consistency/metric.py still imports these two from here; they live in lift3d.io now (drop this
+# line once it imports them from there)
+from lift3d.io import atomic_path, scratch_dir  # noqa: F401
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -119,94 +118,6 @@ def list_images(folder: Path) -> list[Path]:
     files = [p for p in Path(folder).iterdir()
              if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
     return sorted(files, key=lambda p: numeric_sort_key(p.name))
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
-
-    A file therefore appears whole or not at all, even when the run is interrupted.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # the temporary name is hidden and ~20 characters longer than the final one: cut the
-        # name part so that a final name the file system takes gives a temporary name it takes
-        suffix = ".tmp" + path.suffix
-        stem = path.name[: max(1, _NAME_MAX - len(suffix) - 10)]
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=suffix, dir=path.parent)
-    except OSError as e:
-        raise InputError(path, f"cannot write ({e.strerror})") from None
-    # mkstemp creates 0600; a result file gets what the umask gives a plain open() (0644 under
-    # 022), so others on a shared machine, or a web server, can read it
-    os.fchmod(fd, 0o666 & ~_umask())
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        try:
-            os.replace(tmp, path)
-        except OSError as e:
-            raise InputError(path, f"cannot write ({e.strerror})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-_NAME_MAX = 255  #: longest file name of ext4, xfs, btrfs, tmpfs
-
-
-def _umask() -> int:
-    """The process's umask, read without changing it where Linux says it (/proc, since 4.7)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: set and put back (a moment's race with other threads)
-    os.umask(mask)
-    return mask
-
-
-SCRATCH = ".lift3d-tmp"  #: the folder of a run's temporary files inside its output folder
-
-
-@contextmanager
-def scratch_dir(out: str | Path) -> Iterator[Path]:
-    """A private temporary folder `out/.lift3d-tmp/<pid>-<random>`, removed when the block ends.
-
-    Large temporary files (the metric's spill files: ~60 bytes a labeled point) go beside the
-    outputs rather than into the system's temp folder, which is often a small RAM disk. A run
-    killed outright (SIGKILL, out of memory) cannot clean up after itself, so on entry the
-    folders of processes that no longer exist are removed: the next run into the same output
-    folder takes the litter away. Folders of live processes (a concurrent run) are left alone.
-    """
-    root = Path(out) / SCRATCH
-    root.mkdir(parents=True, exist_ok=True)
-    for d in root.iterdir():
-        pid = d.name.split("-", 1)[0]
-        if d.is_dir() and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(d, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            root.rmdir()  # only when empty: another run's folder stays
-        except OSError:
-            pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def refused_unpickle(e: BaseException) -> str | None:

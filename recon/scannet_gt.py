@@ -13,23 +13,13 @@ ScanNet benchmark's class filtering lives with the 3D evaluation (`lift3d.instan
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from lift3d.errors import InputError
-
-
-def read_json(path: Path, what: str) -> dict:
-    """A JSON file, with errors that name it and say what it should have been."""
-    if not path.is_file():
-        raise InputError(path, f"{what} not found")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(path, f"{what} is not valid JSON ({e})") from None
+from lift3d.io import read_json
 
 
 def gt_paths(scene_dir: str | Path, scene_name: str | None = None) -> tuple[Path, Path, Path]:

@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from lift3d.errors import InputError
+from lift3d.io import atomic_path
 from lift3d.recon.correspondence import reprojection_match_fn
-from lift3d.recon.files import atomic_path, check_intrinsics, pose_problem
+from lift3d.recon.files import check_intrinsics, pose_problem
 from lift3d.recon.geometry import make_frame
 from lift3d.recon.images import log_dropped_frames
 from lift3d.recon.scene import Frame, RawFrame, Scene

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lift3d.recon.files import atomic_path
+from lift3d.io import atomic_path
 
 # name, NYU40 id, shape, RGB, centre (x, y) on the floor, size parameter (metres)
 _OBJECTS = (

@@ -308,7 +308,7 @@ def screenshot_viewer(
     """
     from PIL import Image
 
-    from lift3d.recon.files import atomic_path
+    from lift3d.io import atomic_path
     from lift3d.viewers.palette import label_colors
     from lift3d.viewers.web import serve
 

@@ -157,7 +157,7 @@ def test_bad_prediction_shapes():
 
 
 def _write_scan(folder: Path, name: str, *, ply_labels: np.ndarray, seg: np.ndarray, groups: list[dict]) -> Path:
-    from lift3d.export import write_ply
+    from lift3d.io import write_ply
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}_vh_clean_2.0.010000.segs.json").write_text(json.dumps({"segIndices": seg.tolist()}))

@@ -39,7 +39,7 @@ def test_splats_of_a_colmap_scene_are_labeled_like_their_vertices(splat_run, spl
 
 
 def test_splat_run_keeps_every_field_and_writes_the_splat_centres(splat_run, splat_scene_dir):
-    from lift3d.export import read_ply
+    from lift3d.io import read_ply
     from lift3d.splats import read_splats
 
     src = read_splats(splat_scene_dir / "point_cloud.ply")

@@ -52,8 +52,8 @@ def make_fake_points(seed: int = 0, per_box: int = 150, floor: int = 200):
 
 def make_fake_output(out: Path, *, with_splats: bool = False) -> Path:
     """Write points.ply, cameras.json, instances.json, masks/, images/, metrics.json, run.json."""
-    from lift3d.consistency.labelmaps import write_label_map
     from lift3d.export import write_points_ply
+    from lift3d.io import write_label_map
     from lift3d.viewers.render import render_points
 
     out.mkdir(parents=True, exist_ok=True)
@@ -96,7 +96,7 @@ def make_fake_output(out: Path, *, with_splats: bool = False) -> Path:
 
 def write_fake_splats(path: Path, xyz, rgb, label, confidence) -> None:
     """A 3DGS PLY (degree 0) with one small isotropic splat per point."""
-    from lift3d.export import write_ply
+    from lift3d.io import write_ply
 
     n = len(xyz)
     names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",

@@ -237,7 +237,7 @@ def test_camera_thumbnails_can_show_the_label_maps(running):
     viewer.set_camera_images("labels")
     labelled = viewer.frustums["0"].image
     assert labelled.shape == rgb.shape and not np.array_equal(labelled, rgb)
-    from lift3d.consistency.labelmaps import read_label_map
+    from lift3d.io import read_label_map
 
     lab = read_label_map(viewer.data.out_dir / "masks" / "0.png")  # the frames' size here
     assert set(np.unique(lab)) == {0, 1, 2, 3}
