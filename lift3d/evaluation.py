@@ -502,12 +502,12 @@ def run_scannet_eval(
     from lift3d.consistency.maskclustering import maskclustering_merge
     from lift3d.consistency.rand_index import cross_view_ari
     from lift3d.export import read_scannet_instances, write_scannet_instances
-    from lift3d.instance_eval import evaluate_instances, load_scannet_gt
+    from lift3d.instance_eval import evaluate_instances
     from lift3d.io import write_json, write_label_map
     from lift3d.pipeline import select_frames
     from lift3d.recon import load_scene
     from lift3d.recon.detect import resolve_scene_path
-    from lift3d.recon.scannet_gt import has_instance_gt
+    from lift3d.recon.scannet.gt import has_instance_gt, load_scannet_gt
 
     methods = check_methods(default_scannet_methods() if methods is None else methods, SCANNET_METHODS)
     scene_dir = resolve_scene_path(scene)

@@ -17,7 +17,7 @@ def mesh(synthetic_scene_dir):
     path = synthetic_scene_dir / f"{synthetic_scene_dir.name}_vh_clean_2.ply"
     xyz, rgb = read_mesh_vertices(path)
     faces = read_mesh_faces(path)
-    from lift3d.recon.scannet_gt import read_vertex_objects
+    from lift3d.recon.scannet.gt import read_vertex_objects
 
     # GT pieces: each object (two mesh segments since the simulator splits along them), the
     # floor and each wall

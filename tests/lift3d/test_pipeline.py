@@ -17,7 +17,7 @@ from tests.conftest import mean_matched_iou
 
 def _gt_vertex_instances(scene_dir: Path) -> np.ndarray:
     """[V] GT object per mesh vertex (0 = floor/walls), from ScanNet's segs + aggregation files."""
-    from lift3d.instance_eval import read_vertex_objects
+    from lift3d.recon.scannet.gt import read_vertex_objects
 
     return read_vertex_objects(scene_dir, exclude=("floor", "wall"))
 

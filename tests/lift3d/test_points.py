@@ -121,7 +121,7 @@ def test_fast_matches_reference_on_random_views(chunk_views):
 
 def _gt_vertex_instances(scene_dir) -> np.ndarray:
     """Synthetic scan GT per vertex: object k of the instance maps is objectId k - 1 (0 = floor, walls)."""
-    from lift3d.recon.scannet_gt import read_vertex_objects
+    from lift3d.recon.scannet.gt import read_vertex_objects
 
     return read_vertex_objects(scene_dir, exclude=("floor",))
 
