@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from lift3d.errors import InputError, Lift3dError
-from lift3d.viewers.browser import capture_page, colour_pixels, find_chromium, free_port
 from lift3d.viewers.outputs import quaternion_to_matrix, read_labeled_splats
 from lift3d.viewers.palette import label_colors
 from lift3d.viewers.web import (
@@ -24,6 +23,7 @@ from lift3d.viewers.web import (
     point_spacing,
     serve,
 )
+from tests.viewers.browser import capture_page, colour_pixels, find_chromium, free_port
 
 INSTANCE_COLOURS = label_colors(np.array([1, 2, 3]))
 #: three.js logs this for every viser splat node: viser's splat quad has a 2-component
