@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lift3d.config import SegmentConfig
+from lift3d.devices import resolve_device
 from lift3d.errors import InputError
 from lift3d.geometry_source import check_splats_fit, choose_geometry, splat_depth_scene
 from lift3d.io import read_label_map, scratch_dir, write_json, write_label_map
@@ -107,14 +108,6 @@ def prepare_scene(cfg: SegmentConfig) -> tuple[Scene, dict]:
         matches = "flow (OpenCV DIS, forward-backward checked < 1 px, every 4th pixel)"
     backends["matches"] = matches
     return scene, backends
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_segmenter_name(cfg: SegmentConfig, scene: Scene | None) -> str:

@@ -205,10 +205,24 @@ def _check_view(frame: Frame, label_map: np.ndarray, *, need_depth: bool = True)
     return depth, label_map.astype(np.int64, copy=False)
 
 
-def _views(
+def labeled_views(
     frames: Iterable[Frame], label_maps: Iterable[np.ndarray], *, need_depth: bool = True
 ) -> Iterator[tuple[Frame, np.ndarray | None, np.ndarray]]:
-    """(frame, depth, label map) per view; an error when the two sequences differ in length."""
+    """The views that lifting votes with, checked: (frame, depth, label map) per view.
+
+    Args:
+        frames: posed views (streamed: one is read at a time).
+        label_maps: one [H, W] integer map per frame, at the frame's size (or its depth's).
+        need_depth: also give each view's depth along the optical axis [H, W] (its depth map,
+            else its pointmap's camera z); False gives None.
+
+    Yields:
+        (frame, depth [H, W] or None, label map [H, W] int64).
+
+    Raises:
+        InputError: the two sequences differ in length, a frame has no pose (or no depth when
+            it is needed), or a label map of another size, not integer or outside 0..2^31-1.
+    """
     frames_it, maps_it = iter(frames), iter(label_maps)
     n = 0
     end = object()
@@ -315,7 +329,7 @@ def lift_to_points(
     keys = np.zeros(0, np.int64)
     counts = np.zeros(0, np.int64)
     pending: list[np.ndarray] = []
-    for n, (frame, depth, labels) in enumerate(_views(frames, label_maps), start=1):
+    for n, (frame, depth, labels) in enumerate(labeled_views(frames, label_maps), start=1):
         idx, lab = _view_votes(points_world, finite, frame, depth, labels, depth_tol, depth_tol_rel)
         pending.append((idx << _LABEL_BITS) | lab)
         if n % chunk_views == 0:
@@ -513,7 +527,7 @@ def superpoint_view_table(
     finite = np.isfinite(points_world).all(axis=1)
     S = int(superpoint.max(initial=-1)) + 1
     rows: list[tuple[np.ndarray, ...]] = []
-    for n, (frame, depth, labels) in enumerate(_views(frames, label_maps)):
+    for n, (frame, depth, labels) in enumerate(labeled_views(frames, label_maps)):
         idx, lab = _view_visibility(points_world, finite, frame, depth, labels, depth_tol, depth_tol_rel)
         key, cnt = np.unique(lab * S + superpoint[idx], return_counts=True)
         rows.append((np.full(len(key), n, np.int64), key % max(S, 1), key // max(S, 1), cnt.astype(np.int64)))

@@ -30,8 +30,15 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from lift3d.devices import resolve_device
 from lift3d.errors import InputError, NotInstalledError
-from lift3d.points import PointLabels, _views, lift_to_points
+from lift3d.points import PointLabels, labeled_views, lift_to_points
+from lift3d.recon.splat_depth import (
+    ALPHA_MAX,
+    ALPHA_MIN,
+    T_MIN,
+    project_splats_torch,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -43,9 +50,6 @@ logger = logging.getLogger(__name__)
 REQUIRED_FIELDS = ("x", "y", "z", "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
 #: zeroth-order spherical-harmonic constant: colour = 0.5 + SH_C0 * f_dc
 SH_C0 = 0.28209479177387814
-ALPHA_MAX = 0.999
-ALPHA_MIN = 1.0 / 255.0
-T_MIN = 1e-4
 
 
 @dataclass
@@ -195,15 +199,10 @@ def _project(means, quats, scales, K, T_world_camera, size, *, eps2d: float = 0.
         keep: [M] long indices of the splats in front of the camera and near the image.
         means2d: [M, 2], conics: [M, 3] (a, b, c of the inverse 2D covariance), depths: [M].
     """
-    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
-
     viewmat, Kg = _gsplat_camera(K, T_world_camera)
-    covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_preci=False)
-    radii, means2d, depths, conics, _ = _fully_fused_projection(
-        means, covars, viewmat[None], Kg[None], size[0], size[1], eps2d=eps2d, near_plane=near_plane
-    )
-    keep = (radii[0] > 0).all(-1).nonzero().squeeze(-1)
-    return keep, means2d[0][keep], conics[0][keep], depths[0][keep]
+    radii, means2d, depths, conics = project_splats_torch(means, quats, scales, viewmat, Kg, size, eps2d=eps2d, near_plane=near_plane)
+    keep = (radii > 0).all(-1).nonzero().squeeze(-1)
+    return keep, means2d[keep], conics[keep], depths[keep]
 
 
 def _pixel_centres(size: tuple[int, int], dtype, device):
@@ -428,8 +427,7 @@ def lift_to_splats(
 
     if method not in ("auto", "centers", "gsplat", "torch"):
         raise InputError(None, f"method must be auto, centers, gsplat or torch, got {method!r}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     if method == "auto":
         method = "gsplat" if str(device).startswith("cuda") else "centers"
     if method == "centers":
@@ -449,7 +447,7 @@ def _lift_by_weights(splats: Splats, frames, label_maps, *, backend: str, device
     total = torch.zeros(N, 1, device=device)  # column l: label l, grown as larger IDs appear
     votes = torch.zeros(N, dtype=torch.int32, device=device)
     make = _gsplat_rasterizer if backend == "gsplat" else _torch_rasterizer
-    for frame, _depth, labels in _views(frames, label_maps, need_depth=False):
+    for frame, _depth, labels in labeled_views(frames, label_maps, need_depth=False):
         present = np.unique(labels[labels > 0])
         if not len(present):
             continue

@@ -118,27 +118,3 @@ def list_images(folder: Path) -> list[Path]:
     files = [p for p in Path(folder).iterdir()
              if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
     return sorted(files, key=lambda p: numeric_sort_key(p.name))
-
-
-def refused_unpickle(e: BaseException) -> str | None:
-    """The words for a `torch.load(weights_only=True)` that refused the file's contents (a
-    function, class or object other than tensors: code a pickle would run), else None.
-
-    torch words it "Unsupported global: GLOBAL x" (an object it does not know, e.g. a numpy array)
-    or, since 2.6, "Trying to load unsupported GLOBAL x whose module y is blocked" (`os`,
-    `subprocess`, ...: a file built to run code), or refuses a call or a build of an object.
-    """
-    import pickle
-    import re
-
-    text = str(e)
-    if not (isinstance(e, pickle.UnpicklingError) and text.startswith("Weights only load failed")):
-        return None
-    m = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)
-    if m:
-        what = f" ({m.group(1)})"
-    elif any(w in text for w in ("Trying to call reduce", "Can only build", "Can only create new object")):
-        what = ""
-    else:  # e.g. "Unsupported operand": not pickle data at all
-        return None
-    return f"the file contains code or objects{what} that lift3d refuses to unpickle (only tensors are read)"
