@@ -54,8 +54,8 @@ def is_complete(out: Path) -> bool:
 
 def is_done(cfg: SegmentConfig) -> bool:
     """Whether `cfg.out` holds a complete run of `cfg` (its sealed fingerprint is cfg's)."""
-    from lift3d.pipeline import select_frames
     from lift3d.recon import load_scene
+    from lift3d.recon.scene import select_frames
     from lift3d.run_folder import fingerprint, fingerprint_diff, sealed_fingerprint
 
     out = Path(cfg.out)

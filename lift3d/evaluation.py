@@ -504,10 +504,10 @@ def run_scannet_eval(
     from lift3d.export import read_scannet_instances, write_scannet_instances
     from lift3d.instance_eval import evaluate_instances
     from lift3d.io import write_json, write_label_map
-    from lift3d.pipeline import select_frames
     from lift3d.recon import load_scene
     from lift3d.recon.detect import resolve_scene_path
     from lift3d.recon.scannet.gt import has_instance_gt, load_scannet_gt
+    from lift3d.recon.scene import select_frames
 
     methods = check_methods(default_scannet_methods() if methods is None else methods, SCANNET_METHODS)
     scene_dir = resolve_scene_path(scene)
@@ -519,7 +519,7 @@ def run_scannet_eval(
     if sc.mesh_path is None:
         raise InputError(scene_dir, f"no mesh {sc.name}_vh_clean_2.ply: the ScanNet benchmark scores its vertices")
     out = Path(out)
-    from lift3d.pipeline import scene_points
+    from lift3d.recon.scene_points import scene_points
 
     points = scene_points(sc)  # the mesh's vertices and the scan's own superpoints (segs.json)
     if segmenter == "geometric":  # object candidates of this scan's points, as `lift3d segment` builds them

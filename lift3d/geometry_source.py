@@ -65,7 +65,7 @@ def check_splats_fit(scene, splats_path: Path, *, min_fit: float = DEFAULT_MIN_F
             message names the file and the share found).
     """
     from lift3d.recon.splat_depth import splat_frame_fit
-    from lift3d.splats import read_splats
+    from lift3d.recon.splats import read_splats
 
     if not scene.has_poses:
         raise InputError(splats_path, f"--splats needs camera poses, and this {scene.kind} scene has none")
@@ -86,7 +86,7 @@ def check_splats_fit(scene, splats_path: Path, *, min_fit: float = DEFAULT_MIN_F
 def splat_depth_scene(scene, splats_path: Path, *, min_alpha: float, device: str = "auto"):
     """The scene with depth rendered from the splats at its cameras, and the backend's description."""
     from lift3d.recon.splat_depth import attach_splat_depth
-    from lift3d.splats import read_splats
+    from lift3d.recon.splats import read_splats
 
     splats = read_splats(splats_path)
     backend = "auto"

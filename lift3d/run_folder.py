@@ -87,7 +87,7 @@ def check_options(cfg) -> None:
 
 def check_splats_header(path: Path) -> None:
     """`--splats`: a PLY whose header declares the 3DGS vertex properties (the body is read later)."""
-    from lift3d.splats import REQUIRED_FIELDS
+    from lift3d.recon.splats import REQUIRED_FIELDS
 
     if not path.is_file():
         raise InputError(path, "--splats: file not found" if not path.exists() else "--splats: not a file")
@@ -348,7 +348,7 @@ def metric_frame_names(scene_path: Path, masks: Path, *, frames: str | None, max
     from lift3d.recon import load_scene
 
     if frames is not None or max_frames is not None:
-        from lift3d.pipeline import select_frames
+        from lift3d.recon.scene import select_frames
 
         return list(select_frames(load_scene(scene_path), frames=frames, max_frames=max_frames).frame_names)
     run = read_json_or_none(Path(masks).parent / "run.json")

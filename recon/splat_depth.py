@@ -283,7 +283,7 @@ def render_depth(
     """The splats' expected depth and accumulated opacity seen from one camera.
 
     Args:
-        means, quats, scales, opacities: the splats, activated values (`lift3d.splats.Splats`).
+        means, quats, scales, opacities: the splats, activated values (`lift3d.recon.splats.Splats`).
         K: [3, 3] intrinsics at `size`; T_world_camera: [4, 4] cam2world of the view.
         size: (W, H) of the view.
         min_alpha: pixels whose accumulated alpha is below this have no depth (0).

@@ -50,8 +50,9 @@ def slim(frame):
 def bench_points(scene_dir: Path, n_frames: int | None, ref_frames: int) -> dict:
     from scipy.spatial import cKDTree
 
-    from lift3d.points import _lift_to_points_reference, lift_to_points, read_mesh_vertices
+    from lift3d.points import _lift_to_points_reference, lift_to_points
     from lift3d.recon import load_scene
+    from lift3d.recon.scene_points import read_mesh_vertices
 
     t = time.perf_counter()
     scene = load_scene(scene_dir)

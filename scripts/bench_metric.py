@@ -57,8 +57,8 @@ def load_with_gt_labels(scene_dir: Path, n_frames: int | None) -> tuple:
     """(scene, pointmaps [N, H, W, 3], valid [N, H, W], labels [N, H, W] int32, seconds)."""
     from scipy.spatial import cKDTree
 
-    from lift3d.points import read_mesh_vertices
     from lift3d.recon import load_scene
+    from lift3d.recon.scene_points import read_mesh_vertices
 
     t = time.perf_counter()
     scene = load_scene(scene_dir)

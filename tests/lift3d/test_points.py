@@ -6,16 +6,10 @@ import numpy as np
 import pytest
 
 from lift3d.errors import InputError
-from lift3d.points import (
-    PointLabels,
-    _fuse_pointmaps_reference,
-    _lift_to_points_reference,
-    fuse_pointmaps,
-    lift_to_points,
-    read_mesh_vertices,
-)
+from lift3d.points import PointLabels, _lift_to_points_reference, lift_to_points
 from lift3d.recon.geometry import backproject
 from lift3d.recon.scene import Frame
+from lift3d.recon.scene_points import _fuse_pointmaps_reference, fuse_pointmaps, read_mesh_vertices
 
 K5 = np.array([[5.0, 0, 2], [0, 5.0, 2], [0, 0, 1]], np.float32)
 # camera B sits at z = 6 looking back down -z (180 degrees about y)

@@ -20,7 +20,7 @@ from lift3d.recon.superpoints import (
 
 
 def _mesh(scene_dir):
-    from lift3d.points import read_mesh_faces, read_mesh_vertices
+    from lift3d.recon.scene_points import read_mesh_faces, read_mesh_vertices
 
     path = scene_dir / f"{scene_dir.name}_vh_clean_2.ply"
     xyz, rgb = read_mesh_vertices(path)
