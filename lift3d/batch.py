@@ -23,9 +23,13 @@ import time
 import traceback
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lift3d.config import SegmentConfig
 from lift3d.errors import InputError, Lift3dError
+
+if TYPE_CHECKING:
+    from lift3d.consistency.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +88,7 @@ def _scene_summary(out: Path) -> dict:
         return {}
 
 
-def run_scene(cfg: SegmentConfig, segmenter=None) -> dict:
+def run_scene(cfg: SegmentConfig, segmenter: Segmenter | None = None) -> dict:
     """One scene, never raising: returns its batch.json record."""
     from lift3d.pipeline import run_segment
 

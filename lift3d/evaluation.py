@@ -33,10 +33,15 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lift3d.errors import InputError
+
+if TYPE_CHECKING:
+    from lift3d.consistency.segmenter import Segmenter
+    from lift3d.recon.scene import Scene
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +81,8 @@ def check_methods(methods: Sequence[str], allowed: Sequence[str] = METHODS) -> l
 
 def method_labels(
     method: str,
-    scene,
-    segmenter,
+    scene: Scene,
+    segmenter: Segmenter,
     *,
     merge,
     framewise: np.ndarray | None = None,  # [N, H, W] already computed
@@ -158,7 +163,7 @@ def build_segmenter(segmenter: str, *, sam_checkpoint: Path | None = None, sam_m
     return seg, info["segmenter"]
 
 
-def byocl_feature_name(segmenter) -> str:
+def byocl_feature_name(segmenter: Segmenter) -> str:
     """The feature BYOCL clusters with this segmenter: its image encoder, or the stand-in."""
     from lift3d.consistency.byocl import STAND_IN
 

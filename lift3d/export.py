@@ -23,11 +23,15 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lift3d.errors import InputError
 from lift3d.io import atomic_path, write_ply
+
+if TYPE_CHECKING:
+    from lift3d.recon.scene import Scene
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +155,7 @@ SCANNET_KINDS = ("scannet", "sens")
 
 def write_mesh_outputs(
     out: Path,
-    scene,  # lift3d.recon.scene.Scene
+    scene: Scene,
     mesh_path: Path | None,
     xyz: np.ndarray,  # [P, 3] the labeled points (the mesh's vertices when mesh_path is given)
     faces: np.ndarray | None,  # [F, 3] the mesh's triangles, or None

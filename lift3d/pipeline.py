@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from lift3d.geometry_source import check_splats_fit, choose_geometry, splat_dept
 from lift3d.io import read_label_map, scratch_dir, write_json, write_label_map
 from lift3d.recon.scene import Scene, select_frames
 from lift3d.recon.scene_points import ScenePoints, scene_points
+
+if TYPE_CHECKING:
+    from lift3d.consistency.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +170,7 @@ def _out_dir(cfg: SegmentConfig, scene: Scene) -> Path:
     return Path(cfg.out) if cfg.out is not None else Path("outputs") / scene.name
 
 
-def run_tracking(scene: Scene, segmenter, cfg: SegmentConfig, masks_dir: Path) -> dict:
+def run_tracking(scene: Scene, segmenter: Segmenter, cfg: SegmentConfig, masks_dir: Path) -> dict:
     """MastSAM over all frames, label maps written as they come; resumable."""
     from lift3d.consistency.tracker import MastSAM
 
@@ -189,7 +193,7 @@ def run_tracking(scene: Scene, segmenter, cfg: SegmentConfig, masks_dir: Path) -
     return {"resumed_frames": resumed, "masks_per_frame": counts, "ids": int(tracker.num_ids)}
 
 
-def run_baseline(scene: Scene, segmenter, cfg: SegmentConfig, masks_dir: Path) -> None:
+def run_baseline(scene: Scene, segmenter: Segmenter, cfg: SegmentConfig, masks_dir: Path) -> None:
     """The segmenter frame by frame with independent IDs (for the side-by-side preview)."""
     from lift3d.consistency.tracker import segment_framewise
 
@@ -345,7 +349,7 @@ def config_to_json(cfg: SegmentConfig) -> dict:
     return json.loads(json.dumps(asdict(cfg), default=str))
 
 
-def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
+def run_segment(cfg: SegmentConfig, *, segmenter: Segmenter | None = None) -> Path:
     """Run the whole flow; returns the output folder.
 
     The run holds its output folder from before the first frame to the end (`lift3d.run_folder`:

@@ -28,9 +28,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lift3d.checks import check_positive_finite
 from lift3d.errors import InputError
+
+if TYPE_CHECKING:
+    from lift3d.recon.scene import Scene
 
 LOCK = ".lift3d.lock"
 FINGERPRINT = ".lift3d-fingerprint.json"
@@ -121,7 +125,7 @@ def check_device(device: str) -> None:
         raise InputError(None, f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
-def check_scene_name(scene) -> None:
+def check_scene_name(scene: Scene) -> None:
     """The scene's name names the ScanNet export's `<scene>.txt`: it must be a plain file name."""
     if not SCENE_NAME.fullmatch(scene.name):
         raise InputError(scene.root, f"--scene: the name {scene.name!r} cannot name a ScanNet export file "

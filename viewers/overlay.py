@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -23,6 +24,9 @@ from lift3d.checks import check_array
 from lift3d.errors import InputError
 from lift3d.io import read_label_map, write_image
 from lift3d.viewers.palette import label_colors
+
+if TYPE_CHECKING:
+    from lift3d.recon.scene import Scene
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +226,7 @@ def evenly_spaced(n: int, k: int) -> list[int]:
 
 def write_previews(
     out_dir: str | Path,
-    scene,  # lift3d.recon.scene.Scene
+    scene: Scene,  # lift3d.recon.scene.Scene
     label_maps_dir: str | Path,
     *,
     baseline_dir: str | Path | None = None,
