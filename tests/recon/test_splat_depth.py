@@ -28,9 +28,9 @@ def _random_splats(n: int, seed: int, *, z=(2.0, 4.0), scale=(0.02, 0.3)):
 
 
 def _look_at(eye, target=(0, 0, 3.0)):
-    from lift3d.recon.synthetic import _look_at as look
+    from lift3d.recon.geometry import look_at
 
-    return look(np.asarray(eye, np.float64), np.asarray(target, np.float64), up=(0, -1.0, 0))
+    return look_at(eye, target, up=(0, -1.0, 0))
 
 
 @pytest.mark.parametrize(("n", "size", "seed"), [(1, (16, 16), 0), (40, (48, 32), 1), (120, (37, 29), 2)])

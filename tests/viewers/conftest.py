@@ -13,23 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lift3d.recon.geometry import look_at
+
 SIZE = (96, 72)  # (W, H) of the fake frames
 #: instance ID -> (centre of its box, RGB of its points)
 BOXES = {1: ((-0.5, 0.0, 0.15), (200, 40, 40)), 2: ((0.0, 0.35, 0.15), (40, 160, 60)), 3: ((0.5, 0.0, 0.15), (50, 70, 210))}
-
-
-def look_at(position, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """[4, 4] cam2world of an OpenCV camera at `position` looking at `target` (z up world)."""
-    position, target, up = (np.asarray(a, np.float64) for a in (position, target, up))
-    z = target - position
-    z /= np.linalg.norm(z)
-    x = np.cross(z, up)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    T = np.eye(4)
-    T[:3, :3] = np.stack([x, y, z], 1)
-    T[:3, 3] = position
-    return T
 
 
 def make_fake_points(seed: int = 0, per_box: int = 150, floor: int = 200):
