@@ -25,10 +25,15 @@ not SAM's zero-padded square.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lift3d.errors import InputError
+
+if TYPE_CHECKING:
+    from lift3d.consistency.segmenter import Segmenter
+    from lift3d.recon.scene import Scene
 
 #: how the stand-in feature is named in results (never as SAM's latent)
 STAND_IN = "stand-in feature (CIE-Lab colour + position on a 64-cell grid; no encoder weights, not SAM's latent)"
@@ -49,7 +54,7 @@ def stand_in_features(image: np.ndarray, *, grid: int = 64) -> np.ndarray:  # [h
     return np.concatenate([lab, pos], axis=-1).astype(np.float32)
 
 
-def encoder_features(segmenter, image: np.ndarray) -> tuple[np.ndarray, str]:
+def encoder_features(segmenter: Segmenter, image: np.ndarray) -> tuple[np.ndarray, str]:
     """([h, w, C] float32 features of the frame, their name): the segmenter's image embedding
     when it has one (`image_features`, SAM and SAM 2), else the stand-in."""
     fn = getattr(segmenter, "image_features", None)
@@ -113,7 +118,7 @@ def byocl_cluster(
     return out
 
 
-def byocl_labels(scene, segmenter, *, seed: int = 0, **kwargs) -> tuple[np.ndarray, str]:
+def byocl_labels(scene: Scene, segmenter: Segmenter, *, seed: int = 0, **kwargs) -> tuple[np.ndarray, str]:
     """BYOCL on every frame of `scene`: ([N, H, W] int32 label maps at the frames' size, the
     feature used). Keyword arguments go to `byocl_cluster`."""
     feats, name = [], ""

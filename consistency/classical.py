@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lift3d.checks import check_array
 from lift3d.consistency.segmenter import Masks
 from lift3d.errors import InputError
 
@@ -118,7 +119,9 @@ class ClassicalSegmenter:
 
     def _segmentation(self, image: np.ndarray, geometry: np.ndarray | None) -> _Segmentation:
         """The over-segmentation and merged regions of one frame, computed once per frame."""
-        _check_image(image, geometry)
+        image = check_array(image, ["H", "W", 3], dtype=np.uint8, name="image")
+        if geometry is not None:
+            geometry = check_array(geometry, [*image.shape[:2], 3], name="geometry")
         key = (id(image), image.shape, None if geometry is None else (id(geometry), geometry.shape))
         if self._cache is not None and self._cache[0] == key:
             return self._cache[3]
@@ -190,14 +193,6 @@ class ClassicalSegmenter:
             regions = np.unique(seg.region_of[keep_sp])
             scores[b] = float(np.average(seg.scores[regions], weights=seg.areas[regions]))
         return Masks(masks, scores)
-
-
-def _check_image(image: np.ndarray, geometry: np.ndarray | None) -> None:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        got = getattr(image, "shape", type(image).__name__), getattr(image, "dtype", "")
-        raise InputError(None, f"image must be [H, W, 3] uint8; got {got[0]} {got[1]}")
-    if geometry is not None and (not isinstance(geometry, np.ndarray) or geometry.shape != image.shape[:2] + (3,)):
-        raise InputError(None, f"geometry must be [H, W, 3] matching the image {image.shape[:2]}; got {geometry.shape}")
 
 
 def _grow(seg: _Segmentation, sp_pos: np.ndarray, sp_neg: np.ndarray) -> np.ndarray:

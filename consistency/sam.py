@@ -17,13 +17,16 @@ import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lift3d.checkpoints import load_failure, state_dict_mismatch, state_dict_of
+from lift3d.checks import check_array
+from lift3d.consistency.prompts import check_decoding_options, decode_grouped, prompt_sets
 from lift3d.consistency.segmenter import Masks
+from lift3d.devices import resolve_device
 from lift3d.errors import CheckpointError, InputError
-from lift3d.recon.files import refused_unpickle
 
 if TYPE_CHECKING:
     import torch
@@ -205,8 +208,8 @@ def load_sam(checkpoint: str | Path, arch: str | SamArch, *, device: str = "cpu"
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... on bad files
         # torch's own text is not chained on: it advises weights_only=False
-        raise CheckpointError(f"{path}: {_load_failure(path, e)}; expected {expected}") from None
-    state = _state_dict_of(obj)
+        raise CheckpointError(f"{path}: {load_failure(path, e)}; expected {expected}") from None
+    state = state_dict_of(obj)
     if state is None:
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors; expected {expected}")
     # built on the meta device: no random init and no second copy of the weights (ViT-H is
@@ -214,7 +217,7 @@ def load_sam(checkpoint: str | Path, arch: str | SamArch, *, device: str = "cpu"
     with torch.device("meta"):
         sam = build_sam(a)
     expected_state = sam.state_dict()
-    problem = _mismatch(state, expected_state)
+    problem = state_dict_mismatch(state, expected_state)
     if problem:
         found = _arch_from_state_dict(state)
         if found is None:
@@ -232,61 +235,6 @@ def load_sam(checkpoint: str | Path, arch: str | SamArch, *, device: str = "cpu"
     if left:  # a segment-anything version with buffers we do not know how to fill
         raise CheckpointError(f"{path}: loaded, but {left[0]} was not in the checkpoint")
     return sam.to(device).eval()
-
-
-def _load_failure(path: Path, e: Exception) -> str:
-    """What a failed `torch.load(weights_only=True)` means, in words. torch's own message
-    suggests `weights_only=False`, which would run whatever the file holds: it is never quoted."""
-    import pickle
-
-    text = str(e)
-    if path.stat().st_size == 0:
-        return "empty file"
-    refused = refused_unpickle(e)
-    if refused is not None:
-        return refused
-    with open(path, "rb") as f:
-        if f.read(4) == b"PK\x03\x04":  # a zip archive, the format torch.save writes
-            return f"corrupt or truncated PyTorch checkpoint ({type(e).__name__}: {_first_line(text)})"
-    if isinstance(e, pickle.UnpicklingError):
-        return "not a PyTorch checkpoint (unreadable pickle data)"
-    if isinstance(e, EOFError):
-        return "corrupt or truncated PyTorch checkpoint"
-    return f"not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(text)})"
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0][:160] if text.strip() else ""
-
-
-def _state_dict_of(obj: Any) -> dict | None:
-    """The tensor dict in a loaded checkpoint (bare, or under 'model' / 'state_dict')."""
-    import torch
-
-    for candidate in (obj, *(obj.get(k) for k in ("model", "state_dict") if isinstance(obj, dict))):
-        if isinstance(candidate, dict) and candidate and all(isinstance(v, torch.Tensor) for v in candidate.values()):
-            return candidate
-    return None
-
-
-def _mismatch(state: dict, expected: dict) -> str:
-    """'' when `state` has exactly the keys and shapes of `expected`, else a short description."""
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if not (missing or unexpected or wrong):
-        return ""
-    parts = []
-    if wrong:
-        k = wrong[0]
-        parts.append(
-            f"{len(wrong)} tensors of another shape (e.g. {k} is {list(state[k].shape)}, expected {list(expected[k].shape)})"
-        )
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-    return ", ".join(parts)
 
 
 def _arch_from_state_dict(state: dict) -> SamArch | None:
@@ -337,15 +285,6 @@ def _describe(a: SamArch) -> str:
     )
 
 
-def _resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when available, else 'cpu'; anything else unchanged."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class SamSegmenter:
     """SAM (ViT-H/L/B or a custom `SamArch`) behind the `Segmenter` protocol.
 
@@ -378,10 +317,10 @@ class SamSegmenter:
         max_batch: int = 64,
         precision: str = "fp32",
     ):
-        _check_decoding(multimask_max_points, max_batch)
+        check_decoding_options(multimask_max_points, max_batch)
         if precision not in ("fp32", "bf16"):
             raise InputError(None, f"SAM precision must be fp32 or bf16, got {precision!r}")
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.arch_name, self.arch = _resolve_arch(model)
         self.checkpoint = Path(checkpoint)
         self.model = load_sam(checkpoint, self.arch, device=self.device)
@@ -407,7 +346,7 @@ class SamSegmenter:
     def image_features(self, image: np.ndarray) -> np.ndarray:  # [h, w, C] float32
         """SAM's image embedding of the frame (the cached one), over the frame's own area: the
         cells of the padded square that the resized frame covers. BYOCL's latent."""
-        _check_image(image)
+        image = check_array(image, ["H", "W", 3], dtype=np.uint8, name="image")
         self.predictor.embed(image)
         f = self.predictor.features[0].float().permute(1, 2, 0).cpu().numpy()
         ih, iw = self.predictor.input_size
@@ -425,12 +364,12 @@ class SamSegmenter:
         """
         from segment_anything import SamAutomaticMaskGenerator
 
-        _check_image(image)
+        image = check_array(image, ["H", "W", 3], dtype=np.uint8, name="image")
         self.predictor.embed(image)
         generator = SamAutomaticMaskGenerator(self.model, **asdict(self.amg))
         # the generator's own predictor would embed the frame again; ours reuses the cached one
         generator.predictor = self.predictor
-        return _masks_from_records(generator.generate(image), image)
+        return Masks.from_records(generator.generate(image), (image.shape[1], image.shape[0]))
 
     def predict(
         self,
@@ -444,16 +383,16 @@ class SamSegmenter:
 
         Points outside the image (or not finite) are treated as padding; a set without any real
         point gives an empty mask with score 0. Each set's mask is the one
-        `SamPredictor.predict` gives for its real points alone (see `_decode_grouped`).
+        `SamPredictor.predict` gives for its real points alone (see `prompts.decode_grouped`).
 
         Returns:
             Masks with masks [B, H, W] bool at the image size and scores [B] float32.
         """
         import torch
 
-        points, labels = _prompt_sets(image, points, point_labels)
+        points, labels = prompt_sets(image, points, point_labels)
         if not (labels >= 0).any():  # nothing to decode: no embedding needed
-            return _decode_grouped(points, labels, image.shape[:2], None, max_batch=1, multimask_max_points=0)
+            return decode_grouped(points, labels, image.shape[:2], None, max_batch=1, multimask_max_points=0)
         self.predictor.embed(image)
 
         def decode(pts: np.ndarray, lab: np.ndarray, multimask: bool):
@@ -463,105 +402,13 @@ class SamSegmenter:
             m, iou, _ = self.predictor.predict_torch(c, lt, multimask_output=multimask)
             return m, iou
 
-        return _decode_grouped(points, labels, image.shape[:2], decode, max_batch=self.max_batch,
+        return decode_grouped(points, labels, image.shape[:2], decode, max_batch=self.max_batch,
                                multimask_max_points=self.multimask_max_points)
-
-
-def _masks_from_records(records: list[dict], image: np.ndarray) -> Masks:
-    """The automatic generator's records as Masks (scores: predicted IoU clipped to [0, 1])."""
-    if not records:
-        return Masks.empty((image.shape[1], image.shape[0]))
-    masks = np.stack([np.asarray(r["segmentation"], bool) for r in records])
-    scores = np.clip([r["predicted_iou"] for r in records], 0, 1).astype(np.float32)
-    return Masks(masks, scores)
-
-
-def _prompt_sets(
-    image: np.ndarray,  # [H, W, 3] uint8
-    points,  # [B, P, 2] (u, v) pixels
-    point_labels,  # [B, P] int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Checked prompt sets: points [B, P, 2] float64 and labels [B, P] int64, where a point
-    outside the image, not finite, or with a label other than 0/1 becomes padding (label -1,
-    point 0)."""
-    _check_image(image)
-    points = np.asarray(points, dtype=np.float64)
-    labels = np.asarray(point_labels).astype(np.int64)
-    if points.ndim != 3 or points.shape[2] != 2 or labels.shape != points.shape[:2]:
-        raise InputError(
-            None, f"prompts must be points [B, P, 2] and labels [B, P]; got {points.shape} and {labels.shape}"
-        )
-    H, W = image.shape[:2]
-    inside = np.isfinite(points).all(-1)
-    inside &= (points[..., 0] >= -0.5) & (points[..., 0] < W - 0.5) & (points[..., 1] >= -0.5) & (points[..., 1] < H - 0.5)
-    labels = np.where(inside & np.isin(labels, (0, 1)), labels, -1)
-    points = np.where(inside[..., None], points, 0.0)
-    return points, labels
-
-
-def _decode_grouped(
-    points: np.ndarray,  # [B, P, 2] float64 (u, v) pixels, from _prompt_sets
-    labels: np.ndarray,  # [B, P] int64: 1, 0, or -1 padding
-    hw: tuple[int, int],
-    decode,
-    *,
-    max_batch: int,
-    multimask_max_points: int,
-) -> Masks:
-    """Decode prompt sets in groups of equal real-point count, each set on its real points only.
-
-    SAM's prompt encoder does not mask padding out: a label -1 point adds the "not a point"
-    embedding and changes the mask (on the tests' random-weight SAM, a 1-point set padded to 5
-    points differs from itself alone in 6-24% of the pixels). So each set keeps only its real points, in order, and is decoded
-    with the sets of the same count, exactly as `SamPredictor.predict` decodes it alone (which
-    appends its own single padding point, as here). Multimask is asked for sets of at most
-    `multimask_max_points` real points, and the best of the candidates by predicted IoU is kept.
-
-    Args:
-        decode: `(points [b, k, 2], labels [b, k], multimask) -> (masks [b, M, H, W] bool,
-            iou [b, M])` on the model's device.
-
-    Returns:
-        Masks [B, H, W] bool and scores [B] float32 (predicted IoU clipped to [0, 1]); sets
-        without a real point get an empty mask and score 0.
-    """
-    import torch
-
-    B = labels.shape[0]
-    masks = np.zeros((B, *hw), bool)
-    scores = np.zeros((B,), np.float32)
-    real = labels >= 0
-    counts = real.sum(axis=1)
-    for k in np.unique(counts[counts > 0]):
-        rows = np.flatnonzero(counts == k)
-        # boolean indexing keeps row-major order: each row contributes its k real points in order
-        pts = points[rows][real[rows]].reshape(len(rows), int(k), 2)
-        lab = labels[rows][real[rows]].reshape(len(rows), int(k))
-        for s in range(0, len(rows), max_batch):
-            m, iou = decode(pts[s : s + max_batch], lab[s : s + max_batch], bool(k <= multimask_max_points))
-            best = iou.argmax(dim=1)
-            r = torch.arange(len(best), device=best.device)
-            masks[rows[s : s + max_batch]] = m[r, best].cpu().numpy()
-            scores[rows[s : s + max_batch]] = iou[r, best].clamp(0, 1).cpu().numpy()
-    return Masks(masks, scores)
-
-
-def _check_decoding(multimask_max_points: int, max_batch: int) -> None:
-    if not isinstance(multimask_max_points, int) or multimask_max_points < 0:
-        raise InputError(None, f"multimask_max_points must be an integer >= 0, got {multimask_max_points!r}")
-    if not isinstance(max_batch, int) or max_batch < 1:
-        raise InputError(None, f"max_batch must be an integer >= 1, got {max_batch!r}")
 
 
 def _use_bf16(device: str, precision: str) -> bool:
     """Whether the networks run under bfloat16 autocast: only on CUDA, only when asked."""
     return precision == "bf16" and device.startswith("cuda")
-
-
-def _check_image(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        got = getattr(image, "shape", type(image).__name__), getattr(image, "dtype", "")
-        raise InputError(None, f"image must be [H, W, 3] uint8; got {got[0]} {got[1]}")
 
 
 def _make_predictor(model: Sam, *, autocast: bool):

@@ -21,19 +21,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lift3d.consistency.sam import (
-    SamAutoConfig,
-    _check_decoding,
-    _check_image,
-    _decode_grouped,
-    _load_failure,
-    _masks_from_records,
-    _mismatch,
-    _prompt_sets,
-    _resolve_device,
-    _state_dict_of,
-)
+from lift3d.checkpoints import load_failure, state_dict_mismatch, state_dict_of
+from lift3d.checks import check_array
+from lift3d.consistency.prompts import check_decoding_options, decode_grouped, prompt_sets
+from lift3d.consistency.sam import SamAutoConfig
 from lift3d.consistency.segmenter import Masks
+from lift3d.devices import resolve_device
 from lift3d.errors import CheckpointError, InputError, NotInstalledError
 
 if TYPE_CHECKING:
@@ -140,15 +133,15 @@ def load_sam2(checkpoint: str | Path, arch: str | Sam2Arch, *, device: str = "cp
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... on bad files
         # torch's own text is not chained on: it advises weights_only=False
-        raise CheckpointError(f"{path}: {_load_failure(path, e)}; expected {expected}") from None
-    state = _state_dict_of(obj)
+        raise CheckpointError(f"{path}: {load_failure(path, e)}; expected {expected}") from None
+    state = state_dict_of(obj)
     if state is None:
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors; expected {expected}")
     # built on CPU, not the meta device: SAM 2's RoPE attention keeps plain tensors outside the
     # state dict that a meta build would leave empty
     model = build_sam2(a)
     reference = model.state_dict()
-    problem = _mismatch(state, reference)
+    problem = state_dict_mismatch(state, reference)
     if problem:
         raise CheckpointError(f"{path}: does not fit {expected} ({_describe(reference)}): {problem}; {_looks_like(state)}")
     model.load_state_dict(state, strict=True)
@@ -205,8 +198,8 @@ class Sam2Segmenter:
         multimask_max_points: int = 1,
         max_batch: int = 64,
     ):
-        _check_decoding(multimask_max_points, max_batch)
-        self.device = _resolve_device(device)
+        check_decoding_options(multimask_max_points, max_batch)
+        self.device = resolve_device(device)
         self.arch_name, self.arch = _resolve_arch(model)
         self.checkpoint = Path(checkpoint)
         self.model = load_sam2(checkpoint, self.arch, device=self.device)
@@ -229,7 +222,7 @@ class Sam2Segmenter:
     def image_features(self, image: np.ndarray) -> np.ndarray:  # [h, w, C] float32
         """SAM 2's image embedding of the frame (the cached one; SAM 2 resizes the frame to its
         square input, so every cell covers the frame). BYOCL's latent."""
-        _check_image(image)
+        image = check_array(image, ["H", "W", 3], dtype=np.uint8, name="image")
         self.predictor.embed(image)
         f = self.predictor._features["image_embed"][0].float().permute(1, 2, 0).cpu().numpy()
         return np.ascontiguousarray(f, np.float32)
@@ -242,7 +235,7 @@ class Sam2Segmenter:
         """
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
-        _check_image(image)
+        image = check_array(image, ["H", "W", 3], dtype=np.uint8, name="image")
         self.predictor.embed(image)
         generator = SAM2AutomaticMaskGenerator(self.model, **asdict(self.amg))
         # our predictor reuses the cached embedding of the frame; it borrows the transforms of
@@ -250,7 +243,7 @@ class Sam2Segmenter:
         # min_mask_region_area (`predict` keeps SAM2ImagePredictor's default: no clean-up)
         with self.predictor.transforms_of(generator.predictor):
             generator.predictor = self.predictor
-            return _masks_from_records(generator.generate(image), image)
+            return Masks.from_records(generator.generate(image), (image.shape[1], image.shape[0]))
 
     def predict(
         self,
@@ -264,14 +257,14 @@ class Sam2Segmenter:
 
         Points outside the image are padding; a set without any real point gives an empty mask.
         Each set's mask is the one `SAM2ImagePredictor.predict` gives for its real points alone
-        (sets are decoded in groups of equal point count, see `sam._decode_grouped`).
+        (sets are decoded in groups of equal point count, see `prompts.decode_grouped`).
 
         Returns:
             Masks with masks [B, H, W] bool at the image size and scores [B] float32.
         """
-        points, labels = _prompt_sets(image, points, point_labels)
+        points, labels = prompt_sets(image, points, point_labels)
         if not (labels >= 0).any():  # nothing to decode: no embedding needed
-            return _decode_grouped(points, labels, image.shape[:2], None, max_batch=1, multimask_max_points=0)
+            return decode_grouped(points, labels, image.shape[:2], None, max_batch=1, multimask_max_points=0)
         self.predictor.embed(image)
 
         def decode(pts: np.ndarray, lab: np.ndarray, multimask: bool):
@@ -279,7 +272,7 @@ class Sam2Segmenter:
             m, iou, _ = self.predictor._predict(coords, lt, multimask_output=multimask)
             return m, iou
 
-        return _decode_grouped(points, labels, image.shape[:2], decode, max_batch=self.max_batch,
+        return decode_grouped(points, labels, image.shape[:2], decode, max_batch=self.max_batch,
                                multimask_max_points=self.multimask_max_points)
 
 

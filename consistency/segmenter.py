@@ -38,6 +38,23 @@ class Masks:
         W, H = size
         return Masks(np.zeros((0, H, W), bool), np.zeros((0,), np.float32))
 
+    @staticmethod
+    def from_records(records: list[dict], size: tuple[int, int]) -> Masks:
+        """The records of SAM's (or SAM 2's) automatic mask generator as Masks.
+
+        Args:
+            records: one dict per mask with `segmentation` [H, W] bool and `predicted_iou`.
+            size: (W, H) of the image, for the empty set when there are no records.
+
+        Returns:
+            Masks with scores the predicted IoU clipped to [0, 1].
+        """
+        if not records:
+            return Masks.empty(size)
+        masks = np.stack([np.asarray(r["segmentation"], bool) for r in records])
+        scores = np.clip([r["predicted_iou"] for r in records], 0, 1).astype(np.float32)
+        return Masks(masks, scores)
+
 
 @runtime_checkable
 class Segmenter(Protocol):

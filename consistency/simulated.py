@@ -5,7 +5,7 @@ No SAM checkpoint can be had here, yet what decides MastSAM against its baseline
 with SAM's masks, whose failure is not bad boundaries but *changing granularity*: a chair is one
 mask in one view, seat and back in the next, chair + table in a third. That is simulated exactly
 from a scan's instance GT (ScanNet layout: `<scene>.aggregation.json` + `*.segs.json` + the mesh,
-read by `lift3d.recon.scannet_gt`; the synthetic scene has the same files). Walls and floor are
+read by `lift3d.recon.scannet.gt`; the synthetic scene has the same files). Walls and floor are
 objects like any other; pixels on vertices of no object get no mask.
 
 Each view finds its GT through its world pointmap (`geometry`): every pixel takes the object and
@@ -114,7 +114,7 @@ class SimulatedSegmenter:
     """The `Segmenter` protocol, simulated from a scan's instance GT (module docstring).
 
     Args:
-        gt: the scan's mesh with per-vertex objects and segments (`lift3d.recon.scannet_gt.ScanGT`).
+        gt: the scan's mesh with per-vertex objects and segments (`lift3d.recon.scannet.ScanGT`).
         config: the simulation's parameters.
     """
 
@@ -135,7 +135,7 @@ class SimulatedSegmenter:
     @classmethod
     def from_scan(cls, scene_dir: str | Path, scene_name: str | None = None, config: SimulatedConfig | None = None):
         """From a ScanNet-layout scan folder; an error naming the folder when it has no instance GT."""
-        from lift3d.recon.scannet_gt import gt_paths, load_scan_gt
+        from lift3d.recon.scannet.gt import gt_paths, load_scan_gt
 
         scene_dir = Path(scene_dir)
         if scene_dir.is_file():  # a .sens beside its GT files

@@ -28,12 +28,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lift3d.consistency.segmenter import Masks
 from lift3d.errors import InputError
 from lift3d.recon.scene import Frame, Scene
+
+if TYPE_CHECKING:
+    from lift3d.consistency.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +271,7 @@ def track_points(
 
 
 def reprompt(
-    segmenter,
+    segmenter: Segmenter,
     image: np.ndarray,  # [H, W, 3] uint8
     prompts: dict[int, np.ndarray],  # ID -> [P_i, 2] float (u, v)
     *,
@@ -543,7 +547,7 @@ class MastSAM:
         seed: K-Means seed; the same input and seed give the same IDs.
     """
 
-    def __init__(self, segmenter, config: TrackerConfig = TrackerConfig(), *, seed: int = 0):
+    def __init__(self, segmenter: Segmenter, config: TrackerConfig = TrackerConfig(), *, seed: int = 0):
         self.segmenter = segmenter
         self.config = config
         self.seed = int(seed)
@@ -729,7 +733,7 @@ def _check_masks(segmenter, out: Masks, count: int | None, hw: tuple[int, int]) 
 
 def track_scene(
     scene: Scene,
-    segmenter,
+    segmenter: Segmenter,
     config: TrackerConfig = TrackerConfig(),
     *,
     seed: int = 0,
@@ -758,7 +762,7 @@ def track_scene(
 
 def segment_framewise(
     scene: Scene,
-    segmenter,
+    segmenter: Segmenter,
     *,
     min_mask_area: int = TrackerConfig.min_mask_area,
     overlap_iou: float = TrackerConfig.overlap_iou,

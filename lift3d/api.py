@@ -10,9 +10,13 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lift3d.config import SegmentConfig
 from lift3d.errors import InputError
+
+if TYPE_CHECKING:
+    from lift3d.consistency.segmenter import Segmenter
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class SegmentResult:
         return float(self.metrics["H"])
 
 
-def segment(scene: str | Path, *, out: str | Path | None = None, segmenter="classical", **options) -> SegmentResult:
+def segment(scene: str | Path, *, out: str | Path | None = None, segmenter: str | Segmenter = "classical", **options) -> SegmentResult:
     """Run the whole flow on one scene (what `lift3d segment` runs) and return its outputs.
 
     Args:

@@ -23,9 +23,13 @@ import time
 import traceback
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lift3d.config import SegmentConfig
 from lift3d.errors import InputError, Lift3dError
+
+if TYPE_CHECKING:
+    from lift3d.consistency.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +58,8 @@ def is_complete(out: Path) -> bool:
 
 def is_done(cfg: SegmentConfig) -> bool:
     """Whether `cfg.out` holds a complete run of `cfg` (its sealed fingerprint is cfg's)."""
-    from lift3d.pipeline import select_frames
     from lift3d.recon import load_scene
+    from lift3d.recon.scene import select_frames
     from lift3d.run_folder import fingerprint, fingerprint_diff, sealed_fingerprint
 
     out = Path(cfg.out)
@@ -84,7 +88,7 @@ def _scene_summary(out: Path) -> dict:
         return {}
 
 
-def run_scene(cfg: SegmentConfig, segmenter=None) -> dict:
+def run_scene(cfg: SegmentConfig, segmenter: Segmenter | None = None) -> dict:
     """One scene, never raising: returns its batch.json record."""
     from lift3d.pipeline import run_segment
 
@@ -123,7 +127,8 @@ def run_batch(cmd) -> dict:
     """Run every scene of `cmd.scenes` (see the module docstring); returns batch.json's content."""
     from tqdm.auto import tqdm
 
-    from lift3d.pipeline import build_segmenter, segmenter_is_per_scene, write_json
+    from lift3d.io import write_json
+    from lift3d.pipeline import build_segmenter, segmenter_is_per_scene
     from lift3d.run_folder import check_options
 
     check_options(cmd.segment)  # once, before any scene: every scene would fail the same way

@@ -33,10 +33,15 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lift3d.errors import InputError
+
+if TYPE_CHECKING:
+    from lift3d.consistency.segmenter import Segmenter
+    from lift3d.recon.scene import Scene
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +81,8 @@ def check_methods(methods: Sequence[str], allowed: Sequence[str] = METHODS) -> l
 
 def method_labels(
     method: str,
-    scene,
-    segmenter,
+    scene: Scene,
+    segmenter: Segmenter,
     *,
     merge,
     framewise: np.ndarray | None = None,  # [N, H, W] already computed
@@ -158,7 +163,7 @@ def build_segmenter(segmenter: str, *, sam_checkpoint: Path | None = None, sam_m
     return seg, info["segmenter"]
 
 
-def byocl_feature_name(segmenter) -> str:
+def byocl_feature_name(segmenter: Segmenter) -> str:
     """The feature BYOCL clusters with this segmenter: its image encoder, or the stand-in."""
     from lift3d.consistency.byocl import STAND_IN
 
@@ -247,7 +252,7 @@ def read_davis_predictions(pred_dir: str | Path, names: Sequence[str], size: tup
         InputError: the folder or a frame's label map is missing, unreadable, or not (W, H) =
             `size` (the annotations' size); the message names the file.
     """
-    from lift3d.consistency.labelmaps import read_label_map
+    from lift3d.io import read_label_map
 
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
@@ -356,8 +361,7 @@ def run_davis_eval(cfg, *, size: tuple[int, int] | None = None, seed: int = 0, s
     """
     from lift3d.consistency.baselines import sam3d_merge_2d
     from lift3d.consistency.davis import list_davis_sequences, read_davis_sequence
-    from lift3d.consistency.labelmaps import write_label_map
-    from lift3d.pipeline import write_json
+    from lift3d.io import write_json, write_label_map
 
     root = Path(cfg.root)
     methods = check_methods(cfg.methods)
@@ -504,15 +508,15 @@ def run_scannet_eval(
         included), ids, masks_per_frame, seconds; plus settings, backends, date.
     """
     from lift3d.consistency.baselines import sam3d_merge
-    from lift3d.consistency.labelmaps import write_label_map
     from lift3d.consistency.maskclustering import maskclustering_merge
     from lift3d.consistency.rand_index import cross_view_ari
     from lift3d.export import read_scannet_instances, write_scannet_instances
-    from lift3d.instance_eval import evaluate_instances, load_scannet_gt
-    from lift3d.pipeline import select_frames, write_json
+    from lift3d.instance_eval import evaluate_instances
+    from lift3d.io import write_json, write_label_map
     from lift3d.recon import load_scene
     from lift3d.recon.detect import resolve_scene_path
-    from lift3d.recon.scannet_gt import has_instance_gt
+    from lift3d.recon.scannet.gt import has_instance_gt, load_scannet_gt
+    from lift3d.recon.scene import select_frames
 
     methods = check_methods(default_scannet_methods() if methods is None else methods, SCANNET_METHODS)
     scene_dir = resolve_scene_path(scene)
@@ -524,7 +528,7 @@ def run_scannet_eval(
     if sc.mesh_path is None:
         raise InputError(scene_dir, f"no mesh {sc.name}_vh_clean_2.ply: the ScanNet benchmark scores its vertices")
     out = Path(out)
-    from lift3d.pipeline import scene_points
+    from lift3d.recon.scene_points import scene_points
 
     points = scene_points(sc)  # the mesh's vertices and the scan's own superpoints (segs.json)
     if segmenter == "geometric":  # object candidates of this scan's points, as `lift3d segment` builds them

@@ -5,7 +5,7 @@ open3d's legacy reader) show only red/green/blue, so `points_by_instance.ply` an
 each instance's viewer colour (`lift3d.viewers.palette.label_colors`) in red/green/blue instead.
 
 Every file appears whole or not at all: it is written under a temporary name beside its final
-path and renamed (`lift3d.recon.files.atomic_path`). The ScanNet benchmark format shares one
+path and renamed (`lift3d.io.atomic_path`). The ScanNet benchmark format shares one
 `pred_mask/` folder between all scenes of a submission, so its files are renamed one by one and
 the scene's index file, the only one the evaluator starts from, is renamed last: an interrupted
 run leaves either the previous index or the new one, never an index naming a missing mask.
@@ -23,68 +23,20 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lift3d.errors import InputError
-from lift3d.recon.files import atomic_path
+from lift3d.io import atomic_path, write_ply
+
+if TYPE_CHECKING:
+    from lift3d.recon.scene import Scene
 
 logger = logging.getLogger(__name__)
 
 #: class id written for every instance: lift3d's instances are class-agnostic
 AGNOSTIC_CLASS_ID = 1
-
-
-def read_ply(path: str | Path):
-    """A PLY file as a `plyfile.PlyData`, with errors that name the file.
-
-    Raises:
-        InputError: the file is missing, is not a PLY, or is truncated.
-    """
-    from plyfile import PlyData, PlyParseError
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "PLY file not found")
-    try:
-        with open(path, "rb") as f:
-            return PlyData.read(f)
-    except PlyParseError as e:
-        raise InputError(path, f"not a readable PLY file ({e})") from None
-    except (ValueError, UnicodeDecodeError, EOFError) as e:
-        raise InputError(path, f"not a readable PLY file ({e.__class__.__name__}: {e})") from None
-
-
-def ply_vertex_fields(ply, path: Path, required: tuple[str, ...], what: str) -> np.ndarray:
-    """The `vertex` element's structured array, after checking it holds `required` properties."""
-    names = [e.name for e in ply.elements]
-    if "vertex" not in names:
-        raise InputError(path, f"PLY has no 'vertex' element (elements: {', '.join(names) or 'none'}); expected {what}")
-    data = ply["vertex"].data
-    missing = [name for name in required if name not in (data.dtype.names or ())]
-    if missing:
-        raise InputError(path, f"{what}: vertex properties missing: {', '.join(missing)}")
-    return data
-
-
-def write_ply(path: str | Path, vertex: np.ndarray, *, comments: list[str] | None = None,
-              faces: np.ndarray | None = None) -> None:
-    """Write a structured array as the `vertex` element of a binary little-endian PLY, atomically.
-
-    Args:
-        faces: [F, 3] vertex indices of triangles, written as the `face` element (uchar count,
-            int32 `vertex_indices`, as ScanNet's meshes and open3d's reader have them).
-    """
-    from plyfile import PlyData, PlyElement
-
-    elements = [PlyElement.describe(vertex, "vertex")]
-    if faces is not None:
-        face = np.empty(len(faces), dtype=[("vertex_indices", "i4", (3,))])
-        face["vertex_indices"] = np.asarray(faces, np.int32)
-        elements.append(PlyElement.describe(face, "face", len_types={"vertex_indices": "u1"}))
-    ply = PlyData(elements, text=False, byte_order="<", comments=list(comments or []))
-    with atomic_path(path) as tmp:
-        ply.write(str(tmp))
 
 
 def _check_per_point(name: str, array: np.ndarray, n: int) -> np.ndarray:
@@ -203,7 +155,7 @@ SCANNET_KINDS = ("scannet", "sens")
 
 def write_mesh_outputs(
     out: Path,
-    scene,  # lift3d.recon.scene.Scene
+    scene: Scene,
     mesh_path: Path | None,
     xyz: np.ndarray,  # [P, 3] the labeled points (the mesh's vertices when mesh_path is given)
     faces: np.ndarray | None,  # [F, 3] the mesh's triangles, or None

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lift3d.errors import InputError
+
+if TYPE_CHECKING:
+    from lift3d.recon.scene import Scene
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +23,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MIN_FIT = 0.5
 
 
-def choose_geometry(scene, *, recon: str, matches: str, splats: Path | None, mast3r_checkpoint: Path | None) -> str:
+def choose_geometry(scene: Scene, *, recon: str, matches: str, splats: Path | None, mast3r_checkpoint: Path | None) -> str:
     """"depth", "splats", "mast3r" or "none" for `--recon` (auto or explicit) on this scene.
 
     Raises:
@@ -57,7 +61,7 @@ def _no_geometry_message(scene) -> str:
             "optical flow), or install MASt3R and give --mast3r-checkpoint (--recon mast3r)")
 
 
-def check_splats_fit(scene, splats_path: Path, *, min_fit: float = DEFAULT_MIN_FIT) -> float:
+def check_splats_fit(scene: Scene, splats_path: Path, *, min_fit: float = DEFAULT_MIN_FIT) -> float:
     """The share of splat centres some camera sees; an error when it is below `min_fit`.
 
     Raises:
@@ -65,7 +69,7 @@ def check_splats_fit(scene, splats_path: Path, *, min_fit: float = DEFAULT_MIN_F
             message names the file and the share found).
     """
     from lift3d.recon.splat_depth import splat_frame_fit
-    from lift3d.splats import read_splats
+    from lift3d.recon.splats import read_splats
 
     if not scene.has_poses:
         raise InputError(splats_path, f"--splats needs camera poses, and this {scene.kind} scene has none")
@@ -83,10 +87,10 @@ def check_splats_fit(scene, splats_path: Path, *, min_fit: float = DEFAULT_MIN_F
     return fit
 
 
-def splat_depth_scene(scene, splats_path: Path, *, min_alpha: float, device: str = "auto"):
+def splat_depth_scene(scene: Scene, splats_path: Path, *, min_alpha: float, device: str = "auto"):
     """The scene with depth rendered from the splats at its cameras, and the backend's description."""
     from lift3d.recon.splat_depth import attach_splat_depth
-    from lift3d.splats import read_splats
+    from lift3d.recon.splats import read_splats
 
     splats = read_splats(splats_path)
     backend = "auto"

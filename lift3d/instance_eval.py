@@ -10,7 +10,8 @@ adapted from the Cityscapes evaluation), run with a single class:
   through ScanNet's `scannetv2-labels.combined.tsv` as the official export does. Objects whose
   class is one of the benchmark's 18 are instances; every other vertex is void (the script's
   `gt_ids // 1000 not in VALID_CLASS_IDS`). A later object overwrites an earlier one on a shared
-  segment, as the official export does.
+  segment, as the official export does. It is read by `lift3d.recon.scannet.load_scannet_gt`,
+  beside the other ScanNet readers.
 - Predictions with fewer than `min_region_size` (100) vertices are dropped; so are ground-truth
   instances, which then count neither as hits nor as misses.
 - Matching, per IoU threshold, is GT-centric and greedy, in the script's order (ground truth by
@@ -35,166 +36,12 @@ kept to test against.
 
 from __future__ import annotations
 
-import csv
-import importlib.util
-import logging
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from lift3d.errors import InputError
-from lift3d.recon.scannet_gt import read_vertex_objects  # noqa: F401  (public here too, as before)
-from lift3d.recon.scannet_gt import vertex_objects as _vertex_objects
-
-logger = logging.getLogger(__name__)
-
-#: NYU40 ids of ScanNet's 18 instance benchmark classes (the script's VALID_CLASS_IDS)
-VALID_CLASS_IDS = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
-
-
-@dataclass
-class GroundTruth:
-    """Per-vertex instance ground truth of one scan.
-
-    Attributes:
-        instance: [V] int64 instance id per mesh vertex (`objectId + 1`), 0 = no instance.
-        void: [V] bool, vertices in no benchmark-class instance (ignored when they fall under an
-            unmatched prediction).
-        num_vertices: V, the mesh's vertex count every prediction mask must have.
-        labels: {instance id: NYU40 label} of the instances kept.
-    """
-
-    instance: np.ndarray
-    void: np.ndarray
-    num_vertices: int
-    labels: dict[int, int] = field(default_factory=dict)
-
-
-def _norm(name: str) -> str:
-    # ScanNet v1 aggregations spell some categories without spaces ("trashcan", "dishrack")
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-def _bundled_label_map() -> Path | None:
-    """open3d ships ScanNet's `scannetv2-labels.combined.tsv`; find it without importing open3d."""
-    spec = importlib.util.find_spec("open3d")
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / "_ml3d" / "datasets" / "_resources" / "scannet" / "scannetv2-labels.combined.tsv"
-    return path if path.is_file() else None
-
-
-def read_label_map(path: str | Path) -> dict[str, int]:
-    """{category name: NYU40 id} from ScanNet's `scannetv2-labels.combined.tsv`.
-
-    Keys are the exact `raw_category` names, plus every `raw_category` and `category` with case,
-    spaces and punctuation removed (the first row of a normalised name wins).
-
-    Raises:
-        InputError: a missing file, or one without `raw_category` and `nyu40id` columns.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "ScanNet label map (scannetv2-labels.combined.tsv) not found")
-    rows = list(csv.DictReader(path.read_text().splitlines(), delimiter="\t"))
-    if not rows or not {"raw_category", "category", "nyu40id"} <= set(rows[0]):
-        raise InputError(path, "expected tab-separated columns raw_category, category and nyu40id")
-    parsed = [(row["raw_category"] or "", row["category"] or "", row["nyu40id"]) for row in rows]
-    parsed = [(raw, cat, int(nyu)) for raw, cat, nyu in parsed if nyu and nyu.strip().isdigit()]
-    mapping = {raw: nyu for raw, _, nyu in reversed(parsed)}  # reversed: the first row wins
-    for raw, cat, nyu in parsed:
-        mapping.setdefault(_norm(raw), nyu)
-        mapping.setdefault(_norm(cat), nyu)
-    return mapping
-
-
-def load_scannet_gt(
-    scene_dir: str | Path,
-    scene_name: str | None = None,
-    *,
-    label_source: str = "auto",
-    label_map: str | Path | None = None,
-) -> GroundTruth:
-    """Instance ground truth of a ScanNet scan, as the benchmark defines it.
-
-    Each instance's NYU40 class comes from one of two sources:
-
-    - `labels_ply`: the majority `label` of its vertices in `<scene>_vh_clean_2.labels.ply`,
-      which in ScanNet v2 holds NYU40 ids.
-    - `aggregation`: its `label` in the aggregation, mapped through ScanNet's label table
-      (`raw_category` -> `nyu40id`) as the official export does. This is needed for ScanNet v1
-      style files whose `labels.ply` holds raw category ids, not NYU40 (scene0000_00 in the
-      shared data: wall 1, floor 3, values up to 230).
-    - `auto`: `labels_ply` when every value of that file lies in 0..40, else `aggregation`.
-
-    Args:
-        scene_dir: the scan folder holding `<scene>.aggregation.json`,
-            `<scene>_vh_clean_2.0.010000.segs.json` and `<scene>_vh_clean_2.labels.ply`.
-        scene_name: the scan's name (default: the folder's name).
-        label_source: `auto`, `labels_ply` or `aggregation` (above).
-        label_map: `scannetv2-labels.combined.tsv` (default: the copy open3d ships).
-
-    Returns:
-        The per-vertex instances of the 18 benchmark classes and the void mask.
-
-    Raises:
-        InputError: a missing or malformed file, files that disagree on the vertex count, or a
-            `labels.ply` that does not hold NYU40 ids when `label_source="labels_ply"`.
-    """
-    from lift3d.export import ply_vertex_fields, read_ply
-
-    if label_source not in ("auto", "labels_ply", "aggregation"):
-        raise InputError(None, f"label_source must be auto, labels_ply or aggregation, got {label_source!r}")
-    scene_dir = Path(scene_dir)
-    name = scene_name or scene_dir.name
-    agg_path = scene_dir / f"{name}.aggregation.json"
-    segs_path = scene_dir / f"{name}_vh_clean_2.0.010000.segs.json"
-    labels_path = scene_dir / f"{name}_vh_clean_2.labels.ply"
-
-    instance, group_label, n_groups = _vertex_objects(segs_path, agg_path)
-    num_vertices = len(instance)
-
-    nyu = None
-    if label_source != "aggregation":
-        vertex = ply_vertex_fields(read_ply(labels_path), labels_path, ("label",), "NYU40 label per vertex")
-        nyu = np.asarray(vertex["label"], np.int64)
-        if len(nyu) != num_vertices:
-            raise InputError(labels_path, f"has {len(nyu)} vertices, {segs_path.name} has {num_vertices}")
-        if nyu.size and (nyu.min() < 0 or nyu.max() > 40):
-            if label_source == "labels_ply":
-                raise InputError(labels_path, f"labels span {nyu.min()}..{nyu.max()}: not NYU40 ids (0..40); use label_source='aggregation'")
-            logger.info("%s holds labels up to %d, not NYU40: classes from the aggregation instead", labels_path.name, nyu.max())
-            nyu = None
-    names = None
-    if nyu is None:
-        map_path = Path(label_map) if label_map is not None else _bundled_label_map()
-        if map_path is None:
-            raise InputError(None, "no NYU40 labels: pass label_map=scannetv2-labels.combined.tsv (ScanNet's label table)")
-        names = read_label_map(map_path)
-
-    labels: dict[int, int] = {}
-    unknown = set()
-    for inst in np.unique(instance[instance > 0]):
-        on = instance == inst
-        if nyu is not None:
-            values, counts = np.unique(nyu[on], return_counts=True)
-            label = int(values[np.argmax(counts)])
-        else:
-            raw = group_label[int(inst)]
-            label = names.get(raw, names.get(_norm(raw), 0))
-            if label == 0:
-                unknown.add(raw)
-        if label in VALID_CLASS_IDS:
-            labels[int(inst)] = label
-        else:
-            instance[on] = 0
-    if unknown:
-        logger.warning("%s: categories not in the label table, treated as void: %s", agg_path.name, ", ".join(sorted(unknown)))
-    void = instance == 0
-    logger.info("%s: %d of %d annotated objects are benchmark-class instances", name, len(labels), n_groups)
-    return GroundTruth(instance=instance, void=void, num_vertices=num_vertices, labels=labels)
+from lift3d.recon.scannet.gt import VALID_CLASS_IDS, GroundTruth, load_scannet_gt
 
 
 def _check_predictions(gt: GroundTruth, pred_masks: np.ndarray, pred_conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

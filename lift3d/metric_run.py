@@ -50,7 +50,7 @@ class MaskFrames:
         return len(self.names)
 
     def __getitem__(self, i: int):
-        from lift3d.consistency.labelmaps import read_label_map
+        from lift3d.io import read_label_map
         from lift3d.recon.geometry import frame_pointmap
 
         t = time.perf_counter()
@@ -119,7 +119,7 @@ def score_scene(scene, masks_dir: str | Path | None, *, config: MetricConfig, sc
         masks_dir: folder of `<frame>.png` label maps (not read when features_dir is given).
         config: the metric's settings; its temporary files go to `config.work_dir`, else to
             `scratch`.
-        scratch: the run's scratch folder (`recon.files.scratch_dir`).
+        scratch: the run's scratch folder (`lift3d.io.scratch_dir`).
         features_dir: folder of `<frame>.npy` [H, W, C] vectors: H is computed on them (cosine).
         per_pixel, progress: as `consistency_score`.
 
@@ -162,8 +162,8 @@ def run_metric(
         The JSON dict: H, pairwise, eps, pixels, per_frame, frames, size, input, seconds (in all;
         seconds_reading: scene and masks; seconds_metric: `consistency_score`).
     """
+    from lift3d.io import atomic_path, scratch_dir
     from lift3d.recon import load_scene
-    from lift3d.recon.files import atomic_path, scratch_dir
 
     t0 = time.perf_counter()
     config = MetricConfig() if config is None else config
@@ -204,7 +204,7 @@ def run_metric(
 def _masks_size(masks_dir: Path, names: list[str], all_names: set[str], *, subset: bool) -> tuple[int, int]:
     """(W, H) of the label maps of `names` in masks_dir, after checking that each frame has one
     and that no map is of a frame the scene lacks."""
-    from lift3d.consistency.labelmaps import read_label_map
+    from lift3d.io import read_label_map
 
     if masks_dir.is_dir():
         # hidden files are no label maps (a killed write leaves `.NAME.tmp.png`)

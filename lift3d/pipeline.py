@@ -15,20 +15,23 @@ import platform
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lift3d.config import SegmentConfig
-from lift3d.consistency.labelmaps import read_label_map, write_label_map
+from lift3d.devices import resolve_device
 from lift3d.errors import InputError
 from lift3d.geometry_source import check_splats_fit, choose_geometry, splat_depth_scene
-from lift3d.recon.files import atomic_path, scratch_dir
-from lift3d.recon.scene import Scene, parse_frame_range
-from lift3d.recon.superpoints import SuperpointConfig, Superpoints
+from lift3d.io import read_label_map, scratch_dir, write_json, write_label_map
+from lift3d.recon.scene import Scene, select_frames
+from lift3d.recon.scene_points import ScenePoints, scene_points
+
+if TYPE_CHECKING:
+    from lift3d.consistency.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -37,39 +40,6 @@ def _progress(iterable, *, total: int, desc: str):
     from lift3d.console import progress
 
     return progress(iterable, total=total, desc=desc)
-
-
-def write_json(path: Path, obj) -> None:
-    """Write JSON atomically (numpy scalars and paths converted)."""
-
-    def default(o):
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, Path):
-            return str(o)
-        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, default=default))
-
-
-def select_frames(scene: Scene, *, frames: str | None, max_frames: int | None) -> Scene:
-    """The frame subset of `--frames START:STOP:STEP` then `--max-frames` (evenly spaced)."""
-    idx = list(range(len(scene)))
-    if frames:
-        idx = parse_frame_range(frames, len(scene))
-    if max_frames is not None:
-        if max_frames <= 0:
-            raise InputError(None, f"--max-frames must be positive, got {max_frames}")
-        if len(idx) > max_frames:
-            # first and last kept; halves round up (not numpy's round-half-to-even)
-            pick = np.floor(np.linspace(0, len(idx) - 1, max_frames) + 0.5).astype(int)
-            idx = [idx[k] for k in pick]
-    if not idx:
-        raise InputError(scene.root, "the frame selection is empty")
-    return scene if idx == list(range(len(scene))) else scene.subset(idx)
 
 
 def prepare_scene(cfg: SegmentConfig) -> tuple[Scene, dict]:
@@ -124,14 +94,6 @@ def prepare_scene(cfg: SegmentConfig) -> tuple[Scene, dict]:
         matches = "flow (OpenCV DIS, forward-backward checked < 1 px, every 4th pixel)"
     backends["matches"] = matches
     return scene, backends
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_segmenter_name(cfg: SegmentConfig, scene: Scene | None) -> str:
@@ -204,72 +166,11 @@ def build_segmenter(cfg: SegmentConfig, *, scene: Scene | None = None, geometry:
     return seg, seg.describe()
 
 
-@dataclass
-class ScenePoints:
-    """The scene's 3D points (mesh vertices, else fused pointmaps) with their superpoints."""
-
-    xyz: np.ndarray  # [P, 3] float32 metres, world frame
-    rgb: np.ndarray  # [P, 3] uint8
-    faces: np.ndarray | None  # [F, 3] int64 when the points are a mesh's vertices
-    superpoints: Superpoints
-    source: str
-    mesh_path: Path | None = None
-
-    @cached_property
-    def adjacency(self) -> np.ndarray:  # [E, 2] adjacent superpoints (mesh edges, else k-NN), computed once
-        from lift3d.recon.superpoints import knn_graph, mesh_edges, superpoint_adjacency
-
-        P = len(self.xyz)
-        edges = mesh_edges(self.faces, P) if self.faces is not None and len(self.faces) else knn_graph(self.xyz, 8)[0]
-        return superpoint_adjacency(self.superpoints.index, edges, self.superpoints.count)[0]
-
-
-def scene_points(
-    scene: Scene,
-    *,
-    mesh: Path | None = None,
-    splats: Path | None = None,
-    voxel_size: float = 0.02,
-    superpoints: SuperpointConfig = SuperpointConfig(),
-) -> ScenePoints:
-    """The points a run labels, with their superpoints: mesh vertices (with faces) when the scan
-    has a mesh (or `mesh` gives one), splat centres when its depth was rendered from `splats`,
-    else the views' fused pointmaps on a `voxel_size` grid."""
-    from lift3d.points import fuse_pointmaps, read_mesh_faces, read_mesh_vertices
-    from lift3d.recon.superpoints import scene_superpoints
-
-    faces = None
-    mesh_path = Path(mesh) if mesh is not None else scene.mesh_path
-    if mesh_path is not None:
-        xyz, rgb = read_mesh_vertices(mesh_path)
-        faces = read_mesh_faces(mesh_path)
-        if len(faces) == 0:
-            logger.warning("%s has no faces: superpoints over a k-NN graph of its vertices", mesh_path)
-            faces = None
-        source = f"mesh vertices of {mesh_path.name}"
-    elif scene.meta.get("depth_source") == "splats":
-        from lift3d.splats import splat_points
-
-        xyz, rgb = splat_points(splats)
-        source = f"splat centres of {Path(splats).name}"
-    else:
-        xyz, rgb = fuse_pointmaps(_progress(iter(scene), total=len(scene), desc="fuse points"), voxel_size=voxel_size)
-        source = f"fused pointmaps, voxel {voxel_size} m"
-    if faces is not None:
-        areas = np.linalg.norm(np.cross(xyz[faces[:, 1]] - xyz[faces[:, 0]], xyz[faces[:, 2]] - xyz[faces[:, 0]]), axis=1)
-        bad = int((areas <= 0).sum())
-        if bad:
-            logger.warning("%s: %d of %d faces are degenerate (zero area); they are ignored", mesh_path, bad, len(faces))
-            faces = faces[areas > 0]
-    sp = scene_superpoints(xyz, faces=faces, colors=rgb, mesh_path=mesh_path, config=superpoints)
-    return ScenePoints(xyz=xyz, rgb=rgb, faces=faces, superpoints=sp, source=source, mesh_path=mesh_path)
-
-
 def _out_dir(cfg: SegmentConfig, scene: Scene) -> Path:
     return Path(cfg.out) if cfg.out is not None else Path("outputs") / scene.name
 
 
-def run_tracking(scene: Scene, segmenter, cfg: SegmentConfig, masks_dir: Path) -> dict:
+def run_tracking(scene: Scene, segmenter: Segmenter, cfg: SegmentConfig, masks_dir: Path) -> dict:
     """MastSAM over all frames, label maps written as they come; resumable."""
     from lift3d.consistency.tracker import MastSAM
 
@@ -292,7 +193,7 @@ def run_tracking(scene: Scene, segmenter, cfg: SegmentConfig, masks_dir: Path) -
     return {"resumed_frames": resumed, "masks_per_frame": counts, "ids": int(tracker.num_ids)}
 
 
-def run_baseline(scene: Scene, segmenter, cfg: SegmentConfig, masks_dir: Path) -> None:
+def run_baseline(scene: Scene, segmenter: Segmenter, cfg: SegmentConfig, masks_dir: Path) -> None:
     """The segmenter frame by frame with independent IDs (for the side-by-side preview)."""
     from lift3d.consistency.tracker import segment_framewise
 
@@ -360,7 +261,8 @@ def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: 
     info["labeled_points"] = int((lifted.label > 0).sum())
     info["instances"] = int(len(np.unique(lifted.label[lifted.label > 0])))
     if cfg.splats is not None:
-        from lift3d.splats import lift_to_splats, read_splats, write_splats
+        from lift3d.recon.splats import read_splats
+        from lift3d.splats import lift_to_splats, write_splats
 
         splats = read_splats(cfg.splats)
         frames = (scene[i] for i in range(len(scene)))
@@ -447,7 +349,7 @@ def config_to_json(cfg: SegmentConfig) -> dict:
     return json.loads(json.dumps(asdict(cfg), default=str))
 
 
-def run_segment(cfg: SegmentConfig, *, segmenter=None) -> Path:
+def run_segment(cfg: SegmentConfig, *, segmenter: Segmenter | None = None) -> Path:
     """Run the whole flow; returns the output folder.
 
     The run holds its output folder from before the first frame to the end (`lift3d.run_folder`:
@@ -481,7 +383,8 @@ def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
     run_folder = hold.enter_context(claim(out, fingerprint(cfg, scene.frame_names), resume=cfg.resume))
     masks_dir = run_folder.masks
     t = lap("scene", t)
-    points = (scene_points(scene, mesh=cfg.mesh, splats=cfg.splats, voxel_size=cfg.voxel_size, superpoints=cfg.superpoints)
+    points = (scene_points(scene, mesh=cfg.mesh, splats=cfg.splats, voxel_size=cfg.voxel_size, superpoints=cfg.superpoints,
+                           progress=lambda it: _progress(it, total=len(scene), desc="fuse points"))
               if scene.has_geometry else None)
     t = lap("points", t)
     if segmenter is None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -52,128 +51,6 @@ class PointLabels:
 
     def __len__(self) -> int:
         return len(self.label)
-
-
-def read_mesh_vertices(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """The vertices of a mesh PLY (ScanNet `*_vh_clean_2.ply`) and their colours.
-
-    Args:
-        path: a PLY file with a `vertex` element holding x, y, z (and usually red, green, blue).
-
-    Returns:
-        xyz: [P, 3] float32 metres, in the mesh's frame (ScanNet: the scan's world frame).
-        rgb: [P, 3] uint8 colours; mid grey when the file has none.
-
-    Raises:
-        InputError: the file is missing, not a PLY, or its vertices lack x, y or z.
-    """
-    from lift3d.export import ply_vertex_fields, read_ply
-
-    path = Path(path)
-    data = ply_vertex_fields(read_ply(path), path, ("x", "y", "z"), "mesh vertices need x, y, z")
-    xyz = np.stack([data["x"], data["y"], data["z"]], axis=-1).astype(np.float32)
-    names = data.dtype.names
-    if all(c in names for c in ("red", "green", "blue")):
-        rgb = np.stack([data["red"], data["green"], data["blue"]], axis=-1)
-        if rgb.dtype != np.uint8:
-            # float colours in [0, 1] are the other convention found in the wild
-            rgb = np.clip(rgb * 255.0 if rgb.dtype.kind == "f" else rgb, 0, 255).round()
-        rgb = rgb.astype(np.uint8)
-    else:
-        logger.info("%s: vertices have no colours; using grey", path)
-        rgb = np.full((len(xyz), 3), 128, np.uint8)
-    return xyz, rgb
-
-
-def _voxel_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
-    """[M] int64 key of each point's voxel on the fixed grid with a corner at the origin."""
-    ijk = np.floor(xyz / voxel_size).astype(np.int64) + (1 << 20)
-    if (ijk < 0).any() or (ijk >= 1 << 21).any():
-        raise InputError(None, f"points lie more than {(1 << 20) * voxel_size:.0f} m from the origin for voxel {voxel_size}")
-    return (ijk[:, 0] << 42) | (ijk[:, 1] << 21) | ijk[:, 2]
-
-
-def _merge_voxels(keys: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sum the rows of `sums` [M, 6] and `counts` [M] that share a voxel key."""
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    out = np.stack([np.bincount(inverse, weights=sums[:, c], minlength=len(uniq)) for c in range(sums.shape[1])], axis=1)
-    return uniq, out, np.bincount(inverse, weights=counts, minlength=len(uniq))
-
-
-def fuse_pointmaps(
-    frames: Iterable[Frame],
-    *,
-    voxel_size: float = 0.02,
-    chunk_frames: int = 8,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The scene's point set when it has no mesh: every valid pointmap point, on a voxel grid.
-
-    Each voxel of the fixed grid (a corner at the world origin, edge `voxel_size`) holding at least
-    one point becomes one point at the mean position and colour of its points. Frames are
-    reduced a chunk at a time into per-voxel sums and counts, so memory is bounded by the number
-    of occupied voxels, and the result is exactly that of downsampling all points at once, in
-    whatever order or chunks the frames come (open3d's `voxel_down_sample` places its grid at
-    each cloud's own minimum corner, so downsampling chunks with it and then again is not).
-
-    Args:
-        frames: views with `pointmap`, `valid` and `image` at the same size.
-        voxel_size: voxel edge in metres.
-        chunk_frames: frames reduced together (more: fewer merges, more memory).
-
-    Returns:
-        xyz: [P, 3] float32 world points, sorted by voxel.
-        rgb: [P, 3] uint8 mean colours.
-
-    Raises:
-        InputError: a non-positive voxel size, a frame without a pointmap, or no valid point.
-    """
-    if not voxel_size > 0:
-        raise InputError(None, f"voxel_size must be positive (metres), got {voxel_size}")
-    keys = np.zeros(0, np.int64)
-    sums = np.zeros((0, 6), np.float64)
-    counts = np.zeros(0, np.float64)
-    pending: list[np.ndarray] = []
-
-    def flush() -> None:
-        nonlocal keys, sums, counts
-        if not pending:
-            return
-        block = np.concatenate(pending)
-        pending.clear()
-        keys, sums, counts = _merge_voxels(
-            np.concatenate([keys, _voxel_keys(block[:, :3], voxel_size)]),
-            np.concatenate([sums, block]),
-            np.concatenate([counts, np.ones(len(block))]),
-        )
-
-    for n, frame in enumerate(frames, start=1):
-        if frame.pointmap is None or frame.valid is None:
-            raise InputError(None, f"frame {frame.name} has no pointmap: fusing points needs geometry (depth + poses or MASt3R)")
-        valid = frame.valid & np.isfinite(frame.pointmap).all(axis=-1)
-        pending.append(np.concatenate([frame.pointmap[valid], frame.image[valid]], axis=1).astype(np.float64))
-        if n % chunk_frames == 0:
-            flush()
-    flush()
-    if not len(keys):
-        raise InputError(None, "no valid pointmap point in any frame: nothing to fuse")
-    mean = sums / counts[:, None]
-    return mean[:, :3].astype(np.float32), np.clip(mean[:, 3:].round(), 0, 255).astype(np.uint8)
-
-
-def _fuse_pointmaps_reference(frames: Iterable[Frame], *, voxel_size: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
-    """Pure-Python twin of `fuse_pointmaps`: a dict from voxel index to point and colour sums."""
-    cells: dict[tuple[int, int, int], list[float]] = {}
-    for frame in frames:
-        for p, c in zip(frame.pointmap[frame.valid], frame.image[frame.valid]):
-            cell = cells.setdefault(tuple(int(k) for k in np.floor(p.astype(np.float64) / voxel_size)), [0.0] * 7)
-            for k in range(3):
-                cell[k] += float(p[k])
-                cell[3 + k] += float(c[k])
-            cell[6] += 1
-    order = sorted(cells)
-    acc = np.array([cells[k] for k in order], np.float64).reshape(-1, 7)
-    mean = acc[:, :6] / acc[:, 6:]
-    return mean[:, :3].astype(np.float32), np.clip(mean[:, 3:].round(), 0, 255).astype(np.uint8)
 
 
 def _frame_depth(frame: Frame) -> np.ndarray:
@@ -205,10 +82,24 @@ def _check_view(frame: Frame, label_map: np.ndarray, *, need_depth: bool = True)
     return depth, label_map.astype(np.int64, copy=False)
 
 
-def _views(
+def labeled_views(
     frames: Iterable[Frame], label_maps: Iterable[np.ndarray], *, need_depth: bool = True
 ) -> Iterator[tuple[Frame, np.ndarray | None, np.ndarray]]:
-    """(frame, depth, label map) per view; an error when the two sequences differ in length."""
+    """The views that lifting votes with, checked: (frame, depth, label map) per view.
+
+    Args:
+        frames: posed views (streamed: one is read at a time).
+        label_maps: one [H, W] integer map per frame, at the frame's size (or its depth's).
+        need_depth: also give each view's depth along the optical axis [H, W] (its depth map,
+            else its pointmap's camera z); False gives None.
+
+    Yields:
+        (frame, depth [H, W] or None, label map [H, W] int64).
+
+    Raises:
+        InputError: the two sequences differ in length, a frame has no pose (or no depth when
+            it is needed), or a label map of another size, not integer or outside 0..2^31-1.
+    """
     frames_it, maps_it = iter(frames), iter(label_maps)
     n = 0
     end = object()
@@ -315,7 +206,7 @@ def lift_to_points(
     keys = np.zeros(0, np.int64)
     counts = np.zeros(0, np.int64)
     pending: list[np.ndarray] = []
-    for n, (frame, depth, labels) in enumerate(_views(frames, label_maps), start=1):
+    for n, (frame, depth, labels) in enumerate(labeled_views(frames, label_maps), start=1):
         idx, lab = _view_votes(points_world, finite, frame, depth, labels, depth_tol, depth_tol_rel)
         pending.append((idx << _LABEL_BITS) | lab)
         if n % chunk_views == 0:
@@ -373,26 +264,6 @@ def _lift_to_points_reference(
             label[i] = best
             confidence[i] = counts[best] / total[i]
     return drop_small_instances(PointLabels(label=label, confidence=confidence, votes=total), min_instance_points)
-
-
-def read_mesh_faces(path: str | Path) -> np.ndarray:  # -> [F, 3] int64 vertex indices
-    """The triangles of a mesh PLY (`face` element, `vertex_indices`); [0, 3] when it has none."""
-    from lift3d.export import read_ply
-
-    path = Path(path)
-    ply = read_ply(path)
-    if "face" not in [e.name for e in ply.elements]:
-        return np.zeros((0, 3), np.int64)
-    face = ply["face"]
-    key = "vertex_indices" if "vertex_indices" in face.data.dtype.names else face.data.dtype.names[0]
-    rows = face.data[key]
-    try:
-        faces = np.vstack(rows).astype(np.int64) if len(rows) else np.zeros((0, 3), np.int64)
-    except ValueError:
-        raise InputError(path, "mesh faces are not all triangles") from None
-    if faces.ndim != 2 or faces.shape[1] != 3:
-        raise InputError(path, f"mesh faces must be triangles, found {faces.shape[1]} indices per face")
-    return faces
 
 
 def _mesh_graph(xyz: np.ndarray, faces: np.ndarray):
@@ -513,7 +384,7 @@ def superpoint_view_table(
     finite = np.isfinite(points_world).all(axis=1)
     S = int(superpoint.max(initial=-1)) + 1
     rows: list[tuple[np.ndarray, ...]] = []
-    for n, (frame, depth, labels) in enumerate(_views(frames, label_maps)):
+    for n, (frame, depth, labels) in enumerate(labeled_views(frames, label_maps)):
         idx, lab = _view_visibility(points_world, finite, frame, depth, labels, depth_tol, depth_tol_rel)
         key, cnt = np.unique(lab * S + superpoint[idx], return_counts=True)
         rows.append((np.full(len(key), n, np.int64), key % max(S, 1), key // max(S, 1), cnt.astype(np.int64)))

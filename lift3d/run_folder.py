@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -29,8 +28,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from lift3d.checks import check_positive_finite
 from lift3d.errors import InputError
+
+if TYPE_CHECKING:
+    from lift3d.recon.scene import Scene
 
 LOCK = ".lift3d.lock"
 FINGERPRINT = ".lift3d-fingerprint.json"
@@ -39,7 +43,7 @@ SEAL = ("run.json", "metrics.json")
 #: what a previous run may have left that this run would not overwrite (removed on a fresh run)
 OUTPUTS = ("points.ply", "splats.ply", "scannet", "cameras.json", "instances.json", "preview", "report.html",
            "baseline", "metric.json")
-#: the temporary names of `recon.files.atomic_path`: `.<name>.<random>.tmp<suffix>`
+#: the temporary names of `lift3d.io.atomic_path`: `.<name>.<random>.tmp<suffix>`
 TMP_NAME = re.compile(r"\..+\.tmp(\.[A-Za-z0-9]+)?")
 #: what the ScanNet benchmark format accepts as a scene name (it names `<scene>.txt`)
 SCENE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -64,9 +68,8 @@ def check_options(cfg) -> None:
         InputError: naming the CLI flag (and the file) and what is wrong.
     """
     cfg.metric.check(prefix="--metric.")
-    _positive_finite("--voxel-size", cfg.voxel_size)
-    if not (isinstance(cfg.fill_radius, (int, float)) and math.isfinite(cfg.fill_radius) and cfg.fill_radius >= 0):
-        raise InputError(None, f"--fill-radius must be a finite number of metres >= 0, got {cfg.fill_radius!r}")
+    check_positive_finite(cfg.voxel_size, "--voxel-size", unit="metres")
+    check_positive_finite(cfg.fill_radius, "--fill-radius", unit="metres", allow_zero=True)
     if cfg.min_instance_points < 0:
         raise InputError(None, f"--min-instance-points must be >= 0, got {cfg.min_instance_points}")
     if cfg.max_frames is not None and cfg.max_frames <= 0:
@@ -84,14 +87,9 @@ def check_options(cfg) -> None:
     check_device(cfg.device)
 
 
-def _positive_finite(flag: str, value) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise InputError(None, f"{flag} must be a positive finite number of metres, got {value!r}")
-
-
 def check_splats_header(path: Path) -> None:
     """`--splats`: a PLY whose header declares the 3DGS vertex properties (the body is read later)."""
-    from lift3d.splats import REQUIRED_FIELDS
+    from lift3d.recon.splats import REQUIRED_FIELDS
 
     if not path.is_file():
         raise InputError(path, "--splats: file not found" if not path.exists() else "--splats: not a file")
@@ -125,7 +123,7 @@ def check_device(device: str) -> None:
         raise InputError(None, f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
-def check_scene_name(scene) -> None:
+def check_scene_name(scene: Scene) -> None:
     """The scene's name names the ScanNet export's `<scene>.txt`: it must be a plain file name."""
     if not SCENE_NAME.fullmatch(scene.name):
         raise InputError(scene.root, f"--scene: the name {scene.name!r} cannot name a ScanNet export file "
@@ -310,7 +308,7 @@ def _lock(out: Path) -> Iterator[None]:
 
 def remove_tmp_leftovers(out: Path) -> list[Path]:
     """Remove the hidden temporary files of writes a hard kill cut short (the lock is held)."""
-    from lift3d.recon.files import SCRATCH
+    from lift3d.io import SCRATCH
 
     removed = []
     for root, dirs, files in os.walk(out):
@@ -337,7 +335,7 @@ def _remove(p: Path) -> None:
 
 
 def _write_fingerprint(path: Path, fp: dict) -> None:
-    from lift3d.recon.files import atomic_path
+    from lift3d.io import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(fp, indent=1))
@@ -352,7 +350,7 @@ def metric_frame_names(scene_path: Path, masks: Path, *, frames: str | None, max
     from lift3d.recon import load_scene
 
     if frames is not None or max_frames is not None:
-        from lift3d.pipeline import select_frames
+        from lift3d.recon.scene import select_frames
 
         return list(select_frames(load_scene(scene_path), frames=frames, max_frames=max_frames).frame_names)
     run = read_json_or_none(Path(masks).parent / "run.json")

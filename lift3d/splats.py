@@ -1,9 +1,8 @@
-"""Trained 3D Gaussian splats: reading and writing their PLY, and voting label maps onto them.
+"""Label maps voted onto trained 3D Gaussian splats, and the splats written back with the votes.
 
-PLY: the standard 3DGS layout (`x y z nx ny nz f_dc_* f_rest_* opacity scale_* rot_*`, opacity
-as a logit, scales as logs, `rot_0..3` a wxyz quaternion). `Splats` keeps the file's vertex array
-whole, so writing it back keeps every property, its order and dtype, bit for bit, and only adds
-(or replaces) `label` and `confidence`.
+The splats are read by `lift3d.recon.splats` (`read_splats`: the 3DGS PLY as a `Splats`, the
+file's vertex array kept whole); `write_splats` writes them back with every property, its order
+and dtype, bit for bit, and only adds (or replaces) `label` and `confidence`.
 
 Voting weights. Rendered front to back, splat i covers pixel p with weight
 `w_ip = alpha_ip * T_ip`, `alpha_ip = min(0.999, o_i exp(-0.5 d^T S_i^-1 d))` (skipped below 1/255),
@@ -24,14 +23,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from lift3d.devices import resolve_device
 from lift3d.errors import InputError, NotInstalledError
-from lift3d.points import PointLabels, _views, lift_to_points
+from lift3d.points import PointLabels, labeled_views, lift_to_points
+from lift3d.recon.splat_depth import (
+    ALPHA_MAX,
+    ALPHA_MIN,
+    T_MIN,
+    project_splats_torch,
+)
+from lift3d.recon.splats import Splats
 
 if TYPE_CHECKING:
     import torch
@@ -39,91 +45,6 @@ if TYPE_CHECKING:
     from lift3d.recon.scene import Frame
 
 logger = logging.getLogger(__name__)
-
-REQUIRED_FIELDS = ("x", "y", "z", "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
-#: zeroth-order spherical-harmonic constant: colour = 0.5 + SH_C0 * f_dc
-SH_C0 = 0.28209479177387814
-ALPHA_MAX = 0.999
-ALPHA_MIN = 1.0 / 255.0
-T_MIN = 1e-4
-
-
-@dataclass
-class Splats:
-    """3D Gaussian splats as read from a 3DGS PLY.
-
-    The arrays below are views computed from `vertex`, which holds the file's properties
-    unchanged; activations (exp, sigmoid, normalisation) are applied on access.
-    """
-
-    vertex: np.ndarray
-    """[N] structured array: the PLY's vertex element, every property in file order and dtype."""
-    path: Path | None = None
-    """The file read, for messages."""
-    comments: list[str] = field(default_factory=list)
-    """The PLY header's comments, written back."""
-
-    def __len__(self) -> int:
-        return len(self.vertex)
-
-    @property
-    def means(self) -> np.ndarray:
-        """[N, 3] float32 centres, world frame."""
-        return np.stack([self.vertex[k] for k in ("x", "y", "z")], axis=-1).astype(np.float32)
-
-    @property
-    def quats(self) -> np.ndarray:
-        """[N, 4] float32 unit quaternions, wxyz (rot_0 is w); zero quaternions become identity."""
-        q = np.stack([self.vertex[f"rot_{k}"] for k in range(4)], axis=-1).astype(np.float64)
-        norm = np.linalg.norm(q, axis=-1, keepdims=True)
-        q = np.where(norm > 0, q / np.where(norm > 0, norm, 1), np.array([1.0, 0, 0, 0]))
-        return q.astype(np.float32)
-
-    @property
-    def scales(self) -> np.ndarray:
-        """[N, 3] float32 standard deviations in metres (exp of the stored log scales)."""
-        return np.exp(np.stack([self.vertex[f"scale_{k}"] for k in range(3)], axis=-1).astype(np.float64)).astype(np.float32)
-
-    @property
-    def opacities(self) -> np.ndarray:
-        """[N] float32 opacities in (0, 1) (sigmoid of the stored logits)."""
-        logit = self.vertex["opacity"].astype(np.float64)
-        return (0.5 * (1 + np.tanh(0.5 * logit))).astype(np.float32)  # sigmoid without overflow
-
-    @property
-    def sh0(self) -> np.ndarray | None:
-        """[N, 3] float32 zeroth-order SH coefficients (f_dc_0..2), or None when absent."""
-        if not all(f"f_dc_{k}" in self.vertex.dtype.names for k in range(3)):
-            return None
-        return np.stack([self.vertex[f"f_dc_{k}"] for k in range(3)], axis=-1).astype(np.float32)
-
-    @property
-    def colors(self) -> np.ndarray | None:
-        """[N, 3] float32 view-independent RGB in [0, 1] from `sh0`, or None."""
-        sh0 = self.sh0
-        return None if sh0 is None else np.clip(0.5 + SH_C0 * sh0, 0, 1).astype(np.float32)
-
-
-def read_splats(path: str | Path) -> Splats:
-    """Read a 3D Gaussian Splatting PLY.
-
-    Args:
-        path: a PLY whose vertices hold at least x y z opacity scale_0-2 rot_0-3 (standard files
-            also hold normals and f_dc / f_rest colour coefficients, kept as they are).
-
-    Raises:
-        InputError: the file is missing or not a PLY, or required properties are missing (the
-            message names the file and them).
-    """
-    from lift3d.export import ply_vertex_fields, read_ply
-
-    path = Path(path)
-    ply = read_ply(path)
-    vertex = ply_vertex_fields(ply, path, REQUIRED_FIELDS, "not a 3D Gaussian Splatting PLY")
-    if len(ply.elements) > 1:
-        logger.warning("%s: elements other than 'vertex' are not kept: %s", path, [e.name for e in ply.elements[1:]])
-    return Splats(vertex=np.asarray(vertex), path=path, comments=list(ply.comments))
-
 
 def write_splats(
     path: str | Path,
@@ -139,7 +60,7 @@ def write_splats(
     Raises:
         InputError: label or confidence not one value per splat.
     """
-    from lift3d.export import write_ply
+    from lift3d.io import write_ply
 
     n = len(splats)
     label = np.asarray(label)
@@ -154,17 +75,6 @@ def write_splats(
     out["label"] = label
     out["confidence"] = confidence
     write_ply(path, out, comments=splats.comments)
-
-
-def splat_points(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """The splat centres of a 3DGS PLY as a point cloud: xyz [N, 3] float32, rgb [N, 3] uint8.
-
-    Colours from the zeroth-order SH coefficients, grey when the file has none.
-    """
-    splats = read_splats(path)
-    colors = splats.colors
-    rgb = np.full((len(splats), 3), 128, np.uint8) if colors is None else np.round(colors * 255).astype(np.uint8)
-    return splats.means, rgb
 
 
 # --- splat weights -----------------------------------------------------------------------------
@@ -195,15 +105,10 @@ def _project(means, quats, scales, K, T_world_camera, size, *, eps2d: float = 0.
         keep: [M] long indices of the splats in front of the camera and near the image.
         means2d: [M, 2], conics: [M, 3] (a, b, c of the inverse 2D covariance), depths: [M].
     """
-    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
-
     viewmat, Kg = _gsplat_camera(K, T_world_camera)
-    covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_preci=False)
-    radii, means2d, depths, conics, _ = _fully_fused_projection(
-        means, covars, viewmat[None], Kg[None], size[0], size[1], eps2d=eps2d, near_plane=near_plane
-    )
-    keep = (radii[0] > 0).all(-1).nonzero().squeeze(-1)
-    return keep, means2d[0][keep], conics[0][keep], depths[0][keep]
+    radii, means2d, depths, conics = project_splats_torch(means, quats, scales, viewmat, Kg, size, eps2d=eps2d, near_plane=near_plane)
+    keep = (radii > 0).all(-1).nonzero().squeeze(-1)
+    return keep, means2d[keep], conics[keep], depths[keep]
 
 
 def _pixel_centres(size: tuple[int, int], dtype, device):
@@ -428,8 +333,7 @@ def lift_to_splats(
 
     if method not in ("auto", "centers", "gsplat", "torch"):
         raise InputError(None, f"method must be auto, centers, gsplat or torch, got {method!r}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     if method == "auto":
         method = "gsplat" if str(device).startswith("cuda") else "centers"
     if method == "centers":
@@ -449,7 +353,7 @@ def _lift_by_weights(splats: Splats, frames, label_maps, *, backend: str, device
     total = torch.zeros(N, 1, device=device)  # column l: label l, grown as larger IDs appear
     votes = torch.zeros(N, dtype=torch.int32, device=device)
     make = _gsplat_rasterizer if backend == "gsplat" else _torch_rasterizer
-    for frame, _depth, labels in _views(frames, label_maps, need_depth=False):
+    for frame, _depth, labels in labeled_views(frames, label_maps, need_depth=False):
         present = np.unique(labels[labels > 0])
         if not len(present):
             continue

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lift3d.recon.scene import Scene
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +24,7 @@ NO_3D_NOTE = ("no geometry (no depth, no poses + --splats, no MASt3R): label map
               "no points.ply, splats.ply or scannet/, and H is the consecutive-frame consistency through optical flow")
 
 
-def metrics_without_geometry(scene, masks_dir: Path, out: Path, cfg, *, track: dict, lifting: dict, backends: dict) -> dict:
+def metrics_without_geometry(scene: Scene, masks_dir: Path, out: Path, cfg, *, track: dict, lifting: dict, backends: dict) -> dict:
     """metrics.json of a run without geometry (consecutive-frame H), and its previews.
 
     Args:
@@ -31,7 +35,7 @@ def metrics_without_geometry(scene, masks_dir: Path, out: Path, cfg, *, track: d
         track, lifting, backends: what the tracker, the (skipped) lifting and the backends report.
     """
     from lift3d.consistency.consecutive import consecutive_score
-    from lift3d.consistency.labelmaps import read_label_map
+    from lift3d.io import read_label_map
 
     label_maps = (read_label_map(masks_dir / f"{n}.png") for n in scene.frame_names)
     score = consecutive_score(label_maps, lambda t: scene.match_frames(scene[t], scene[t + 1]))

@@ -120,7 +120,7 @@ def load_scene(
 
         return read_scannet_export(path, size=size)
     if fmt == "sens":
-        from lift3d.recon.sens import read_sens
+        from lift3d.recon.scannet.sens import read_sens
 
         if path.is_dir():
             files = sorted(path.glob("*.sens"))

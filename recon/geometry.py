@@ -186,3 +186,20 @@ def scene_pointmaps(scene, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarra
     for i, frame in enumerate(scene):
         pointmaps[i], valid[i] = frame_pointmap(scene, frame, (W, H))
     return pointmaps, valid
+
+
+def look_at(
+    eye,  # [3] camera centre, world frame, metres
+    target,  # [3] the point the optical axis goes through
+    up=(0.0, 0.0, 1.0),  # [3] world up; must not be parallel to target - eye
+) -> np.ndarray:  # [4, 4] float64 T_world_camera
+    """The OpenCV cam2world (x right, y down, z forward) of a camera at `eye` looking at `target`."""
+    eye, target, up = (np.asarray(a, np.float64) for a in (eye, target, up))
+    z = target - eye
+    z = z / np.linalg.norm(z)
+    x = np.cross(z, up)
+    x = x / np.linalg.norm(x)
+    y = np.cross(z, x)
+    T = np.eye(4)
+    T[:3, 0], T[:3, 1], T[:3, 2], T[:3, 3] = x, y, z, eye
+    return T

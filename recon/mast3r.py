@@ -51,7 +51,8 @@ from pathlib import Path
 import numpy as np
 
 from lift3d.errors import CheckpointError, InputError
-from lift3d.recon.files import atomic_path, list_images, read_image
+from lift3d.io import atomic_path
+from lift3d.recon.files import list_images, read_image
 from lift3d.recon.geometry import make_frame
 from lift3d.recon.mast3r_geometry import (
     DEFAULT_MIN_CONF,

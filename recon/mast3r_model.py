@@ -24,8 +24,8 @@ import math
 from pathlib import Path
 from types import MappingProxyType
 
+from lift3d.checkpoints import refused_unpickle
 from lift3d.errors import CheckpointError, NotInstalledError
-from lift3d.recon.files import refused_unpickle
 
 logger = logging.getLogger(__name__)
 

@@ -190,3 +190,20 @@ def parse_frame_range(spec: str, n: int) -> list[int]:
     if vals[2] is not None and vals[2] <= 0:
         raise InputError(None, f"--frames {spec!r}: STEP must be positive")
     return list(range(n))[slice(*vals)]
+
+
+def select_frames(scene: Scene, *, frames: str | None, max_frames: int | None) -> Scene:
+    """The frame subset of `--frames START:STOP:STEP` then `--max-frames` (evenly spaced)."""
+    idx = list(range(len(scene)))
+    if frames:
+        idx = parse_frame_range(frames, len(scene))
+    if max_frames is not None:
+        if max_frames <= 0:
+            raise InputError(None, f"--max-frames must be positive, got {max_frames}")
+        if len(idx) > max_frames:
+            # first and last kept; halves round up (not numpy's round-half-to-even)
+            pick = np.floor(np.linspace(0, len(idx) - 1, max_frames) + 0.5).astype(int)
+            idx = [idx[k] for k in pick]
+    if not idx:
+        raise InputError(scene.root, "the frame selection is empty")
+    return scene if idx == list(range(len(scene))) else scene.subset(idx)

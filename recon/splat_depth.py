@@ -188,24 +188,52 @@ def _render_depth_gsplat(means, quats, scales, opacities, K, T_world_camera, siz
     return rendered[0, ..., 0].double().cpu().numpy(), alphas[0, ..., 0].double().cpu().numpy()
 
 
+def project_splats_torch(
+    means,  # [N, 3] tensor, world frame
+    quats,  # [N, 4] tensor, wxyz
+    scales,  # [N, 3] tensor, metres (activated)
+    viewmat,  # [4, 4] tensor, world-to-camera
+    Kg,  # [3, 3] tensor, gsplat's pixel convention (principal point + 0.5)
+    size: tuple[int, int],  # (W, H)
+    *,
+    eps2d: float = EPS2D,
+    near_plane: float = NEAR_PLANE,
+    far_plane: float = FAR_PLANE,
+):
+    """gsplat's own pure-torch EWA projection of the splats into one view, on any device.
+
+    The one place lift3d calls `gsplat.cuda._torch_impl`: gsplat 1.5.3 (pinned) has no public
+    projection off CUDA, and this is the reference its CUDA kernel is tested against. Used by
+    `_render_depth_reference` here and by the CPU compositor of the splat votes (`lift3d.splats`).
+
+    Returns:
+        radii [N, 2] (0 for splats not drawn), means2d [N, 2], depths [N] (camera z),
+        conics [N, 3] (a, b, c of the inverse 2D covariance).
+    """
+    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
+
+    W, H = size
+    covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_preci=False)
+    radii, means2d, depths, conics, _ = _fully_fused_projection(
+        means, covars, viewmat[None], Kg[None], W, H, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane
+    )
+    return radii[0], means2d[0], depths[0], conics[0]
+
+
 def _render_depth_reference(means, quats, scales, opacities, K, T_world_camera, size) -> tuple[np.ndarray, np.ndarray]:
     """(ED [H, W], alpha [H, W]) by definition: float64, one splat at a time over all pixels.
 
-    Projection by gsplat's pure-torch `_fully_fused_projection`; a splat reaches the pixels of the
+    Projection by gsplat's pure-torch projection (`project_splats_torch`); a splat reaches the pixels of the
     16x16 tiles its extent touches (gsplat's binning); compositing as in the module docstring.
     """
     import torch
-    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
 
     W, H = size
     means, quats, scales, opacities = (torch.as_tensor(np.asarray(a, np.float64)) for a in (means, quats, scales, opacities))
     viewmat, Kg = (torch.as_tensor(a) for a in _gsplat_camera(K, T_world_camera))
-    covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_preci=False)
-    radii, means2d, depths, conics, _ = _fully_fused_projection(
-        means, covars, viewmat[None], Kg[None], W, H, eps2d=EPS2D, near_plane=NEAR_PLANE, far_plane=FAR_PLANE
-    )
-    means2d, depths, conics = means2d[0].numpy(), depths[0].numpy(), conics[0].numpy()
-    drawn = (radii[0] > 0).all(-1).numpy() & (opacities.numpy() >= ALPHA_MIN)
+    radii, means2d, depths, conics = project_splats_torch(means, quats, scales, viewmat, Kg, size)
+    means2d, depths, conics = means2d.numpy(), depths.numpy(), conics.numpy()
+    drawn = (radii > 0).all(-1).numpy() & (opacities.numpy() >= ALPHA_MIN)
     # gsplat's CUDA kernel shrinks the extent to where alpha can still reach 1/255
     a, b, c = conics.T
     det = a * c - b * b
@@ -255,7 +283,7 @@ def render_depth(
     """The splats' expected depth and accumulated opacity seen from one camera.
 
     Args:
-        means, quats, scales, opacities: the splats, activated values (`lift3d.splats.Splats`).
+        means, quats, scales, opacities: the splats, activated values (`lift3d.recon.splats.Splats`).
         K: [3, 3] intrinsics at `size`; T_world_camera: [4, 4] cam2world of the view.
         size: (W, H) of the view.
         min_alpha: pixels whose accumulated alpha is below this have no depth (0).

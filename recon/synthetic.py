@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lift3d.recon.files import atomic_path
+from lift3d.io import atomic_path
+from lift3d.recon.geometry import look_at
 
 # name, NYU40 id, shape, RGB, centre (x, y) on the floor, size parameter (metres)
 _OBJECTS = (
@@ -94,18 +95,6 @@ def _plane_mesh(corner, u_vec, v_vec, n: int):
     return o3d.geometry.TriangleMesh(
         o3d.utility.Vector3dVector(verts), o3d.utility.Vector3iVector(tris)
     )
-
-
-def _look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """OpenCV cam2world looking from `eye` at `target` (z forward, y down)."""
-    z = target - eye
-    z = z / np.linalg.norm(z)
-    x = np.cross(z, np.asarray(up, np.float64))
-    x = x / np.linalg.norm(x)
-    y = np.cross(z, x)
-    T = np.eye(4)
-    T[:3, 0], T[:3, 1], T[:3, 2], T[:3, 3] = x, y, z, eye
-    return T
 
 
 def _write_ply_mesh(path: Path, verts, colors, faces, extra: dict[str, np.ndarray] | None = None):
@@ -226,7 +215,7 @@ def make_synthetic_scene(
     for i, a in enumerate(angles):
         radius = 2.3 + 0.15 * np.sin(3 * a)
         eye = np.array([radius * np.cos(a), radius * np.sin(a), 1.35 + 0.1 * np.cos(2 * a)])
-        T = _look_at(eye, target)
+        T = look_at(eye, target)
         depth, inst, _ = _cast(rc, lut, part_colors, light, K_depth, T, (W, H), rng=None)
         _, _, rgb = _cast(rc, lut, part_colors, light, K_color, T, (Wc, Hc), rng=rng)
         with atomic_path(out / "color" / f"{i}.jpg") as tmp:

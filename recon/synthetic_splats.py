@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lift3d.recon.files import atomic_path
+from lift3d.io import atomic_path
 
 SH_C0 = 0.28209479177387814
 OPACITY = 0.95

@@ -30,7 +30,7 @@ DEFAULT_SCENE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" /
 
 def gt_vertex_instances(scene_dir: Path, n_vertices: int) -> np.ndarray:
     """[P] int32 ScanNet GT object per mesh vertex (objectId + 1, 0 = unannotated)."""
-    from lift3d.instance_eval import read_vertex_objects
+    from lift3d.recon.scannet.gt import read_vertex_objects
 
     out = read_vertex_objects(scene_dir).astype(np.int32)
     if len(out) != n_vertices:
@@ -50,8 +50,9 @@ def slim(frame):
 def bench_points(scene_dir: Path, n_frames: int | None, ref_frames: int) -> dict:
     from scipy.spatial import cKDTree
 
-    from lift3d.points import _lift_to_points_reference, lift_to_points, read_mesh_vertices
+    from lift3d.points import _lift_to_points_reference, lift_to_points
     from lift3d.recon import load_scene
+    from lift3d.recon.scene_points import read_mesh_vertices
 
     t = time.perf_counter()
     scene = load_scene(scene_dir)

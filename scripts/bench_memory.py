@@ -46,8 +46,8 @@ def _case_metric(kind: str, scene_dir: str, masks: str, eps: float) -> None:
     scene = load_scene(scene_dir)
     t0 = time.perf_counter()
     if kind == "inmemory":
-        from lift3d.consistency.labelmaps import read_label_maps
         from lift3d.consistency.metric import ArrayFrames, MetricConfig, consistency_score
+        from lift3d.io import read_label_maps
         from lift3d.recon.geometry import scene_pointmaps
 
         labels = read_label_maps(masks, scene.frame_names)
@@ -79,7 +79,7 @@ def _write_masks(scene_dir: Path, masks: Path) -> int:
     """GT instances + 1 as label maps (every valid pixel labeled); returns the frame count."""
     from PIL import Image
 
-    from lift3d.consistency.labelmaps import write_label_map
+    from lift3d.io import write_label_map
 
     masks.mkdir(parents=True, exist_ok=True)
     files = sorted((scene_dir / "instance").glob("*.png"))

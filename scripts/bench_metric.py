@@ -58,8 +58,8 @@ def load_with_gt_labels(scene_dir: Path, n_frames: int | None) -> tuple:
     """(scene, pointmaps [N, H, W, 3], valid [N, H, W], labels [N, H, W] int32, seconds)."""
     from scipy.spatial import cKDTree
 
-    from lift3d.points import read_mesh_vertices
     from lift3d.recon import load_scene
+    from lift3d.recon.scene_points import read_mesh_vertices
 
     t = time.perf_counter()
     scene = load_scene(scene_dir)
@@ -83,7 +83,7 @@ def load_with_gt_labels(scene_dir: Path, n_frames: int | None) -> tuple:
 
 
 def write_masks(folder: Path, names: list[str], labels: np.ndarray) -> None:
-    from lift3d.consistency.labelmaps import write_label_map
+    from lift3d.io import write_label_map
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, m in zip(names, labels):

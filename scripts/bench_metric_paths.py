@@ -79,7 +79,10 @@ names = json.loads(Path(names_file).read_text())
 
 
 def arrays_of(scene_path, masks_dir):
-    from lift3d.consistency.labelmaps import read_label_map
+    try:  # label maps moved to lift3d.io with the shared I/O module
+        from lift3d.io import read_label_map
+    except ImportError:
+        from lift3d.consistency.labelmaps import read_label_map
     from lift3d.recon import load_scene
 
     sc = load_scene(scene_path)

@@ -147,8 +147,8 @@ def scannet_gt_maps(scene, n: int) -> np.ndarray:
     0 where that vertex is unannotated or none is that close (as `bench_lift.py` does)."""
     from scipy.spatial import cKDTree
 
-    from lift3d.instance_eval import read_vertex_objects
-    from lift3d.points import read_mesh_vertices
+    from lift3d.recon.scannet.gt import read_vertex_objects
+    from lift3d.recon.scene_points import read_mesh_vertices
 
     xyz, _ = read_mesh_vertices(scene.mesh_path)
     inst = read_vertex_objects(scene.root).astype(np.int32)

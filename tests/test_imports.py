@@ -49,3 +49,23 @@ def test_synth_writes_a_scene_the_scannet_reader_loads(tmp_path):
 
     scene = load_scene(tmp_path / "scene0998_00")
     assert scene.kind == "scannet" and len(scene) == 3 and scene.size == (64, 48)
+
+
+def test_each_package_names_its_public_surface():
+    import importlib
+
+    for name in ("lift3d", "lift3d.recon", "lift3d.recon.scannet", "lift3d.consistency", "lift3d.viewers"):
+        package = importlib.import_module(name)
+        assert package.__all__, name
+        for public in package.__all__:
+            value = getattr(package, public)
+            # a name that is also a submodule's must stay the function or class, not the module
+            assert not isinstance(value, type(package)), f"{name}.{public} is a module"
+        assert set(package.__all__) <= set(dir(package))
+
+
+def test_every_public_name_resolves_without_heavy_imports():
+    code = ("import lift3d, lift3d.recon, lift3d.consistency, lift3d.viewers\n"
+            "for p in (lift3d, lift3d.recon, lift3d.consistency, lift3d.viewers):\n"
+            "    [getattr(p, n) for n in p.__all__]")
+    assert _loaded_after(code) == set()

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lift3d.viewers.overlay import _save, _thumbnail, contact_sheet, evenly_spaced
+from lift3d.io import write_image
+from lift3d.viewers.overlay import contact_sheet, evenly_spaced, thumbnail
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def write_heatmap_frames(
             raise ValueError(f"each map must be a float [H, W] array, got {h.dtype} {list(h.shape)}")
         if len(written) == len(names):
             raise ValueError(f"more maps than the {len(names)} frame names")
-        written.append(_save(out_dir / f"{names[len(written)]}.png", heatmap_rgb(h, vmin=vmin, vmax=vmax)))
+        written.append(write_image(out_dir / f"{names[len(written)]}.png", heatmap_rgb(h, vmin=vmin, vmax=vmax)))
     if len(written) != len(names):
         raise ValueError(f"{len(written)} maps for {len(names)} frame names")
     logger.info("heat-maps: %d frames -> %s", len(names), out_dir)
@@ -178,7 +179,7 @@ def write_heatmap_sheet(
         raise ValueError("no frames to draw")
     tiles, captions = [], []
     for i in evenly_spaced(len(names), max_frames):
-        tiles.append(_thumbnail(heatmap_rgb(per_pixel[i], vmin=vmin, vmax=vmax), thumb_width))
+        tiles.append(thumbnail(heatmap_rgb(per_pixel[i], vmin=vmin, vmax=vmax), thumb_width))
         finite = per_pixel[i][np.isfinite(per_pixel[i])]
         captions.append(f"{names[i]}  mean h {finite.mean():.3f}" if finite.size else f"{names[i]}  no pixels")
     grid = contact_sheet(tiles, cols=min(4, len(tiles)), labels=captions)
@@ -186,7 +187,7 @@ def write_heatmap_sheet(
     sheet = np.full((grid.shape[0] + bar.shape[0], max(grid.shape[1], bar.shape[1]), 3), 255, np.uint8)
     sheet[: grid.shape[0], : grid.shape[1]] = grid
     sheet[grid.shape[0]:, : bar.shape[1]] = bar
-    return _save(Path(path), sheet)
+    return write_image(Path(path), sheet)
 
 
 def _check_maps(per_pixel, frame_names) -> tuple[np.ndarray, list[str]]:

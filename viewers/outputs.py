@@ -13,13 +13,13 @@ one line a user can act on.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from lift3d.errors import InputError
+from lift3d.io import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -43,20 +43,6 @@ def check_output(out_dir: str | Path, required: tuple[str, ...]) -> Path:
             f"not a lift3d output: {', '.join(missing)} missing (write one with `lift3d segment --scene S --out {out}`)",
         )
     return out
-
-
-def read_json(path: str | Path, what: str) -> dict:
-    """A JSON object from `path`, with errors that name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, f"{what} not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(path, f"{what} is not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise InputError(path, f"{what} must hold a JSON object, found {type(data).__name__}")
-    return data
 
 
 def read_cameras(path: str | Path) -> tuple[tuple[int, int], list[dict]]:
@@ -106,7 +92,7 @@ def read_labeled_points(path: str | Path) -> dict[str, np.ndarray]:
     Raises:
         InputError: missing or unreadable PLY, or no x, y, z, label.
     """
-    from lift3d.export import ply_vertex_fields, read_ply
+    from lift3d.io import ply_vertex_fields, read_ply
 
     path = Path(path)
     v = ply_vertex_fields(read_ply(path), path, ("x", "y", "z", "label"), "a lift3d labeled point cloud")
@@ -148,7 +134,7 @@ def read_labeled_splats(path: str | Path) -> dict[str, np.ndarray]:
     Raises:
         InputError: missing or unreadable PLY, or a 3DGS field or `label` missing.
     """
-    from lift3d.export import ply_vertex_fields, read_ply
+    from lift3d.io import ply_vertex_fields, read_ply
 
     path = Path(path)
     fields = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",

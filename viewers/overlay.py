@@ -15,29 +15,24 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lift3d.consistency.labelmaps import read_label_map
+from lift3d.checks import check_array
 from lift3d.errors import InputError
-from lift3d.recon.files import atomic_path
+from lift3d.io import read_label_map, write_image
 from lift3d.viewers.palette import label_colors
+
+if TYPE_CHECKING:
+    from lift3d.recon.scene import Scene
 
 logger = logging.getLogger(__name__)
 
 #: colour of mask boundaries: white reads on the dark and the saturated mask colours alike
 _EDGE = np.array([255, 255, 255], np.uint8)
 _CAPTION_H = 14  # pixels of caption text under a contact-sheet cell (PIL default font: ~11 px)
-
-
-def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise InputError(None, f"{name} must be [H, W, 3] RGB, got shape {list(image.shape)}")
-    if image.dtype != np.uint8:
-        raise InputError(None, f"{name} must be uint8, got {image.dtype}")
-    return image
 
 
 def mask_edges(labels: np.ndarray) -> np.ndarray:  # [H, W] bool
@@ -106,7 +101,7 @@ def overlay(
     Returns:
         A new [H, W, 3] uint8 image; unlabeled pixels keep the image's colour.
     """
-    image = _check_image(image)
+    image = check_array(image, ["H", "W", 3], dtype=np.uint8, name="RGB image")
     labels = np.asarray(labels)
     if labels.shape != image.shape[:2]:
         raise InputError(None, f"labels must be [H, W] = {list(image.shape[:2])} like the image, got {list(labels.shape)}")
@@ -158,7 +153,7 @@ def contact_sheet(
     """
     if not images:
         raise InputError(None, "contact_sheet needs at least one image")
-    images = [_check_image(im, f"images[{i}]") for i, im in enumerate(images)]
+    images = [check_array(im, ["H", "W", 3], dtype=np.uint8, name=f"RGB images[{i}]") for i, im in enumerate(images)]
     if cols < 1:
         raise InputError(None, f"cols must be at least 1, got {cols}")
     if labels is not None and len(labels) != len(images):
@@ -214,17 +209,8 @@ def side_by_side(
     return np.asarray(out)
 
 
-def _save(path: Path, image: np.ndarray) -> Path:
-    """Write an image atomically; JPEG quality 90 for .jpg, PNG otherwise."""
-    with atomic_path(path) as tmp:
-        if path.suffix.lower() in (".jpg", ".jpeg"):
-            Image.fromarray(image).save(tmp, format="JPEG", quality=90)
-        else:
-            Image.fromarray(image).save(tmp, format="PNG", optimize=True)
-    return path
-
-
-def _thumbnail(image: np.ndarray, max_width: int) -> np.ndarray:
+def thumbnail(image: np.ndarray, max_width: int) -> np.ndarray:  # [H, W, 3] -> [h, w, 3] uint8
+    """The image shrunk to at most `max_width` pixels wide (Lanczos), aspect kept; unchanged if narrower."""
     if image.shape[1] <= max_width:
         return image
     h = round(image.shape[0] * max_width / image.shape[1])
@@ -240,7 +226,7 @@ def evenly_spaced(n: int, k: int) -> list[int]:
 
 def write_previews(
     out_dir: str | Path,
-    scene,  # lift3d.recon.scene.Scene
+    scene: Scene,  # lift3d.recon.scene.Scene
     label_maps_dir: str | Path,
     *,
     baseline_dir: str | Path | None = None,
@@ -289,9 +275,9 @@ def write_previews(
         if labels.shape != frame.image.shape[:2]:
             raise InputError(path, f"label map is {labels.shape[1]}x{labels.shape[0]}, frame {name} is {frame.size[0]}x{frame.size[1]}")
         ov = overlay(frame.image, labels, ids=ids)
-        written.append(_save(preview / "overlays" / f"{name}.jpg", ov))
+        written.append(write_image(preview / "overlays" / f"{name}.jpg", ov))
         if i in sheet_idx:
-            sheet.append(_thumbnail(ov, thumb_width))
+            sheet.append(thumbnail(ov, thumb_width))
             sheet_names.append(name)
         if baseline is not None and i in strip_idx:
             bpath = baseline / f"{name}.png"
@@ -301,14 +287,14 @@ def write_previews(
             blabels = read_label_map(bpath)
             if blabels.shape != labels.shape:
                 raise InputError(bpath, f"baseline label map is {blabels.shape[1]}x{blabels.shape[0]}, frame {name} is {frame.size[0]}x{frame.size[1]}")
-            left.append(_thumbnail(overlay(frame.image, blabels, ids=ids), thumb_width))
-            right.append(_thumbnail(ov, thumb_width))
+            left.append(thumbnail(overlay(frame.image, blabels, ids=ids), thumb_width))
+            right.append(thumbnail(ov, thumb_width))
             strip_names.append(name)
     if sheet:
         cols = min(4, len(sheet))
-        written.append(_save(preview / "contact_sheet.png", contact_sheet(sheet, cols=cols, labels=sheet_names)))
+        written.append(write_image(preview / "contact_sheet.png", contact_sheet(sheet, cols=cols, labels=sheet_names)))
     if left:
         strip = side_by_side(left, right, labels=strip_names)
-        written.append(_save(preview / "baseline_vs_mastsam.png", strip))
+        written.append(write_image(preview / "baseline_vs_mastsam.png", strip))
     logger.info("previews: %d overlays, contact sheet of %d frames -> %s", len(names), len(sheet), preview)
     return written

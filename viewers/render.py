@@ -18,10 +18,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from lift3d.errors import InputError
-from lift3d.recon.files import atomic_path
+from lift3d.io import write_image
 from lift3d.viewers.outputs import read_cameras, read_labeled_points
 from lift3d.viewers.palette import UNLABELED_GREY, label_colors
 
@@ -245,7 +244,7 @@ def write_point_renders(
     for i in evenly_spaced(len(posed), n_views):
         f = posed[i]
         image = render_points(pts["xyz"], colors, f["K"], f["T_world_camera"], size, point_radius_px=radius)
-        written.append(_write_png(out_dir / f"view_{f['name']}.png", image))
+        written.append(write_image(out_dir / f"view_{f['name']}.png", image))
     poses = [f["T_world_camera"] for f in posed]
     up = up_direction(poses)
     hint = np.mean([T[:3, 2] for T in poses], axis=0) if poses else None
@@ -253,12 +252,6 @@ def write_point_renders(
     labeled = pts["xyz"][pts["label"] > 0]
     K, T = birdseye_camera(labeled if len(labeled) >= 10 else pts["xyz"], up, size, forward_hint=hint)
     image = render_points(pts["xyz"], colors, K, T, size, point_radius_px=radius)
-    written.append(_write_png(out_dir / "birdseye.png", image))
+    written.append(write_image(out_dir / "birdseye.png", image))
     logger.info("point renders: %d views + bird's-eye -> %s", len(written) - 1, out_dir)
     return written
-
-
-def _write_png(path: Path, image: np.ndarray) -> Path:
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG", optimize=True)
-    return path

@@ -19,8 +19,9 @@ from urllib.parse import quote
 
 import numpy as np
 
-from lift3d.recon.files import IMAGE_SUFFIXES, atomic_path
-from lift3d.viewers.outputs import check_output, read_instances, read_json
+from lift3d.io import atomic_path, read_json
+from lift3d.recon.files import IMAGE_SUFFIXES
+from lift3d.viewers.outputs import check_output, read_instances
 from lift3d.viewers.palette import label_colors
 
 logger = logging.getLogger(__name__)

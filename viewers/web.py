@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from lift3d.errors import InputError, Lift3dError
+from lift3d.io import read_json
 from lift3d.viewers.outputs import (
     check_output,
     frame_image_path,
     read_cameras,
     read_instances,
-    read_json,
     read_labeled_points,
     read_labeled_splats,
 )
@@ -595,7 +595,7 @@ def _label_thumbnail(image: np.ndarray | None, labels_path: Path) -> np.ndarray 
     """A frustum's image under its label map (None when either is missing)."""
     from PIL import Image
 
-    from lift3d.consistency.labelmaps import read_label_map
+    from lift3d.io import read_label_map
     from lift3d.viewers.overlay import overlay
 
     if image is None or not labels_path.is_file():

@@ -12,12 +12,12 @@ from lift3d.recon.superpoints import SuperpointConfig, compute_superpoints, read
 
 @pytest.fixture(scope="module")
 def mesh(synthetic_scene_dir):
-    from lift3d.points import read_mesh_faces, read_mesh_vertices
+    from lift3d.recon.scene_points import read_mesh_faces, read_mesh_vertices
 
     path = synthetic_scene_dir / f"{synthetic_scene_dir.name}_vh_clean_2.ply"
     xyz, rgb = read_mesh_vertices(path)
     faces = read_mesh_faces(path)
-    from lift3d.recon.scannet_gt import read_vertex_objects
+    from lift3d.recon.scannet.gt import read_vertex_objects
 
     # GT pieces: each object (two mesh segments since the simulator splits along them), the
     # floor and each wall

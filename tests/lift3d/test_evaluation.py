@@ -11,9 +11,9 @@ from PIL import Image
 
 from lift3d.cli import EvalDavis
 from lift3d.consistency.baselines import match_groups, pairwise_indices, sam3d_merge, sam3d_merge_2d
-from lift3d.consistency.labelmaps import read_label_map, write_label_map
 from lift3d.errors import InputError
 from lift3d.evaluation import METHODS, evaluate_davis_sequence, run_davis_eval, run_scannet_eval
+from lift3d.io import read_label_map, write_label_map
 
 H, W = 48, 64
 

@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 
 from lift3d.errors import InputError
-from lift3d.instance_eval import (
-    GroundTruth,
-    _evaluate_reference,
-    evaluate_instances,
-    evaluate_scannet_export,
-    load_scannet_gt,
-)
+from lift3d.instance_eval import _evaluate_reference, evaluate_instances, evaluate_scannet_export
+from lift3d.recon.scannet.gt import GroundTruth, load_scannet_gt
 
 SCENE0000 = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "scannet" / "scene0000_00"
 THRESHOLDS = ["0.25", "0.50", "0.55", "0.60", "0.65", "0.70", "0.75", "0.80", "0.85", "0.90"]
@@ -157,7 +152,7 @@ def test_bad_prediction_shapes():
 
 
 def _write_scan(folder: Path, name: str, *, ply_labels: np.ndarray, seg: np.ndarray, groups: list[dict]) -> Path:
-    from lift3d.export import write_ply
+    from lift3d.io import write_ply
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}_vh_clean_2.0.010000.segs.json").write_text(json.dumps({"segIndices": seg.tolist()}))
@@ -204,7 +199,7 @@ def test_load_gt_from_aggregation_when_labels_ply_is_not_nyu40(tmp_path):
 
 
 def test_vertex_objects_keep_every_class_and_drop_excluded_labels(tmp_path):
-    from lift3d.instance_eval import read_vertex_objects
+    from lift3d.recon.scannet.gt import read_vertex_objects
 
     scan = _tiny_scan(tmp_path, {10: 5, 20: 2, 30: 3, 40: 35})
     # all four objects, the later lamp over segment 40; no class filter, no labels.ply read

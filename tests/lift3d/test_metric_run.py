@@ -31,7 +31,7 @@ def scene_and_gt(synthetic_scene_dir, synthetic_gt):
 
 
 def write_masks(folder: Path, names: list[str], maps: np.ndarray) -> Path:
-    from lift3d.consistency.labelmaps import write_label_map
+    from lift3d.io import write_label_map
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, m in zip(names, maps):

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from lift3d.config import SegmentConfig
-from lift3d.consistency.labelmaps import read_label_map
 from lift3d.errors import InputError
+from lift3d.io import read_label_map
 from lift3d.pipeline import run_segment
 from tests.conftest import mean_matched_iou
 
 
 def _gt_vertex_instances(scene_dir: Path) -> np.ndarray:
     """[V] GT object per mesh vertex (0 = floor/walls), from ScanNet's segs + aggregation files."""
-    from lift3d.instance_eval import read_vertex_objects
+    from lift3d.recon.scannet.gt import read_vertex_objects
 
     return read_vertex_objects(scene_dir, exclude=("floor", "wall"))
 
@@ -150,7 +150,7 @@ def test_scratch_of_a_dead_run_is_removed_and_a_live_runs_kept(tmp_path):
     import subprocess
     import sys
 
-    from lift3d.recon.files import scratch_dir
+    from lift3d.io import scratch_dir
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     root = tmp_path / ".lift3d-tmp"

@@ -30,7 +30,7 @@ def splat_run(splat_scene_dir, tmp_path_factory) -> Path:
 
 def test_splats_of_a_colmap_scene_are_labeled_like_their_vertices(splat_run, splat_scene_dir):
     """Issue 20's bar: matched IoU >= 0.75 between splat labels and their vertices' GT objects."""
-    from lift3d.splats import read_splats
+    from lift3d.recon.splats import read_splats
 
     labeled = read_splats(splat_run / "splats.ply")
     gt = np.load(splat_scene_dir / "splat_instances.npy")
@@ -39,8 +39,8 @@ def test_splats_of_a_colmap_scene_are_labeled_like_their_vertices(splat_run, spl
 
 
 def test_splat_run_keeps_every_field_and_writes_the_splat_centres(splat_run, splat_scene_dir):
-    from lift3d.export import read_ply
-    from lift3d.splats import read_splats
+    from lift3d.io import read_ply
+    from lift3d.recon.splats import read_splats
 
     src = read_splats(splat_scene_dir / "point_cloud.ply")
     out = read_splats(splat_run / "splats.ply")

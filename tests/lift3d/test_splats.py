@@ -8,12 +8,10 @@ import torch
 
 from lift3d.errors import InputError
 from lift3d.recon.scene import Frame
+from lift3d.recon.splats import REQUIRED_FIELDS, Splats, read_splats
 from lift3d.splats import (
-    REQUIRED_FIELDS,
-    Splats,
     _splat_label_weights_reference,
     lift_to_splats,
-    read_splats,
     splat_label_weights,
     write_splats,
 )

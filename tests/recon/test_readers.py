@@ -47,14 +47,14 @@ def scene0707(shared_data):
 
 @pytest.fixture(scope="module")
 def sens_file(scene0707, tmp_path_factory) -> Path:
-    from lift3d.recon.sens import write_sens
+    from tests.recon.sens_writer import write_sens
 
     _, frames, K_color, K_depth = scene0707
     return write_sens(tmp_path_factory.mktemp("sens") / "scene0707_00.sens", frames, K_color, K_depth)
 
 
 def test_sens_round_trip_keeps_poses_depth_and_intrinsics_exactly(scene0707, sens_file):
-    from lift3d.recon.sens import SensFile
+    from lift3d.recon.scannet.sens import SensFile
 
     _, frames, K_color, K_depth = scene0707
     sens = SensFile.open(sens_file)
@@ -111,7 +111,7 @@ def test_truncated_sens_gives_a_clear_error(sens_file, tmp_path):
 
 
 def test_sens_frames_with_non_finite_pose_are_dropped_with_one_warning(tmp_path, caplog):
-    from lift3d.recon.sens import write_sens
+    from tests.recon.sens_writer import write_sens
 
     rng = np.random.default_rng(0)
     K = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
@@ -133,7 +133,7 @@ def test_sens_frames_with_non_finite_pose_are_dropped_with_one_warning(tmp_path,
 
 
 def test_write_sens_rejects_inconsistent_frames(tmp_path):
-    from lift3d.recon.sens import write_sens
+    from tests.recon.sens_writer import write_sens
 
     K = np.eye(3) * 50
     good = (np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint16), np.eye(4))
@@ -564,7 +564,7 @@ def test_redwood_bad_input_is_named(mini_redwood):
 @pytest.mark.parametrize(
     "module, function",
     [
-        ("sens", "read_sens"),
+        ("scannet.sens", "read_sens"),
         ("images", "read_image_folder"),
         ("images", "read_video"),
         ("colmap", "read_colmap"),

@@ -28,9 +28,9 @@ def _random_splats(n: int, seed: int, *, z=(2.0, 4.0), scale=(0.02, 0.3)):
 
 
 def _look_at(eye, target=(0, 0, 3.0)):
-    from lift3d.recon.synthetic import _look_at as look
+    from lift3d.recon.geometry import look_at
 
-    return look(np.asarray(eye, np.float64), np.asarray(target, np.float64), up=(0, -1.0, 0))
+    return look_at(eye, target, up=(0, -1.0, 0))
 
 
 @pytest.mark.parametrize(("n", "size", "seed"), [(1, (16, 16), 0), (40, (48, 32), 1), (120, (37, 29), 2)])
@@ -108,7 +108,7 @@ def test_depth_of_the_synthetic_splats_follows_the_ray_cast_surface(splat_scene_
     """Expected depth takes each splat's centre z, so on surfaces seen at an angle the nearer of
     the overlapping splats pull it forward: on this coarse mesh (floor vertices 15 cm apart) about
     1.5% of the depth. Holes and the background stay empty."""
-    from lift3d.splats import read_splats
+    from lift3d.recon.splats import read_splats
 
     sp = read_splats(splat_scene_dir / "point_cloud.ply")
     rel, extra = [], []
@@ -124,7 +124,7 @@ def test_depth_of_the_synthetic_splats_follows_the_ray_cast_surface(splat_scene_
 
 def test_frame_fit_accepts_own_splats_and_rejects_another_scenes(splat_scene_dir, shared_data):
     from lift3d.recon import load_scene
-    from lift3d.splats import read_splats
+    from lift3d.recon.splats import read_splats
 
     own = load_scene(splat_scene_dir)
     assert splat_frame_fit(read_splats(splat_scene_dir / "point_cloud.ply").means, own) > 0.99
@@ -134,7 +134,7 @@ def test_frame_fit_accepts_own_splats_and_rejects_another_scenes(splat_scene_dir
 
 def test_attached_depth_gives_pointmaps_and_reprojection(splat_scene_dir):
     from lift3d.recon import load_scene
-    from lift3d.splats import read_splats
+    from lift3d.recon.splats import read_splats
 
     scene = load_scene(splat_scene_dir)
     assert not scene.has_depth and scene.match_fn is None
@@ -151,7 +151,7 @@ def test_attached_depth_gives_pointmaps_and_reprojection(splat_scene_dir):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat's kernels need CUDA")
 def test_gsplat_depth_agrees_with_the_cpu_renderer(splat_scene_dir):
     """Issue 20's bar: median |dz| under 1 mm where both have depth; per-view speed printed."""
-    from lift3d.splats import read_splats
+    from lift3d.recon.splats import read_splats
 
     sp = read_splats(splat_scene_dir / "point_cloud.ply")
     errs = []

@@ -20,7 +20,7 @@ from lift3d.recon.superpoints import (
 
 
 def _mesh(scene_dir):
-    from lift3d.points import read_mesh_faces, read_mesh_vertices
+    from lift3d.recon.scene_points import read_mesh_faces, read_mesh_vertices
 
     path = scene_dir / f"{scene_dir.name}_vh_clean_2.ply"
     xyz, rgb = read_mesh_vertices(path)
@@ -29,7 +29,7 @@ def _mesh(scene_dir):
 
 def _gt_segments(scene_dir, n):
     """The synthetic scan's GT pieces: each object (two mesh segments), the floor, each wall."""
-    from lift3d.recon.scannet_gt import read_vertex_objects
+    from lift3d.recon.scannet.gt import read_vertex_objects
 
     seg = read_segments(scene_dir / f"{scene_dir.name}_vh_clean_2.0.010000.segs.json", n).index
     obj = read_vertex_objects(scene_dir)

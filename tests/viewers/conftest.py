@@ -13,23 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lift3d.recon.geometry import look_at
+
 SIZE = (96, 72)  # (W, H) of the fake frames
 #: instance ID -> (centre of its box, RGB of its points)
 BOXES = {1: ((-0.5, 0.0, 0.15), (200, 40, 40)), 2: ((0.0, 0.35, 0.15), (40, 160, 60)), 3: ((0.5, 0.0, 0.15), (50, 70, 210))}
-
-
-def look_at(position, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """[4, 4] cam2world of an OpenCV camera at `position` looking at `target` (z up world)."""
-    position, target, up = (np.asarray(a, np.float64) for a in (position, target, up))
-    z = target - position
-    z /= np.linalg.norm(z)
-    x = np.cross(z, up)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    T = np.eye(4)
-    T[:3, :3] = np.stack([x, y, z], 1)
-    T[:3, 3] = position
-    return T
 
 
 def make_fake_points(seed: int = 0, per_box: int = 150, floor: int = 200):
@@ -52,8 +40,8 @@ def make_fake_points(seed: int = 0, per_box: int = 150, floor: int = 200):
 
 def make_fake_output(out: Path, *, with_splats: bool = False) -> Path:
     """Write points.ply, cameras.json, instances.json, masks/, images/, metrics.json, run.json."""
-    from lift3d.consistency.labelmaps import write_label_map
     from lift3d.export import write_points_ply
+    from lift3d.io import write_label_map
     from lift3d.viewers.render import render_points
 
     out.mkdir(parents=True, exist_ok=True)
@@ -96,7 +84,7 @@ def make_fake_output(out: Path, *, with_splats: bool = False) -> Path:
 
 def write_fake_splats(path: Path, xyz, rgb, label, confidence) -> None:
     """A 3DGS PLY (degree 0) with one small isotropic splat per point."""
-    from lift3d.export import write_ply
+    from lift3d.io import write_ply
 
     n = len(xyz)
     names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",

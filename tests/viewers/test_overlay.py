@@ -155,7 +155,7 @@ def test_evenly_spaced():
 def synthetic_masks(synthetic_scene_dir, tmp_path):
     """The synthetic scene, and its GT instance maps written as a run's label maps and a
     baseline whose IDs change from frame to frame."""
-    from lift3d.consistency.labelmaps import write_label_map
+    from lift3d.io import write_label_map
     from lift3d.recon import load_scene
 
     scene = load_scene(synthetic_scene_dir)
@@ -190,7 +190,7 @@ def test_write_previews_without_baseline(synthetic_masks):
 
 
 def test_write_previews_bad_input(synthetic_masks):
-    from lift3d.consistency.labelmaps import write_label_map
+    from lift3d.io import write_label_map
 
     scene, out = synthetic_masks
     name = scene.frame_names[2]

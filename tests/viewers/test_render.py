@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from lift3d.errors import InputError
-from lift3d.viewers.browser import colour_pixels
 from lift3d.viewers.palette import label_colors
 from lift3d.viewers.render import (
     _render_points_reference,
@@ -16,6 +15,7 @@ from lift3d.viewers.render import (
     up_direction,
     write_point_renders,
 )
+from tests.viewers.browser import colour_pixels
 
 K = np.array([[20.0, 0, 15.5], [0, 20.0, 11.5], [0, 0, 1]])
 

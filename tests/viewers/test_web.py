@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from lift3d.errors import InputError, Lift3dError
-from lift3d.viewers.browser import capture_page, colour_pixels, find_chromium, free_port
 from lift3d.viewers.outputs import quaternion_to_matrix, read_labeled_splats
 from lift3d.viewers.palette import label_colors
 from lift3d.viewers.web import (
@@ -24,6 +23,7 @@ from lift3d.viewers.web import (
     point_spacing,
     serve,
 )
+from tests.viewers.browser import capture_page, colour_pixels, find_chromium, free_port
 
 INSTANCE_COLOURS = label_colors(np.array([1, 2, 3]))
 #: three.js logs this for every viser splat node: viser's splat quad has a 2-component
@@ -237,7 +237,7 @@ def test_camera_thumbnails_can_show_the_label_maps(running):
     viewer.set_camera_images("labels")
     labelled = viewer.frustums["0"].image
     assert labelled.shape == rgb.shape and not np.array_equal(labelled, rgb)
-    from lift3d.consistency.labelmaps import read_label_map
+    from lift3d.io import read_label_map
 
     lab = read_label_map(viewer.data.out_dir / "masks" / "0.png")  # the frames' size here
     assert set(np.unique(lab)) == {0, 1, 2, 3}

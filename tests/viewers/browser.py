@@ -3,7 +3,8 @@
 `capture_page` opens a URL, records every console error and uncaught exception from the first
 request on, polls screenshots until the page looks ready (a caller's test on the pixels, e.g.
 "the instance colours appear"), and returns the last screenshot. The viewer's browser test and
-the screenshot in `docs/` both use it.
+the screenshot in `docs/` both use it: test tooling, not part of the package
+(`python -m tests.viewers.browser OUT PNG` from the repository root makes the screenshot).
 
 Chromium runs with `--disable-gpu`: WebGL then runs on SwiftShader (software), which the
 `--enable-unsafe-swiftshader` flag opts into without a deprecation warning in the console.
@@ -306,9 +307,7 @@ def screenshot_viewer(
         timeout_s: give up waiting for the scene after this long.
         min_pixels: pixels each instance colour must cover for the scene to count as drawn.
     """
-    from PIL import Image
-
-    from lift3d.recon.files import atomic_path
+    from lift3d.io import write_image
     from lift3d.viewers.palette import label_colors
     from lift3d.viewers.web import serve
 
@@ -330,16 +329,15 @@ def screenshot_viewer(
     finally:
         server.stop()
     if path is not None:
-        with atomic_path(path) as tmp:
-            Image.fromarray(capture.screenshot).save(tmp, format="PNG", optimize=True)
+        write_image(path, capture.screenshot)
     return capture
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m lift3d.viewers.browser OUT PNG [--select ID]`: a screenshot of `lift3d view OUT`."""
+    """`python -m tests.viewers.browser OUT PNG [--select ID]`: a screenshot of `lift3d view OUT`."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m lift3d.viewers.browser", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.viewers.browser", description=main.__doc__)
     parser.add_argument("out", type=Path, help="output folder of `lift3d segment`")
     parser.add_argument("png", type=Path, help="screenshot to write")
     parser.add_argument("--select", type=int, default=None, help="instance to inspect in the screenshot")
