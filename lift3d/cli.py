@@ -26,8 +26,7 @@ class Segment(SegmentConfig):
     """Segment a scene consistently across views and lift the masks onto points and splats."""
 
     config: Path | None = None
-    """Rerun a recorded run: take every value from this run.json (or a JSON of SegmentConfig
-    values); flags given beside it override them."""
+    """Rerun a recorded run: take every value from this run.json (or a JSON of SegmentConfig values); flags given beside it override them."""
 
     def main(self) -> None:
         from lift3d.pipeline import run_segment
@@ -130,8 +129,7 @@ class EvalDavis:
         "framewise",
         "mastsam",
     )
-    """Methods to run; `byocl`: BYOCL's clustering of the segmenter's encoder features (SAM / SAM 2), or of a
-    documented stand-in feature with the classical segmenter."""
+    """Methods to run; `byocl`: BYOCL's clustering of the segmenter's encoder features (SAM / SAM 2), or of a documented stand-in feature with the classical segmenter."""
     segmenter: Literal["classical", "sam", "sam2"] = "classical"
     """2D segmenter: classical (weight-free), SAM or SAM 2 (need --sam-checkpoint)."""
     sam_checkpoint: Path | None = None
@@ -156,8 +154,7 @@ class EvalScannet:
     scene: Path
     """ScanNet scan folder with its GT (aggregation.json, segs.json, labels.ply)."""
     pred: Path | None = None
-    """Score this prediction folder in the ScanNet benchmark format (<scene>.txt + pred_mask/),
-    e.g. OUT/scannet of `lift3d segment`. Without it, --methods are run and scored."""
+    """Score this prediction folder in the ScanNet benchmark format (<scene>.txt + pred_mask/), e.g. OUT/scannet of `lift3d segment`. Without it, --methods are run and scored."""
     methods: tuple[Literal["framewise", "sam3d", "maskclustering", "mastsam-no-unmasked", "mastsam", "mastsam-merged", "byocl",
                            "oracle"], ...] = (
         "framewise",
@@ -168,12 +165,9 @@ class EvalScannet:
         "byocl",
         "oracle",
     )
-    """Methods to run (without --pred): label maps, lifting, export, AP, ARI and H for each. `oracle`:
-    the framewise masks with GT-consistent IDs (the reference of perfect association);
-    `mastsam-merged`: MastSAM + multi-view merging of its IDs (needs lift3d.consistency.merging)."""
+    """Methods to run (without --pred): label maps, lifting, export, AP, ARI and H for each. `oracle`: the framewise masks with GT-consistent IDs (the reference of perfect association); `mastsam-merged`: MastSAM + multi-view merging of its IDs (needs lift3d.consistency.merging)."""
     segmenter: Literal["geometric", "classical", "sam", "sam2", "simulated"] = "classical"
-    """Segmenter of the methods; `geometric`: the object candidates of `lift3d segment`'s default on scans with depth; `simulated`: masks simulated from the scan's ground truth with SAM-like
-    granularity changes (not SAM; --simulated.noise 0 / 0.15 / 0.3 ...)."""
+    """Segmenter of the methods; `geometric`: the object candidates of `lift3d segment`'s default on scans with depth; `simulated`: masks simulated from the scan's ground truth with SAM-like granularity changes (not SAM; --simulated.noise 0 / 0.15 / 0.3 ...)."""
     simulated: SimulatedConfig = field(default_factory=SimulatedConfig)
     """--segmenter simulated: its parameters."""
     sam_checkpoint: Path | None = None

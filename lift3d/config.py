@@ -48,25 +48,19 @@ class SegmentConfig:
     ] = "sam2.1_hiera_l"
     """SAM 2 architecture of the checkpoint (pip install 'lift3d[sam2]')."""
     recon: Literal["auto", "depth", "mast3r", "splats"] = "auto"
-    """Geometry: sensor depth + poses, MASt3R for image-only scenes, or depth rendered from --splats at
-    the scene's cameras (COLMAP, transforms.json); auto picks depth, then splats, then MASt3R (with
-    --mast3r-checkpoint), else none: a video or image folder is tracked by flow, 2D outputs only."""
+    """Geometry: sensor depth + poses, MASt3R for image-only scenes, or depth rendered from --splats at the scene's cameras (COLMAP, transforms.json); auto picks depth, then splats, then MASt3R (with --mast3r-checkpoint), else none: a video or image folder is tracked by flow, 2D outputs only."""
     matches: Literal["auto", "reprojection", "mast3r", "flow"] = "auto"
-    """Correspondences for tracking: exact reprojection (needs depth + poses), MASt3R, or forward-backward
-    checked optical flow between consecutive frames (the default without geometry)."""
+    """Correspondences for tracking: exact reprojection (needs depth + poses), MASt3R, or forward-backward checked optical flow between consecutive frames (the default without geometry)."""
     mast3r_checkpoint: Path | None = None
     """MASt3R checkpoint for --recon/--matches mast3r."""
     splats: Path | None = None
-    """A trained 3DGS PLY in the scene's world frame: written back labeled as splats.ply; on a posed
-    scene without depth (COLMAP, transforms.json) the depth of every view is rendered from it."""
+    """A trained 3DGS PLY in the scene's world frame: written back labeled as splats.ply; on a posed scene without depth (COLMAP, transforms.json) the depth of every view is rendered from it."""
     splat_min_alpha: float = 0.5
     """Depth rendered from --splats: pixels whose accumulated opacity is below this have no depth."""
     splat_min_fit: float = 0.5
-    """Refuse --splats when fewer than this share of splat centres lie inside some camera's view
-    (splats and cameras in different world frames)."""
+    """Refuse --splats when fewer than this share of splat centres lie inside some camera's view (splats and cameras in different world frames)."""
     mesh: Path | None = None
-    """The scan's mesh PLY (world frame), for a scan whose folder lacks it: its vertices are labeled
-    (points.ply, mesh.ply) instead of fused pointmaps, and the ScanNet export is written."""
+    """The scan's mesh PLY (world frame), for a scan whose folder lacks it: its vertices are labeled (points.ply, mesh.ply) instead of fused pointmaps, and the ScanNet export is written."""
     device: str = "auto"
     """Torch device for the models: auto, cpu, cuda, cuda:1 ..."""
     eps: float = 0.02
@@ -83,8 +77,7 @@ class SegmentConfig:
     voxel_size: float = 0.02
     """Voxel size (metres) of the fused point cloud when the scene has no mesh."""
     fill_radius: float = 0.1
-    """Mesh vertices no view saw take the label of the nearest labeled vertex along the mesh
-    surface, up to this many metres (0 disables); they keep confidence 0."""
+    """Mesh vertices no view saw take the label of the nearest labeled vertex along the mesh surface, up to this many metres (0 disables); they keep confidence 0."""
     vote: Literal["superpoints", "points"] = "superpoints"
     """Lifting: each superpoint takes the majority of its points' votes and every point of it (unseen ones included) its label; `points`: every point votes alone."""
     min_instance_points: int = 0
