@@ -71,6 +71,10 @@ class ClassicalConfig:
     min_region_fraction: float = 0.002
     """Regions smaller than this share of the image join their most similar neighbour and are not returned by `generate`."""
 
+    def setup(self) -> ClassicalSegmenter:
+        """The segmenter these parameters describe."""
+        return ClassicalSegmenter(self)
+
 
 @dataclass
 class _Segmentation:
@@ -107,7 +111,7 @@ class ClassicalSegmenter:
         """What made the masks, for run.json."""
         from dataclasses import asdict
 
-        return {"segmenter": "classical", "config": asdict(self.config)}
+        return {"segmenter": "classical-2d", "config": asdict(self.config)}
 
     def _segmentation(self, image: np.ndarray, geometry: np.ndarray | None) -> _Segmentation:
         """The over-segmentation and merged regions of one frame, computed once per frame."""
