@@ -27,7 +27,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from lift3d.errors import InputError
@@ -44,13 +44,14 @@ TMP_NAME = re.compile(r"\..+\.tmp(\.[A-Za-z0-9]+)?")
 #: what the ScanNet benchmark format accepts as a scene name (it names `<scene>.txt`)
 SCENE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
-#: SegmentConfig fields that do not change the label maps (everything else is fingerprinted, so
-#: a field added later counts until it is listed here). `frames`/`max_frames`/`format` are
-#: replaced by the frame names they select.
+#: SegmentConfig options (`to_options()` names) that do not change the label maps (everything
+#: else is fingerprinted, so an option added later counts until it is listed here).
+#: `frames`/`max_frames`/`format` are replaced by the frame names they select; `segmenter` by the
+#: settings of the segmenter it names, `mast3r_checkpoint` by the checkpoint's identity.
 _NOT_FINGERPRINTED = {
     "out", "resume", "preview", "baseline", "eps", "metric_pairwise", "metric_max_points", "voxel_size",
     "fill_radius", "min_instance_points", "splats", "device", "frames", "max_frames", "format",
-    "sam_checkpoint", "mast3r_checkpoint", "vote",
+    "mast3r_checkpoint", "vote",
 }
 
 
@@ -63,26 +64,28 @@ def check_options(cfg) -> None:
     Raises:
         InputError: naming the CLI flag (and the file) and what is wrong.
     """
+    inp, lifting = cfg.input, cfg.lifting
     _positive_finite("--eps", cfg.eps)
-    _positive_finite("--voxel-size", cfg.voxel_size)
-    if not (isinstance(cfg.fill_radius, (int, float)) and math.isfinite(cfg.fill_radius) and cfg.fill_radius >= 0):
-        raise InputError(None, f"--fill-radius must be a finite number of metres >= 0, got {cfg.fill_radius!r}")
+    _positive_finite("--voxel-size", lifting.voxel_size)
+    if not (isinstance(lifting.fill_radius, (int, float)) and math.isfinite(lifting.fill_radius) and lifting.fill_radius >= 0):
+        raise InputError(None, f"--fill-radius must be a finite number of metres >= 0, got {lifting.fill_radius!r}")
     if cfg.metric_max_points <= 0:
         raise InputError(None, f"--metric-max-points must be positive, got {cfg.metric_max_points}")
-    if cfg.min_instance_points < 0:
-        raise InputError(None, f"--min-instance-points must be >= 0, got {cfg.min_instance_points}")
-    if cfg.max_frames is not None and cfg.max_frames <= 0:
-        raise InputError(None, f"--max-frames must be positive, got {cfg.max_frames}")
-    if cfg.size is not None and (len(cfg.size) != 2 or min(cfg.size) <= 0):
-        raise InputError(None, f"--size must be two positive numbers W H, got {cfg.size}")
-    for flag, path in (("--sam-checkpoint", cfg.sam_checkpoint), ("--mast3r-checkpoint", cfg.mast3r_checkpoint)):
+    if lifting.min_instance_points < 0:
+        raise InputError(None, f"--min-instance-points must be >= 0, got {lifting.min_instance_points}")
+    if inp.max_frames is not None and inp.max_frames <= 0:
+        raise InputError(None, f"--max-frames must be positive, got {inp.max_frames}")
+    if inp.size is not None and (len(inp.size) != 2 or min(inp.size) <= 0):
+        raise InputError(None, f"--size must be two positive numbers W H, got {inp.size}")
+    for flag, path in (("--segmenter.sam.checkpoint", cfg.segmenter.sam.checkpoint),
+                       ("--segmenter.sam2.checkpoint", cfg.segmenter.sam2.checkpoint),
+                       ("--mast3r-checkpoint", inp.mast3r_checkpoint)):
         if path is not None and not Path(path).is_file():
             raise InputError(path, f"{flag}: checkpoint file not found")
-    mesh = getattr(cfg, "mesh", None)
-    if mesh is not None and not Path(mesh).is_file():
-        raise InputError(mesh, "--mesh: mesh PLY not found")
-    if cfg.splats is not None:
-        check_splats_header(Path(cfg.splats))
+    if inp.mesh is not None and not Path(inp.mesh).is_file():
+        raise InputError(inp.mesh, "--mesh: mesh PLY not found")
+    if inp.splats is not None:
+        check_splats_header(Path(inp.splats))
     check_device(cfg.device)
 
 
@@ -152,13 +155,19 @@ def checkpoint_id(path) -> dict | None:
 
 def fingerprint(cfg, frame_names: list[str]) -> dict:
     """What determines a run's label maps, as plain JSON values (compared key by key)."""
-    conf = json.loads(json.dumps(asdict(cfg), default=str))
-    fp = {k: v for k, v in conf.items() if k not in _NOT_FINGERPRINTED}
-    fp["scene"] = str(Path(cfg.scene).resolve())
+    from lift3d.config import config_to_json
+
+    fp = {k: v for k, v in config_to_json(cfg).items() if k not in _NOT_FINGERPRINTED}
+    fp["scene"] = str(Path(cfg.input.scene).resolve())
     fp["frames"] = list(frame_names)
-    fp["sam_checkpoint"] = checkpoint_id(cfg.sam_checkpoint) if cfg.segmenter in ("sam", "sam2") else None
-    uses_mast3r = cfg.recon == "mast3r" or cfg.matches == "mast3r"
-    fp["mast3r_checkpoint"] = checkpoint_id(cfg.mast3r_checkpoint) if uses_mast3r else None
+    # the settings of the segmenter it names, not those of every backend (unresolved: `auto`
+    # is the same choice wherever the scene is read)
+    fp["segmenter"] = cfg.segmenter.settings()
+    for name in ("sam", "sam2"):
+        if name in fp["segmenter"]:
+            fp["segmenter"][name]["checkpoint"] = checkpoint_id(getattr(cfg.segmenter, name).checkpoint)
+    uses_mast3r = cfg.input.recon == "mast3r" or cfg.input.matches == "mast3r"
+    fp["mast3r_checkpoint"] = checkpoint_id(cfg.input.mast3r_checkpoint) if uses_mast3r else None
     if not uses_mast3r:
         fp.pop("mast3r", None)
     return fp
@@ -170,7 +179,7 @@ def fingerprint_diff(old: dict, new: dict) -> list[str]:
     def flat(d: dict, prefix: str = "") -> dict:
         out = {}
         for k, v in d.items():
-            if isinstance(v, dict) and k not in ("sam_checkpoint", "mast3r_checkpoint"):
+            if isinstance(v, dict) and not k.endswith("checkpoint"):
                 out.update(flat(v, f"{prefix}{k}."))
             else:
                 out[f"{prefix}{k}"] = v
