@@ -226,8 +226,12 @@ Command = (
     | Annotated[Metric, tyro.conf.subcommand("metric")]
     | Annotated[Synth, tyro.conf.subcommand("synth")]
     | Annotated[View, tyro.conf.subcommand("view")]
-    | Annotated[EvalDavis, tyro.conf.subcommand("eval-davis")]
-    | Annotated[EvalScannet, tyro.conf.subcommand("eval-scannet")]
+    | Annotated[
+        tyro.conf.OmitSubcommandPrefixes[
+            Annotated[EvalDavis, tyro.conf.subcommand("davis")] | Annotated[EvalScannet, tyro.conf.subcommand("scannet")]
+        ],
+        tyro.conf.subcommand("eval", description="Evaluate every method on a benchmark: DAVIS (2D) or a ScanNet scan (3D)."),
+    ]
     | Annotated[Batch, tyro.conf.subcommand("batch")]
 )
 
@@ -244,9 +248,6 @@ def parse(argv: list[str]) -> tuple[object, int]:
         Lift3dError: `--config` names an unreadable or malformed file.
     """
     argv = list(argv)
-    # `lift3d eval davis` / `lift3d eval scannet` read better than the hyphenated names
-    if len(argv) >= 2 and argv[0] == "eval" and argv[1] in ("davis", "scannet"):
-        argv = [f"eval-{argv[1]}"] + argv[2:]
     verbosity = 0
     rest = []
     for a in argv:
