@@ -46,38 +46,35 @@ class ClassicalConfig:
     compactness: float = 10.0
     """SLIC compactness: higher gives squarer superpixels, lower follows edges more closely."""
     lightness_weight: float = 0.5
-    """Weight of CIELAB L against a and b in colour distances: shading mostly changes lightness,
-    so a lit and a shaded face of one object stay close."""
+    """Weight of CIELAB L against a and b in colour distances: shading mostly changes lightness, so a lit and a shaded face of one object stay close."""
     merge_threshold: float = 20.0
-    """Merge margin (weighted CIELAB units) of a single superpixel: the main knob between over-
-    and under-segmentation."""
+    """Merge margin (weighted CIELAB units) of a single superpixel: the main knob between over- and under-segmentation."""
     size_exponent: float = 0.5
-    """A region of n superpixels accepts merges up to its internal variation plus
-    merge_threshold / n ** size_exponent (0: a fixed threshold)."""
+    """A region of n superpixels accepts merges up to its internal variation plus merge_threshold / n ** size_exponent (0: a fixed threshold)."""
     boundary_weight: float = 0.5
-    """Share of the merge cost given to the colour step across the common boundary; the rest is
-    the distance of the two regions' mean colours."""
+    """Share of the merge cost given to the colour step across the common boundary; the rest is the distance of the two regions' mean colours."""
     normal_weight: float = 20.0
     """Weight of the unit normals in the SLIC feature (a 90 degree crease ~ 28 colour units)."""
     coord_weight: float = 60.0
     """Weight per metre of the world coordinates in the SLIC feature."""
     jump_ratio: float = 4.0
-    """A neighbouring pixel pair is a depth jump when its 3D gap is this many times larger than
-    the smallest gap near it along the same row or column ..."""
+    """A neighbouring pixel pair is a depth jump when its 3D gap is this many times larger than the smallest gap near it along the same row or column ..."""
     min_jump: float = 0.03
     """... and larger than this (metres)."""
     normal_scale: float = 96.0
     """Normals are measured over a baseline of min(H, W) / normal_scale pixels (1 at 96 rows)."""
     crease_angle: float = 25.0
-    """Two superpixels meeting in a concave crease sharper than this (degrees) are a barrier; in
-    a convex one (two faces of one object), their colour cost is discounted."""
+    """Two superpixels meeting in a concave crease sharper than this (degrees) are a barrier; in a convex one (two faces of one object), their colour cost is discounted."""
     convex_discount: float = 0.5
     """Colour cost factor across a convex crease (1: no discount)."""
     barrier_fraction: float = 0.5
     """Regions never merge while more than this share of their common boundary is barrier."""
     min_region_fraction: float = 0.002
-    """Regions smaller than this share of the image join their most similar neighbour and are
-    not returned by `generate`."""
+    """Regions smaller than this share of the image join their most similar neighbour and are not returned by `generate`."""
+
+    def setup(self) -> ClassicalSegmenter:
+        """The segmenter these parameters describe."""
+        return ClassicalSegmenter(self)
 
 
 @dataclass
@@ -115,7 +112,7 @@ class ClassicalSegmenter:
         """What made the masks, for run.json."""
         from dataclasses import asdict
 
-        return {"segmenter": "classical", "config": asdict(self.config)}
+        return {"segmenter": "classical-2d", "config": asdict(self.config)}
 
     def _segmentation(self, image: np.ndarray, geometry: np.ndarray | None) -> _Segmentation:
         """The over-segmentation and merged regions of one frame, computed once per frame."""

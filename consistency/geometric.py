@@ -24,7 +24,7 @@ default segments there and lets every view see the candidates through its pointm
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -66,6 +66,32 @@ class GeometricConfig:
     """Look up every n-th pixel in each direction and give the others their block's label (n^2 fewer closest-point queries; views narrower than 320 px are looked up whole). 2 is 2.4x faster a view but its 1-pixel boundary errors cost AP (scene0000_00: AP25 0.627 at 1, 0.569 at 2)."""
     structure: bool = True
     """Hold floor and walls out of object merging (False: everything merges by convexity and colour)."""
+
+    def resolved(self, T_world_cameras: list[np.ndarray]) -> GeometricConfig:
+        """These settings with `up` estimated from camera poses ([4, 4] each) when it is not given."""
+        if self.up is not None or not len(T_world_cameras):
+            return self
+        return replace(self, up=estimate_up(T_world_cameras))
+
+    def setup(
+        self,
+        xyz: np.ndarray,  # [P, 3] float32 metres, world frame
+        rgb: np.ndarray,  # [P, 3] uint8
+        superpoints: Superpoints,
+        *,
+        faces: np.ndarray | None = None,  # [F, 3] int64 when the points are a mesh's vertices
+        adjacency: np.ndarray | None = None,  # [E, 2] adjacent superpoints
+        info: dict | None = None,
+    ) -> GeometricSegmenter:
+        """The segmenter over the object candidates of these points (`object_candidates`).
+
+        Args:
+            info: what `describe()` adds for run.json (where the points came from).
+        """
+        cand = object_candidates(xyz, rgb, superpoints, faces=faces, adjacency=adjacency, config=self)
+        info = {**(info or {}), "superpoints": superpoints.count, "structure_candidates": int(cand.structure.sum()),
+                "up": list(self.up) if self.up is not None else None}
+        return GeometricSegmenter(xyz, cand.label, faces=faces, config=self, info=info)
 
 
 @dataclass

@@ -49,11 +49,7 @@ class MergeConfig:
     observe_fraction: float = 0.3
     """A view observes a group when it sees at least this share of the group's points..."""
     observe_points: int = 15
-    """...or at least this many of them (a view of a room sees a tenth of a sofa: that is an
-    observation). 15 rather than 30: a view that sees a strip of an object's other half is often
-    the only one that sees both halves, and at 30 such pairs missed `min_views` (30 simulated
-    frames of scene0000_00: AP50 +0.03 at noise 0, +0.07 at noise 0.15; 300-frame default run
-    unchanged)."""
+    """...or at least this many of them (a view of a room sees a tenth of a sofa: that is an observation). 15 rather than 30: a view that sees a strip of an object's other half is often the only one that sees both halves, and at 30 such pairs missed `min_views` (30 simulated frames of scene0000_00: AP50 +0.03 at noise 0, +0.07 at noise 0.15; 300-frame default run unchanged)."""
     min_share: float = 0.5
     """A view holds a group inside one mask when one ID covers at least this share of what it sees of it."""
     min_views: int = 2

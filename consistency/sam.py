@@ -14,12 +14,13 @@ The image embedding is computed once per frame, keyed on the image array object,
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
+import tyro
 
 from lift3d.checkpoints import load_failure, state_dict_mismatch, state_dict_of
 from lift3d.checks import check_array
@@ -109,6 +110,38 @@ class SamAutoConfig:
     """Points per side in crop layer i are divided by this to the power i."""
     min_mask_region_area: int = 0
     """Remove islands and holes smaller than this (pixels) from each mask (0: off)."""
+
+
+@dataclass
+class SamConfig:
+    """SAM as the run's segmenter: its checkpoint, architecture and decoding (`SamSegmenter`)."""
+
+    # `--sam-checkpoint` / `--sam-model`: the flags' names before the segmenter settings were
+    # nested under `--segmenter.sam.`; users' scripts still pass them
+    checkpoint: Annotated[Path | None, tyro.conf.arg(aliases=("--sam-checkpoint",))] = None
+    """The SAM checkpoint (.pth); weights are never downloaded."""
+    model: Annotated[Literal["vit_h", "vit_l", "vit_b"], tyro.conf.arg(aliases=("--sam-model",))] = "vit_h"
+    """SAM architecture of the checkpoint."""
+    amg: SamAutoConfig = field(default_factory=SamAutoConfig)
+    """SAM's automatic mask generator (the masks of a view, before any prompt)."""
+    multimask_max_points: int = 1
+    """Prompt sets of at most this many points keep the best of SAM's 3 masks, larger ones get its single mask (0: never multimask)."""
+    max_batch: int = 64
+    """Prompt sets decoded at once (bounds GPU memory)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """fp32 (as SAM was released and evaluated) or bf16 autocast on CUDA (faster; masks near a logit of 0 may flip)."""
+
+    def setup(self, *, device: str = "auto") -> SamSegmenter:
+        """The SAM segmenter of these settings on `device` (`auto`: CUDA when available).
+
+        Raises:
+            InputError: no checkpoint given. CheckpointError: it does not hold this architecture.
+        """
+        if self.checkpoint is None:
+            raise InputError(None, "--segmenter sam needs --segmenter.sam.checkpoint PATH (weights cannot be downloaded by lift3d)")
+        return SamSegmenter(self.checkpoint, model=self.model, device=device, amg=self.amg,
+                            multimask_max_points=self.multimask_max_points, max_batch=self.max_batch,
+                            precision=self.precision)
 
 
 def sam_version() -> str:

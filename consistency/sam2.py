@@ -14,12 +14,13 @@ not SAM 2's video memory.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
+import tyro
 
 from lift3d.checkpoints import load_failure, state_dict_mismatch, state_dict_of
 from lift3d.checks import check_array
@@ -73,6 +74,38 @@ class Sam2AutoConfig(SamAutoConfig):
     """Drop masks whose predicted IoU is below this (SAM 2's default)."""
     use_m2m: bool = False
     """Refine each mask once more with its own low-resolution logits as a mask prompt."""
+
+
+@dataclass
+class Sam2Config:
+    """SAM 2 as the run's segmenter: its checkpoint, model and decoding (`Sam2Segmenter`)."""
+
+    checkpoint: Path | None = None
+    """The SAM 2 checkpoint (sam2.1_hiera_large.pt, ...); weights are never downloaded."""
+    # `--sam2-model`: the flag's name before the segmenter settings were nested (users' scripts)
+    model: Annotated[Literal[
+        "sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l",
+        "sam2_hiera_t", "sam2_hiera_s", "sam2_hiera_b+", "sam2_hiera_l",
+    ], tyro.conf.arg(aliases=("--sam2-model",), metavar="MODEL")] = "sam2.1_hiera_l"
+    """SAM 2 model of the checkpoint: sam2.1_hiera_t, _s, _b+ or _l, or the same sizes of sam2_hiera."""
+    amg: Sam2AutoConfig = field(default_factory=Sam2AutoConfig)
+    """SAM 2's automatic mask generator (the masks of a view, before any prompt)."""
+    multimask_max_points: int = 1
+    """Prompt sets of at most this many points keep the best of SAM 2's 3 masks, larger ones get its single mask (0: never multimask)."""
+    max_batch: int = 64
+    """Prompt sets decoded at once (bounds GPU memory)."""
+
+    def setup(self, *, device: str = "auto") -> Sam2Segmenter:
+        """The SAM 2 segmenter of these settings on `device` (`auto`: CUDA when available).
+
+        Raises:
+            InputError: no checkpoint given. NotInstalledError: no `sam2` package.
+            CheckpointError: the checkpoint does not hold this model.
+        """
+        if self.checkpoint is None:
+            raise InputError(None, "--segmenter sam2 needs --segmenter.sam2.checkpoint PATH (weights cannot be downloaded by lift3d)")
+        return Sam2Segmenter(self.checkpoint, model=self.model, device=device, amg=self.amg,
+                             multimask_max_points=self.multimask_max_points, max_batch=self.max_batch)
 
 
 def sam2_version() -> str:

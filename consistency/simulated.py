@@ -88,6 +88,10 @@ class SimulatedConfig:
         if r["jitter_px"] < 0 or self.min_object_px < 0 or self.max_dist <= 0:
             raise InputError(None, "simulated segmenter: jitter_px and min_object_px must be >= 0, max_dist > 0")
 
+    def setup(self, scene_dir: str | Path) -> SimulatedSegmenter:
+        """The simulation over the instance GT of the scan at `scene_dir` (a ScanNet-layout folder, or its .sens)."""
+        return SimulatedSegmenter.from_scan(scene_dir, config=self)
+
 
 @dataclass
 class _Element:

@@ -56,36 +56,23 @@ class TrackerConfig:
     kmeans_n_init: int = 1
     """K-Means restarts (scikit-learn's n_init); the best inertia wins."""
     kmeans_max_pixels: int = 2048
-    """K-Means runs on a seeded random subsample of at most this many pixels of a mask (a wall at
-    640x480 has 10^5), and the prompt points are the sampled pixels nearest the centroids."""
+    """K-Means runs on a seeded random subsample of at most this many pixels of a mask (a wall at 640x480 has 10^5), and the prompt points are the sampled pixels nearest the centroids."""
     point_margin: int = 2
-    """Prompt points are chosen at least this many pixels inside the mask's border when the
-    eroded mask still has pixels: a border point lands on the neighbour after a 1-pixel error."""
+    """Prompt points are chosen at least this many pixels inside the mask's border when the eroded mask still has pixels: a border point lands on the neighbour after a 1-pixel error."""
     min_match_conf: float = 0.3
-    """Representative points whose correspondence confidence is below this are dropped. Every
-    correspondence provider gives confidence on one scale: 1 for a perfect match, falling to 0 at
-    the provider's own acceptance limit (reprojection: the depth tolerance; optical flow: the
-    forward-backward threshold; MASt3R: its descriptor-confidence threshold `match_min_conf`), so
-    0.3 keeps the matches at least 30% of the way from that limit to perfect (depth error or
-    flow inconsistency under 70% of the tolerance; MASt3R confidence c with (c - m) / (1 + c) >=
-    0.3, c >= 1.86 for m = 1.001). 0 keeps every match the provider gives."""
+    """Representative points whose correspondence confidence is below this are dropped. Every correspondence provider gives confidence on one scale: 1 for a perfect match, falling to 0 at the provider's own acceptance limit (reprojection: the depth tolerance; optical flow: the forward-backward threshold; MASt3R: its descriptor-confidence threshold `match_min_conf`), so 0.3 keeps the matches at least 30% of the way from that limit to perfect (depth error or flow inconsistency under 70% of the tolerance; MASt3R confidence c with (c - m) / (1 + c) >= 0.3, c >= 1.86 for m = 1.001). 0 keeps every match the provider gives."""
     match_radius: float = 8.0
-    """A point whose own pixel has no correspondence takes the nearest one of the same mask
-    within this many pixels (sparse providers: MASt3R seeds every 8th pixel, flow every 4th);
-    0 keeps exact lookups only."""
+    """A point whose own pixel has no correspondence takes the nearest one of the same mask within this many pixels (sparse providers: MASt3R seeds every 8th pixel, flow every 4th); 0 keeps exact lookups only."""
     min_tracked_points: int = 1
     """A mask is re-prompted in the next view only if at least this many of its points landed."""
     overlap_filtering: bool = True
-    """Resolve overlapping masks so that each pixel belongs to at most one ID. Off: no duplicate
-    removal, and masks are painted in ID order (newer IDs over older)."""
+    """Resolve overlapping masks so that each pixel belongs to at most one ID. Off: no duplicate removal, and masks are painted in ID order (newer IDs over older)."""
     overlap_iou: float = 0.5
     """Two masks overlapping above this IoU (or containment) are the same: keep the better."""
     min_point_support: float = 0.5
-    """Of two overlapping re-prompted masks, one whose prompt points lie mostly (share below
-    this) outside the other reached it through a stray point: it is trimmed, not dropped."""
+    """Of two overlapping re-prompted masks, one whose prompt points lie mostly (share below this) outside the other reached it through a stray point: it is trimmed, not dropped."""
     unmasked_init: bool = True
-    """Seed new IDs from automatic masks in regions left unmasked (the paper's Table II ablation
-    switches this off)."""
+    """Seed new IDs from automatic masks in regions left unmasked (the paper's Table II ablation switches this off)."""
     min_new_area: float = 0.002
     """A new mask must cover at least this fraction of the image in unmasked pixels."""
     min_new_fraction: float = 0.7

@@ -1,18 +1,18 @@
 """The Python entry of the whole flow: `lift3d.segment(scene, out=..., segmenter=...)`.
 
-It is `lift3d segment` without the command line: the same `SegmentConfig`, the same
-`run_segment`, the same output folder; it hands back where the files are and the metrics.
+It is `lift3d segment` without the command line: the same `SegmentConfig` (its options by the
+command line's names, `SegmentConfig.from_options`), the same `run_segment`, the same output
+folder; it hands back where the files are and the metrics.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lift3d.config import SegmentConfig
+from lift3d.config import SegmentConfig, SegmenterConfig
 from lift3d.errors import InputError
 
 if TYPE_CHECKING:
@@ -56,31 +56,35 @@ def segment(scene: str | Path, *, out: str | Path | None = None, segmenter: str 
         scene: scene folder or file (ScanNet export, .sens, image folder, video, COLMAP,
             transforms.json, Redwood).
         out: output folder (default: `outputs/<scene name>`).
-        segmenter: `classical` (weight-free, the default), `sam` or `sam2` (need
-            `sam_checkpoint=`), or a segmenter object already built (`generate` / `predict`).
-        **options: any other `SegmentConfig` field by name (`max_frames=10`, `eps=0.03`,
+        segmenter: a name as for `--segmenter` (`classical`, weight-free, the default; `auto`,
+            `geometric`, `sam`, `sam2`, `simulated`), a `SegmenterConfig` (its settings, e.g.
+            `SegmenterConfig(name="sam", sam=SamConfig(checkpoint=...))`), or a segmenter
+            object already built (`generate` / `predict`).
+        **options: any other `lift3d segment` option by name (`max_frames=10`, `eps=0.03`,
             `preview=False`, `tracker=TrackerConfig(...)` ...).
 
     Returns:
         A `SegmentResult`: the files' paths and the metrics.
 
     Raises:
-        InputError: an option `SegmentConfig` does not have, or any input error of the run.
+        InputError: an option `lift3d segment` does not have, or any input error of the run.
     """
     from lift3d.pipeline import run_segment
 
-    fields = {f.name for f in dataclasses.fields(SegmentConfig)}
-    unknown = sorted(set(options) - fields - {"segmenter"})
+    names = set(SegmentConfig.from_options(scene=Path(scene)).to_options())
+    unknown = sorted(set(options) - names - {"segmenter"})
     if unknown:
         raise InputError(None, f"lift3d.segment: unknown option(s) {', '.join(unknown)}; "
-                               f"options are SegmentConfig's fields: {', '.join(sorted(fields - {'scene', 'out'}))}")
+                               f"options are those of lift3d segment: {', '.join(sorted(names - {'scene', 'out', 'segmenter'}))}")
     built = None
     if isinstance(segmenter, str):
+        options["segmenter"] = SegmenterConfig(name=segmenter)
+    elif isinstance(segmenter, SegmenterConfig):
         options["segmenter"] = segmenter
     else:
         built = segmenter
-    cfg = SegmentConfig(scene=Path(scene), out=None if out is None else Path(out), **options)
-    folder = run_segment(cfg, segmenter=built)
+    cfg = SegmentConfig.from_options(scene=Path(scene), out=None if out is None else Path(out), **options)
+    folder = run_segment(cfg, segmenter=built, segmenter_from_config=built is None)
 
     def present(name: str) -> Path | None:
         return folder / name if (folder / name).exists() else None

@@ -57,18 +57,19 @@ def is_complete(out: Path) -> bool:
 
 
 def is_done(cfg: SegmentConfig) -> bool:
-    """Whether `cfg.out` holds a complete run of `cfg` (its sealed fingerprint is cfg's)."""
+    """Whether `cfg.output.out` holds a complete run of `cfg` (its sealed fingerprint is cfg's)."""
     from lift3d.recon import load_scene
     from lift3d.recon.scene import select_frames
     from lift3d.run_folder import fingerprint, fingerprint_diff, sealed_fingerprint
 
-    out = Path(cfg.out)
+    out = Path(cfg.output.out)
     sealed = sealed_fingerprint(out) if is_complete(out) else None
     if sealed is None:
         return False
+    inp = cfg.input
     try:
-        scene = select_frames(load_scene(cfg.scene, format=cfg.format, size=cfg.size),
-                              frames=cfg.frames, max_frames=cfg.max_frames)
+        scene = select_frames(load_scene(inp.scene, format=inp.format, size=inp.size),
+                              frames=inp.frames, max_frames=inp.max_frames)
         expected = fingerprint(cfg, scene.frame_names)
     except (Lift3dError, OSError):
         return False  # the run says why
@@ -99,23 +100,26 @@ def run_scene(cfg: SegmentConfig, segmenter: Segmenter | None = None) -> dict:
     except Lift3dError as e:
         return {"status": "failed", "error": str(e), "seconds": round(time.perf_counter() - t0, 2)}
     except Exception as e:  # a bug or an environment failure: keep the batch going, keep the trace
-        logger.error("scene %s failed:\n%s", cfg.scene, traceback.format_exc())
+        logger.error("scene %s failed:\n%s", cfg.input.scene, traceback.format_exc())
         return {"status": "failed", "error": f"{type(e).__name__}: {e}", "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _shared_segmenter(cfg: SegmentConfig):
+    """The segmenter every scene of a batch can share (loaded once per worker), or None: the
+    geometric and simulated segmenters read each scan (its points, its GT), so `run_segment`
+    builds them per scene, and `auto` chooses by each scene."""
+    return None if cfg.segmenter.per_scene else cfg.segmenter.setup(device=cfg.device)
 
 
 def _make_actor_class(ray):
     class SceneWorker:
         """Holds one segmenter for its lifetime; runs scenes one after another."""
 
-        def __init__(self, seg_cfg: SegmentConfig):
+        def __init__(self, cfg: SegmentConfig):
             import logging as _logging
 
-            from lift3d.pipeline import build_segmenter, segmenter_is_per_scene
-
             _logging.basicConfig(level=_logging.WARNING)
-            # the geometric and simulated segmenters read each scan (its points, its GT): built
-            # per scene by run_segment
-            self.segmenter = None if segmenter_is_per_scene(seg_cfg) else build_segmenter(seg_cfg)[0]
+            self.segmenter = _shared_segmenter(cfg)
 
         def run(self, name: str, cfg: SegmentConfig) -> tuple[str, dict]:
             return name, run_scene(cfg, self.segmenter)
@@ -128,7 +132,6 @@ def run_batch(cmd) -> dict:
     from tqdm.auto import tqdm
 
     from lift3d.io import write_json
-    from lift3d.pipeline import build_segmenter, segmenter_is_per_scene
     from lift3d.run_folder import check_options
 
     check_options(cmd.segment)  # once, before any scene: every scene would fail the same way
@@ -143,7 +146,7 @@ def run_batch(cmd) -> dict:
     todo: list[tuple[str, SegmentConfig]] = []
     for name, path in zip(names, scenes):
         out = out_root / name
-        cfg = replace(cmd.segment, scene=path, out=out)
+        cfg = replace(cmd.segment, input=replace(cmd.segment.input, scene=path), output=replace(cmd.segment.output, out=out))
         if not getattr(cmd, "force", False) and is_done(cfg):
             records[name] = {"status": "skipped", "error": None, "seconds": 0.0, **_scene_summary(out)}
         else:
@@ -155,7 +158,7 @@ def run_batch(cmd) -> dict:
     save()
     bar = tqdm(total=len(todo), desc="scenes", unit="scene", disable=None)
     if cmd.engine == "local" or not todo:
-        segmenter = build_segmenter(cmd.segment)[0] if todo and not segmenter_is_per_scene(cmd.segment) else None
+        segmenter = _shared_segmenter(cmd.segment) if todo else None
         for name, cfg in todo:
             records[name] = run_scene(cfg, segmenter)
             save()

@@ -15,9 +15,8 @@ from typing import Annotated, Literal
 
 import tyro
 
-from lift3d.config import SegmentConfig
+from lift3d.config import InputConfig, LiftingConfig, OutputConfig, SegmentConfig, SegmenterConfig
 from lift3d.consistency.metric import MetricConfig
-from lift3d.consistency.simulated import SimulatedConfig
 from lift3d.errors import Lift3dError
 
 
@@ -25,9 +24,14 @@ from lift3d.errors import Lift3dError
 class Segment(SegmentConfig):
     """Segment a scene consistently across views and lift the masks onto points and splats."""
 
+    # OmitArgPrefixes: each flat group is a section of the help, its flags unprefixed (`--scene`).
+    # Only here: in `lift3d batch` tyro would strip the `--segment.` prefix too
+
+    input: tyro.conf.OmitArgPrefixes[InputConfig]
+    lifting: tyro.conf.OmitArgPrefixes[LiftingConfig] = field(default_factory=LiftingConfig)
+    output: tyro.conf.OmitArgPrefixes[OutputConfig] = field(default_factory=OutputConfig)
     config: Path | None = None
-    """Rerun a recorded run: take every value from this run.json (or a JSON of SegmentConfig
-    values); flags given beside it override them."""
+    """Rerun a recorded run: take every value from this run.json (or a JSON of SegmentConfig values); flags given beside it override them."""
 
     def main(self) -> None:
         from lift3d.pipeline import run_segment
@@ -48,8 +52,7 @@ class Metric:
     out: Path | None = None
     """JSON file to write (default: <masks>/../metric.json)."""
     frames: str | None = None
-    """Frame subset START:STOP:STEP, as for `segment` (default: the frames of the run whose masks/
-    folder --masks is, from its run.json; else every frame)."""
+    """Frame subset START:STOP:STEP, as for `segment` (default: the frames of the run whose masks/ folder --masks is, from its run.json; else every frame)."""
     max_frames: int | None = None
     """Keep at most this many frames (evenly spaced) after --frames, as for `segment`."""
     metric: Annotated[MetricConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=MetricConfig)
@@ -125,14 +128,9 @@ class EvalDavis:
         "framewise",
         "mastsam",
     )
-    """Methods to run; `byocl`: BYOCL's clustering of the segmenter's encoder features (SAM / SAM 2), or of a
-    documented stand-in feature with the classical segmenter."""
-    segmenter: Literal["classical", "sam", "sam2"] = "classical"
-    """2D segmenter: classical (weight-free), SAM or SAM 2 (need --sam-checkpoint)."""
-    sam_checkpoint: Path | None = None
-    sam_model: Literal["vit_h", "vit_l", "vit_b"] = "vit_h"
-    sam2_model: str = "sam2.1_hiera_l"
-    """SAM 2 architecture of the checkpoint (--segmenter sam2)."""
+    """Methods to run; `byocl`: BYOCL's clustering of the segmenter's encoder features (SAM / SAM 2), or of a documented stand-in feature with the classical segmenter."""
+    segmenter: SegmenterConfig = field(default_factory=lambda: SegmenterConfig(name="classical"))
+    """The segmenter of every method, as for `lift3d segment`: classical (weight-free, the default), sam or sam2 (need their checkpoint); DAVIS has no depth and no 3D ground truth for geometric or simulated."""
     max_frames: int | None = None
     """Use at most this many frames per sequence."""
     out: Path = Path("outputs/eval_davis")
@@ -151,8 +149,7 @@ class EvalScannet:
     scene: Path
     """ScanNet scan folder with its GT (aggregation.json, segs.json, labels.ply)."""
     pred: Path | None = None
-    """Score this prediction folder in the ScanNet benchmark format (<scene>.txt + pred_mask/),
-    e.g. OUT/scannet of `lift3d segment`. Without it, --methods are run and scored."""
+    """Score this prediction folder in the ScanNet benchmark format (<scene>.txt + pred_mask/), e.g. OUT/scannet of `lift3d segment`. Without it, --methods are run and scored."""
     methods: tuple[Literal["framewise", "sam3d", "maskclustering", "mastsam-no-unmasked", "mastsam", "mastsam-merged", "byocl",
                            "oracle"], ...] = (
         "framewise",
@@ -163,18 +160,9 @@ class EvalScannet:
         "byocl",
         "oracle",
     )
-    """Methods to run (without --pred): label maps, lifting, export, AP, ARI and H for each. `oracle`:
-    the framewise masks with GT-consistent IDs (the reference of perfect association);
-    `mastsam-merged`: MastSAM + multi-view merging of its IDs (needs lift3d.consistency.merging)."""
-    segmenter: Literal["geometric", "classical", "sam", "sam2", "simulated"] = "classical"
-    """Segmenter of the methods; `geometric`: the object candidates of `lift3d segment`'s default on scans with depth; `simulated`: masks simulated from the scan's ground truth with SAM-like
-    granularity changes (not SAM; --simulated.noise 0 / 0.15 / 0.3 ...)."""
-    simulated: SimulatedConfig = field(default_factory=SimulatedConfig)
-    """--segmenter simulated: its parameters."""
-    sam_checkpoint: Path | None = None
-    sam_model: Literal["vit_h", "vit_l", "vit_b"] = "vit_h"
-    sam2_model: str = "sam2.1_hiera_l"
-    """SAM 2 architecture of the checkpoint (--segmenter sam2)."""
+    """Methods to run (without --pred): label maps, lifting, export, AP, ARI and H for each. `oracle`: the framewise masks with GT-consistent IDs (the reference of perfect association); `mastsam-merged`: MastSAM + multi-view merging of its IDs (needs lift3d.consistency.merging)."""
+    segmenter: SegmenterConfig = field(default_factory=lambda: SegmenterConfig(name="classical"))
+    """The segmenter of the methods, as for `lift3d segment` (default: classical); geometric: the object candidates of its default on scans with depth; simulated: masks simulated from the scan's ground truth with SAM-like granularity changes (not SAM; --segmenter.simulated.noise 0 / 0.15 / 0.3 ...)."""
     frames: str | None = None
     """Frame subset START:STOP:STEP of the methods' runs (default: every frame)."""
     out: Path = Path("outputs/eval_scannet")
@@ -193,9 +181,7 @@ class EvalScannet:
             return
         from lift3d.evaluation import run_scannet_eval
 
-        run_scannet_eval(scene, out=self.out, methods=self.methods, segmenter=self.segmenter, simulated=self.simulated,
-                         sam_checkpoint=self.sam_checkpoint, sam_model=self.sam_model, sam2_model=self.sam2_model,
-                         frames=self.frames)
+        run_scannet_eval(scene, out=self.out, methods=self.methods, segmenter=self.segmenter, frames=self.frames)
 
 
 @dataclass
@@ -214,7 +200,7 @@ class Batch:
     """GPUs reserved per scene task."""
     cpus_per_scene: float = 2.0
     """CPUs reserved per scene task."""
-    segment: SegmentConfig = field(default_factory=lambda: SegmentConfig(scene=Path(".")))
+    segment: SegmentConfig = field(default_factory=lambda: SegmentConfig(input=InputConfig(scene=Path("."))))
     """Options passed to every scene's `lift3d segment` (its --scene/--out are set per scene)."""
     force: bool = False
     """Rerun every scene, even those whose folder holds a complete run with these options."""
@@ -234,8 +220,12 @@ Command = (
     | Annotated[Metric, tyro.conf.subcommand("metric")]
     | Annotated[Synth, tyro.conf.subcommand("synth")]
     | Annotated[View, tyro.conf.subcommand("view")]
-    | Annotated[EvalDavis, tyro.conf.subcommand("eval-davis")]
-    | Annotated[EvalScannet, tyro.conf.subcommand("eval-scannet")]
+    | Annotated[
+        tyro.conf.OmitSubcommandPrefixes[
+            Annotated[EvalDavis, tyro.conf.subcommand("davis")] | Annotated[EvalScannet, tyro.conf.subcommand("scannet")]
+        ],
+        tyro.conf.subcommand("eval", description="Evaluate every method on a benchmark: DAVIS (2D) or a ScanNet scan (3D)."),
+    ]
     | Annotated[Batch, tyro.conf.subcommand("batch")]
 )
 
@@ -255,9 +245,6 @@ def parse(argv: list[str]) -> tuple[object, int]:
         Lift3dError: `--config` names an unreadable or malformed file.
     """
     argv = list(argv)
-    # `lift3d eval davis` / `lift3d eval scannet` read better than the hyphenated names
-    if len(argv) >= 2 and argv[0] == "eval" and argv[1] in ("davis", "scannet"):
-        argv = [f"eval-{argv[1]}"] + argv[2:]
     verbosity = 0
     rest = []
     for a in argv:

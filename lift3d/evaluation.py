@@ -40,6 +40,7 @@ import numpy as np
 from lift3d.errors import InputError
 
 if TYPE_CHECKING:
+    from lift3d.config import SegmenterConfig
     from lift3d.consistency.segmenter import Segmenter
     from lift3d.recon.scene import Scene
 
@@ -144,23 +145,6 @@ def method_labels(
         cfg = replace(tracker or TrackerConfig(), unmasked_init=method == "mastsam")
         return np.stack([lab for _, lab in track_scene(scene, segmenter, cfg, seed=seed)])
     raise InputError(None, f"unknown method {method!r}; choose from {', '.join(SCANNET_METHODS)}")
-
-
-def build_segmenter(segmenter: str, *, sam_checkpoint: Path | None = None, sam_model: str = "vit_h", device: str = "auto",
-                    scene: Path | None = None, simulated=None, sam2_model: str | None = None):
-    """The segmenter and its description, as `lift3d segment` builds them.
-
-    `scene` is the scan whose GT `simulated` reads; `simulated` its `SimulatedConfig`."""
-    from lift3d.config import SegmentConfig
-    from lift3d.consistency.simulated import SimulatedConfig
-    from lift3d.pipeline import build_segmenter as _build
-
-    cfg = SegmentConfig(scene=Path(scene or "."), segmenter=segmenter, sam_checkpoint=sam_checkpoint, sam_model=sam_model,
-                        device=device, simulated=simulated or SimulatedConfig())
-    if sam2_model is not None:
-        cfg.sam2_model = sam2_model
-    seg, info = _build(cfg)
-    return seg, info["segmenter"]
 
 
 def byocl_feature_name(segmenter: Segmenter) -> str:
@@ -345,9 +329,8 @@ def run_davis_eval(cfg, *, size: tuple[int, int] | None = None, seed: int = 0, s
     """`lift3d eval davis`: every method on every sequence, label maps, scores, results.json.
 
     Args:
-        cfg: the `EvalDavis` options: root, sequences (empty: all), methods, segmenter,
-            sam_checkpoint, sam_model, max_frames (the first this many frames of each
-            sequence), out.
+        cfg: the `EvalDavis` options: root, sequences (empty: all), methods, segmenter (a
+            `SegmenterConfig`), max_frames (the first this many frames of each sequence), out.
         size: working resolution (W, H) of the segmenter and the tracker; default: the frames'
             size with the long side capped at 640. Label maps are written and scored at the
             annotations' size (nearest-pixel upsampling).
@@ -368,10 +351,10 @@ def run_davis_eval(cfg, *, size: tuple[int, int] | None = None, seed: int = 0, s
     seqs = list(cfg.sequences) or list_davis_sequences(root)
     if cfg.max_frames is not None and cfg.max_frames < 2:
         raise InputError(None, f"--max-frames must be at least 2 (consecutive pairs), got {cfg.max_frames}")
-    if cfg.segmenter == "simulated":
+    if cfg.segmenter.name == "simulated":
         raise InputError(None, "--segmenter simulated needs a scan's 3D ground truth; DAVIS has none (use it with eval scannet)")
-    segmenter, seg_name = build_segmenter(cfg.segmenter, sam_checkpoint=cfg.sam_checkpoint, sam_model=cfg.sam_model,
-                                          sam2_model=getattr(cfg, "sam2_model", None))
+    segmenter = cfg.segmenter.setup()  # no scene: `auto` is classical-2d, as for a video
+    seg_name = segmenter.describe()["segmenter"]
     out = Path(cfg.out)
     per_seq: dict[str, dict[str, dict]] = {m: {} for m in methods}
     sizes = {}
@@ -470,11 +453,7 @@ def run_scannet_eval(
     *,
     out: str | Path,
     methods: Sequence[str] | None = None,
-    segmenter: str = "classical",
-    sam_checkpoint: Path | None = None,
-    sam_model: str = "vit_h",
-    sam2_model: str | None = None,
-    simulated=None,
+    segmenter: SegmenterConfig | None = None,
     frames: str | None = None,
     size: tuple[int, int] | None = None,
     eps: float = 0.02,
@@ -489,9 +468,9 @@ def run_scannet_eval(
         scene: the ScanNet scan folder (SensReader export with the GT files beside it).
         out: output folder: `<method>/masks/`, `<method>/scannet/`, `results.json`.
         methods: a subset of `SCANNET_METHODS` (default: `default_scannet_methods()`).
-        segmenter, sam_checkpoint, sam_model: the 2D segmenter, as `lift3d segment`.
-        simulated: the `SimulatedConfig` of `segmenter="simulated"` (masks simulated from the
-            scan's ground truth, not SAM).
+        segmenter: the segmenter of every method, as for `lift3d segment` (default: classical);
+            `SegmenterConfig(name="simulated")` simulates masks from the scan's ground truth
+            (not SAM), `geometric` gives the object candidates of its default.
         frames: the frame subset as START:STOP:STEP (default: every frame).
         size: working resolution (W, H); default: the depth size.
         eps: the metric H's radius (metres).
@@ -518,6 +497,10 @@ def run_scannet_eval(
     from lift3d.recon.scannet.gt import has_instance_gt, load_scannet_gt
     from lift3d.recon.scene import select_frames
 
+    if segmenter is None:
+        from lift3d.config import SegmenterConfig
+
+        segmenter = SegmenterConfig(name="classical")
     methods = check_methods(default_scannet_methods() if methods is None else methods, SCANNET_METHODS)
     scene_dir = resolve_scene_path(scene)
     sc = load_scene(scene_dir, size=size)
@@ -531,15 +514,8 @@ def run_scannet_eval(
     from lift3d.recon.scene_points import scene_points
 
     points = scene_points(sc)  # the mesh's vertices and the scan's own superpoints (segs.json)
-    if segmenter == "geometric":  # object candidates of this scan's points, as `lift3d segment` builds them
-        from lift3d.config import SegmentConfig
-        from lift3d.pipeline import build_segmenter as _build
-
-        segm, info = _build(SegmentConfig(scene=scene_dir, segmenter="geometric"), scene=sc, geometry=points)
-        seg_name = info["segmenter"]
-    else:
-        segm, seg_name = build_segmenter(segmenter, sam_checkpoint=sam_checkpoint, sam_model=sam_model,
-                                         scene=scene_dir, simulated=simulated, sam2_model=sam2_model)
+    segm = segmenter.setup(scene=sc, points=points)  # as `lift3d segment` builds it on this scan
+    seg_name = segm.describe()["segmenter"]
     gt = load_scannet_gt(scene_dir, sc.name)
     xyz = points.xyz
     if len(xyz) != gt.num_vertices:
@@ -592,8 +568,8 @@ def run_scannet_eval(
         "methods": methods,
         "settings": {"frames": frames, "frames_used": len(sc), "frames_in_scan": n_all, "size": list(sc.size),
                      "eps": eps, "sam3d_voxel": voxel, "seed": seed, "frame_names": sc.frame_names},
-        "segmenter": segmenter,
-        "simulated": segm.describe() if segmenter == "simulated" else None,
+        "segmenter": segmenter.name,
+        "simulated": segm.describe() if segmenter.name == "simulated" else None,
         "backends": {"segmenter": seg_name, "geometry": "depth+poses", "matches": "reprojection (depth + poses)",
                      "points": f"mesh vertices of {sc.mesh_path.name} ({len(xyz)})",
                      "byocl_features": byocl_feature_name(segm)},

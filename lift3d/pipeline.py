@@ -8,21 +8,19 @@ written to a temporary name and renamed, so an interrupted run leaves only whole
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lift3d.config import SegmentConfig
+from lift3d.config import SegmentConfig, config_to_json
 from lift3d.devices import resolve_device
 from lift3d.errors import InputError
 from lift3d.geometry_source import check_splats_fit, choose_geometry, splat_depth_scene
@@ -46,43 +44,44 @@ def prepare_scene(cfg: SegmentConfig) -> tuple[Scene, dict]:
     """Load the scene, select frames, attach geometry and correspondences; say which backends."""
     from lift3d.recon import load_scene
 
-    if cfg.recon == "mast3r" or cfg.matches == "mast3r":
+    inp = cfg.input
+    if inp.recon == "mast3r" or inp.matches == "mast3r":
         from lift3d.recon.mast3r import require_mast3r
 
         require_mast3r()  # fail at once, before reading anything
-    scene = load_scene(cfg.scene, format=cfg.format, size=cfg.size)
-    scene = select_frames(scene, frames=cfg.frames, max_frames=cfg.max_frames)
+    scene = load_scene(inp.scene, format=inp.format, size=inp.size)
+    scene = select_frames(scene, frames=inp.frames, max_frames=inp.max_frames)
     backends: dict = {}
-    recon = choose_geometry(scene, recon=cfg.recon, matches=cfg.matches, splats=cfg.splats, mast3r_checkpoint=cfg.mast3r_checkpoint)
-    if cfg.splats is not None:
+    recon = choose_geometry(scene, recon=inp.recon, matches=inp.matches, splats=inp.splats, mast3r_checkpoint=inp.mast3r_checkpoint)
+    if inp.splats is not None:
         # before anything is tracked: splats from another scene would label almost nothing
-        check_splats_fit(scene, cfg.splats, min_fit=cfg.splat_min_fit)
+        check_splats_fit(scene, inp.splats, min_fit=inp.splat_min_fit)
     if recon == "depth":
         backends["geometry"] = "depth+poses"
     elif recon == "splats":
-        scene, backends["geometry"] = splat_depth_scene(scene, cfg.splats, min_alpha=cfg.splat_min_alpha, device=cfg.device)
+        scene, backends["geometry"] = splat_depth_scene(scene, inp.splats, min_alpha=inp.splat_min_alpha, device=cfg.device)
     elif recon == "none":
         backends["geometry"] = "none (no depth, poses + splats or MASt3R): 2D label maps only"
     else:
         from lift3d.recon.mast3r import mast3r_scene, require_mast3r
 
         require_mast3r()
-        if cfg.mast3r_checkpoint is None:
+        if inp.mast3r_checkpoint is None:
             raise InputError(None, "--recon mast3r needs --mast3r-checkpoint PATH")
         scene = mast3r_scene(
-            scene, checkpoint=cfg.mast3r_checkpoint, cache_dir=_out_dir(cfg, scene) / "mast3r_cache",
+            scene, checkpoint=inp.mast3r_checkpoint, cache_dir=_out_dir(cfg, scene) / "mast3r_cache",
             device=resolve_device(cfg.device), options=cfg.mast3r,
         )
         backends["geometry"] = "mast3r"
-    matches = cfg.matches
+    matches = inp.matches
     if matches == "auto":
         matches = {"mast3r": "mast3r", "none": "flow"}.get(recon, "reprojection")
     if matches == "mast3r" and recon != "mast3r":
         from lift3d.recon.mast3r import attach_mast3r_matches
 
-        if cfg.mast3r_checkpoint is None:
+        if inp.mast3r_checkpoint is None:
             raise InputError(None, "--matches mast3r needs --mast3r-checkpoint PATH")
-        scene = attach_mast3r_matches(scene, checkpoint=cfg.mast3r_checkpoint, device=resolve_device(cfg.device), size=cfg.mast3r.size)
+        scene = attach_mast3r_matches(scene, checkpoint=inp.mast3r_checkpoint, device=resolve_device(cfg.device), size=cfg.mast3r.size)
     if matches == "reprojection" and recon not in ("depth", "splats"):
         raise InputError(None, "--matches reprojection needs depth + poses (sensor depth, or --splats on a posed scene)")
     if matches == "flow":
@@ -96,78 +95,10 @@ def prepare_scene(cfg: SegmentConfig) -> tuple[Scene, dict]:
     return scene, backends
 
 
-def resolve_segmenter_name(cfg: SegmentConfig, scene: Scene | None) -> str:
-    """`auto` -> `geometric` for scenes with sensor depth + poses, else (or without a scene)
-    `classical-2d`; `classical` is `classical-2d`."""
-    name = cfg.segmenter
-    if name == "auto":
-        # depth rendered from splats is smoothed and biased towards the camera, and splat
-        # centres are too sparse for k-NN superpoints: per-image masks do better there
-        sensor = scene is not None and scene.has_geometry and scene.meta.get("depth_source") != "splats"
-        name = "geometric" if sensor else "classical-2d"
-    return "classical-2d" if name == "classical" else name
-
-
-def segmenter_is_per_scene(cfg: SegmentConfig) -> bool:
-    """Whether the segmenter is built from each scene (its 3D candidates, its GT, or `auto`'s choice
-    between them), so a batch worker cannot build it once for all scenes (SAM, SAM 2, classical-2d)."""
-    return cfg.segmenter in ("auto", "geometric", "simulated")
-
-
-def build_segmenter(cfg: SegmentConfig, *, scene: Scene | None = None, geometry: ScenePoints | None = None):
-    """The segmenter of the run, and its description for run.json.
-
-    `geometric` needs the scene's points and superpoints (`geometry`, from `scene_points`)."""
-    name = resolve_segmenter_name(cfg, scene)
-    if name == "geometric":
-        if geometry is None:
-            raise InputError(scene.root if scene is not None else None, "--segmenter geometric needs a scene with depth + poses")
-        from lift3d.consistency.geometric import GeometricSegmenter, object_candidates
-
-        gcfg = cfg.geometric
-        if gcfg.up is None and scene is not None:
-            from dataclasses import replace
-
-            from lift3d.consistency.geometric import estimate_up
-
-            pick = np.unique(np.linspace(0, len(scene) - 1, min(len(scene), 24)).round().astype(int))
-            gcfg = replace(gcfg, up=estimate_up([scene[int(i)].T_world_camera for i in pick]))
-        cand = object_candidates(geometry.xyz, geometry.rgb, geometry.superpoints, faces=geometry.faces,
-                                 adjacency=geometry.adjacency, config=gcfg)
-        seg = GeometricSegmenter(
-            geometry.xyz, cand.label, faces=geometry.faces, config=gcfg,
-            info={"points": geometry.source, "superpoints": geometry.superpoints.count, "structure_candidates": int(cand.structure.sum()),
-                  "up": list(gcfg.up) if gcfg.up is not None else None},
-        )
-        return seg, seg.describe()
-    if name == "classical-2d":
-        from lift3d.consistency.classical import ClassicalSegmenter
-
-        seg = ClassicalSegmenter()
-        info = seg.describe()
-        info["segmenter"] = "classical-2d"
-        return seg, info
-    if name == "simulated":
-        from lift3d.consistency.simulated import SimulatedSegmenter
-        from lift3d.recon.detect import resolve_scene_path
-
-        seg = SimulatedSegmenter.from_scan(resolve_scene_path(cfg.scene), config=cfg.simulated)
-        return seg, seg.describe()
-    if cfg.sam_checkpoint is None:
-        raise InputError(None, f"--segmenter {cfg.segmenter} needs --sam-checkpoint PATH (weights cannot be downloaded by lift3d)")
-    if name == "sam2":
-        from lift3d.consistency.sam2 import Sam2Segmenter
-
-        seg = Sam2Segmenter(cfg.sam_checkpoint, model=cfg.sam2_model, device=resolve_device(cfg.device))
-        return seg, seg.describe()
-    from lift3d.consistency.sam import SamSegmenter
-
-    seg = SamSegmenter(cfg.sam_checkpoint, model=cfg.sam_model, device=resolve_device(cfg.device))
-    return seg, seg.describe()
 
 
 def _out_dir(cfg: SegmentConfig, scene: Scene) -> Path:
-    return Path(cfg.out) if cfg.out is not None else Path("outputs") / scene.name
+    return Path(cfg.output.out) if cfg.output.out is not None else Path("outputs") / scene.name
 
 
 def run_tracking(scene: Scene, segmenter: Segmenter, cfg: SegmentConfig, masks_dir: Path) -> dict:
@@ -180,7 +111,7 @@ def run_tracking(scene: Scene, segmenter: Segmenter, cfg: SegmentConfig, masks_d
     for i in _progress(range(len(scene)), total=len(scene), desc="tracking"):
         frame = scene[i]
         path = masks_dir / f"{frame.name}.png"
-        if cfg.resume and path.is_file():
+        if cfg.output.resume and path.is_file():
             labels = read_label_map(path)
             if labels.shape != frame.image.shape[:2]:
                 raise InputError(path, f"existing label map is {labels.shape[::-1]}, the scene's frames are {frame.size}: rerun without --resume")
@@ -219,9 +150,9 @@ def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: 
         return {"outputs_3d": False, "note": NO_3D_NOTE, "_labels": np.zeros(0, np.int32), "_confidence": np.zeros(0, np.float32), "_merged": {}}
 
     xyz, rgb = points.xyz, points.rgb
-    info: dict = {"points": points.source, "vote": cfg.vote}
+    info: dict = {"points": points.source, "vote": cfg.lifting.vote}
     merged: dict[int, list[int]] = {}
-    if cfg.vote == "superpoints" or cfg.merge.enabled:
+    if cfg.lifting.vote == "superpoints" or cfg.merge.enabled:
         sp = points.superpoints
         frames = (scene[i] for i in range(len(scene)))
         label_maps = (read_label_map(masks_dir / f"{n}.png") for n in scene.frame_names)
@@ -239,37 +170,37 @@ def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: 
                 mapping = result.mapping
                 _rewrite_label_maps(scene, masks_dir, result)
             info["merged_ids"] = int(sum(len(v) - 1 for v in merged.values()))
-        if cfg.vote == "superpoints":
+        if cfg.lifting.vote == "superpoints":
             votes = vote_superpoints(table, sp.count, mapping=mapping)
-            lifted = lift_to_superpoints(sp.index, votes, min_instance_points=cfg.min_instance_points)
+            lifted = lift_to_superpoints(sp.index, votes, min_instance_points=cfg.lifting.min_instance_points)
             info["seen_superpoints"] = int((votes.views > 0).sum())
-    if cfg.vote == "points":
+    if cfg.lifting.vote == "points":
         frames = (scene[i] for i in range(len(scene)))
         label_maps = (read_label_map(masks_dir / f"{n}.png") for n in scene.frame_names)
         lifted = lift_to_points(
             xyz, _progress(frames, total=len(scene), desc="lift to points"), label_maps,
-            min_instance_points=cfg.min_instance_points,
+            min_instance_points=cfg.lifting.min_instance_points,
         )
-    if points.faces is not None and cfg.fill_radius > 0:
+    if points.faces is not None and cfg.lifting.fill_radius > 0:
         from lift3d.points import fill_unseen
 
-        lifted, info["filled_unseen_points"] = fill_unseen(lifted, xyz, points.faces, radius=cfg.fill_radius)
+        lifted, info["filled_unseen_points"] = fill_unseen(lifted, xyz, points.faces, radius=cfg.lifting.fill_radius)
     write_points_ply(out / "points.ply", xyz, rgb, lifted.label, lifted.confidence, superpoint=points.superpoints.index)
     write_instance_points_ply(out / "points_by_instance.ply", xyz, lifted.label, lifted.confidence)
     info["exports"] = write_mesh_outputs(out, scene, points.mesh_path, xyz, points.faces, lifted.label, lifted.confidence)
     info["num_points"] = int(len(xyz))
     info["labeled_points"] = int((lifted.label > 0).sum())
     info["instances"] = int(len(np.unique(lifted.label[lifted.label > 0])))
-    if cfg.splats is not None:
+    if cfg.input.splats is not None:
         from lift3d.recon.splats import read_splats
         from lift3d.splats import lift_to_splats, write_splats
 
-        splats = read_splats(cfg.splats)
+        splats = read_splats(cfg.input.splats)
         frames = (scene[i] for i in range(len(scene)))
         label_maps = (read_label_map(masks_dir / f"{n}.png") for n in scene.frame_names)
         sl = lift_to_splats(splats, _progress(frames, total=len(scene), desc="lift to splats"), label_maps, device=resolve_device(cfg.device))
         write_splats(out / "splats.ply", splats, sl.label, sl.confidence)
-        info["splats"] = {"file": str(cfg.splats), "count": int(len(sl.label)), "labeled": int((sl.label > 0).sum())}
+        info["splats"] = {"file": str(cfg.input.splats), "count": int(len(sl.label)), "labeled": int((sl.label > 0).sum())}
     info["_labels"] = lifted.label
     info["_confidence"] = lifted.confidence
     info["_merged"] = merged
@@ -344,12 +275,7 @@ def _checkpoint_record(path: Path | None) -> dict | None:
     return {"path": str(Path(path).resolve()), **checkpoint_id(path)}
 
 
-def config_to_json(cfg: SegmentConfig) -> dict:
-    """The config as plain values (never pickled classes: renaming a class must not break runs)."""
-    return json.loads(json.dumps(asdict(cfg), default=str))
-
-
-def run_segment(cfg: SegmentConfig, *, segmenter: Segmenter | None = None) -> Path:
+def run_segment(cfg: SegmentConfig, *, segmenter: Segmenter | None = None, segmenter_from_config: bool = True) -> Path:
     """Run the whole flow; returns the output folder.
 
     The run holds its output folder from before the first frame to the end (`lift3d.run_folder`:
@@ -357,14 +283,16 @@ def run_segment(cfg: SegmentConfig, *, segmenter: Segmenter | None = None) -> Pa
 
     Args:
         cfg: the run's configuration.
-        segmenter: a segmenter already built from `cfg` (batch workers keep one loaded across
-            scenes); default: built here.
+        segmenter: a segmenter already built from `cfg.segmenter` (batch workers keep one loaded
+            across scenes); default: built here (`SegmenterConfig.setup`).
+        segmenter_from_config: False when `segmenter` is the caller's own object
+            (`lift3d.segment(segmenter=...)`): run.json then records its type, not `cfg.segmenter`.
     """
     with ExitStack() as hold:
-        return _run_segment(cfg, segmenter, hold)
+        return _run_segment(cfg, segmenter, segmenter_from_config, hold)
 
 
-def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
+def _run_segment(cfg: SegmentConfig, segmenter, from_config: bool, hold: ExitStack) -> Path:
     from lift3d.run_folder import check_options, check_scene_name, claim, fingerprint
 
     t_start = time.perf_counter()
@@ -380,26 +308,29 @@ def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
     scene, backends = prepare_scene(cfg)
     check_scene_name(scene)
     out = _out_dir(cfg, scene)
-    run_folder = hold.enter_context(claim(out, fingerprint(cfg, scene.frame_names), resume=cfg.resume))
+    run_folder = hold.enter_context(claim(out, fingerprint(cfg, scene.frame_names), resume=cfg.output.resume))
     masks_dir = run_folder.masks
     t = lap("scene", t)
-    points = (scene_points(scene, mesh=cfg.mesh, splats=cfg.splats, voxel_size=cfg.voxel_size, superpoints=cfg.superpoints,
-                           progress=lambda it: _progress(it, total=len(scene), desc="fuse points"))
+    points = (scene_points(scene, mesh=cfg.input.mesh, splats=cfg.input.splats, voxel_size=cfg.lifting.voxel_size,
+                           superpoints=cfg.superpoints, progress=lambda it: _progress(it, total=len(scene), desc="fuse points"))
               if scene.has_geometry else None)
     t = lap("points", t)
-    if segmenter is None:
-        segmenter, seg_info = build_segmenter(cfg, scene=scene, geometry=points)
+    if from_config or segmenter is None:
+        seg_cfg = cfg.segmenter.resolve(scene)  # what `auto` picks here, with the settings it runs with
+        if segmenter is None:
+            segmenter = seg_cfg.setup(scene=scene, points=points, device=cfg.device)
+        seg_record, sam_checkpoint = seg_cfg.settings(), seg_cfg.checkpoint
     else:
-        describe = getattr(segmenter, "describe", None)
-        seg_info = describe() if callable(describe) else {"segmenter": getattr(segmenter, "name", type(segmenter).__name__)}
-    backends.update(seg_info)
+        seg_record, sam_checkpoint = {"name": "given", "type": type(segmenter).__name__}, None
+    describe = getattr(segmenter, "describe", None)
+    backends.update(describe() if callable(describe) else {"segmenter": getattr(segmenter, "name", type(segmenter).__name__)})
     # a backend's own settings (the classical segmenter has 16) belong in run.json, not the log
     logger.info("%s: %d frames at %dx%d, %s", scene.name, len(scene), *scene.size,
                 ", ".join(f"{k}={v}" for k, v in backends.items() if not isinstance(v, dict | list)))
     logger.debug("backends: %s", backends)
     track = run_tracking(scene, segmenter, cfg, masks_dir)
     t = lap("tracking", t)
-    if cfg.baseline:
+    if cfg.output.baseline:
         run_baseline(scene, segmenter, cfg, out / "baseline" / "masks")
         t = lap("baseline", t)
     lifted = _lift(scene, masks_dir, cfg, out, points)
@@ -410,7 +341,7 @@ def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
     if not scene.has_geometry:
         from lift3d.video import metrics_without_geometry
 
-        metrics = metrics_without_geometry(scene, masks_dir, out, cfg, track=track, lifting=lifted, backends=backends)
+        metrics = metrics_without_geometry(scene, masks_dir, out, cfg.output, track=track, lifting=lifted, backends=backends)
         t = lap("metric", t)
     else:
         # streamed: one frame and one tile of space in memory at a time, whatever the frame count;
@@ -423,7 +354,7 @@ def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
             h_dir = scratch / "h"
             with PhasedProgress("metric") as bar:
                 metric, _ = score_scene(scene, masks_dir, config=cfg.metric, scratch=scratch,
-                                        per_pixel=h_dir if cfg.preview else False, progress=bar)
+                                        per_pixel=h_dir if cfg.output.preview else False, progress=bar)
             t = lap("metric", t)
             metrics = metric.to_json()
             metrics.update({
@@ -435,7 +366,7 @@ def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
                 "lifting": lifted,
                 "backends": backends,
             })
-            if cfg.preview:
+            if cfg.output.preview:
                 from lift3d.consistency.metric import read_h_frame
                 from lift3d.viewers.heatmap import write_heatmap_frames, write_heatmap_sheet
                 from lift3d.viewers.overlay import write_previews
@@ -444,7 +375,7 @@ def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
                 h_frames = _progress(h_frames, total=len(scene), desc="heat-maps")
                 write_heatmap_frames(out / "preview" / "heatmaps", h_frames, scene.frame_names)
                 write_heatmap_sheet(out / "preview" / "heatmap_sheet.png", metric.per_pixel, scene.frame_names)
-                write_previews(out, scene, masks_dir, baseline_dir=out / "baseline" / "masks" if cfg.baseline else None,
+                write_previews(out, scene, masks_dir, baseline_dir=out / "baseline" / "masks" if cfg.output.baseline else None,
                                progress=lambda it: _progress(it, total=len(scene), desc="overlays"))
                 from lift3d.viewers.render import write_point_renders
 
@@ -458,16 +389,18 @@ def _run_segment(cfg: SegmentConfig, segmenter, hold: ExitStack) -> Path:
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": config_to_json(cfg),
+        "segmenter": seg_record,
         "scene": {"name": scene.name, "root": str(scene.root.resolve()), "kind": scene.kind, "frames": scene.frame_names, "meta": scene.meta},
         "backends": backends,
         **({} if scene.has_geometry else {"outputs_3d": False, "note": lifted["note"]}),
-        "checkpoints": {"sam": _checkpoint_record(cfg.sam_checkpoint), "mast3r": _checkpoint_record(cfg.mast3r_checkpoint)},
+        "checkpoints": {"sam": _checkpoint_record(sam_checkpoint),
+                        "mast3r": _checkpoint_record(cfg.input.mast3r_checkpoint)},
         "versions": _versions(),
         "seed": cfg.seed,
         "host": {"cpus": os.cpu_count()},
         "fingerprint": run_folder.fingerprint,
     })
-    if cfg.preview:
+    if cfg.output.preview:
         from lift3d.viewers.report import write_report
 
         write_report(out)

@@ -26,7 +26,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,13 +48,14 @@ TMP_NAME = re.compile(r"\..+\.tmp(\.[A-Za-z0-9]+)?")
 #: what the ScanNet benchmark format accepts as a scene name (it names `<scene>.txt`)
 SCENE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
-#: SegmentConfig fields that do not change the label maps (everything else is fingerprinted, so
-#: a field added later counts until it is listed here). `frames`/`max_frames`/`format` are
-#: replaced by the frame names they select.
+#: SegmentConfig options (`to_options()` names) that do not change the label maps (everything
+#: else is fingerprinted, so an option added later counts until it is listed here).
+#: `frames`/`max_frames`/`format` are replaced by the frame names they select; `segmenter` by the
+#: settings of the segmenter it names, `mast3r_checkpoint` by the checkpoint's identity.
 _NOT_FINGERPRINTED = {
     "out", "resume", "preview", "baseline", "metric", "voxel_size",
     "fill_radius", "min_instance_points", "splats", "device", "frames", "max_frames", "format",
-    "sam_checkpoint", "mast3r_checkpoint", "vote",
+    "mast3r_checkpoint", "vote",
 }
 
 
@@ -67,23 +68,25 @@ def check_options(cfg) -> None:
     Raises:
         InputError: naming the CLI flag (and the file) and what is wrong.
     """
+    inp, lifting = cfg.input, cfg.lifting
     cfg.metric.check(prefix="--metric.")
-    check_positive_finite(cfg.voxel_size, "--voxel-size", unit="metres")
-    check_positive_finite(cfg.fill_radius, "--fill-radius", unit="metres", allow_zero=True)
-    if cfg.min_instance_points < 0:
-        raise InputError(None, f"--min-instance-points must be >= 0, got {cfg.min_instance_points}")
-    if cfg.max_frames is not None and cfg.max_frames <= 0:
-        raise InputError(None, f"--max-frames must be positive, got {cfg.max_frames}")
-    if cfg.size is not None and (len(cfg.size) != 2 or min(cfg.size) <= 0):
-        raise InputError(None, f"--size must be two positive numbers W H, got {cfg.size}")
-    for flag, path in (("--sam-checkpoint", cfg.sam_checkpoint), ("--mast3r-checkpoint", cfg.mast3r_checkpoint)):
+    check_positive_finite(lifting.voxel_size, "--voxel-size", unit="metres")
+    check_positive_finite(lifting.fill_radius, "--fill-radius", unit="metres", allow_zero=True)
+    if lifting.min_instance_points < 0:
+        raise InputError(None, f"--min-instance-points must be >= 0, got {lifting.min_instance_points}")
+    if inp.max_frames is not None and inp.max_frames <= 0:
+        raise InputError(None, f"--max-frames must be positive, got {inp.max_frames}")
+    if inp.size is not None and (len(inp.size) != 2 or min(inp.size) <= 0):
+        raise InputError(None, f"--size must be two positive numbers W H, got {inp.size}")
+    for flag, path in (("--segmenter.sam.checkpoint", cfg.segmenter.sam.checkpoint),
+                       ("--segmenter.sam2.checkpoint", cfg.segmenter.sam2.checkpoint),
+                       ("--mast3r-checkpoint", inp.mast3r_checkpoint)):
         if path is not None and not Path(path).is_file():
             raise InputError(path, f"{flag}: checkpoint file not found")
-    mesh = getattr(cfg, "mesh", None)
-    if mesh is not None and not Path(mesh).is_file():
-        raise InputError(mesh, "--mesh: mesh PLY not found")
-    if cfg.splats is not None:
-        check_splats_header(Path(cfg.splats))
+    if inp.mesh is not None and not Path(inp.mesh).is_file():
+        raise InputError(inp.mesh, "--mesh: mesh PLY not found")
+    if inp.splats is not None:
+        check_splats_header(Path(inp.splats))
     check_device(cfg.device)
 
 
@@ -148,13 +151,19 @@ def checkpoint_id(path) -> dict | None:
 
 def fingerprint(cfg, frame_names: list[str]) -> dict:
     """What determines a run's label maps, as plain JSON values (compared key by key)."""
-    conf = json.loads(json.dumps(asdict(cfg), default=str))
-    fp = {k: v for k, v in conf.items() if k not in _NOT_FINGERPRINTED}
-    fp["scene"] = str(Path(cfg.scene).resolve())
+    from lift3d.config import config_to_json
+
+    fp = {k: v for k, v in config_to_json(cfg).items() if k not in _NOT_FINGERPRINTED}
+    fp["scene"] = str(Path(cfg.input.scene).resolve())
     fp["frames"] = list(frame_names)
-    fp["sam_checkpoint"] = checkpoint_id(cfg.sam_checkpoint) if cfg.segmenter in ("sam", "sam2") else None
-    uses_mast3r = cfg.recon == "mast3r" or cfg.matches == "mast3r"
-    fp["mast3r_checkpoint"] = checkpoint_id(cfg.mast3r_checkpoint) if uses_mast3r else None
+    # the settings of the segmenter it names, not those of every backend (unresolved: `auto`
+    # is the same choice wherever the scene is read)
+    fp["segmenter"] = cfg.segmenter.settings()
+    for name in ("sam", "sam2"):
+        if name in fp["segmenter"]:
+            fp["segmenter"][name]["checkpoint"] = checkpoint_id(getattr(cfg.segmenter, name).checkpoint)
+    uses_mast3r = cfg.input.recon == "mast3r" or cfg.input.matches == "mast3r"
+    fp["mast3r_checkpoint"] = checkpoint_id(cfg.input.mast3r_checkpoint) if uses_mast3r else None
     if not uses_mast3r:
         fp.pop("mast3r", None)
     return fp
@@ -166,7 +175,7 @@ def fingerprint_diff(old: dict, new: dict) -> list[str]:
     def flat(d: dict, prefix: str = "") -> dict:
         out = {}
         for k, v in d.items():
-            if isinstance(v, dict) and k not in ("sam_checkpoint", "mast3r_checkpoint"):
+            if isinstance(v, dict) and not k.endswith("checkpoint"):
                 out.update(flat(v, f"{prefix}{k}."))
             else:
                 out[f"{prefix}{k}"] = v

@@ -1,11 +1,14 @@
 """A recorded run read back: the `config` of `OUT/run.json` as a `SegmentConfig`.
 
-run.json stores the config as plain values (`pipeline.config_to_json`), never pickled classes, so
-it is rebuilt here field by field from the dataclass's own type hints: paths become `Path`,
-lists become tuples, nested settings (`tracker`, `mast3r`, `metric`) their dataclasses; the metric's
-settings of earlier runs (`eps`, `metric_pairwise`, `metric_max_points`) go into `metric`. A key the config no
-longer has (a field renamed since the run) is skipped with one warning naming it; a value of the
-wrong kind is an `InputError` naming the file and the field.
+run.json stores the config as plain values by option name (`config.config_to_json`), never
+pickled classes, so it is rebuilt here field by field from the dataclasses' own type hints: the
+flat options go back into their groups (`config.FLAT_GROUPS`), paths become `Path`, lists become
+tuples, nested settings (`tracker`, `segmenter`, `mast3r`, `metric`) their dataclasses. A run.json from
+before the segmenter settings were nested (`"segmenter": "sam"` beside `sam_checkpoint`,
+`sam_model`, `sam2_model`, `geometric`, `simulated`) is read as the nested form, and the metric's
+settings of earlier runs (`eps`, `metric_pairwise`, `metric_max_points`) go into `metric`. A key
+the config no longer has (a field renamed since the run) is skipped with one warning naming it; a
+value of the wrong kind is an `InputError` naming the file and the field.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import types
 import typing
 from pathlib import Path
 
-from lift3d.config import SegmentConfig
+from lift3d.config import FLAT_GROUPS, SegmentConfig
 from lift3d.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -26,6 +29,9 @@ logger = logging.getLogger(__name__)
 _NOT_SETTINGS = ("config",)
 #: settings a run.json of an earlier version holds at the top level, now in `metric`
 _MOVED_TO_METRIC = {"eps": "eps", "metric_pairwise": "pairwise", "metric_max_points": "max_points"}
+#: run.json keys of the flat segmenter settings -> where they live in `SegmenterConfig` now
+_OLD_SEGMENTER_KEYS = {"sam_checkpoint": ("sam", "checkpoint"), "sam_model": ("sam", "model"),
+                       "sam2_model": ("sam2", "model"), "geometric": ("geometric", None), "simulated": ("simulated", None)}
 
 
 def read_run_config(path: str | Path) -> SegmentConfig:
@@ -49,7 +55,37 @@ def read_run_config(path: str | Path) -> SegmentConfig:
         raise InputError(path, "--config: expected a run.json or a JSON object of segment settings")
     if not values.get("scene"):
         raise InputError(path, "--config: no `scene` recorded")
-    return _build(SegmentConfig, _moved(values, path), path, "")
+    return _build(SegmentConfig, _grouped(_nested_segmenter(_moved(values, path))), path, "")
+
+
+def _nested_segmenter(values: dict) -> dict:
+    """An old run.json's flat segmenter settings (`"segmenter": "sam"`, `sam_checkpoint`, ...) in
+    the nested form of `SegmenterConfig`; other values unchanged."""
+    if not isinstance(values.get("segmenter"), str):
+        return values
+    values = dict(values)
+    seg: dict = {"name": values.pop("segmenter")}
+    for key, (part, name) in _OLD_SEGMENTER_KEYS.items():
+        if key in values:
+            value = values.pop(key)
+            if name is None:
+                seg[part] = value
+            else:
+                seg.setdefault(part, {})[name] = value
+    values["segmenter"] = seg
+    return values
+
+
+def _grouped(values: dict) -> dict:
+    """The flat options (`scene`, `vote`, `out` ...) moved into their groups (`input`, ...)."""
+    owner = {f.name: g for g, c in FLAT_GROUPS.items() for f in dataclasses.fields(c)}
+    out: dict = {g: {} for g in FLAT_GROUPS}
+    for k, v in values.items():
+        if k in owner:
+            out[owner[k]][k] = v
+        else:
+            out[k] = v
+    return out
 
 
 def _moved(values: dict, path: Path) -> dict:

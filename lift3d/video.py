@@ -24,14 +24,14 @@ NO_3D_NOTE = ("no geometry (no depth, no poses + --splats, no MASt3R): label map
               "no points.ply, splats.ply or scannet/, and H is the consecutive-frame consistency through optical flow")
 
 
-def metrics_without_geometry(scene: Scene, masks_dir: Path, out: Path, cfg, *, track: dict, lifting: dict, backends: dict) -> dict:
+def metrics_without_geometry(scene: Scene, masks_dir: Path, out: Path, output, *, track: dict, lifting: dict, backends: dict) -> dict:
     """metrics.json of a run without geometry (consecutive-frame H), and its previews.
 
     Args:
         scene: the run's scene, its `match_fn` the flow provider the tracker used (pairs cached).
         masks_dir: the label maps, `<frame>.png`.
         out: the output folder (previews go to `out/preview/`).
-        cfg: the run's `SegmentConfig` (`preview`, `baseline`).
+        output: the run's `OutputConfig` (`preview`, `baseline`).
         track, lifting, backends: what the tracker, the (skipped) lifting and the backends report.
     """
     from lift3d.consistency.consecutive import consecutive_score
@@ -51,8 +51,8 @@ def metrics_without_geometry(scene: Scene, masks_dir: Path, out: Path, cfg, *, t
         "lifting": lifting,
         "backends": backends,
     })
-    if cfg.preview:
+    if output.preview:
         from lift3d.viewers.overlay import write_previews
 
-        write_previews(out, scene, masks_dir, baseline_dir=out / "baseline" / "masks" if cfg.baseline else None)
+        write_previews(out, scene, masks_dir, baseline_dir=out / "baseline" / "masks" if output.baseline else None)
     return metrics

@@ -118,14 +118,11 @@ class Mast3rOptions:
     min_conf: float = DEFAULT_MIN_CONF
     """Points with MASt3R confidence at or below this are invalid (MASt3R's units, its demo's default)."""
     match_min_conf: float = DEFAULT_MATCH_MIN_CONF
-    """Matches need this descriptor confidence on both sides (MASt3R's units); a match there has
-    confidence 0 on lift3d's scale (see `filter_matches`)."""
+    """Matches need this descriptor confidence on both sides (MASt3R's units); a match there has confidence 0 on lift3d's scale (see `filter_matches`)."""
     match_border: int = 3
     """Matches closer than this to the network input's border are dropped (pixels)."""
     keep_pair_predictions: bool = False
-    """Keep MASt3R's per-pair pointmaps (about 6 MB per pair at 512 px) after the alignment, so
-    that a rerun with other optimisation settings skips the inference; off, only the result, the
-    matches and the canonical views stay in the cache."""
+    """Keep MASt3R's per-pair pointmaps (about 6 MB per pair at 512 px) after the alignment, so that a rerun with other optimisation settings skips the inference; off, only the result, the matches and the canonical views stay in the cache."""
 
     def check(self) -> None:
         if not isinstance(self.size, int) or self.size < 32:

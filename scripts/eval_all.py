@@ -313,6 +313,7 @@ def main() -> None:
     import logging
 
     from lift3d.cli import EvalDavis
+    from lift3d.config import SegmenterConfig
     from lift3d.consistency.simulated import SimulatedConfig
     from lift3d.evaluation import METHODS, default_scannet_methods, run_davis_eval, run_scannet_eval
 
@@ -348,8 +349,8 @@ def main() -> None:
             for k in settings:
                 seg, noise = SETTINGS[k]
                 scannet[scan][k] = run_scannet_eval(
-                    path, out=args.out / "scannet" / scan / k, methods=default_scannet_methods(), segmenter=seg,
-                    simulated=SimulatedConfig(noise=noise) if seg == "simulated" else None,
+                    path, out=args.out / "scannet" / scan / k, methods=default_scannet_methods(),
+                    segmenter=SegmenterConfig(name=seg) if noise is None else SegmenterConfig(name=seg, simulated=SimulatedConfig(noise=noise)),
                     frames=args.scannet_frames if scan == "scene0000_00" else None, pairwise=not args.no_pairwise)
             timing["scan_s"][scan] = time.perf_counter() - t
         timing.update(total_s=time.perf_counter() - t0, load_start=load0, load_end=os.getloadavg()[0])

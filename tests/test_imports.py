@@ -25,8 +25,10 @@ def test_cli_help_is_light():
 def test_cli_help_lists_the_subcommands():
     out = subprocess.run([sys.executable, "-m", "lift3d.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for cmd in ("segment", "metric", "synth", "view", "eval-davis", "eval-scannet", "batch"):
+    for cmd in ("segment", "metric", "synth", "view", "eval", "batch"):
         assert cmd in out.stdout
+    out = subprocess.run([sys.executable, "-m", "lift3d.cli", "eval", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "davis" in out.stdout and "scannet" in out.stdout
 
 
 def test_cli_prints_one_line_on_bad_input(tmp_path):

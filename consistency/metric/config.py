@@ -25,29 +25,19 @@ class MetricConfig:
     eps: float = 0.02
     """Neighbourhood radius in metres."""
     pairwise: bool = True
-    """Also compute the ID-free pairwise variant (labels only). Its table has an entry per pair of
-    (mask, view) that meet within eps: their number grows with the square of how many views see one
-    spot. Memory stays within `max_points` (the table is counted in passes and spilled to disk), but
-    time grows with it (12x the metric's time at 1,000 orbiting views), so switch it off for captures
-    where hundreds of views look at the same surface."""
+    """Also compute the ID-free pairwise variant (labels only). Its table has an entry per pair of (mask, view) that meet within eps: their number grows with the square of how many views see one spot. Memory stays within `max_points` (the table is counted in passes and spilled to disk), but time grows with it (12x the metric's time at 1,000 orbiting views), so switch it off for captures where hundreds of views look at the same surface."""
     max_points: int = DEFAULT_MAX_POINTS
-    """Labeled points held at once (one tile of space with its halo, ~100 bytes each for labels, more
-    for features): the memory bound, whatever the scan's length. Larger is a little faster."""
+    """Labeled points held at once (one tile of space with its halo, ~100 bytes each for labels, more for features): the memory bound, whatever the scan's length. Larger is a little faster."""
     workers: int = 2
     """Threads of the counting kernels (they run without the GIL)."""
     work_dir: Path | None = None
-    """Folder for the temporary spill files (~60 bytes a labeled pixel, removed at the end); default:
-    the output folder's `.lift3d-tmp/` in `lift3d segment` and `lift3d metric`, else the system's."""
+    """Folder for the temporary spill files (~60 bytes a labeled pixel, removed at the end); default: the output folder's `.lift3d-tmp/` in `lift3d segment` and `lift3d metric`, else the system's."""
     pairwise_entries: int | None = None
-    """Pairwise contingency entries held at once (16 bytes each); default max_points // 8, so that
-    they never cost more than a tile."""
+    """Pairwise contingency entries held at once (16 bytes each); default max_points // 8, so that they never cost more than a tile."""
     cells_per_eps: int = 1
-    """Grid cells of edge eps / cells_per_eps. Finer cells test fewer pairs one by one, but on
-    scene0000_00 classifying 125 or 343 neighbour cells cost more than that saved
-    (docs/benchmarks/metric.md)."""
+    """Grid cells of edge eps / cells_per_eps. Finer cells test fewer pairs one by one, but on scene0000_00 classifying 125 or 343 neighbour cells cost more than that saved (docs/benchmarks/metric.md)."""
     cells_per_block: int = 1
-    """Cells along each edge of a block (>= cells_per_eps: a cell's neighbours must lie in the 27
-    blocks around its own); tiles and their halos are made of blocks."""
+    """Cells along each edge of a block (>= cells_per_eps: a cell's neighbours must lie in the 27 blocks around its own); tiles and their halos are made of blocks."""
 
     def check(self, prefix: str | None = None) -> None:
         """Raises InputError naming the first setting out of range: by its field name, or as the

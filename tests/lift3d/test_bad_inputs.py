@@ -246,7 +246,7 @@ def test_missing_checkpoint_names_the_flag(synthetic_scene_dir, tmp_path, capsys
     ckpt = tmp_path / "sam_vit_b.pth"
     assert _segment(synthetic_scene_dir, tmp_path / "out", "--segmenter", "sam", "--sam-checkpoint", str(ckpt)) == 2
     msg = _error(capsys)
-    assert str(ckpt) in msg and "--sam-checkpoint" in msg
+    assert str(ckpt) in msg and "--segmenter.sam.checkpoint" in msg
     assert not (tmp_path / "out").exists()
 
 

@@ -27,7 +27,7 @@ def three_scenes(synthetic_scene_dir, tmp_path) -> Path:
 
 
 def _cmd(root: Path, out: Path, engine: str) -> Batch:
-    seg = SegmentConfig(scene=Path("."), max_frames=3, preview=False)
+    seg = SegmentConfig.from_options(scene=Path("."), max_frames=3, preview=False)
     return Batch(scenes=str(root / "scene*"), out=out, engine=engine, cpus_per_scene=1, segment=seg)
 
 

@@ -8,13 +8,14 @@ import shutil
 import pytest
 
 from lift3d.cli import entrypoint
+from lift3d.config import SegmenterConfig
 from lift3d.consistency.simulated import SimulatedConfig
 from lift3d.evaluation import run_scannet_eval
 
 
 def test_eval_on_exact_simulated_masks_oracle_and_maskclustering_are_perfect(synthetic_scene_dir, tmp_path):
     res = run_scannet_eval(synthetic_scene_dir, out=tmp_path, methods=("framewise", "maskclustering", "oracle"),
-                           segmenter="simulated", simulated=SimulatedConfig(noise=0.0), verbose=False)
+                           segmenter=SegmenterConfig(name="simulated", simulated=SimulatedConfig(noise=0.0)), verbose=False)
     assert "simulated from ground truth" in res["backends"]["segmenter"]
     assert res["simulated"]["config"]["noise"] == 0.0
     assert res["settings"]["frames"] is None and res["settings"]["frames_used"] == res["settings"]["frames_in_scan"]
@@ -28,7 +29,7 @@ def test_eval_on_exact_simulated_masks_oracle_and_maskclustering_are_perfect(syn
 def test_eval_scannet_command_with_noise_and_every_default_method(synthetic_scene_dir, tmp_path, capsys):
     out = tmp_path / "ev"
     argv = ["eval", "scannet", "--scene", str(synthetic_scene_dir), "--out", str(out), "--segmenter", "simulated",
-            "--simulated.noise", "0.3", "--simulated.seed", "3", "--frames", "::2"]
+            "--segmenter.simulated.noise", "0.3", "--segmenter.simulated.seed", "3", "--frames", "::2"]
     assert entrypoint(argv) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["methods"] == ["framewise", "sam3d", "maskclustering", "mastsam-no-unmasked", "mastsam", "byocl", "oracle"]
@@ -65,7 +66,7 @@ def test_simulated_without_instance_gt_and_merged_without_its_module_are_one_lin
 def test_segment_with_the_simulated_segmenter_records_it(synthetic_scene_dir, tmp_path):
     out = tmp_path / "seg"
     argv = ["segment", "--scene", str(synthetic_scene_dir), "--out", str(out), "--segmenter", "simulated",
-            "--simulated.noise", "0.15", "--no-preview", "--max-frames", "3"]
+            "--segmenter.simulated.noise", "0.15", "--no-preview", "--max-frames", "3"]
     assert entrypoint(argv) == 0
     run = json.loads((out / "run.json").read_text())
     assert "simulated from ground truth" in run["backends"]["segmenter"]
@@ -75,10 +76,10 @@ def test_segment_with_the_simulated_segmenter_records_it(synthetic_scene_dir, tm
 def test_eval_davis_accepts_sam2_and_refuses_the_simulation(tmp_path, capsys):
     base = ["eval", "davis", "--root", str(tmp_path), "--sequences", "x", "--out", str(tmp_path / "o")]
     assert entrypoint([*base, "--segmenter", "sam2"]) == 2
-    assert "--sam-checkpoint" in capsys.readouterr().err
+    assert "--segmenter.sam2.checkpoint" in capsys.readouterr().err
     from lift3d.cli import EvalDavis
     from lift3d.errors import InputError
     from lift3d.evaluation import run_davis_eval
 
     with pytest.raises(InputError, match="DAVIS has none"):
-        run_davis_eval(EvalDavis(root=tmp_path, sequences=("x",), segmenter="simulated"), verbose=False)
+        run_davis_eval(EvalDavis(root=tmp_path, sequences=("x",), segmenter=SegmenterConfig(name="simulated")), verbose=False)

@@ -264,9 +264,11 @@ def test_eval_scannet_command_runs_methods_or_scores_a_prediction(synthetic_scen
 
 
 def test_scannet_eval_with_the_geometric_default(synthetic_scene_dir, tmp_path):
+    from lift3d.config import SegmenterConfig
     from lift3d.evaluation import run_scannet_eval
 
-    res = run_scannet_eval(synthetic_scene_dir, out=tmp_path, methods=("mastsam", "mastsam-merged"), segmenter="geometric",
+    res = run_scannet_eval(synthetic_scene_dir, out=tmp_path, methods=("mastsam", "mastsam-merged"),
+                           segmenter=SegmenterConfig(name="geometric"),
                            verbose=False, pairwise=False)
     assert res["backends"]["segmenter"] == "geometric"
     for m in ("mastsam", "mastsam-merged"):

@@ -25,7 +25,7 @@ def _gt_vertex_instances(scene_dir: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def demo_run(synthetic_scene_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "out"
-    run_segment(SegmentConfig(scene=synthetic_scene_dir, out=out, baseline=True))
+    run_segment(SegmentConfig.from_options(scene=synthetic_scene_dir, out=out, baseline=True))
     return out
 
 
@@ -79,7 +79,7 @@ def test_resume_skips_finished_frames_and_gives_the_same_result(demo_run, synthe
     shutil.copytree(demo_run / "masks", out / "masks")
     shutil.copy(demo_run / ".lift3d-fingerprint.json", out)  # the record of the run that made them
     (out / "masks" / "7.png").unlink()  # the run was interrupted before the last frame
-    run_segment(SegmentConfig(scene=synthetic_scene_dir, out=out, resume=True, preview=False))
+    run_segment(SegmentConfig.from_options(scene=synthetic_scene_dir, out=out, resume=True, preview=False))
     m = json.loads((out / "metrics.json").read_text())
     for n in ("0", "3", "6"):
         np.testing.assert_array_equal(read_label_map(out / "masks" / f"{n}.png"), read_label_map(demo_run / "masks" / f"{n}.png"))
@@ -89,7 +89,7 @@ def test_resume_skips_finished_frames_and_gives_the_same_result(demo_run, synthe
 
 def test_frame_selection(synthetic_scene_dir, tmp_path):
     out = tmp_path / "out"
-    run_segment(SegmentConfig(scene=synthetic_scene_dir, out=out, frames="1:8:2", max_frames=3, preview=False))
+    run_segment(SegmentConfig.from_options(scene=synthetic_scene_dir, out=out, frames="1:8:2", max_frames=3, preview=False))
     assert sorted(p.stem for p in (out / "masks").glob("*.png")) == ["1", "5", "7"]  # 1 3 5 7 -> first, middle, last
 
 
@@ -102,7 +102,7 @@ def test_interrupted_run_leaves_no_half_written_file(synthetic_scene_dir, tmp_pa
     monkeypatch.setattr(export, "write_scannet_instances", boom)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        run_segment(SegmentConfig(scene=synthetic_scene_dir, out=out, max_frames=2, preview=False))
+        run_segment(SegmentConfig.from_options(scene=synthetic_scene_dir, out=out, max_frames=2, preview=False))
     assert not list(out.rglob("*.tmp*"))
     assert not (out / "metrics.json").exists()
 
@@ -174,10 +174,10 @@ def test_the_metric_memory_bound_has_one_default():
     from lift3d.cli import Metric
     from lift3d.consistency.metric import DEFAULT_MAX_POINTS, MetricConfig
 
-    assert SegmentConfig(scene=Path(".")).metric.max_points == DEFAULT_MAX_POINTS
+    assert SegmentConfig.from_options(scene=Path(".")).metric.max_points == DEFAULT_MAX_POINTS
     assert Metric(scene=Path("."), masks=Path(".")).metric.max_points == DEFAULT_MAX_POINTS
     # one settings dataclass for the metric of `segment` and of `metric`
-    assert SegmentConfig(scene=Path(".")).metric == Metric(scene=Path("."), masks=Path(".")).metric == MetricConfig()
+    assert SegmentConfig.from_options(scene=Path(".")).metric == Metric(scene=Path("."), masks=Path(".")).metric == MetricConfig()
 
 
 def test_pairwise_can_be_switched_off_and_h_is_the_same(synthetic_scene_dir, tmp_path):
@@ -225,16 +225,16 @@ def test_mesh_flag_supplies_the_mesh_and_the_scannet_export_needs_one(synthetic_
     bare = tmp_path / synthetic_scene_dir.name
     shutil.copytree(synthetic_scene_dir, bare, ignore=shutil.ignore_patterns("*_vh_clean_2.ply"))
     with caplog.at_level(logging.WARNING):
-        fused = run_segment(SegmentConfig(scene=bare, out=tmp_path / "fused", max_frames=2, preview=False))
+        fused = run_segment(SegmentConfig.from_options(scene=bare, out=tmp_path / "fused", max_frames=2, preview=False))
     assert not (fused / "scannet").exists() and not (fused / "mesh.ply").exists()
     assert [r.getMessage() for r in caplog.records if "ScanNet export skipped" in r.getMessage()] == [
         "ScanNet export skipped: the points are fused pointmaps, not a ScanNet mesh's vertices "
         "(give the scan's *_vh_clean_2.ply with --mesh PATH)"]
-    given = run_segment(SegmentConfig(scene=bare, out=tmp_path / "given", max_frames=2, preview=False, mesh=mesh))
+    given = run_segment(SegmentConfig.from_options(scene=bare, out=tmp_path / "given", max_frames=2, preview=False, mesh=mesh))
     assert len(PlyData.read(str(given / "points.ply"))["vertex"]) == len(PlyData.read(str(mesh))["vertex"])
     assert (given / "mesh.ply").is_file() and (given / "scannet" / f"{bare.name}.txt").is_file()
     with pytest.raises(InputError, match="--mesh: mesh PLY not found"):
-        run_segment(SegmentConfig(scene=bare, out=tmp_path / "x", mesh=tmp_path / "none.ply"))
+        run_segment(SegmentConfig.from_options(scene=bare, out=tmp_path / "x", mesh=tmp_path / "none.ply"))
 
 
 def test_a_single_view_warns_that_nothing_is_merged(synthetic_scene_dir, tmp_path, caplog):
@@ -244,6 +244,6 @@ def test_a_single_view_warns_that_nothing_is_merged(synthetic_scene_dir, tmp_pat
     from lift3d.pipeline import run_segment
 
     with caplog.at_level(logging.WARNING):
-        out = run_segment(SegmentConfig(scene=synthetic_scene_dir, out=tmp_path / "one", max_frames=1, preview=False))
+        out = run_segment(SegmentConfig.from_options(scene=synthetic_scene_dir, out=tmp_path / "one", max_frames=1, preview=False))
     assert any("single view" in r.getMessage() and str(synthetic_scene_dir) in r.getMessage() for r in caplog.records)
     assert (out / "points.ply").is_file() and (out / "run.json").is_file()

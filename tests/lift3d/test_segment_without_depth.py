@@ -67,18 +67,18 @@ def test_splats_of_another_scene_are_refused_before_tracking(shared_data, tmp_pa
 
     monkeypatch.setattr(pipeline, "run_tracking", no_tracking)
     splats = shared_data / "splats" / "train-1000.ply"
-    cfg = SegmentConfig(scene=shared_data / "colmap" / "cake", splats=splats, out=tmp_path / "o")
+    cfg = SegmentConfig.from_options(scene=shared_data / "colmap" / "cake", splats=splats, out=tmp_path / "o")
     with pytest.raises(InputError, match="not in one world frame") as err:
         run_segment(cfg)
     assert "train-1000.ply" in str(err.value) and "1000 splat centres" in str(err.value)
-    assert entrypoint(["segment", "--scene", str(cfg.scene), "--splats", str(splats), "--out", str(tmp_path / "o")]) == 2
+    assert entrypoint(["segment", "--scene", str(cfg.input.scene), "--splats", str(splats), "--out", str(tmp_path / "o")]) == 2
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "not in one world frame" in lines[0]
 
 
 def test_posed_scene_without_depth_or_splats_says_what_is_possible(shared_data, tmp_path):
     with pytest.raises(InputError) as err:
-        run_segment(SegmentConfig(scene=shared_data / "colmap" / "cake", out=tmp_path / "o"))
+        run_segment(SegmentConfig.from_options(scene=shared_data / "colmap" / "cake", out=tmp_path / "o"))
     msg = str(err.value)
     assert "--splats" in msg and "MASt3R" in msg and "--matches flow" in msg
 
@@ -89,7 +89,7 @@ def test_splats_need_poses(tmp_path, shared_data):
     for p in sorted((shared_data / "davis/JPEGImages/480p/blackswan").glob("*.jpg"))[:2]:
         shutil.copy(p, frames / p.name)
     with pytest.raises(InputError, match="camera poses"):
-        run_segment(SegmentConfig(scene=frames, splats=shared_data / "splats" / "train-1000.ply", out=tmp_path / "o"))
+        run_segment(SegmentConfig.from_options(scene=frames, splats=shared_data / "splats" / "train-1000.ply", out=tmp_path / "o"))
 
 
 def test_video_frames_without_geometry_are_tracked_through_flow(shared_data, tmp_path, caplog):
@@ -100,7 +100,7 @@ def test_video_frames_without_geometry_are_tracked_through_flow(shared_data, tmp
         shutil.copy(p, frames / p.name)
     out = tmp_path / "out"
     with caplog.at_level(logging.INFO, logger="lift3d"):
-        run_segment(SegmentConfig(scene=frames, out=out, size=(320, 180)))
+        run_segment(SegmentConfig.from_options(scene=frames, out=out, size=(320, 180)))
     assert len(list((out / "masks").glob("*.png"))) == 4
     for f in ("metrics.json", "run.json", "report.html", "preview/contact_sheet.png"):
         assert (out / f).is_file(), f

@@ -329,7 +329,7 @@ def demo_output(synthetic_scene_dir, tmp_path_factory):
     from lift3d.config import SegmentConfig
     from lift3d.pipeline import run_segment
 
-    return run_segment(SegmentConfig(scene=synthetic_scene_dir, out=tmp_path_factory.mktemp("demo") / "result",
+    return run_segment(SegmentConfig.from_options(scene=synthetic_scene_dir, out=tmp_path_factory.mktemp("demo") / "result",
                                      max_frames=4, preview=False, segmenter="classical-2d"))
 
 
