@@ -34,6 +34,7 @@ test: sysdeps $(STAMP) lint
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

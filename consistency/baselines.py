@@ -66,7 +66,9 @@ def match_groups(
     both = (g_ref > 0) & (g_new > 0)
     if not both.any():
         return {}
-    pairs, count = np.unique(np.stack([g_new[both], g_ref[both]], axis=1), axis=0, return_counts=True)
+    pairs, count = np.unique(
+        np.stack([g_new[both], g_ref[both]], axis=1), axis=0, return_counts=True
+    )
     order = np.lexsort((pairs[:, 1], -count, pairs[:, 0]))
     first = order[np.unique(pairs[order, 0], return_index=True)[1]]
     out = {}
@@ -83,7 +85,9 @@ def _relabel(values: np.ndarray, mapping: dict[int, int], shift: int = 0) -> np.
     out = np.where(values > 0, values + shift, 0)
     if mapping:
         lut = np.arange(max(int(out.max(initial=0)), max(mapping)) + 1, dtype=np.int64)
-        lut[np.fromiter(mapping, np.int64, len(mapping))] = np.fromiter(mapping.values(), np.int64, len(mapping))
+        lut[np.fromiter(mapping, np.int64, len(mapping))] = np.fromiter(
+            mapping.values(), np.int64, len(mapping)
+        )
         out = lut[out]
     return out
 
@@ -133,7 +137,9 @@ def _local_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _check_labels(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 3 or labels.dtype.kind not in "iu":
-        raise InputError(None, f"labels must be integer [N, H, W], got {labels.dtype} {list(labels.shape)}")
+        raise InputError(
+            None, f"labels must be integer [N, H, W], got {labels.dtype} {list(labels.shape)}"
+        )
     if labels.size and labels.min() < 0:
         raise InputError(None, "labels must be >= 0 (0 = unlabeled)")
     return labels
@@ -142,7 +148,10 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
 def _hierarchy(nodes: list[_Node], merge) -> _Node:
     """Merge nodes pairwise, level by level (SAM3D's `while len(pcd_list) != 1`)."""
     while len(nodes) > 1:
-        nodes = [merge(nodes[p[0]], nodes[p[1]]) if len(p) == 2 else nodes[p[0]] for p in pairwise_indices(len(nodes))]
+        nodes = [
+            merge(nodes[p[0]], nodes[p[1]]) if len(p) == 2 else nodes[p[0]]
+            for p in pairwise_indices(len(nodes))
+        ]
     return nodes[0]
 
 
@@ -201,7 +210,9 @@ def sam3d_merge_2d(
     labels = _check_labels(labels)
     N, H, W = labels.shape
     if len(matches) != max(N - 1, 0):
-        raise InputError(None, f"expected {max(N - 1, 0)} match sets (frames t, t+1), got {len(matches)}")
+        raise InputError(
+            None, f"expected {max(N - 1, 0)} match sets (frames t, t+1), got {len(matches)}"
+        )
     if stride < 1:
         raise InputError(None, f"stride must be >= 1, got {stride}")
     if N == 0:
@@ -221,7 +232,10 @@ def sam3d_merge_2d(
         # the two nodes are adjacent runs: their boundary frames are consecutive
         a, b = (ref, new) if ref.frames[-1] < new.frames[0] else (new, ref)
         t = a.frames[-1]
-        uv_t, uv_t1 = (np.rint(np.asarray(x, np.float64).reshape(-1, 2)).astype(np.int64) for x in matches[t][:2])
+        uv_t, uv_t1 = (
+            np.rint(np.asarray(x, np.float64).reshape(-1, 2)).astype(np.int64)
+            for x in matches[t][:2]
+        )
         ok = (uv_t[:, 0] >= 0) & (uv_t[:, 0] < W) & (uv_t[:, 1] >= 0) & (uv_t[:, 1] < H)
         ok &= (uv_t1[:, 0] >= 0) & (uv_t1[:, 0] < W) & (uv_t1[:, 1] >= 0) & (uv_t1[:, 1] < H)
         ga = a.luts[t][local[t][uv_t[ok, 1], uv_t[ok, 0]]]
@@ -242,7 +256,9 @@ def sam3d_merge_2d(
 # 3D: voxelized point clouds
 
 
-def _voxelize(xyz: np.ndarray, keys: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _voxelize(
+    xyz: np.ndarray, keys: np.ndarray, group: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One point per voxel: the first labeled one, else the first (stable in input order)."""
     if len(keys) == 0:
         return xyz, keys, group
@@ -287,8 +303,9 @@ def sam3d_merge(
     valid = np.asarray(valid, bool)
     if pointmaps.shape != labels.shape + (3,) or valid.shape != labels.shape:
         raise InputError(
-            None, f"labels [N, H, W], pointmaps [N, H, W, 3] and valid [N, H, W] must agree; got "
-            f"{list(labels.shape)}, {list(pointmaps.shape)}, {list(valid.shape)}"
+            None,
+            f"labels [N, H, W], pointmaps [N, H, W, 3] and valid [N, H, W] must agree; got "
+            f"{list(labels.shape)}, {list(pointmaps.shape)}, {list(valid.shape)}",
         )
     if not voxel > 0:
         raise InputError(None, f"voxel must be positive (metres), got {voxel}")
@@ -304,7 +321,15 @@ def sam3d_merge(
         ok = valid[f] & np.isfinite(pointmaps[f]).all(axis=-1)
         xyz = pointmaps[f][ok].astype(np.float32)
         xyz, keys, group = _voxelize(xyz, voxel_keys(xyz, voxel), loc[ok].astype(np.int64))
-        nodes.append(_Node(frames=[f], luts={f: np.arange(len(ids), dtype=np.int64)}, xyz=xyz, keys=keys, group=group))
+        nodes.append(
+            _Node(
+                frames=[f],
+                luts={f: np.arange(len(ids), dtype=np.int64)},
+                xyz=xyz,
+                keys=keys,
+                group=group,
+            )
+        )
 
     def pairs(ref: _Node, new: _Node):
         size_ref = np.bincount(ref.group, minlength=ref.max_id() + 1)
@@ -328,9 +353,17 @@ def sam3d_merge(
     def merge(left: _Node, right: _Node) -> _Node:
         _bidirectional(left, right, pairs, ratio)
         xyz, keys, group = _voxelize(
-            np.concatenate([left.xyz, right.xyz]), np.concatenate([left.keys, right.keys]), np.concatenate([left.group, right.group])
+            np.concatenate([left.xyz, right.xyz]),
+            np.concatenate([left.keys, right.keys]),
+            np.concatenate([left.group, right.group]),
         )
-        return _Node(frames=left.frames + right.frames, luts={**left.luts, **right.luts}, xyz=xyz, keys=keys, group=group)
+        return _Node(
+            frames=left.frames + right.frames,
+            luts={**left.luts, **right.luts},
+            xyz=xyz,
+            keys=keys,
+            group=group,
+        )
 
     return _final_labels(local, _hierarchy(nodes, merge))
 
@@ -356,7 +389,9 @@ def oracle_association(
     labels = _check_labels(labels)
     gt = np.asarray(gt)
     if gt.shape != labels.shape or gt.dtype.kind not in "iu":
-        raise InputError(None, f"gt must be integer {list(labels.shape)}, got {gt.dtype} {list(gt.shape)}")
+        raise InputError(
+            None, f"gt must be integer {list(labels.shape)}, got {gt.dtype} {list(gt.shape)}"
+        )
     out = np.zeros(labels.shape, np.int32)
     fresh = int(gt.max(initial=0))
     for f in range(len(labels)):
@@ -365,7 +400,9 @@ def oracle_association(
         if not on.any():
             continue
         pairs, count = np.unique(np.stack([lab[on], g[on]], axis=1), axis=0, return_counts=True)
-        order = np.lexsort((pairs[:, 1], -count, pairs[:, 0]))  # per mask: most pixels, then smallest GT ID
+        order = np.lexsort(
+            (pairs[:, 1], -count, pairs[:, 0])
+        )  # per mask: most pixels, then smallest GT ID
         first = order[np.unique(pairs[order, 0], return_index=True)[1]]
         lut = np.zeros(int(lab.max()) + 1, np.int64)
         for k, obj in pairs[first]:

@@ -59,7 +59,9 @@ def encoder_features(segmenter: Segmenter, image: np.ndarray) -> tuple[np.ndarra
     when it has one (`image_features`, SAM and SAM 2), else the stand-in."""
     fn = getattr(segmenter, "image_features", None)
     if callable(fn):
-        return np.asarray(fn(image), np.float32), f"image encoder of {getattr(segmenter, 'name', 'the segmenter')}"
+        return np.asarray(
+            fn(image), np.float32
+        ), f"image encoder of {getattr(segmenter, 'name', 'the segmenter')}"
     return stand_in_features(image), STAND_IN
 
 
@@ -89,7 +91,11 @@ def byocl_cluster(
 
     if not len(features):
         raise InputError(None, "BYOCL needs at least one frame")
-    feats = np.stack([np.asarray(f, np.float32) for f in features]) if len({np.shape(f) for f in features}) == 1 else None
+    feats = (
+        np.stack([np.asarray(f, np.float32) for f in features])
+        if len({np.shape(f) for f in features}) == 1
+        else None
+    )
     if feats is None or feats.ndim != 4:
         raise InputError(None, "BYOCL: every frame's features must be [h, w, C] of one shape")
     if min(batch, k, n_components, global_clusters) < 1:
@@ -118,7 +124,9 @@ def byocl_cluster(
     return out
 
 
-def byocl_labels(scene: Scene, segmenter: Segmenter, *, seed: int = 0, **kwargs) -> tuple[np.ndarray, str]:
+def byocl_labels(
+    scene: Scene, segmenter: Segmenter, *, seed: int = 0, **kwargs
+) -> tuple[np.ndarray, str]:
     """BYOCL on every frame of `scene`: ([N, H, W] int32 label maps at the frames' size, the
     feature used). Keyword arguments go to `byocl_cluster`."""
     feats, name = [], ""

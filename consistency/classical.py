@@ -166,7 +166,8 @@ class ClassicalSegmenter:
         point_labels = np.asarray(point_labels)
         if points.ndim != 3 or points.shape[2] != 2 or point_labels.shape != points.shape[:2]:
             raise InputError(
-                None, f"prompts must be points [B, P, 2] and labels [B, P]; got {points.shape} and {point_labels.shape}"
+                None,
+                f"prompts must be points [B, P, 2] and labels [B, P]; got {points.shape} and {point_labels.shape}",
             )
         seg = self._segmentation(image, geometry)
         H, W = seg.regions.shape
@@ -209,7 +210,9 @@ def _grow(seg: _Segmentation, sp_pos: np.ndarray, sp_neg: np.ndarray) -> np.ndar
     return np.concatenate(keep)
 
 
-def _split_region(seg: _Segmentation, members: np.ndarray, seeds_pos: np.ndarray, seeds_neg: np.ndarray) -> np.ndarray:
+def _split_region(
+    seg: _Segmentation, members: np.ndarray, seeds_pos: np.ndarray, seeds_neg: np.ndarray
+) -> np.ndarray:
     """Members of a region nearer (colour geodesic) to a positive seed than to any negative one."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import dijkstra
@@ -221,7 +224,9 @@ def _split_region(seg: _Segmentation, members: np.ndarray, seeds_pos: np.ndarray
     # a small constant keeps zero-cost edges as edges and prefers fewer hops on ties
     w = seg.edge_cost[inner].astype(np.float64) + 1e-3
     n = len(members)
-    graph = coo_matrix((np.concatenate([w, w]), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n)).tocsr()
+    graph = coo_matrix(
+        (np.concatenate([w, w]), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n)
+    ).tocsr()
     seeds = np.concatenate([local[seeds_pos], local[seeds_neg]])
     _, _, source = dijkstra(graph, indices=seeds, min_only=True, return_predecessors=True)
     positive = np.isin(source, local[seeds_pos])
@@ -242,14 +247,22 @@ def _segment(image: np.ndarray, geometry: np.ndarray | None, cfg: ClassicalConfi
     edges, stats = _adjacency(sp, smooth, geo, cfg)
     S = int(sp.max()) + 1
     area = np.bincount(sp.ravel(), minlength=S).astype(np.float64)
-    lab_sum = np.stack([np.bincount(sp.ravel(), weights=lab_w[..., c].ravel(), minlength=S) for c in range(3)], 1)
+    lab_sum = np.stack(
+        [np.bincount(sp.ravel(), weights=lab_w[..., c].ravel(), minlength=S) for c in range(3)], 1
+    )
     sq_sum = np.bincount(sp.ravel(), weights=(lab_w**2).sum(-1).ravel(), minlength=S)
     mean = lab_sum / area[:, None]
     edge_cost = np.linalg.norm(mean[edges[:, 0]] - mean[edges[:, 1]], axis=1).astype(np.float32)
     root = _merge(
-        area, lab_sum, edges, stats,
-        threshold=cfg.merge_threshold, barrier_fraction=cfg.barrier_fraction, boundary_weight=cfg.boundary_weight,
-        size_exponent=cfg.size_exponent, convex_discount=cfg.convex_discount,
+        area,
+        lab_sum,
+        edges,
+        stats,
+        threshold=cfg.merge_threshold,
+        barrier_fraction=cfg.barrier_fraction,
+        boundary_weight=cfg.boundary_weight,
+        size_exponent=cfg.size_exponent,
+        convex_discount=cfg.convex_discount,
     )
     min_area = cfg.min_region_fraction * sp.size
     root = _absorb_small(root, area, lab_sum, edges, min_area=min_area)
@@ -257,9 +270,20 @@ def _segment(image: np.ndarray, geometry: np.ndarray | None, cfg: ClassicalConfi
     region_of = region_of.astype(np.int32)
     R = int(region_of.max()) + 1
     r_area = np.bincount(region_of, weights=area, minlength=R)
-    r_sum = np.stack([np.bincount(region_of, weights=lab_sum[:, c], minlength=R) for c in range(3)], 1)
+    r_sum = np.stack(
+        [np.bincount(region_of, weights=lab_sum[:, c], minlength=R) for c in range(3)], 1
+    )
     r_sq = np.bincount(region_of, weights=sq_sum, minlength=R)
-    scores = _region_scores(region_of, r_area, r_sum, r_sq, edges, stats[:, 0], stats[:, 1], edge_floor=2 * cfg.merge_threshold)
+    scores = _region_scores(
+        region_of,
+        r_area,
+        r_sum,
+        r_sq,
+        edges,
+        stats[:, 0],
+        stats[:, 1],
+        edge_floor=2 * cfg.merge_threshold,
+    )
     return _Segmentation(
         superpixels=sp,
         region_of=region_of,
@@ -297,7 +321,10 @@ class _Geometry:
         # same way at 128x96 and at 640x480
         size = 2 * k + 1
         wsum = uniform_filter(valid.astype(np.float32), size)
-        Ps = np.stack([uniform_filter(P[..., c], size) for c in range(3)], -1) / np.maximum(wsum, 1e-6)[..., None]
+        Ps = (
+            np.stack([uniform_filter(P[..., c], size) for c in range(3)], -1)
+            / np.maximum(wsum, 1e-6)[..., None]
+        )
         normals = np.zeros_like(P)
         nvalid = np.zeros_like(valid)
         if H > 2 * k and W > 2 * k:
@@ -327,7 +354,9 @@ def _pad_to(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.pad(a, [(0, shape[0] - a.shape[0]), (0, shape[1] - a.shape[1])])
 
 
-def _jumps(P: np.ndarray, valid: np.ndarray, *, axis: int, ratio: float, min_jump: float, window: int) -> np.ndarray:
+def _jumps(
+    P: np.ndarray, valid: np.ndarray, *, axis: int, ratio: float, min_jump: float, window: int
+) -> np.ndarray:
     """Depth jumps between neighbours along `axis`: a 3D gap much larger than the smallest gap
     within `window` pixels along the same line (the local pixel spacing). A window rather than the
     adjacent gaps alone, because sensor depth ramps across an occlusion edge over a few pixels."""
@@ -339,12 +368,17 @@ def _jumps(P: np.ndarray, valid: np.ndarray, *, axis: int, ratio: float, min_jum
     return ok & (gap > min_jump) & (gap > ratio * spacing)
 
 
-def _jumps_reference(P: np.ndarray, valid: np.ndarray, *, axis: int, ratio: float, min_jump: float, window: int) -> np.ndarray:
+def _jumps_reference(
+    P: np.ndarray, valid: np.ndarray, *, axis: int, ratio: float, min_jump: float, window: int
+) -> np.ndarray:
     """Slow twin of `_jumps`, pixel pair by pixel pair."""
     Q, V = (P, valid) if axis == 0 else (P.transpose(1, 0, 2), valid.T)
     out = np.zeros((Q.shape[0] - 1, Q.shape[1]), bool)
     for j in range(Q.shape[1]):
-        gaps = [np.linalg.norm(Q[i + 1, j] - Q[i, j]) if V[i, j] and V[i + 1, j] else np.inf for i in range(Q.shape[0] - 1)]
+        gaps = [
+            np.linalg.norm(Q[i + 1, j] - Q[i, j]) if V[i, j] and V[i + 1, j] else np.inf
+            for i in range(Q.shape[0] - 1)
+        ]
         for i, g in enumerate(gaps):
             near = gaps[max(0, i - window) : i + window + 1]
             out[i, j] = bool(np.isfinite(g) and g > min_jump and g > ratio * min(near))
@@ -364,7 +398,14 @@ def _superpixels(lab: np.ndarray, geo: _Geometry | None, cfg: ClassicalConfig) -
     # slic rescales its input to [0, 1]; dividing compactness by the same range keeps it in
     # colour units whatever the channels hold
     span = float(feat.max() - feat.min()) or 1.0
-    sp = slic(feat, n_segments=n, compactness=cfg.compactness / span, channel_axis=-1, convert2lab=False, start_label=0)
+    sp = slic(
+        feat,
+        n_segments=n,
+        compactness=cfg.compactness / span,
+        channel_axis=-1,
+        convert2lab=False,
+        start_label=0,
+    )
     _, sp = np.unique(sp, return_inverse=True)
     return sp.reshape(H, W).astype(np.int32)
 
@@ -406,7 +447,9 @@ def _adjacency(
     return edges, np.stack([length, barrier_len, convex_len, contrast], 1)
 
 
-def _creases(sp: np.ndarray, edges: np.ndarray, geo: _Geometry, cfg: ClassicalConfig) -> tuple[np.ndarray, np.ndarray]:
+def _creases(
+    sp: np.ndarray, edges: np.ndarray, geo: _Geometry, cfg: ClassicalConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """[E] bool each: the two superpixels meet in a concave / a convex crease sharper than
     `crease_angle`.
 
@@ -417,8 +460,14 @@ def _creases(sp: np.ndarray, edges: np.ndarray, geo: _Geometry, cfg: ClassicalCo
     flat = sp.ravel()
     w = geo.normal_valid.ravel().astype(np.float64)
     count = np.bincount(flat, weights=w, minlength=S)
-    cen = np.stack([np.bincount(flat, weights=w * geo.points[..., c].ravel(), minlength=S) for c in range(3)], 1)
-    nrm = np.stack([np.bincount(flat, weights=w * geo.normals[..., c].ravel(), minlength=S) for c in range(3)], 1)
+    cen = np.stack(
+        [np.bincount(flat, weights=w * geo.points[..., c].ravel(), minlength=S) for c in range(3)],
+        1,
+    )
+    nrm = np.stack(
+        [np.bincount(flat, weights=w * geo.normals[..., c].ravel(), minlength=S) for c in range(3)],
+        1,
+    )
     has = count >= 3
     cen /= np.maximum(count, 1)[:, None]
     nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
@@ -472,7 +521,10 @@ def _merge(
         # Felzenszwalb & Huttenlocher's adaptive test: a region tolerates its own internal
         # variation plus a slack that shrinks as it grows, so textured floors merge while a
         # smooth table next to them stays apart
-        return c < min(internal[a] + threshold / count[a] ** size_exponent, internal[b] + threshold / count[b] ** size_exponent)
+        return c < min(
+            internal[a] + threshold / count[a] ** size_exponent,
+            internal[b] + threshold / count[b] ** size_exponent,
+        )
 
     for a in range(S):
         for b in nbrs[a]:
@@ -534,15 +586,21 @@ def _merge_reference(
         regions = np.unique(root)
         for i, r in enumerate(regions):
             for q in regions[i + 1 :]:
-                between = ((root[edges[:, 0]] == r) & (root[edges[:, 1]] == q)) | ((root[edges[:, 0]] == q) & (root[edges[:, 1]] == r))
+                between = ((root[edges[:, 0]] == r) & (root[edges[:, 1]] == q)) | (
+                    (root[edges[:, 0]] == q) & (root[edges[:, 1]] == r)
+                )
                 if not between.any():
                     continue
                 ln, br, cv, ct = stats[between].sum(0)
                 if br > barrier_fraction * ln:
                     continue
-                mr, mq = lab_sum[root == r].sum(0) / area[root == r].sum(), lab_sum[root == q].sum(0) / area[root == q].sum()
+                mr, mq = (
+                    lab_sum[root == r].sum(0) / area[root == r].sum(),
+                    lab_sum[root == q].sum(0) / area[root == q].sum(),
+                )
                 c = (1 - (1 - convex_discount) * cv / ln) * (
-                    (1 - boundary_weight) * float(np.linalg.norm(mr - mq)) + boundary_weight * ct / ln
+                    (1 - boundary_weight) * float(np.linalg.norm(mr - mq))
+                    + boundary_weight * ct / ln
                 )
                 slack = min(
                     internal[r] + threshold / (root == r).sum() ** size_exponent,
@@ -586,7 +644,10 @@ def _absorb_small(
         small = np.flatnonzero(r_area < min_area)
         if len(small) == 0 or R == 1:
             return root
-        r_mean = np.stack([np.bincount(reg, weights=lab_sum[:, c], minlength=R) for c in range(3)], 1) / r_area[:, None]
+        r_mean = (
+            np.stack([np.bincount(reg, weights=lab_sum[:, c], minlength=R) for c in range(3)], 1)
+            / r_area[:, None]
+        )
         ra, rb = reg[edges[:, 0]], reg[edges[:, 1]]
         between = ra != rb
         ra, rb = ra[between], rb[between]
@@ -638,6 +699,8 @@ def _region_scores(
     dist = np.linalg.norm(mean[ra] - mean[rb], axis=1)
     dist = np.where(br > 0.5 * ln, np.maximum(dist, edge_floor), dist)
     w = np.bincount(ra, weights=ln, minlength=R) + np.bincount(rb, weights=ln, minlength=R)
-    c = np.bincount(ra, weights=ln * dist, minlength=R) + np.bincount(rb, weights=ln * dist, minlength=R)
+    c = np.bincount(ra, weights=ln * dist, minlength=R) + np.bincount(
+        rb, weights=ln * dist, minlength=R
+    )
     contrast = c / np.maximum(w, 1e-12)
     return (contrast / np.maximum(contrast + spread, 1e-12)).astype(np.float32)

@@ -30,19 +30,23 @@ class ConsecutiveScore:
         return {
             "H": None if not np.isfinite(self.H) else self.H,
             "metric": "consecutive-frame consistency: share of optical-flow correspondences (t -> t+1) "
-                      "between labeled pixels that keep their ID (no geometry: no epsilon-ball H)",
+            "between labeled pixels that keep their ID (no geometry: no epsilon-ball H)",
             "matches": self.matches,
             "H_per_pair": self.per_pair,
         }
 
 
-def _agreement(a_map: np.ndarray, b_map: np.ndarray, uv_i: np.ndarray, uv_j: np.ndarray) -> tuple[int, int]:
+def _agreement(
+    a_map: np.ndarray, b_map: np.ndarray, uv_i: np.ndarray, uv_j: np.ndarray
+) -> tuple[int, int]:
     H, W = a_map.shape
     uv_i = np.asarray(uv_i, np.float64).reshape(-1, 2)
     uv_j = np.asarray(uv_j, np.float64).reshape(-1, 2)
     ui, vi = np.rint(uv_i[:, 0]).astype(np.int64), np.rint(uv_i[:, 1]).astype(np.int64)
     uj, vj = np.rint(uv_j[:, 0]).astype(np.int64), np.rint(uv_j[:, 1]).astype(np.int64)
-    inside = (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H) & (uj >= 0) & (uj < W) & (vj >= 0) & (vj < H)
+    inside = (
+        (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H) & (uj >= 0) & (uj < W) & (vj >= 0) & (vj < H)
+    )
     a = a_map[vi[inside], ui[inside]]
     b = b_map[vj[inside], uj[inside]]
     both = (a > 0) & (b > 0)
@@ -51,7 +55,9 @@ def _agreement(a_map: np.ndarray, b_map: np.ndarray, uv_i: np.ndarray, uv_j: np.
 
 def consecutive_score(
     label_maps: Iterable[np.ndarray],  # each [H, W] int, 0 = unlabeled, in frame order
-    matches: Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]],  # t -> (uv_t, uv_t+1, conf)
+    matches: Callable[
+        [int], tuple[np.ndarray, np.ndarray, np.ndarray]
+    ],  # t -> (uv_t, uv_t+1, conf)
 ) -> ConsecutiveScore:
     """The consecutive-frame H of a sequence of label maps, two maps in memory at a time.
 
@@ -72,4 +78,6 @@ def consecutive_score(
             total += n
             per_pair.append(s / n if n else None)
         prev = lab
-    return ConsecutiveScore(H=same / total if total else float("nan"), matches=total, per_pair=per_pair)
+    return ConsecutiveScore(
+        H=same / total if total else float("nan"), matches=total, per_pair=per_pair
+    )

@@ -35,7 +35,10 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarra
     pred = np.asarray(pred)
     gt = np.asarray(gt)
     if pred.ndim != 2 or pred.shape != gt.shape:
-        raise InputError(None, f"pred and gt must be [H, W] masks of one shape, got {list(pred.shape)} and {list(gt.shape)}")
+        raise InputError(
+            None,
+            f"pred and gt must be [H, W] masks of one shape, got {list(pred.shape)} and {list(gt.shape)}",
+        )
     return pred.astype(bool), gt.astype(bool)
 
 
@@ -43,7 +46,10 @@ def _check_sequence(pred_labels: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray
     pred_labels = np.asarray(pred_labels)
     gt = np.asarray(gt)
     if pred_labels.ndim != 3 or pred_labels.shape != gt.shape:
-        raise InputError(None, f"pred_labels and gt must be [N, H, W] of one shape, got {list(pred_labels.shape)} and {list(gt.shape)}")
+        raise InputError(
+            None,
+            f"pred_labels and gt must be [N, H, W] of one shape, got {list(pred_labels.shape)} and {list(gt.shape)}",
+        )
     if pred_labels.dtype.kind not in "ui":
         raise InputError(None, f"pred_labels must be integer IDs, got {pred_labels.dtype}")
     if pred_labels.size and pred_labels.min() < 0:
@@ -142,7 +148,9 @@ def db_statistics(per_frame: np.ndarray) -> tuple[float, float, float]:
     return mean, recall, decay
 
 
-def _frame_ious(labels: np.ndarray, gt: np.ndarray, num_ids: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _frame_ious(
+    labels: np.ndarray, gt: np.ndarray, num_ids: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Intersection, predicted area and IoU of every ID 0..num_ids-1 with one frame's GT."""
     flat = labels.ravel()
     inter = np.bincount(flat[gt.ravel()], minlength=num_ids)
@@ -160,7 +168,12 @@ def _region_scores(inter: int, area: int, gt_area: int) -> dict[str, float]:
     precision = inter / area if area else 0.0
     recall = inter / gt_area if gt_area else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    return {"iou": inter / (area + gt_area - inter), "precision": precision, "recall": recall, "f1": f1}
+    return {
+        "iou": inter / (area + gt_area - inter),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+    }
 
 
 def paper_protocol(
@@ -191,7 +204,10 @@ def paper_protocol(
         a = int(area[best]) if best else 0
         rows.append(_region_scores(int(inter[best]) if best else 0, a, int(g.sum())))
         ids.append(best)
-    out = {k: float(np.mean([r[k] for r in rows])) if rows else float("nan") for k in ("iou", "f1", "precision", "recall")}
+    out = {
+        k: float(np.mean([r[k] for r in rows])) if rows else float("nan")
+        for k in ("iou", "f1", "precision", "recall")
+    }
     out["per_frame_iou"] = [r["iou"] for r in rows]
     out["ids"] = ids
     return out
@@ -244,10 +260,17 @@ def sequence_protocol(
     ids = np.unique(pred_labels[pred_labels > 0])
     chosen = 0
     if len(ids):
-        j_all = np.stack([_frame_ious(labels, g, num_ids)[2] for labels, g in zip(pred_labels, gt)])  # [N, num_ids]
+        j_all = np.stack(
+            [_frame_ious(labels, g, num_ids)[2] for labels, g in zip(pred_labels, gt)]
+        )  # [N, num_ids]
         score = j_all[:, ids].mean(axis=0)
         if select == "JF":
-            f_all = np.array([[davis_f(labels == i, g, bound_th=bound_th) for i in ids] for labels, g in zip(pred_labels, gt)])
+            f_all = np.array(
+                [
+                    [davis_f(labels == i, g, bound_th=bound_th) for i in ids]
+                    for labels, g in zip(pred_labels, gt)
+                ]
+            )
             score = (score + f_all.mean(axis=0)) / 2
         chosen = int(ids[np.argmax(score)])
     masks = pred_labels == chosen if chosen else np.zeros_like(gt)
@@ -297,17 +320,30 @@ def consecutive_consistency(
         raise InputError(None, f"pred_labels must be [N, H, W], got {list(pred_labels.shape)}")
     n, H, W = pred_labels.shape
     if len(matches) != max(n - 1, 0):
-        raise InputError(None, f"expected {max(n - 1, 0)} match sets (frames t, t+1), got {len(matches)}")
+        raise InputError(
+            None, f"expected {max(n - 1, 0)} match sets (frames t, t+1), got {len(matches)}"
+        )
     same = total = 0
     for t, entry in enumerate(matches):
         if len(entry) != 3:
             raise InputError(None, f"matches[{t}] must be (uv_i, uv_j, conf)")
         uv_i, uv_j = (np.asarray(a, np.float64).reshape(-1, 2) for a in entry[:2])
         if len(uv_i) != len(uv_j):
-            raise InputError(None, f"matches[{t}]: {len(uv_i)} points in frame {t}, {len(uv_j)} in frame {t + 1}")
+            raise InputError(
+                None, f"matches[{t}]: {len(uv_i)} points in frame {t}, {len(uv_j)} in frame {t + 1}"
+            )
         ui, vi = np.rint(uv_i[:, 0]).astype(np.int64), np.rint(uv_i[:, 1]).astype(np.int64)
         uj, vj = np.rint(uv_j[:, 0]).astype(np.int64), np.rint(uv_j[:, 1]).astype(np.int64)
-        inside = (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H) & (uj >= 0) & (uj < W) & (vj >= 0) & (vj < H)
+        inside = (
+            (ui >= 0)
+            & (ui < W)
+            & (vi >= 0)
+            & (vi < H)
+            & (uj >= 0)
+            & (uj < W)
+            & (vj >= 0)
+            & (vj < H)
+        )
         a = pred_labels[t][vi[inside], ui[inside]]
         b = pred_labels[t + 1][vj[inside], uj[inside]]
         both = (a > 0) & (b > 0)
@@ -338,9 +374,13 @@ def read_davis_sequence(root: str | Path, seq: str) -> tuple[list[Path], np.ndar
     ann_dir = root / "Annotations" / "480p" / seq
     img_dir = root / "JPEGImages" / "480p" / seq
     if not ann_dir.is_dir():
-        raise InputError(ann_dir, f"no annotations for sequence {seq!r} (expected Annotations/480p/{seq}/)")
+        raise InputError(
+            ann_dir, f"no annotations for sequence {seq!r} (expected Annotations/480p/{seq}/)"
+        )
     if not img_dir.is_dir():
-        raise InputError(img_dir, f"no frames for sequence {seq!r} (expected JPEGImages/480p/{seq}/)")
+        raise InputError(
+            img_dir, f"no frames for sequence {seq!r} (expected JPEGImages/480p/{seq}/)"
+        )
     ann_paths = sorted(ann_dir.glob("*.png"))
     if not ann_paths:
         raise InputError(ann_dir, "no annotation PNGs")
@@ -356,7 +396,10 @@ def read_davis_sequence(root: str | Path, seq: str) -> tuple[list[Path], np.ndar
             raise InputError(p, f"cannot decode annotation ({e})") from None
         mask = arr.any(axis=-1) if arr.ndim == 3 else arr > 0
         if masks and mask.shape != masks[0].shape:
-            raise InputError(p, f"annotation is {mask.shape[1]}x{mask.shape[0]}, the first is {masks[0].shape[1]}x{masks[0].shape[0]}")
+            raise InputError(
+                p,
+                f"annotation is {mask.shape[1]}x{mask.shape[0]}, the first is {masks[0].shape[1]}x{masks[0].shape[0]}",
+            )
         frames.append(frame)
         masks.append(mask)
     return frames, np.stack(masks)

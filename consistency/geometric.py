@@ -88,9 +88,15 @@ class GeometricConfig:
         Args:
             info: what `describe()` adds for run.json (where the points came from).
         """
-        cand = object_candidates(xyz, rgb, superpoints, faces=faces, adjacency=adjacency, config=self)
-        info = {**(info or {}), "superpoints": superpoints.count, "structure_candidates": int(cand.structure.sum()),
-                "up": list(self.up) if self.up is not None else None}
+        cand = object_candidates(
+            xyz, rgb, superpoints, faces=faces, adjacency=adjacency, config=self
+        )
+        info = {
+            **(info or {}),
+            "superpoints": superpoints.count,
+            "structure_candidates": int(cand.structure.sum()),
+            "up": list(self.up) if self.up is not None else None,
+        }
         return GeometricSegmenter(xyz, cand.label, faces=faces, config=self, info=info)
 
 
@@ -117,13 +123,20 @@ def _superpoint_stats(xyz, normals, area, colors, index, S):
     """Per superpoint: area, area-weighted centroid, mean unit normal, planarity, mean colour, z range."""
     area_s = np.bincount(index, area, minlength=S)
     safe = np.maximum(area_s, 1e-12)[:, None]
-    centroid = np.stack([np.bincount(index, xyz[:, k] * area, minlength=S) for k in range(3)], 1) / safe
+    centroid = (
+        np.stack([np.bincount(index, xyz[:, k] * area, minlength=S) for k in range(3)], 1) / safe
+    )
     nsum = np.stack([np.bincount(index, normals[:, k] * area, minlength=S) for k in range(3)], 1)
     nlen = np.linalg.norm(nsum, axis=1)
     normal = nsum / np.maximum(nlen, 1e-12)[:, None]
     planarity = nlen / safe[:, 0]
     cnt = np.maximum(np.bincount(index, minlength=S), 1)[:, None]
-    color = np.stack([np.bincount(index, colors[:, k].astype(np.float64), minlength=S) for k in range(3)], 1) / cnt
+    color = (
+        np.stack(
+            [np.bincount(index, colors[:, k].astype(np.float64), minlength=S) for k in range(3)], 1
+        )
+        / cnt
+    )
     zlo = np.full(S, np.inf)
     zhi = np.full(S, -np.inf)
     np.minimum.at(zlo, index, xyz[:, 2])
@@ -131,13 +144,17 @@ def _superpoint_stats(xyz, normals, area, colors, index, S):
     return area_s, centroid, normal, planarity, color, zlo, zhi
 
 
-def _orient_per_superpoint(normals: np.ndarray, area: np.ndarray, index: np.ndarray, S: int) -> np.ndarray:
+def _orient_per_superpoint(
+    normals: np.ndarray, area: np.ndarray, index: np.ndarray, S: int
+) -> np.ndarray:
     """Unsigned (PCA) normals flipped to agree with their superpoint's principal normal direction,
     so that a planar piece's normals add up (its planarity) whatever their arbitrary signs."""
     M = np.zeros((S, 3, 3))
     for i in range(3):
         for j in range(i, 3):
-            M[:, i, j] = M[:, j, i] = np.bincount(index, area * normals[:, i] * normals[:, j], minlength=S)
+            M[:, i, j] = M[:, j, i] = np.bincount(
+                index, area * normals[:, i] * normals[:, j], minlength=S
+            )
     _, vecs = np.linalg.eigh(M)
     axis = vecs[:, :, 2]  # [S, 3] largest eigenvector
     sign = np.sign(np.einsum("pi,pi->p", normals, axis[index]))
@@ -151,7 +168,10 @@ def _point_areas(xyz: np.ndarray, faces: np.ndarray | None, k: int = 8):
 
     xyz = xyz.astype(np.float64)
     if faces is not None and len(faces):
-        fa = 0.5 * np.linalg.norm(np.cross(xyz[faces[:, 1]] - xyz[faces[:, 0]], xyz[faces[:, 2]] - xyz[faces[:, 0]]), axis=1)
+        fa = 0.5 * np.linalg.norm(
+            np.cross(xyz[faces[:, 1]] - xyz[faces[:, 0]], xyz[faces[:, 2]] - xyz[faces[:, 0]]),
+            axis=1,
+        )
         area = np.zeros(len(xyz))
         for j in range(3):
             np.add.at(area, faces[:, j], fa / 3)
@@ -159,7 +179,9 @@ def _point_areas(xyz: np.ndarray, faces: np.ndarray | None, k: int = 8):
     from scipy.spatial import cKDTree
 
     d, _ = cKDTree(xyz).query(xyz, k=min(k + 1, len(xyz)), workers=-1)
-    spacing = np.median(d[:, 1:], axis=1) if d.ndim == 2 and d.shape[1] > 1 else np.full(len(xyz), 0.01)
+    spacing = (
+        np.median(d[:, 1:], axis=1) if d.ndim == 2 and d.shape[1] > 1 else np.full(len(xyz), 0.01)
+    )
     edges, normals = knn_graph(xyz.astype(np.float32), k)
     return spacing**2, normals.astype(np.float64), False, edges
 
@@ -173,11 +195,17 @@ def _up_basis(up) -> np.ndarray:  # -> [3, 3] orthonormal rows (e1, e2, up)
     return np.stack([e1, np.cross(u, e1), u])
 
 
-def estimate_up(T_world_cameras: list[np.ndarray], *, snap_degrees: float = 30.0) -> tuple[float, float, float]:
+def estimate_up(
+    T_world_cameras: list[np.ndarray], *, snap_degrees: float = 30.0
+) -> tuple[float, float, float]:
     """The world's up direction from camera poses: the mean of the cameras' up vectors (-y of an
     OpenCV camera, in the world), snapped to the nearest signed world axis when within
     `snap_degrees` (handheld scans hold the camera roughly upright; tilt averages out)."""
-    ups = [-np.asarray(T, np.float64)[:3, 1] for T in T_world_cameras if T is not None and np.isfinite(T).all()]
+    ups = [
+        -np.asarray(T, np.float64)[:3, 1]
+        for T in T_world_cameras
+        if T is not None and np.isfinite(T).all()
+    ]
     if not ups:
         return (0.0, 0.0, 1.0)
     m = np.mean(ups, axis=0)
@@ -215,7 +243,10 @@ def object_candidates(
     xyz = np.asarray(xyz, np.float64)
     P = len(xyz)
     if len(superpoints.index) != P or np.asarray(colors).shape != (P, 3):
-        raise InputError(None, f"object candidates: {P} points, {len(superpoints.index)} superpoint ids, colours {np.shape(colors)}")
+        raise InputError(
+            None,
+            f"object candidates: {P} points, {len(superpoints.index)} superpoint ids, colours {np.shape(colors)}",
+        )
     S = superpoints.count
     if P == 0 or S == 0:
         return ObjectCandidates(np.zeros(P, np.int32), np.zeros(1, bool), np.zeros(S, np.int32))
@@ -261,10 +292,14 @@ def object_candidates(
     w = config.concavity_weight * concavity + config.color_weight * dcol
     # objects merge among objects; structure merges with structure of one plane (angle < ~15 deg)
     both_obj = ~structure[pa] & ~structure[pb]
-    both_struct = structure[pa] & structure[pb] & (np.einsum("ij,ij->i", normal[pa], normal[pb]) > 0.97)
+    both_struct = (
+        structure[pa] & structure[pb] & (np.einsum("ij,ij->i", normal[pa], normal[pb]) > 0.97)
+    )
     w_obj = np.where(both_obj, w, np.inf)
     keep = np.isfinite(w_obj)
-    sp_obj = segment_graph(S, pairs[keep], w_obj[keep], threshold=config.threshold, node_size=np.maximum(area_s, 1e-6))
+    sp_obj = segment_graph(
+        S, pairs[keep], w_obj[keep], threshold=config.threshold, node_size=np.maximum(area_s, 1e-6)
+    )
     # structure planes: connected components of coplanar structure neighbours
     sp_struct = connected_components(S, pairs[both_struct])
     group = np.where(structure, S + sp_struct, sp_obj)
@@ -275,7 +310,12 @@ def object_candidates(
     is_struct = np.zeros(len(first) + 1, bool)
     is_struct[sp_label[structure]] = True
     label = sp_label[superpoints.index]
-    logger.info("object candidates: %d (%d structure) from %d superpoints", len(first), int(is_struct.sum()), S)
+    logger.info(
+        "object candidates: %d (%d structure) from %d superpoints",
+        len(first),
+        int(is_struct.sum()),
+        S,
+    )
     return ObjectCandidates(label=label, structure=is_struct, superpoint_label=sp_label)
 
 
@@ -297,15 +337,23 @@ class GeometricSegmenter:
     name = "geometric"
 
     def __init__(
-        self, points: np.ndarray, labels: np.ndarray, *, faces: np.ndarray | None = None,
-        config: GeometricConfig = GeometricConfig(), info: dict | None = None,
+        self,
+        points: np.ndarray,
+        labels: np.ndarray,
+        *,
+        faces: np.ndarray | None = None,
+        config: GeometricConfig = GeometricConfig(),
+        info: dict | None = None,
     ):
         from scipy.spatial import cKDTree
 
         points = np.asarray(points, np.float64)
         labels = np.asarray(labels)
         if points.ndim != 2 or points.shape[1] != 3 or labels.shape != (len(points),):
-            raise InputError(None, f"GeometricSegmenter: points [P, 3] and labels [P], got {list(points.shape)} and {list(labels.shape)}")
+            raise InputError(
+                None,
+                f"GeometricSegmenter: points [P, 3] and labels [P], got {list(points.shape)} and {list(labels.shape)}",
+            )
         self.config = config
         self._labels = labels.astype(np.int32)
         self._faces = None if faces is None or not len(faces) else np.asarray(faces, np.int64)
@@ -313,20 +361,32 @@ class GeometricSegmenter:
             import open3d as o3d
 
             self._rc = o3d.t.geometry.RaycastingScene()
-            self._rc.add_triangles(o3d.core.Tensor(points.astype(np.float32)), o3d.core.Tensor(self._faces.astype(np.uint32)))
+            self._rc.add_triangles(
+                o3d.core.Tensor(points.astype(np.float32)),
+                o3d.core.Tensor(self._faces.astype(np.uint32)),
+            )
         else:
             self._tree = cKDTree(points)
         self._info = dict(info or {})
         self._cache: tuple[int, np.ndarray] | None = None
 
     def describe(self) -> dict:
-        return {"segmenter": self.name, "candidates": int(len(np.unique(self._labels[self._labels > 0]))), **self._info}
+        return {
+            "segmenter": self.name,
+            "candidates": int(len(np.unique(self._labels[self._labels > 0]))),
+            **self._info,
+        }
 
-    def view_labels(self, geometry: np.ndarray | None, hw: tuple[int, int]) -> np.ndarray:  # -> [H, W] int32
+    def view_labels(
+        self, geometry: np.ndarray | None, hw: tuple[int, int]
+    ) -> np.ndarray:  # -> [H, W] int32
         """The candidate each pixel sees (0 where no scene point lies within max_distance)."""
         H, W = hw
         if geometry is None:
-            raise InputError(None, "the geometric segmenter needs each view's pointmap (a scene with depth + poses)")
+            raise InputError(
+                None,
+                "the geometric segmenter needs each view's pointmap (a scene with depth + poses)",
+            )
         if self._cache is not None and self._cache[0] == id(geometry):
             return self._cache[1]
         n = max(int(self.config.pixel_stride), 1) if W >= 320 else 1
@@ -349,7 +409,9 @@ class GeometricSegmenter:
                 hit = np.linalg.norm(closest - q, axis=1) <= self.config.max_distance
                 j = vert
             else:
-                d, j = self._tree.query(q, k=1, distance_upper_bound=self.config.max_distance, workers=-1)
+                d, j = self._tree.query(
+                    q, k=1, distance_upper_bound=self.config.max_distance, workers=-1
+                )
                 hit = np.isfinite(d)
             vals = np.zeros(len(q), np.int32)
             vals[hit] = self._labels[j[hit]]
@@ -371,10 +433,19 @@ class GeometricSegmenter:
         masks = lab[None] == ids[:, None, None]
         return Masks(masks, np.ones(len(ids), np.float32))
 
-    def predict(self, image: np.ndarray, points: np.ndarray, point_labels: np.ndarray, *, geometry: np.ndarray | None = None) -> Masks:
+    def predict(
+        self,
+        image: np.ndarray,
+        points: np.ndarray,
+        point_labels: np.ndarray,
+        *,
+        geometry: np.ndarray | None = None,
+    ) -> Masks:
         H, W = image.shape[:2]
         lab = self.view_labels(geometry, (H, W))
-        points = np.asarray(points, np.float64).reshape(-1, np.shape(points)[-2] if np.ndim(points) == 3 else 1, 2)
+        points = np.asarray(points, np.float64).reshape(
+            -1, np.shape(points)[-2] if np.ndim(points) == 3 else 1, 2
+        )
         point_labels = np.asarray(point_labels).reshape(points.shape[:2])
         B = len(points)
         masks = np.zeros((B, H, W), bool)

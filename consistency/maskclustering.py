@@ -67,7 +67,9 @@ def _memberships(labels, pointmaps, valid, voxel):
         keys = np.floor(pointmaps[f][ok] / voxel).astype(np.int64)
         pairs = np.unique(np.concatenate([keys, lab[ok].astype(np.int64)[:, None]], axis=1), axis=0)
         per_view.append(pairs)
-    all_keys = np.concatenate([p[:, :3] for p in per_view]) if per_view else np.zeros((0, 3), np.int64)
+    all_keys = (
+        np.concatenate([p[:, :3] for p in per_view]) if per_view else np.zeros((0, 3), np.int64)
+    )
     _, point_id = np.unique(all_keys, axis=0, return_inverse=True)
     point_id = point_id.ravel()
     boundary = np.zeros(int(point_id.max(initial=-1)) + 1, bool)
@@ -75,7 +77,7 @@ def _memberships(labels, pointmaps, valid, voxel):
     mask_index = {}
     pid_per_view = []
     for f, pairs in enumerate(per_view):
-        pid = point_id[start:start + len(pairs)]
+        pid = point_id[start : start + len(pairs)]
         start += len(pairs)
         u, c = np.unique(pid, return_counts=True)
         boundary[u[c > 1]] = True  # pixels of two masks of this view in one voxel
@@ -126,9 +128,14 @@ def maskclustering_merge(
 
     labels = np.asarray(labels)
     if labels.ndim != 3 or labels.dtype.kind not in "iu":
-        raise InputError(None, f"labels must be integer [N, H, W], got {labels.dtype} {list(labels.shape)}")
+        raise InputError(
+            None, f"labels must be integer [N, H, W], got {labels.dtype} {list(labels.shape)}"
+        )
     if pointmaps.shape != (*labels.shape, 3) or valid.shape != labels.shape:
-        raise InputError(None, f"pointmaps {list(pointmaps.shape)} / valid {list(valid.shape)} do not fit labels {list(labels.shape)}")
+        raise InputError(
+            None,
+            f"pointmaps {list(pointmaps.shape)} / valid {list(valid.shape)} do not fit labels {list(labels.shape)}",
+        )
     if voxel <= 0:
         raise InputError(None, f"voxel must be positive, got {voxel}")
     N = len(labels)
@@ -136,7 +143,9 @@ def maskclustering_merge(
     M = len(frame_of)
     if M == 0:
         return np.zeros(labels.shape, np.int32)
-    A = sparse.csr_matrix((np.ones(len(pairs), np.float64), (pairs[:, 0], pairs[:, 1])), shape=(M, max(P, 1)))
+    A = sparse.csr_matrix(
+        (np.ones(len(pairs), np.float64), (pairs[:, 0], pairs[:, 1])), shape=(M, max(P, 1))
+    )
     size = np.asarray(A.sum(axis=1)).ravel()  # points per mask
     # C[m, m'] = points of m in mask m'; grouped by the frame of m'
     C = (A @ A.T).tocoo()

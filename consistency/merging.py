@@ -114,7 +114,11 @@ def merge_instances(
     sizes = np.asarray(superpoint_sizes, np.int64)
     adjacency = np.asarray(adjacency, np.int64).reshape(-1, 2)
 
-    thresholds = np.arange(config.start, config.stop - 1e-9, -abs(config.step)) if config.step else np.array([config.start])
+    thresholds = (
+        np.arange(config.start, config.stop - 1e-9, -abs(config.step))
+        if config.step
+        else np.array([config.start])
+    )
     for th in thresholds:
         for _ in range(100):  # re-count after each round of merges at this threshold
             mapped = mapping[label]
@@ -131,13 +135,19 @@ def merge_instances(
             # adjacent group pairs
             ga, gb = group_of_sp[adjacency[:, 0]], group_of_sp[adjacency[:, 1]]
             ok = (ga > 0) & (gb > 0) & (ga != gb)
-            pairs = np.unique(np.stack([np.minimum(ga[ok], gb[ok]), np.maximum(ga[ok], gb[ok])], 1), axis=0)
+            pairs = np.unique(
+                np.stack([np.minimum(ga[ok], gb[ok]), np.maximum(ga[ok], gb[ok])], 1), axis=0
+            )
             if not len(pairs):
                 break
             g = group_of_sp[sp]
             keep = g > 0
-            v_, G_, seen, dom, dom_n = _dominant(view[keep], g[keep], mapped[keep], count[keep], L - 1)
-            observed = seen >= np.minimum(config.observe_fraction * gsize[G_], config.observe_points)
+            v_, G_, seen, dom, dom_n = _dominant(
+                view[keep], g[keep], mapped[keep], count[keep], L - 1
+            )
+            observed = seen >= np.minimum(
+                config.observe_fraction * gsize[G_], config.observe_points
+            )
             holds = dom_n >= config.min_share * seen
             # per view: group -> (observed, dominant label if held else -1)
             vg_key = v_ * L + G_
@@ -151,8 +161,12 @@ def merge_instances(
             for v in views:
                 qa = np.searchsorted(vg_key, v * L + pairs[:, 0])
                 qb = np.searchsorted(vg_key, v * L + pairs[:, 1])
-                qa_ok = (qa < len(vg_key)) & (vg_key[np.minimum(qa, len(vg_key) - 1)] == v * L + pairs[:, 0])
-                qb_ok = (qb < len(vg_key)) & (vg_key[np.minimum(qb, len(vg_key) - 1)] == v * L + pairs[:, 1])
+                qa_ok = (qa < len(vg_key)) & (
+                    vg_key[np.minimum(qa, len(vg_key) - 1)] == v * L + pairs[:, 0]
+                )
+                qb_ok = (qb < len(vg_key)) & (
+                    vg_key[np.minimum(qb, len(vg_key) - 1)] == v * L + pairs[:, 1]
+                )
                 qa, qb = np.minimum(qa, len(vg_key) - 1), np.minimum(qb, len(vg_key) - 1)
                 obs = qa_ok & qb_ok & observed[qa] & observed[qb]
                 both += obs
@@ -174,5 +188,9 @@ def merge_instances(
     for old in range(1, L):
         if mapping[old] != old:
             groups.setdefault(int(mapping[old]), [int(mapping[old])]).append(old)
-    logger.info("multi-view merging: %d IDs merged into %d instances", sum(len(v) - 1 for v in groups.values()), len(groups))
+    logger.info(
+        "multi-view merging: %d IDs merged into %d instances",
+        sum(len(v) - 1 for v in groups.values()),
+        len(groups),
+    )
     return MergeResult(mapping, groups)

@@ -29,11 +29,17 @@ def prompt_sets(
     labels = np.asarray(point_labels).astype(np.int64)
     if points.ndim != 3 or points.shape[2] != 2 or labels.shape != points.shape[:2]:
         raise InputError(
-            None, f"prompts must be points [B, P, 2] and labels [B, P]; got {points.shape} and {labels.shape}"
+            None,
+            f"prompts must be points [B, P, 2] and labels [B, P]; got {points.shape} and {labels.shape}",
         )
     H, W = image.shape[:2]
     inside = np.isfinite(points).all(-1)
-    inside &= (points[..., 0] >= -0.5) & (points[..., 0] < W - 0.5) & (points[..., 1] >= -0.5) & (points[..., 1] < H - 0.5)
+    inside &= (
+        (points[..., 0] >= -0.5)
+        & (points[..., 0] < W - 0.5)
+        & (points[..., 1] >= -0.5)
+        & (points[..., 1] < H - 0.5)
+    )
     labels = np.where(inside & np.isin(labels, (0, 1)), labels, -1)
     points = np.where(inside[..., None], points, 0.0)
     return points, labels
@@ -78,7 +84,9 @@ def decode_grouped(
         pts = points[rows][real[rows]].reshape(len(rows), int(k), 2)
         lab = labels[rows][real[rows]].reshape(len(rows), int(k))
         for s in range(0, len(rows), max_batch):
-            m, iou = decode(pts[s : s + max_batch], lab[s : s + max_batch], bool(k <= multimask_max_points))
+            m, iou = decode(
+                pts[s : s + max_batch], lab[s : s + max_batch], bool(k <= multimask_max_points)
+            )
             best = iou.argmax(dim=1)
             r = torch.arange(len(best), device=best.device)
             masks[rows[s : s + max_batch]] = m[r, best].cpu().numpy()
@@ -88,6 +96,8 @@ def decode_grouped(
 
 def check_decoding_options(multimask_max_points: int, max_batch: int) -> None:
     if not isinstance(multimask_max_points, int) or multimask_max_points < 0:
-        raise InputError(None, f"multimask_max_points must be an integer >= 0, got {multimask_max_points!r}")
+        raise InputError(
+            None, f"multimask_max_points must be an integer >= 0, got {multimask_max_points!r}"
+        )
     if not isinstance(max_batch, int) or max_batch < 1:
         raise InputError(None, f"max_batch must be an integer >= 1, got {max_batch!r}")

@@ -44,13 +44,17 @@ def cross_view_ari(
         if not keep.any():
             continue
         # unique (gt, pred) rows of one view: bounded by the objects, not the pixels
-        rows, n = np.unique(np.stack([g[keep], p[keep]], axis=1).astype(np.int64), axis=0, return_counts=True)
+        rows, n = np.unique(
+            np.stack([g[keep], p[keep]], axis=1).astype(np.int64), axis=0, return_counts=True
+        )
         pairs.append(rows)
         counts.append(n)
     if not pairs:
         raise InputError(None, "cross_view_ari: the GT has no labeled pixel (all zeros)")
     rows, inverse = np.unique(np.concatenate(pairs), axis=0, return_inverse=True)
-    n_ij = np.bincount(inverse.ravel(), weights=np.concatenate(counts), minlength=len(rows)).astype(np.int64)
+    n_ij = np.bincount(inverse.ravel(), weights=np.concatenate(counts), minlength=len(rows)).astype(
+        np.int64
+    )
     _, gi = np.unique(rows[:, 0], return_inverse=True)
     _, pj = np.unique(rows[:, 1], return_inverse=True)
     a = np.bincount(gi.ravel(), weights=n_ij).astype(np.int64)  # GT cluster sizes
@@ -90,7 +94,10 @@ def _cross_view_ari_reference(gt: np.ndarray, pred: np.ndarray) -> float:
 def _check(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     gt, pred = np.asarray(gt), np.asarray(pred)
     if gt.shape != pred.shape or gt.ndim not in (2, 3):
-        raise InputError(None, f"cross_view_ari: gt and pred must both be [N, H, W]; got {gt.shape} and {pred.shape}")
+        raise InputError(
+            None,
+            f"cross_view_ari: gt and pred must both be [N, H, W]; got {gt.shape} and {pred.shape}",
+        )
     for name, a in (("gt", gt), ("pred", pred)):
         if not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
             raise InputError(None, f"cross_view_ari: {name} must hold integer IDs; got {a.dtype}")

@@ -120,7 +120,9 @@ class SamConfig:
     # nested under `--segmenter.sam.`; users' scripts still pass them
     checkpoint: Annotated[Path | None, tyro.conf.arg(aliases=("--sam-checkpoint",))] = None
     """The SAM checkpoint (.pth); weights are never downloaded."""
-    model: Annotated[Literal["vit_h", "vit_l", "vit_b"], tyro.conf.arg(aliases=("--sam-model",))] = "vit_h"
+    model: Annotated[
+        Literal["vit_h", "vit_l", "vit_b"], tyro.conf.arg(aliases=("--sam-model",))
+    ] = "vit_h"
     """SAM architecture of the checkpoint."""
     amg: SamAutoConfig = field(default_factory=SamAutoConfig)
     """SAM's automatic mask generator (the masks of a view, before any prompt)."""
@@ -138,10 +140,19 @@ class SamConfig:
             InputError: no checkpoint given. CheckpointError: it does not hold this architecture.
         """
         if self.checkpoint is None:
-            raise InputError(None, "--segmenter sam needs --segmenter.sam.checkpoint PATH (weights cannot be downloaded by lift3d)")
-        return SamSegmenter(self.checkpoint, model=self.model, device=device, amg=self.amg,
-                            multimask_max_points=self.multimask_max_points, max_batch=self.max_batch,
-                            precision=self.precision)
+            raise InputError(
+                None,
+                "--segmenter sam needs --segmenter.sam.checkpoint PATH (weights cannot be downloaded by lift3d)",
+            )
+        return SamSegmenter(
+            self.checkpoint,
+            model=self.model,
+            device=device,
+            amg=self.amg,
+            multimask_max_points=self.multimask_max_points,
+            max_batch=self.max_batch,
+            precision=self.precision,
+        )
 
 
 def sam_version() -> str:
@@ -159,7 +170,9 @@ def _resolve_arch(arch: str | SamArch) -> tuple[str, SamArch]:
         name = next((k for k, v in SAM_ARCHS.items() if v == arch), "custom")
         return name, arch
     if arch not in SAM_ARCHS:
-        raise InputError(None, f"unknown SAM model {arch!r}; expected one of {', '.join(SAM_ARCHS)}")
+        raise InputError(
+            None, f"unknown SAM model {arch!r}; expected one of {', '.join(SAM_ARCHS)}"
+        )
     return arch, SAM_ARCHS[arch]
 
 
@@ -244,7 +257,9 @@ def load_sam(checkpoint: str | Path, arch: str | SamArch, *, device: str = "cpu"
         raise CheckpointError(f"{path}: {load_failure(path, e)}; expected {expected}") from None
     state = state_dict_of(obj)
     if state is None:
-        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors; expected {expected}")
+        raise CheckpointError(
+            f"{path}: holds a {type(obj).__name__}, not a state dict of tensors; expected {expected}"
+        )
     # built on the meta device: no random init and no second copy of the weights (ViT-H is
     # 2.5 GB); the loaded tensors become the parameters
     with torch.device("meta"):
@@ -277,14 +292,22 @@ def _arch_from_state_dict(state: dict) -> SamArch | None:
     try:
         _, grid, _, dim = state["image_encoder.pos_embed"].shape
         patch = state["image_encoder.patch_embed.proj.weight"].shape[-1]
-        blocks = sorted({int(k.split(".")[2]) for k in state if k.startswith("image_encoder.blocks.")})
+        blocks = sorted(
+            {int(k.split(".")[2]) for k in state if k.startswith("image_encoder.blocks.")}
+        )
         rel = [state[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape for i in blocks]
         head_dim = rel[0][1]
         # global blocks attend over the whole grid: 2 * grid - 1 relative positions
         global_idx = tuple(i for i, r in zip(blocks, rel) if r[0] == 2 * grid - 1)
         windowed = [r[0] for i, r in zip(blocks, rel) if i not in global_idx]
-        layers = {int(k.split(".")[3]) for k in state if k.startswith("mask_decoder.transformer.layers.")}
-        iou_layers = {int(k.split(".")[3]) for k in state if k.startswith("mask_decoder.iou_prediction_head.layers.")}
+        layers = {
+            int(k.split(".")[3]) for k in state if k.startswith("mask_decoder.transformer.layers.")
+        }
+        iou_layers = {
+            int(k.split(".")[3])
+            for k in state
+            if k.startswith("mask_decoder.iou_prediction_head.layers.")
+        }
         return SamArch(
             encoder_embed_dim=int(dim),
             encoder_depth=len(blocks),
@@ -297,9 +320,13 @@ def _arch_from_state_dict(state: dict) -> SamArch | None:
             encoder_mlp_ratio=state["image_encoder.blocks.0.mlp.lin1.weight"].shape[0] / dim,
             mask_in_chans=int(state["prompt_encoder.mask_downscaling.3.weight"].shape[0]),
             decoder_depth=len(layers),
-            decoder_mlp_dim=int(state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0]),
+            decoder_mlp_dim=int(
+                state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0]
+            ),
             iou_head_depth=len(iou_layers),
-            iou_head_hidden_dim=int(state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0]),
+            iou_head_hidden_dim=int(
+                state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0]
+            ),
             num_multimask_outputs=int(state["mask_decoder.mask_tokens.weight"].shape[0] - 1),
         )
     except (KeyError, IndexError, ValueError, AttributeError):
@@ -425,7 +452,9 @@ class SamSegmenter:
 
         points, labels = prompt_sets(image, points, point_labels)
         if not (labels >= 0).any():  # nothing to decode: no embedding needed
-            return decode_grouped(points, labels, image.shape[:2], None, max_batch=1, multimask_max_points=0)
+            return decode_grouped(
+                points, labels, image.shape[:2], None, max_batch=1, multimask_max_points=0
+            )
         self.predictor.embed(image)
 
         def decode(pts: np.ndarray, lab: np.ndarray, multimask: bool):
@@ -435,8 +464,14 @@ class SamSegmenter:
             m, iou, _ = self.predictor.predict_torch(c, lt, multimask_output=multimask)
             return m, iou
 
-        return decode_grouped(points, labels, image.shape[:2], decode, max_batch=self.max_batch,
-                               multimask_max_points=self.multimask_max_points)
+        return decode_grouped(
+            points,
+            labels,
+            image.shape[:2],
+            decode,
+            max_batch=self.max_batch,
+            multimask_max_points=self.multimask_max_points,
+        )
 
 
 def _use_bf16(device: str, precision: str) -> bool:
@@ -495,7 +530,9 @@ def _make_predictor(model: Sam, *, autocast: bool):
             self.is_image_set = True
 
         @torch.no_grad()
-        def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
+        def set_torch_image(
+            self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]
+        ) -> None:
             with amp():
                 super().set_torch_image(transformed_image, original_image_size)
 

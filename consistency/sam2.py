@@ -83,10 +83,19 @@ class Sam2Config:
     checkpoint: Path | None = None
     """The SAM 2 checkpoint (sam2.1_hiera_large.pt, ...); weights are never downloaded."""
     # `--sam2-model`: the flag's name before the segmenter settings were nested (users' scripts)
-    model: Annotated[Literal[
-        "sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l",
-        "sam2_hiera_t", "sam2_hiera_s", "sam2_hiera_b+", "sam2_hiera_l",
-    ], tyro.conf.arg(aliases=("--sam2-model",), metavar="MODEL")] = "sam2.1_hiera_l"
+    model: Annotated[
+        Literal[
+            "sam2.1_hiera_t",
+            "sam2.1_hiera_s",
+            "sam2.1_hiera_b+",
+            "sam2.1_hiera_l",
+            "sam2_hiera_t",
+            "sam2_hiera_s",
+            "sam2_hiera_b+",
+            "sam2_hiera_l",
+        ],
+        tyro.conf.arg(aliases=("--sam2-model",), metavar="MODEL"),
+    ] = "sam2.1_hiera_l"
     """SAM 2 model of the checkpoint: sam2.1_hiera_t, _s, _b+ or _l, or the same sizes of sam2_hiera."""
     amg: Sam2AutoConfig = field(default_factory=Sam2AutoConfig)
     """SAM 2's automatic mask generator (the masks of a view, before any prompt)."""
@@ -103,9 +112,18 @@ class Sam2Config:
             CheckpointError: the checkpoint does not hold this model.
         """
         if self.checkpoint is None:
-            raise InputError(None, "--segmenter sam2 needs --segmenter.sam2.checkpoint PATH (weights cannot be downloaded by lift3d)")
-        return Sam2Segmenter(self.checkpoint, model=self.model, device=device, amg=self.amg,
-                             multimask_max_points=self.multimask_max_points, max_batch=self.max_batch)
+            raise InputError(
+                None,
+                "--segmenter sam2 needs --segmenter.sam2.checkpoint PATH (weights cannot be downloaded by lift3d)",
+            )
+        return Sam2Segmenter(
+            self.checkpoint,
+            model=self.model,
+            device=device,
+            amg=self.amg,
+            multimask_max_points=self.multimask_max_points,
+            max_batch=self.max_batch,
+        )
 
 
 def sam2_version() -> str:
@@ -131,7 +149,9 @@ def _resolve_arch(arch: str | Sam2Arch) -> tuple[str, Sam2Arch]:
     if isinstance(arch, Sam2Arch):
         return next((k for k, v in SAM2_ARCHS.items() if v == arch), "custom"), arch
     if arch not in SAM2_ARCHS:
-        raise InputError(None, f"unknown SAM 2 model {arch!r}; expected one of {', '.join(SAM2_ARCHS)}")
+        raise InputError(
+            None, f"unknown SAM 2 model {arch!r}; expected one of {', '.join(SAM2_ARCHS)}"
+        )
     return arch, SAM2_ARCHS[arch]
 
 
@@ -161,7 +181,9 @@ def load_sam2(checkpoint: str | Path, arch: str | Sam2Arch, *, device: str = "cp
     path = Path(checkpoint)
     expected = f"a SAM 2 {'' if name == 'custom' else name + ' '}checkpoint"
     if not path.is_file():
-        raise CheckpointError(f"{path}: SAM 2 checkpoint {'is a folder' if path.is_dir() else 'not found'}; expected {expected}")
+        raise CheckpointError(
+            f"{path}: SAM 2 checkpoint {'is a folder' if path.is_dir() else 'not found'}; expected {expected}"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... on bad files
@@ -169,14 +191,18 @@ def load_sam2(checkpoint: str | Path, arch: str | Sam2Arch, *, device: str = "cp
         raise CheckpointError(f"{path}: {load_failure(path, e)}; expected {expected}") from None
     state = state_dict_of(obj)
     if state is None:
-        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors; expected {expected}")
+        raise CheckpointError(
+            f"{path}: holds a {type(obj).__name__}, not a state dict of tensors; expected {expected}"
+        )
     # built on CPU, not the meta device: SAM 2's RoPE attention keeps plain tensors outside the
     # state dict that a meta build would leave empty
     model = build_sam2(a)
     reference = model.state_dict()
     problem = state_dict_mismatch(state, reference)
     if problem:
-        raise CheckpointError(f"{path}: does not fit {expected} ({_describe(reference)}): {problem}; {_looks_like(state)}")
+        raise CheckpointError(
+            f"{path}: does not fit {expected} ({_describe(reference)}): {problem}; {_looks_like(state)}"
+        )
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
 
@@ -297,7 +323,9 @@ class Sam2Segmenter:
         """
         points, labels = prompt_sets(image, points, point_labels)
         if not (labels >= 0).any():  # nothing to decode: no embedding needed
-            return decode_grouped(points, labels, image.shape[:2], None, max_batch=1, multimask_max_points=0)
+            return decode_grouped(
+                points, labels, image.shape[:2], None, max_batch=1, multimask_max_points=0
+            )
         self.predictor.embed(image)
 
         def decode(pts: np.ndarray, lab: np.ndarray, multimask: bool):
@@ -305,8 +333,14 @@ class Sam2Segmenter:
             m, iou, _ = self.predictor._predict(coords, lt, multimask_output=multimask)
             return m, iou
 
-        return decode_grouped(points, labels, image.shape[:2], decode, max_batch=self.max_batch,
-                               multimask_max_points=self.multimask_max_points)
+        return decode_grouped(
+            points,
+            labels,
+            image.shape[:2],
+            decode,
+            max_batch=self.max_batch,
+            multimask_max_points=self.multimask_max_points,
+        )
 
 
 def _make_predictor(model: SAM2Base, *, autocast: bool):
@@ -318,7 +352,9 @@ def _make_predictor(model: SAM2Base, *, autocast: bool):
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
     def amp():
-        return torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+        return (
+            torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+        )
 
     class _FramePredictor(SAM2ImagePredictor):
         def __init__(self, sam: SAM2Base):

@@ -86,7 +86,9 @@ class SimulatedConfig:
             if not 0.0 <= r[k] <= 1.0:
                 raise InputError(None, f"simulated segmenter: {k} must be in [0, 1], got {r[k]}")
         if r["jitter_px"] < 0 or self.min_object_px < 0 or self.max_dist <= 0:
-            raise InputError(None, "simulated segmenter: jitter_px and min_object_px must be >= 0, max_dist > 0")
+            raise InputError(
+                None, "simulated segmenter: jitter_px and min_object_px must be >= 0, max_dist > 0"
+            )
 
     def setup(self, scene_dir: str | Path) -> SimulatedSegmenter:
         """The simulation over the instance GT of the scan at `scene_dir` (a ScanNet-layout folder, or its .sens)."""
@@ -137,7 +139,12 @@ class SimulatedSegmenter:
         self._vertices_bytes = 0
 
     @classmethod
-    def from_scan(cls, scene_dir: str | Path, scene_name: str | None = None, config: SimulatedConfig | None = None):
+    def from_scan(
+        cls,
+        scene_dir: str | Path,
+        scene_name: str | None = None,
+        config: SimulatedConfig | None = None,
+    ):
         """From a ScanNet-layout scan folder; an error naming the folder when it has no instance GT."""
         from lift3d.recon.scannet.gt import gt_paths, load_scan_gt
 
@@ -147,18 +154,28 @@ class SimulatedSegmenter:
             scene_dir = scene_dir.parent
         if scene_name is None:
             aggs = sorted(scene_dir.glob("*.aggregation.json"))
-            scene_name = aggs[0].name[: -len(".aggregation.json")] if len(aggs) == 1 else scene_dir.name
+            scene_name = (
+                aggs[0].name[: -len(".aggregation.json")] if len(aggs) == 1 else scene_dir.name
+            )
         segs, agg, mesh = gt_paths(scene_dir, scene_name)
         missing = [p.name for p in (segs, agg, mesh) if not p.is_file()]
         if missing:
-            raise InputError(scene_dir, "--segmenter simulated needs the scan's instance ground truth "
-                             f"(ScanNet layout); missing: {', '.join(missing)}")
+            raise InputError(
+                scene_dir,
+                "--segmenter simulated needs the scan's instance ground truth "
+                f"(ScanNet layout); missing: {', '.join(missing)}",
+            )
         return cls(load_scan_gt(scene_dir, scene_name), config)
 
     def describe(self) -> dict:
         """What made the masks, for run.json: a simulation from ground truth, with its parameters."""
-        return {"segmenter": DESCRIPTION, "kind": "simulated", "config": asdict(self.config),
-                "effective": self._p, "ground_truth": str(self.gt.source) if self.gt.source else None}
+        return {
+            "segmenter": DESCRIPTION,
+            "kind": "simulated",
+            "config": asdict(self.config),
+            "effective": self._p,
+            "ground_truth": str(self.gt.source) if self.gt.source else None,
+        }
 
     # -- per-view GT -------------------------------------------------------------------------
 
@@ -170,8 +187,10 @@ class SimulatedSegmenter:
                 import open3d as o3d
 
                 rc = o3d.t.geometry.RaycastingScene()
-                rc.add_triangles(o3d.core.Tensor(gt.vertices.astype(np.float32)),
-                                 o3d.core.Tensor(gt.faces.astype(np.uint32)))
+                rc.add_triangles(
+                    o3d.core.Tensor(gt.vertices.astype(np.float32)),
+                    o3d.core.Tensor(gt.faces.astype(np.uint32)),
+                )
                 self._lookup = ("mesh", rc)
             else:
                 from scipy.spatial import cKDTree
@@ -194,11 +213,17 @@ class SimulatedSegmenter:
 
     def _view(self, image: np.ndarray, geometry: np.ndarray | None) -> _View:
         if geometry is None:
-            raise InputError(None, "the simulated segmenter needs each view's world pointmap (geometry): a scan with depth + poses")
+            raise InputError(
+                None,
+                "the simulated segmenter needs each view's world pointmap (geometry): a scan with depth + poses",
+            )
         geometry = np.asarray(geometry)
         H, W = image.shape[:2]
         if geometry.shape != (H, W, 3):
-            raise InputError(None, f"simulated segmenter: geometry is {list(geometry.shape)}, expected [{H}, {W}, 3]")
+            raise InputError(
+                None,
+                f"simulated segmenter: geometry is {list(geometry.shape)}, expected [{H}, {W}, 3]",
+            )
         h = zlib.crc32(np.ascontiguousarray(geometry, np.float32).tobytes())
         if h in self._views:
             self._views.move_to_end(h)
@@ -215,7 +240,9 @@ class SimulatedSegmenter:
             self._views.popitem(last=False)
         return view
 
-    def _pixel_vertices(self, geometry: np.ndarray, h: int) -> np.ndarray:  # [H * W] int32, -1 = none
+    def _pixel_vertices(
+        self, geometry: np.ndarray, h: int
+    ) -> np.ndarray:  # [H * W] int32, -1 = none
         """The mesh vertex of each pixel within max_dist, cached per view hash (LRU, 512 MiB)."""
         if h in self._vertices:
             self._vertices.move_to_end(h)
@@ -233,7 +260,9 @@ class SimulatedSegmenter:
             self._vertices_bytes -= self._vertices.popitem(last=False)[1].nbytes
         return out
 
-    def view_objects(self, image: np.ndarray, *, geometry: np.ndarray) -> np.ndarray:  # [H, W] int64
+    def view_objects(
+        self, image: np.ndarray, *, geometry: np.ndarray
+    ) -> np.ndarray:  # [H, W] int64
         """The GT object of each pixel of a view (0 = none): what the simulation starts from."""
         return self._view(image, geometry).obj
 
@@ -268,7 +297,9 @@ class SimulatedSegmenter:
         """Per prompt set, the piece or object under its positive points (module docstring)."""
         view = self._view(image, geometry)
         H, W = image.shape[:2]
-        points = np.asarray(points, np.float64).reshape(-1, np.shape(points)[-2] if np.ndim(points) == 3 else 1, 2)
+        points = np.asarray(points, np.float64).reshape(
+            -1, np.shape(points)[-2] if np.ndim(points) == 3 else 1, 2
+        )
         point_labels = np.asarray(point_labels).reshape(points.shape[:2])
         out = np.zeros((len(points), H, W), bool)
         scores = np.zeros(len(points), np.float32)
@@ -283,7 +314,9 @@ class SimulatedSegmenter:
                 continue
             if pos.sum() == 1:
                 # SAM's single-point ambiguity: part or whole, seeded by the view and the point
-                rng = np.random.default_rng([self.config.seed, view.hash, int(u[pos][0]), int(v[pos][0])])
+                rng = np.random.default_rng(
+                    [self.config.seed, view.hash, int(u[pos][0]), int(v[pos][0])]
+                )
                 el = view.fine[pieces[0]] if rng.random() < 0.5 else view.coarse[groups[0]]
                 m = self._jitter(el.mask, view, el.key)
                 scores[b] = el.score * (0.9 if el.key != view.coarse[groups[0]].key else 1.0)
@@ -292,7 +325,9 @@ class SimulatedSegmenter:
                 m = np.zeros((H, W), bool)
                 for el in chosen:
                     m |= self._jitter(el.mask, view, el.key)
-                scores[b] = float(np.mean([el.score for el in chosen])) * (1.0 if len(chosen) == 1 else 0.8)
+                scores[b] = float(np.mean([el.score for el in chosen])) * (
+                    1.0 if len(chosen) == 1 else 0.8
+                )
             neg_pieces = set(view.piece_of[v[neg], u[neg]].tolist()) - set(pieces.tolist()) - {-1}
             for p in neg_pieces:
                 m &= ~view.fine[p].mask
@@ -335,7 +370,11 @@ def _decompose(obj: np.ndarray, seg: np.ndarray, p: dict, cfg: SimulatedConfig, 
     ids, areas = np.unique(obj[obj > 0], return_counts=True)
     # fixed-order draws: raising a probability only adds events, the rest stays as it was
     draws = {int(o): rng.random(4) for o in ids}  # miss, merge, merge partner, split
-    missed = {int(o) for o, a in zip(ids, areas) if a < cfg.min_object_px and draws[int(o)][0] < p["p_miss"]}
+    missed = {
+        int(o)
+        for o, a in zip(ids, areas)
+        if a < cfg.min_object_px and draws[int(o)][0] < p["p_miss"]
+    }
     adj = _adjacency(obj)
     partner: dict[int, int] = {}
     for o in (int(x) for x in ids):
@@ -346,7 +385,13 @@ def _decompose(obj: np.ndarray, seg: np.ndarray, p: dict, cfg: SimulatedConfig, 
         if not nbrs:
             continue
         w = np.array([n for _, n in nbrs], np.float64)
-        q = nbrs[int(np.searchsorted(np.cumsum(w) / w.sum(), draws[o][2], side="right").clip(0, len(nbrs) - 1))][0]
+        q = nbrs[
+            int(
+                np.searchsorted(np.cumsum(w) / w.sum(), draws[o][2], side="right").clip(
+                    0, len(nbrs) - 1
+                )
+            )
+        ][0]
         partner[o], partner[q] = q, o
 
     coarse: list[_Element] = []
@@ -367,15 +412,21 @@ def _decompose(obj: np.ndarray, seg: np.ndarray, p: dict, cfg: SimulatedConfig, 
             fine.append(coarse[-1])
             piece_of[m] = len(fine) - 1
             continue
-        for k, piece in enumerate(_split(obj == o, seg, draws[o][3] < p["p_split"], rng_seed=(cfg.seed, h, o))):
+        for k, piece in enumerate(
+            _split(obj == o, seg, draws[o][3] < p["p_split"], rng_seed=(cfg.seed, h, o))
+        ):
             key = ("group", members) if piece is None else ("piece", o, k)
             pm = m if piece is None else piece
-            fine.append(coarse[-1] if piece is None else _Element(key, pm, 0.85 + 0.1 * float(draws[o][3])))
+            fine.append(
+                coarse[-1] if piece is None else _Element(key, pm, 0.85 + 0.1 * float(draws[o][3]))
+            )
             piece_of[pm] = len(fine) - 1
     return _View(hash=h, obj=obj, coarse=coarse, fine=fine, piece_of=piece_of, group_of=group_of)
 
 
-def _split(mask: np.ndarray, seg: np.ndarray, split: bool, *, rng_seed: tuple) -> list[np.ndarray | None]:
+def _split(
+    mask: np.ndarray, seg: np.ndarray, split: bool, *, rng_seed: tuple
+) -> list[np.ndarray | None]:
     """The object's pieces along its mesh segments ([None]: whole). 2-3 seed segments drawn by
     area; every visible segment joins the seed whose pixel centroid is nearest its own."""
     if not split:

@@ -151,7 +151,9 @@ def select_representatives(
     # one thread: at ~2k pixels OpenMP's start-up costs 20x the clustering itself (0.4 s vs
     # 0.02 s a mask on 2 busy cores), and masks are many
     with threadpool_limits(1):
-        km = KMeans(n_clusters=k, n_init=n_init, random_state=int(rng.integers(2**31 - 1))).fit(feat)
+        km = KMeans(n_clusters=k, n_init=n_init, random_state=int(rng.integers(2**31 - 1))).fit(
+            feat
+        )
     # nearest pixel of the mask to each centroid: always inside, unlike the centroid itself
     d2 = ((feat[None, :, :] - km.cluster_centers_[:, None, :]) ** 2).sum(axis=2)
     pick = np.unique(d2.argmin(axis=1))
@@ -197,7 +199,9 @@ class MatchTable:
     conf: np.ndarray
 
     @staticmethod
-    def build(uv_i: np.ndarray, uv_j: np.ndarray, conf: np.ndarray, size: tuple[int, int]) -> MatchTable:
+    def build(
+        uv_i: np.ndarray, uv_j: np.ndarray, conf: np.ndarray, size: tuple[int, int]
+    ) -> MatchTable:
         """Index `Scene.match_frames` output ([M, 2], [M, 2], [M]) on a (W, H) source view."""
         W, H = size
         index = np.full((H, W), -1, np.int32)
@@ -205,7 +209,9 @@ class MatchTable:
         inside = (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
         ids = np.flatnonzero(inside)
         index[uv[ids, 1], uv[ids, 0]] = ids
-        return MatchTable(index, np.asarray(uv_j, np.float32).reshape(-1, 2), np.asarray(conf, np.float32).ravel())
+        return MatchTable(
+            index, np.asarray(uv_j, np.float32).reshape(-1, 2), np.asarray(conf, np.float32).ravel()
+        )
 
 
 def track_points(
@@ -238,7 +244,9 @@ def track_points(
     if len(missing) and radius > 0:
         mv, mu = np.nonzero(mask & (table.index >= 0))
         if len(mv):
-            d2 = (mu[None, :] - points[missing, 0:1]) ** 2 + (mv[None, :] - points[missing, 1:2]) ** 2
+            d2 = (mu[None, :] - points[missing, 0:1]) ** 2 + (
+                mv[None, :] - points[missing, 1:2]
+            ) ** 2
             near = d2.argmin(axis=1)
             ok = d2[np.arange(len(missing)), near] <= radius * radius
             hit = missing[ok]
@@ -298,7 +306,9 @@ def _pairwise_intersections(masks: np.ndarray) -> np.ndarray:  # [K, H, W] bool 
 
 def _pairwise_intersections_reference(masks: np.ndarray) -> np.ndarray:
     K = len(masks)
-    return np.array([[int((masks[a] & masks[b]).sum()) for b in range(K)] for a in range(K)], np.int64).reshape(K, K)
+    return np.array(
+        [[int((masks[a] & masks[b]).sum()) for b in range(K)] for a in range(K)], np.int64
+    ).reshape(K, K)
 
 
 def filter_overlaps(
@@ -337,14 +347,23 @@ def filter_overlaps(
     pts = None
     if points is not None:
         H, W = masks.shape[1:]
-        pts = [np.clip(np.rint(np.asarray(p, np.float64)).astype(np.int64).reshape(-1, 2), 0, [W - 1, H - 1]) for p in points]
+        pts = [
+            np.clip(
+                np.rint(np.asarray(p, np.float64)).astype(np.int64).reshape(-1, 2),
+                0,
+                [W - 1, H - 1],
+            )
+            for p in points
+        ]
     out = masks
     for a in np.lexsort((np.asarray(ids), -np.asarray(scores, np.float64))):
         dup_of, trims = -1, []
         for b in np.flatnonzero(keep & touching[a]):
             n = int((out[a] & out[b]).sum())
             area_a, area_b = int(out[a].sum()), int(out[b].sum())
-            if n == 0 or not (n / max(area_a + area_b - n, 1) > iou or n / max(min(area_a, area_b), 1) > iou):
+            if n == 0 or not (
+                n / max(area_a + area_b - n, 1) > iou or n / max(min(area_a, area_b), 1) > iou
+            ):
                 continue
             sup_a = sup_b = 1.0
             if pts is not None and len(pts[a]) and len(pts[b]):
@@ -365,7 +384,9 @@ def filter_overlaps(
     return keep, out, new_ids
 
 
-def _filter_overlaps_reference(masks: np.ndarray, scores: np.ndarray, ids: np.ndarray, *, iou: float = 0.5) -> np.ndarray:
+def _filter_overlaps_reference(
+    masks: np.ndarray, scores: np.ndarray, ids: np.ndarray, *, iou: float = 0.5
+) -> np.ndarray:
     """Point-free `filter_overlaps` by the definition: plain NMS on IoU or containment."""
     keep: list[int] = []
     for a in sorted(range(len(masks)), key=lambda k: (-float(scores[k]), int(ids[k]))):
@@ -408,7 +429,9 @@ def drop_small(labels: np.ndarray, min_area: int) -> np.ndarray:  # [H, W] int -
     return labels
 
 
-def disjoint_masks(auto: Masks, *, min_area: int = 32, iou: float = 0.5, filtering: bool = True) -> Masks:
+def disjoint_masks(
+    auto: Masks, *, min_area: int = 32, iou: float = 0.5, filtering: bool = True
+) -> Masks:
     """Automatic masks made disjoint (the first view's masks, and the frame-by-frame baseline):
     masks below `min_area` dropped, duplicates filtered (`filter_overlaps`), contested pixels to
     the smaller mask (`paint_masks`), masks left below `min_area` dropped. Order is kept."""
@@ -495,7 +518,9 @@ def reidentify(
     return best
 
 
-def _ids_voxels(labels: np.ndarray, pointmap: np.ndarray, valid: np.ndarray | None, voxel: float) -> dict[int, np.ndarray]:
+def _ids_voxels(
+    labels: np.ndarray, pointmap: np.ndarray, valid: np.ndarray | None, voxel: float
+) -> dict[int, np.ndarray]:
     """ID -> unique voxel keys of its valid pixels in one view."""
     ok = labels > 0
     ok &= np.isfinite(pointmap).all(axis=-1)
@@ -513,9 +538,14 @@ def _ids_voxels(labels: np.ndarray, pointmap: np.ndarray, valid: np.ndarray | No
     return {int(lab[a]): np.unique(keys[a:b]) for a, b in zip(starts, ends)}
 
 
-def _ids_voxels_reference(labels: np.ndarray, pointmap: np.ndarray, valid: np.ndarray, voxel: float) -> dict[int, np.ndarray]:
+def _ids_voxels_reference(
+    labels: np.ndarray, pointmap: np.ndarray, valid: np.ndarray, voxel: float
+) -> dict[int, np.ndarray]:
     ok = (labels > 0) & np.isfinite(pointmap).all(axis=-1) & valid
-    return {int(i): np.unique(voxel_keys(pointmap[ok & (labels == i)], voxel)) for i in np.unique(labels[ok])}
+    return {
+        int(i): np.unique(voxel_keys(pointmap[ok & (labels == i)], voxel))
+        for i in np.unique(labels[ok])
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -534,7 +564,9 @@ class MastSAM:
         seed: K-Means seed; the same input and seed give the same IDs.
     """
 
-    def __init__(self, segmenter: Segmenter, config: TrackerConfig = TrackerConfig(), *, seed: int = 0):
+    def __init__(
+        self, segmenter: Segmenter, config: TrackerConfig = TrackerConfig(), *, seed: int = 0
+    ):
         self.segmenter = segmenter
         self.config = config
         self.seed = int(seed)
@@ -571,7 +603,10 @@ class MastSAM:
         new = Masks.empty((W, H))
         if self._prev is None:
             new = disjoint_masks(
-                self._generate(frame), min_area=cfg.min_mask_area, iou=cfg.overlap_iou, filtering=cfg.overlap_filtering
+                self._generate(frame),
+                min_area=cfg.min_mask_area,
+                iou=cfg.overlap_iou,
+                filtering=cfg.overlap_filtering,
             )
         elif cfg.unmasked_init:
             new = select_unmasked(
@@ -593,7 +628,10 @@ class MastSAM:
         """
         labels = np.asarray(labels)
         if labels.shape != frame.image.shape[:2] or not np.issubdtype(labels.dtype, np.integer):
-            raise InputError(None, f"warm_start: labels must be integer [H, W] = {frame.image.shape[:2]}; got {labels.dtype} {labels.shape}")
+            raise InputError(
+                None,
+                f"warm_start: labels must be integer [H, W] = {frame.image.shape[:2]}; got {labels.dtype} {labels.shape}",
+            )
         if labels.size and labels.min() < 0:
             raise InputError(None, "warm_start: label IDs must be >= 0")
         labels = labels.astype(np.int32)
@@ -608,17 +646,23 @@ class MastSAM:
         """Add the view's 3D points of every ID to that ID's voxel memory."""
         if not self.config.reidentify or frame.pointmap is None:
             return
-        for i, keys in _ids_voxels(labels, frame.pointmap, frame.valid, self.config.reid_voxel).items():
+        for i, keys in _ids_voxels(
+            labels, frame.pointmap, frame.valid, self.config.reid_voxel
+        ).items():
             old = self._memory.get(i)
             self._memory[i] = keys if old is None else np.union1d(old, keys)
 
     def _check_frame(self, frame: Frame) -> None:
         img = frame.image
         if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3:
-            raise InputError(None, f"frame {frame.name}: image must be [H, W, 3]; got {getattr(img, 'shape', None)}")
+            raise InputError(
+                None,
+                f"frame {frame.name}: image must be [H, W, 3]; got {getattr(img, 'shape', None)}",
+            )
         if self._prev is not None and self._prev.image.shape != img.shape:
             raise InputError(
-                None, f"frame {frame.name} is {img.shape[1]}x{img.shape[0]}, the previous one {self._prev.size[0]}x{self._prev.size[1]}: one working resolution per scene"
+                None,
+                f"frame {frame.name} is {img.shape[1]}x{img.shape[0]}, the previous one {self._prev.size[0]}x{self._prev.size[1]}: one working resolution per scene",
             )
 
     def _generate(self, frame: Frame) -> Masks:
@@ -653,7 +697,14 @@ class MastSAM:
                 n_init=cfg.kmeans_n_init,
                 seed=int(np.random.SeedSequence([self.seed, prev.index, i]).generate_state(1)[0]),
             )
-            uv, _ = track_points(reps, mask, table, size=frame.size, min_conf=cfg.min_match_conf, radius=cfg.match_radius)
+            uv, _ = track_points(
+                reps,
+                mask,
+                table,
+                size=frame.size,
+                min_conf=cfg.min_match_conf,
+                radius=cfg.match_radius,
+            )
             if len(uv) >= max(cfg.min_tracked_points, 1):
                 prompts[i] = uv
         return prompts
@@ -669,7 +720,9 @@ class MastSAM:
         ids, m, s = ids[keep], masks.masks[keep], masks.scores[keep]
         if cfg.overlap_filtering:
             pts = [prompts[int(i)] for i in ids]
-            keep, m, ids = filter_overlaps(m, s, ids, iou=cfg.overlap_iou, points=pts, min_support=cfg.min_point_support)
+            keep, m, ids = filter_overlaps(
+                m, s, ids, iou=cfg.overlap_iou, points=pts, min_support=cfg.min_point_support
+            )
             ids, m, s = ids[keep], m[keep], s[keep]
             labels = paint_masks(m, ids, smaller_wins=True)
         else:
@@ -713,9 +766,16 @@ class MastSAM:
 def _check_masks(segmenter, out: Masks, count: int | None, hw: tuple[int, int]) -> None:
     """Fail loudly when a segmenter breaks the protocol (wrong mask count or size)."""
     m = out.masks
-    if m.ndim != 3 or tuple(m.shape[1:]) != hw or (count is not None and len(m) != count) or len(out.scores) != len(m):
+    if (
+        m.ndim != 3
+        or tuple(m.shape[1:]) != hw
+        or (count is not None and len(m) != count)
+        or len(out.scores) != len(m)
+    ):
         want = f"[{count if count is not None else 'K'}, {hw[0]}, {hw[1]}]"
-        raise ValueError(f"segmenter {getattr(segmenter, 'name', segmenter)!r} returned masks {m.shape} and scores {np.shape(out.scores)}; expected {want} and [K]")
+        raise ValueError(
+            f"segmenter {getattr(segmenter, 'name', segmenter)!r} returned masks {m.shape} and scores {np.shape(out.scores)}; expected {want} and [K]"
+        )
 
 
 def track_scene(

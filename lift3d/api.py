@@ -49,7 +49,13 @@ class SegmentResult:
         return float(self.metrics["H"])
 
 
-def segment(scene: str | Path, *, out: str | Path | None = None, segmenter: str | Segmenter = "classical", **options) -> SegmentResult:
+def segment(
+    scene: str | Path,
+    *,
+    out: str | Path | None = None,
+    segmenter: str | Segmenter = "classical",
+    **options,
+) -> SegmentResult:
     """Run the whole flow on one scene (what `lift3d segment` runs) and return its outputs.
 
     Args:
@@ -74,8 +80,11 @@ def segment(scene: str | Path, *, out: str | Path | None = None, segmenter: str 
     names = set(SegmentConfig.from_options(scene=Path(scene)).to_options())
     unknown = sorted(set(options) - names - {"segmenter"})
     if unknown:
-        raise InputError(None, f"lift3d.segment: unknown option(s) {', '.join(unknown)}; "
-                               f"options are those of lift3d segment: {', '.join(sorted(names - {'scene', 'out', 'segmenter'}))}")
+        raise InputError(
+            None,
+            f"lift3d.segment: unknown option(s) {', '.join(unknown)}; "
+            f"options are those of lift3d segment: {', '.join(sorted(names - {'scene', 'out', 'segmenter'}))}",
+        )
     built = None
     if isinstance(segmenter, str):
         options["segmenter"] = SegmenterConfig(name=segmenter)
@@ -83,14 +92,21 @@ def segment(scene: str | Path, *, out: str | Path | None = None, segmenter: str 
         options["segmenter"] = segmenter
     else:
         built = segmenter
-    cfg = SegmentConfig.from_options(scene=Path(scene), out=None if out is None else Path(out), **options)
+    cfg = SegmentConfig.from_options(
+        scene=Path(scene), out=None if out is None else Path(out), **options
+    )
     folder = run_segment(cfg, segmenter=built, segmenter_from_config=built is None)
 
     def present(name: str) -> Path | None:
         return folder / name if (folder / name).exists() else None
 
     return SegmentResult(
-        out=folder, masks=folder / "masks", points=folder / "points.ply", mesh=present("mesh.ply"),
-        splats=present("splats.ply"), scannet=present("scannet"), report=present("report.html"),
+        out=folder,
+        masks=folder / "masks",
+        points=folder / "points.ply",
+        mesh=present("mesh.ply"),
+        splats=present("splats.ply"),
+        scannet=present("scannet"),
+        report=present("report.html"),
         metrics=json.loads((folder / "metrics.json").read_text()),
     )

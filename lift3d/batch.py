@@ -46,7 +46,9 @@ def expand_scenes(pattern: str) -> list[Path]:
         roots.append(Path(os.environ["LIFT3D_DATA"]))
     for root in roots:
         hits = sorted(Path(p) for p in glob.glob(str(root / pattern)))
-        hits = [p for p in hits if p.is_dir() or p.suffix.lower() in (".sens", ".mp4", ".avi", ".mov")]
+        hits = [
+            p for p in hits if p.is_dir() or p.suffix.lower() in (".sens", ".mp4", ".avi", ".mov")
+        ]
         if hits:
             return hits
     raise InputError(Path(pattern), "no scene matches this pattern")
@@ -68,8 +70,11 @@ def is_done(cfg: SegmentConfig) -> bool:
         return False
     inp = cfg.input
     try:
-        scene = select_frames(load_scene(inp.scene, format=inp.format, size=inp.size),
-                              frames=inp.frames, max_frames=inp.max_frames)
+        scene = select_frames(
+            load_scene(inp.scene, format=inp.format, size=inp.size),
+            frames=inp.frames,
+            max_frames=inp.max_frames,
+        )
         expected = fingerprint(cfg, scene.frame_names)
     except (Lift3dError, OSError):
         return False  # the run says why
@@ -84,7 +89,11 @@ def _scene_summary(out: Path) -> dict:
 
     try:
         m = json.loads((out / "metrics.json").read_text())
-        return {"H": m.get("H"), "mean_masks_per_frame": m.get("mean_masks_per_frame"), "frames": m.get("frames")}
+        return {
+            "H": m.get("H"),
+            "mean_masks_per_frame": m.get("mean_masks_per_frame"),
+            "frames": m.get("frames"),
+        }
     except (OSError, ValueError):
         return {}
 
@@ -96,12 +105,21 @@ def run_scene(cfg: SegmentConfig, segmenter: Segmenter | None = None) -> dict:
     t0 = time.perf_counter()
     try:
         out = run_segment(cfg, segmenter=segmenter)
-        return {"status": "done", "error": None, "seconds": round(time.perf_counter() - t0, 2), **_scene_summary(out)}
+        return {
+            "status": "done",
+            "error": None,
+            "seconds": round(time.perf_counter() - t0, 2),
+            **_scene_summary(out),
+        }
     except Lift3dError as e:
         return {"status": "failed", "error": str(e), "seconds": round(time.perf_counter() - t0, 2)}
     except Exception as e:  # a bug or an environment failure: keep the batch going, keep the trace
         logger.error("scene %s failed:\n%s", cfg.input.scene, traceback.format_exc())
-        return {"status": "failed", "error": f"{type(e).__name__}: {e}", "seconds": round(time.perf_counter() - t0, 2)}
+        return {
+            "status": "failed",
+            "error": f"{type(e).__name__}: {e}",
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
 
 
 def _shared_segmenter(cfg: SegmentConfig):
@@ -140,15 +158,26 @@ def run_batch(cmd) -> dict:
     scenes = expand_scenes(cmd.scenes)
     names = [p.stem if p.is_file() else p.name for p in scenes]
     if len(set(names)) != len(names):
-        raise InputError(Path(cmd.scenes), "two matched scenes share a name; their outputs would collide")
+        raise InputError(
+            Path(cmd.scenes), "two matched scenes share a name; their outputs would collide"
+        )
     record_path = out_root / "batch.json"
     records: dict[str, dict] = {}
     todo: list[tuple[str, SegmentConfig]] = []
     for name, path in zip(names, scenes):
         out = out_root / name
-        cfg = replace(cmd.segment, input=replace(cmd.segment.input, scene=path), output=replace(cmd.segment.output, out=out))
+        cfg = replace(
+            cmd.segment,
+            input=replace(cmd.segment.input, scene=path),
+            output=replace(cmd.segment.output, out=out),
+        )
         if not getattr(cmd, "force", False) and is_done(cfg):
-            records[name] = {"status": "skipped", "error": None, "seconds": 0.0, **_scene_summary(out)}
+            records[name] = {
+                "status": "skipped",
+                "error": None,
+                "seconds": 0.0,
+                **_scene_summary(out),
+            }
         else:
             todo.append((name, cfg))
 
@@ -173,14 +202,20 @@ def run_batch(cmd) -> dict:
         try:
             if started_here:
                 try:
-                    ray.init(address=cmd.address, ignore_reinit_error=True, include_dashboard=False,
-                             log_to_driver=False)
+                    ray.init(
+                        address=cmd.address,
+                        ignore_reinit_error=True,
+                        include_dashboard=False,
+                        log_to_driver=False,
+                    )
                     # ray.init replaces the SIGTERM handler (with one that exits, or aborts with a
                     # native dump once the workers run). Ray's blocking calls let only
                     # KeyboardInterrupt through cleanly (any other exception from a handler comes
                     # out as a SystemError), so SIGTERM raises that here and is handed to the
                     # CLI's own handler once Ray is shut down
-                    _set_sigterm(lambda signum, frame: (terminated.append(signum), _raise_interrupt()))
+                    _set_sigterm(
+                        lambda signum, frame: (terminated.append(signum), _raise_interrupt())
+                    )
                 except SystemExit as e:  # SIGTERM while ray.init ran, after it took the signal
                     if e.code != _SIGTERM:
                         raise
@@ -191,7 +226,9 @@ def run_batch(cmd) -> dict:
             if cmd.gpus_per_scene > 0:
                 gpus = ray.cluster_resources().get("GPU", 0)
                 n_workers = max(1, min(n_workers, int(gpus // cmd.gpus_per_scene)))
-            Worker = _make_actor_class(ray).options(num_cpus=cmd.cpus_per_scene, num_gpus=cmd.gpus_per_scene)
+            Worker = _make_actor_class(ray).options(
+                num_cpus=cmd.cpus_per_scene, num_gpus=cmd.gpus_per_scene
+            )
             pool = ActorPool([Worker.remote(cmd.segment) for _ in range(n_workers)])
             for name, rec in pool.map_unordered(lambda a, job: a.run.remote(*job), todo):
                 records[name] = rec
@@ -213,7 +250,11 @@ def _sigterm_handler():
     import signal
     import threading
 
-    return signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+    return (
+        signal.getsignal(signal.SIGTERM)
+        if threading.current_thread() is threading.main_thread()
+        else None
+    )
 
 
 _SIGTERM = 15  #: signal.SIGTERM on every POSIX system (Ray's handler exits with it)
@@ -240,6 +281,8 @@ def summary_table(records: dict[str, dict]) -> str:
             f"{name:<24} {r['status']:<8} {r.get('seconds', 0):>8.1f} "
             f"{'' if h is None else f'{h:.3f}':>7} {'' if m is None else f'{m:.1f}':>11}  {r.get('error') or ''}"
         )
-    counts = {s: sum(r["status"] == s for r in records.values()) for s in ("done", "failed", "skipped")}
+    counts = {
+        s: sum(r["status"] == s for r in records.values()) for s in ("done", "failed", "skipped")
+    }
     rows.append(f"done {counts['done']}, failed {counts['failed']}, skipped {counts['skipped']}")
     return "\n".join(rows)

@@ -30,7 +30,9 @@ def refused_unpickle(e: BaseException) -> str | None:
     m = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)
     if m:
         what = f" ({m.group(1)})"
-    elif any(w in text for w in ("Trying to call reduce", "Can only build", "Can only create new object")):
+    elif any(
+        w in text for w in ("Trying to call reduce", "Can only build", "Can only create new object")
+    ):
         what = ""
     else:  # e.g. "Unsupported operand": not pickle data at all
         return None
@@ -50,7 +52,9 @@ def load_failure(path: Path, e: Exception) -> str:
         return refused
     with open(path, "rb") as f:
         if f.read(4) == b"PK\x03\x04":  # a zip archive, the format torch.save writes
-            return f"corrupt or truncated PyTorch checkpoint ({type(e).__name__}: {_first_line(text)})"
+            return (
+                f"corrupt or truncated PyTorch checkpoint ({type(e).__name__}: {_first_line(text)})"
+            )
     if isinstance(e, pickle.UnpicklingError):
         return "not a PyTorch checkpoint (unreadable pickle data)"
     if isinstance(e, EOFError):
@@ -67,7 +71,11 @@ def state_dict_of(obj: Any) -> dict | None:
     import torch
 
     for candidate in (obj, *(obj.get(k) for k in ("model", "state_dict") if isinstance(obj, dict))):
-        if isinstance(candidate, dict) and candidate and all(isinstance(v, torch.Tensor) for v in candidate.values()):
+        if (
+            isinstance(candidate, dict)
+            and candidate
+            and all(isinstance(v, torch.Tensor) for v in candidate.values())
+        ):
             return candidate
     return None
 
@@ -76,7 +84,9 @@ def state_dict_mismatch(state: dict, expected: dict) -> str:
     """'' when `state` has exactly the keys and shapes of `expected`, else a short description."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    wrong = [
+        k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
     if not (missing or unexpected or wrong):
         return ""
     parts = []

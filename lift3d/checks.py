@@ -23,7 +23,13 @@ import numpy as np
 from lift3d.errors import InputError
 
 #: dtype kinds `check_array` accepts by letter, as numpy's `dtype.kind` spells them
-_KINDS = {"f": "float", "i": "signed integer", "u": "unsigned integer", "iu": "integer", "b": "bool"}
+_KINDS = {
+    "f": "float",
+    "i": "signed integer",
+    "u": "unsigned integer",
+    "iu": "integer",
+    "b": "bool",
+}
 
 
 def check_array(
@@ -84,7 +90,11 @@ def check_positive_finite(
     Raises:
         InputError: `"eps must be a positive finite number of metres, got nan"`.
     """
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_) and math.isfinite(value)
+    ok = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool | np.bool_)
+        and math.isfinite(value)
+    )
     if ok and (value >= 0 if allow_zero else value > 0):
         return value
     of = f" of {unit}" if unit else ""
@@ -98,7 +108,7 @@ def _shape_fits(found: tuple[int, ...], shape: Sequence[int | str]) -> bool:
         shape = shape[1:]
         if len(found) < len(shape):
             return False
-        found = found[len(found) - len(shape):]
+        found = found[len(found) - len(shape) :]
     elif len(found) != len(shape):
         return False
     sizes: dict[str, int] = {}

@@ -64,10 +64,19 @@ class Metric:
         from lift3d.run_folder import metric_frame_names
 
         out = self.out or Path(self.masks).parent / "metric.json"
-        names = metric_frame_names(self.scene, self.masks, frames=self.frames, max_frames=self.max_frames)
+        names = metric_frame_names(
+            self.scene, self.masks, frames=self.frames, max_frames=self.max_frames
+        )
         with PhasedProgress("metric") as bar:
-            result = run_metric(self.scene, self.masks, config=self.metric, features_dir=self.features, out_json=out,
-                                frame_names=names, progress=bar)
+            result = run_metric(
+                self.scene,
+                self.masks,
+                config=self.metric,
+                features_dir=self.features,
+                out_json=out,
+                frame_names=names,
+                progress=bar,
+            )
         pairwise = result.get("pairwise")
         print(
             f"H = {result['H']:.4f}   pairwise = {'n/a' if pairwise is None else f'{pairwise:.4f}'}"
@@ -124,7 +133,9 @@ class EvalDavis:
     """DAVIS root holding JPEGImages/480p and Annotations/480p."""
     sequences: tuple[str, ...] = ()
     """Sequences to evaluate (default: all found)."""
-    methods: tuple[Literal["framewise", "sam3d", "mastsam-no-unmasked", "mastsam", "byocl"], ...] = (
+    methods: tuple[
+        Literal["framewise", "sam3d", "mastsam-no-unmasked", "mastsam", "byocl"], ...
+    ] = (
         "framewise",
         "mastsam",
     )
@@ -150,8 +161,19 @@ class EvalScannet:
     """ScanNet scan folder with its GT (aggregation.json, segs.json, labels.ply)."""
     pred: Path | None = None
     """Score this prediction folder in the ScanNet benchmark format (<scene>.txt + pred_mask/), e.g. OUT/scannet of `lift3d segment`. Without it, --methods are run and scored."""
-    methods: tuple[Literal["framewise", "sam3d", "maskclustering", "mastsam-no-unmasked", "mastsam", "mastsam-merged", "byocl",
-                           "oracle"], ...] = (
+    methods: tuple[
+        Literal[
+            "framewise",
+            "sam3d",
+            "maskclustering",
+            "mastsam-no-unmasked",
+            "mastsam",
+            "mastsam-merged",
+            "byocl",
+            "oracle",
+        ],
+        ...,
+    ] = (
         "framewise",
         "sam3d",
         "maskclustering",
@@ -181,7 +203,9 @@ class EvalScannet:
             return
         from lift3d.evaluation import run_scannet_eval
 
-        run_scannet_eval(scene, out=self.out, methods=self.methods, segmenter=self.segmenter, frames=self.frames)
+        run_scannet_eval(
+            scene, out=self.out, methods=self.methods, segmenter=self.segmenter, frames=self.frames
+        )
 
 
 @dataclass
@@ -200,7 +224,9 @@ class Batch:
     """GPUs reserved per scene task."""
     cpus_per_scene: float = 2.0
     """CPUs reserved per scene task."""
-    segment: SegmentConfig = field(default_factory=lambda: SegmentConfig(input=InputConfig(scene=Path("."))))
+    segment: SegmentConfig = field(
+        default_factory=lambda: SegmentConfig(input=InputConfig(scene=Path(".")))
+    )
     """Options passed to every scene's `lift3d segment` (its --scene/--out are set per scene)."""
     force: bool = False
     """Rerun every scene, even those whose folder holds a complete run with these options."""
@@ -211,8 +237,10 @@ class Batch:
         records = run_batch(self)["scenes"]
         failed = sorted(n for n, r in records.items() if r["status"] == "failed")
         if failed:
-            raise Lift3dError(f"{len(failed)} of {len(records)} scenes failed ({', '.join(failed[:5])}"
-                              f"{' ...' if len(failed) > 5 else ''}): see {Path(self.out) / 'batch.json'}")
+            raise Lift3dError(
+                f"{len(failed)} of {len(records)} scenes failed ({', '.join(failed[:5])}"
+                f"{' ...' if len(failed) > 5 else ''}): see {Path(self.out) / 'batch.json'}"
+            )
 
 
 Command = (
@@ -222,9 +250,13 @@ Command = (
     | Annotated[View, tyro.conf.subcommand("view")]
     | Annotated[
         tyro.conf.OmitSubcommandPrefixes[
-            Annotated[EvalDavis, tyro.conf.subcommand("davis")] | Annotated[EvalScannet, tyro.conf.subcommand("scannet")]
+            Annotated[EvalDavis, tyro.conf.subcommand("davis")]
+            | Annotated[EvalScannet, tyro.conf.subcommand("scannet")]
         ],
-        tyro.conf.subcommand("eval", description="Evaluate every method on a benchmark: DAVIS (2D) or a ScanNet scan (3D)."),
+        tyro.conf.subcommand(
+            "eval",
+            description="Evaluate every method on a benchmark: DAVIS (2D) or a ScanNet scan (3D).",
+        ),
     ]
     | Annotated[Batch, tyro.conf.subcommand("batch")]
 )
@@ -233,8 +265,12 @@ Command = (
 #: commands whose one path is positional; `--out PATH` is still accepted for them
 _POSITIONAL_OUT = ("view", "synth")
 #: `segment`'s metric flags from before they were one `MetricConfig` (`--metric.*`), still accepted
-_METRIC_FLAGS = {"--eps": "--metric.eps", "--metric-max-points": "--metric.max-points",
-                 "--metric-pairwise": "--metric.pairwise", "--no-metric-pairwise": "--metric.no-pairwise"}
+_METRIC_FLAGS = {
+    "--eps": "--metric.eps",
+    "--metric-max-points": "--metric.max-points",
+    "--metric-pairwise": "--metric.pairwise",
+    "--no-metric-pairwise": "--metric.no-pairwise",
+}
 
 
 def parse(argv: list[str]) -> tuple[object, int]:
@@ -267,8 +303,12 @@ def parse(argv: list[str]) -> tuple[object, int]:
             from lift3d.runfile import read_run_config
 
             default = Segment(**vars(read_run_config(Path(config))), config=Path(config))
-            return tyro.cli(Segment, args=argv[1:], default=default, prog="lift3d segment"), verbosity
-    return tyro.cli(Command, args=argv, prog="lift3d", description=__doc__.splitlines()[0]), verbosity
+            return tyro.cli(
+                Segment, args=argv[1:], default=default, prog="lift3d segment"
+            ), verbosity
+    return tyro.cli(
+        Command, args=argv, prog="lift3d", description=__doc__.splitlines()[0]
+    ), verbosity
 
 
 def _option_value(args: list[str], flag: str) -> str | None:
@@ -278,7 +318,7 @@ def _option_value(args: list[str], flag: str) -> str | None:
         if a == flag and i + 1 < len(args):
             value = args[i + 1]
         elif a.startswith(flag + "="):
-            value = a[len(flag) + 1:]
+            value = a[len(flag) + 1 :]
     return value
 
 
@@ -300,9 +340,9 @@ def _out_as_positional(args: list[str]) -> list[str]:
     """`--out PATH` (the spelling before OUT became positional) moved to the front as PATH."""
     for i, a in enumerate(args):
         if a == "--out" and i + 1 < len(args):
-            return [args[i + 1], *args[:i], *args[i + 2:]]
+            return [args[i + 1], *args[:i], *args[i + 2 :]]
         if a.startswith("--out="):
-            return [a[len("--out="):], *args[:i], *args[i + 1:]]
+            return [a[len("--out=") :], *args[:i], *args[i + 1 :]]
     return args
 
 
@@ -335,7 +375,10 @@ def entrypoint(argv: list[str] | None = None) -> int:
         print(f"lift3d: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, _Terminated) as e:
-        print("lift3d: interrupted; finished files are complete, unfinished ones were not written", file=sys.stderr)
+        print(
+            "lift3d: interrupted; finished files are complete, unfinished ones were not written",
+            file=sys.stderr,
+        )
         return 143 if isinstance(e, _Terminated) else 130
     finally:
         _on_sigterm(old)

@@ -46,11 +46,19 @@ if TYPE_CHECKING:
 #: it its own help section, `cli.Segment`)
 _FLAT = tyro.conf.arg(name="")
 
-SegmenterName = Literal["auto", "geometric", "classical-2d", "classical", "sam", "sam2", "simulated"]
+SegmenterName = Literal[
+    "auto", "geometric", "classical-2d", "classical", "sam", "sam2", "simulated"
+]
 
 #: segmenter name -> the `SegmenterConfig` field holding its settings
-_SETTINGS_OF = {"geometric": "geometric", "classical-2d": "classical", "classical": "classical", "sam": "sam",
-                "sam2": "sam2", "simulated": "simulated"}
+_SETTINGS_OF = {
+    "geometric": "geometric",
+    "classical-2d": "classical",
+    "classical": "classical",
+    "sam": "sam",
+    "sam2": "sam2",
+    "simulated": "simulated",
+}
 
 
 @dataclass
@@ -101,18 +109,31 @@ class SegmenterConfig:
         if name == "auto":
             # depth rendered from splats is smoothed and biased towards the camera, and splat
             # centres are too sparse for k-NN superpoints: per-image masks do better there
-            sensor = scene is not None and scene.has_geometry and scene.meta.get("depth_source") != "splats"
+            sensor = (
+                scene is not None
+                and scene.has_geometry
+                and scene.meta.get("depth_source") != "splats"
+            )
             name = "geometric" if sensor else "classical-2d"
         name = "classical-2d" if name == "classical" else name
         geometric = self.geometric
-        if name == "geometric" and geometric.up is None and scene is not None and scene.has_geometry:
+        if (
+            name == "geometric"
+            and geometric.up is None
+            and scene is not None
+            and scene.has_geometry
+        ):
             import numpy as np
 
-            pick = np.unique(np.linspace(0, len(scene) - 1, min(len(scene), 24)).round().astype(int))
+            pick = np.unique(
+                np.linspace(0, len(scene) - 1, min(len(scene), 24)).round().astype(int)
+            )
             geometric = geometric.resolved([scene[int(i)].T_world_camera for i in pick])
         return replace(self, name=name, geometric=geometric)
 
-    def setup(self, *, scene: Scene | None = None, points: ScenePoints | None = None, device: str = "auto") -> Segmenter:
+    def setup(
+        self, *, scene: Scene | None = None, points: ScenePoints | None = None, device: str = "auto"
+    ) -> Segmenter:
         """Build the segmenter this config names, resolved on `scene` (`resolve`).
 
         Args:
@@ -126,12 +147,23 @@ class SegmenterConfig:
         cfg = self.resolve(scene)
         if cfg.name == "geometric":
             if points is None:
-                raise InputError(scene.root if scene is not None else None, "--segmenter geometric needs a scene with depth + poses")
-            return cfg.geometric.setup(points.xyz, points.rgb, points.superpoints, faces=points.faces,
-                                       adjacency=points.adjacency, info={"points": points.source})
+                raise InputError(
+                    scene.root if scene is not None else None,
+                    "--segmenter geometric needs a scene with depth + poses",
+                )
+            return cfg.geometric.setup(
+                points.xyz,
+                points.rgb,
+                points.superpoints,
+                faces=points.faces,
+                adjacency=points.adjacency,
+                info={"points": points.source},
+            )
         if cfg.name == "simulated":
             if scene is None:
-                raise InputError(None, "--segmenter simulated needs a scan with instance ground truth")
+                raise InputError(
+                    None, "--segmenter simulated needs a scan with instance ground truth"
+                )
             return cfg.simulated.setup(scene.root)
         if cfg.name == "classical-2d":
             return cfg.classical.setup()
@@ -142,7 +174,10 @@ class SegmenterConfig:
         segmenter's (both candidates' for an unresolved `auto`). What run.json records of a
         resolved config, and what the run's fingerprint compares."""
         names = ("geometric", "classical-2d") if self.name == "auto" else (self.name,)
-        return {"name": self.name, **{_SETTINGS_OF[n]: _json(asdict(getattr(self, _SETTINGS_OF[n]))) for n in names}}
+        return {
+            "name": self.name,
+            **{_SETTINGS_OF[n]: _json(asdict(getattr(self, _SETTINGS_OF[n]))) for n in names},
+        }
 
 
 @dataclass
@@ -151,7 +186,9 @@ class InputConfig:
 
     scene: Path
     """Scene folder or file: ScanNet export, .sens, image folder, video, COLMAP, transforms.json, Redwood."""
-    format: Literal["auto", "scannet", "sens", "nerfstudio", "colmap", "redwood", "video", "images"] = "auto"
+    format: Literal[
+        "auto", "scannet", "sens", "nerfstudio", "colmap", "redwood", "video", "images"
+    ] = "auto"
     """Scene format; `auto` detects it from the folder's content."""
     size: tuple[int, int] | None = None
     """Working resolution W H; default: the depth size for RGB-D scans, else the image size capped at 640."""
@@ -271,7 +308,9 @@ class SegmentConfig:
 def config_to_json(cfg: SegmentConfig) -> dict:
     """The config as plain values by option name (never pickled classes: renaming a class must not
     break old runs); `runfile.read_run_config` reads it back."""
-    return _json({k: asdict(v) if dataclasses.is_dataclass(v) else v for k, v in cfg.to_options().items()})
+    return _json(
+        {k: asdict(v) if dataclasses.is_dataclass(v) else v for k, v in cfg.to_options().items()}
+    )
 
 
 def _json(obj):

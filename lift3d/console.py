@@ -38,7 +38,9 @@ def setup_logging(verbosity: int = 0) -> int:
         root.addHandler(handler)
     root.setLevel(level)
     # viser's websocket server logs every connection at INFO: that is -v's detail, not a run's
-    logging.getLogger("websockets").setLevel(level if verbosity > 0 else max(level, logging.WARNING))
+    logging.getLogger("websockets").setLevel(
+        level if verbosity > 0 else max(level, logging.WARNING)
+    )
     return level
 
 
@@ -57,8 +59,15 @@ class StageProgress:
         min_interval_s: off a terminal, seconds at least between two lines (and before the first).
     """
 
-    def __init__(self, desc: str, total: int, *, unit: str = "frame", every: float = 0.1,
-                 min_interval_s: float = 5.0):
+    def __init__(
+        self,
+        desc: str,
+        total: int,
+        *,
+        unit: str = "frame",
+        every: float = 0.1,
+        min_interval_s: float = 5.0,
+    ):
         self.desc, self.total, self.unit = desc, int(total), unit
         self.min_interval_s = float(min_interval_s)
         self.done = 0
@@ -88,8 +97,15 @@ class StageProgress:
                 return
             self._last = now
             seconds = now - self._t0
-            logger.info("%s: %d/%d %ss (%d%%, %.0f s)", self.desc, min(self.done, self.total), self.total,
-                        self.unit, round(100 * min(self.done, self.total) / self.total), seconds)
+            logger.info(
+                "%s: %d/%d %ss (%d%%, %.0f s)",
+                self.desc,
+                min(self.done, self.total),
+                self.total,
+                self.unit,
+                round(100 * min(self.done, self.total) / self.total),
+                seconds,
+            )
 
     def set(self, done: int, total: int | None = None) -> None:
         """Set the units done (and the total, when it becomes known late): a callback's form."""
@@ -131,7 +147,9 @@ class PhasedProgress:
         bar = self.bars.get(phase)
         if bar is None:
             self.close()
-            bar = self.bars[phase] = StageProgress(f"{self.desc} ({phase})", total, unit=phase.removesuffix("s"))
+            bar = self.bars[phase] = StageProgress(
+                f"{self.desc} ({phase})", total, unit=phase.removesuffix("s")
+            )
         bar.set(done, total)
 
     def close(self) -> None:

@@ -52,7 +52,16 @@ METHODS = ("framewise", "sam3d", "mastsam-no-unmasked", "mastsam", "byocl")
 #: MastSAM with the multi-view merging of its instances (`lift3d.consistency.merging`, when that
 #: module is present) and the oracle association (the framewise masks with GT-consistent IDs: the
 #: reference line of perfect association, needs per-view GT)
-SCANNET_METHODS = ("framewise", "sam3d", "maskclustering", "mastsam-no-unmasked", "mastsam", "mastsam-merged", "byocl", "oracle")
+SCANNET_METHODS = (
+    "framewise",
+    "sam3d",
+    "maskclustering",
+    "mastsam-no-unmasked",
+    "mastsam",
+    "mastsam-merged",
+    "byocl",
+    "oracle",
+)
 
 
 def merging_available() -> bool:
@@ -66,6 +75,7 @@ def default_scannet_methods() -> tuple[str, ...]:
     """Every 3D method that can run in this build (`mastsam-merged` only with its module)."""
     return tuple(m for m in SCANNET_METHODS if m != "mastsam-merged" or merging_available())
 
+
 _PAPER_KEYS = ("iou", "f1", "precision", "recall")
 _SEQUENCE_KEYS = ("J", "J_recall", "J_decay", "F", "F_recall", "F_decay", "JF")
 
@@ -74,7 +84,9 @@ def check_methods(methods: Sequence[str], allowed: Sequence[str] = METHODS) -> l
     """The methods asked for, in `allowed` order; an error naming an unknown one."""
     unknown = [m for m in methods if m not in allowed]
     if unknown:
-        raise InputError(None, f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
+        raise InputError(
+            None, f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(allowed)}"
+        )
     if not methods:
         raise InputError(None, "no method to evaluate")
     return [m for m in allowed if m in methods]
@@ -123,10 +135,14 @@ def method_labels(
             return merge(framewise)
         if method == "maskclustering":
             if cluster is None:
-                raise InputError(None, "maskclustering needs 3D (depth + poses): not available here")
+                raise InputError(
+                    None, "maskclustering needs 3D (depth + poses): not available here"
+                )
             return cluster(framewise)
         if gt_views is None:
-            raise InputError(None, "the oracle association needs per-view instance GT (a ScanNet-layout scan)")
+            raise InputError(
+                None, "the oracle association needs per-view instance GT (a ScanNet-layout scan)"
+            )
         from lift3d.consistency.baselines import oracle_association
 
         return oracle_association(framewise, gt_views)
@@ -136,10 +152,15 @@ def method_labels(
         return byocl_labels(scene, segmenter, seed=seed)[0]
     if method == "mastsam-merged":
         if merge_views is None:
-            raise InputError(None, "mastsam-merged needs lift3d.consistency.merging (multi-view merging of "
-                             "MastSAM's IDs), which this build does not have")
+            raise InputError(
+                None,
+                "mastsam-merged needs lift3d.consistency.merging (multi-view merging of "
+                "MastSAM's IDs), which this build does not have",
+            )
         if mastsam is None:
-            mastsam = method_labels("mastsam", scene, segmenter, merge=merge, tracker=tracker, seed=seed)
+            mastsam = method_labels(
+                "mastsam", scene, segmenter, merge=merge, tracker=tracker, seed=seed
+            )
         return merge_views(mastsam)
     if method in ("mastsam", "mastsam-no-unmasked"):
         cfg = replace(tracker or TrackerConfig(), unmasked_init=method == "mastsam")
@@ -172,7 +193,9 @@ def _resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return labels[:, rows[:, None], cols[None, :]]
 
 
-def _scale_matches(matches, src: tuple[int, int], dst: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _scale_matches(
+    matches, src: tuple[int, int], dst: tuple[int, int]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Correspondences from pixels of a (W, H) `src` image to the same points of a `dst` image."""
     sx, sy = dst[0] / src[0], dst[1] / src[1]
     scale = np.array([sx, sy], np.float32)
@@ -198,7 +221,9 @@ class _PairMatches:
         from lift3d.recon.flow import flow_matches
 
         m = self._pairs.get((frame_i.index, frame_j.index))
-        return m if m is not None else flow_matches(frame_i.image, frame_j.image, stride=self.stride)
+        return (
+            m if m is not None else flow_matches(frame_i.image, frame_j.image, stride=self.stride)
+        )
 
 
 def _video_scene(name: str, frames: list[Path], size: tuple[int, int] | None):
@@ -212,13 +237,23 @@ def _video_scene(name: str, frames: list[Path], size: tuple[int, int] | None):
     H0, W0 = images[0].shape[:2]
     for p, im in zip(frames, images):
         if im.shape[:2] != (H0, W0):
-            raise InputError(p, f"frame is {im.shape[1]}x{im.shape[0]}, the first frame is {W0}x{H0}")
+            raise InputError(
+                p, f"frame is {im.shape[1]}x{im.shape[0]}, the first frame is {W0}x{H0}"
+            )
     size = tuple(size) if size is not None else capped_size((W0, H0))
     K = placeholder_intrinsics((W0, H0))
-    loaded = [make_frame(RawFrame(name=p.stem, image=im, K=K), i, size) for i, (p, im) in enumerate(zip(frames, images))]
+    loaded = [
+        make_frame(RawFrame(name=p.stem, image=im, K=K), i, size)
+        for i, (p, im) in enumerate(zip(frames, images))
+    ]
     return Scene(
-        name=name, root=frames[0].parent, frame_names=[p.stem for p in frames], size=size,
-        load_frame=lambda i: loaded[i], kind="images", meta={"intrinsics": "placeholder"},
+        name=name,
+        root=frames[0].parent,
+        frame_names=[p.stem for p in frames],
+        size=size,
+        load_frame=lambda i: loaded[i],
+        kind="images",
+        meta={"intrinsics": "placeholder"},
     )
 
 
@@ -229,7 +264,9 @@ def davis_flow_matches(images: Sequence[np.ndarray], *, stride: int = 4) -> list
     return [flow_matches(images[t], images[t + 1], stride=stride) for t in range(len(images) - 1)]
 
 
-def read_davis_predictions(pred_dir: str | Path, names: Sequence[str], size: tuple[int, int]) -> np.ndarray:
+def read_davis_predictions(
+    pred_dir: str | Path, names: Sequence[str], size: tuple[int, int]
+) -> np.ndarray:
     """[N, H, W] int32 predicted label maps `pred_dir/<name>.png`, one per annotated frame.
 
     Raises:
@@ -249,7 +286,9 @@ def read_davis_predictions(pred_dir: str | Path, names: Sequence[str], size: tup
             raise InputError(path, f"no predicted label map for annotated frame {name}")
         m = read_label_map(path)
         if m.shape != (H, W):
-            raise InputError(path, f"label map is {m.shape[1]}x{m.shape[0]}, the annotation is {W}x{H}")
+            raise InputError(
+                path, f"label map is {m.shape[1]}x{m.shape[0]}, the annotation is {W}x{H}"
+            )
         maps.append(m)
     return np.stack(maps)
 
@@ -325,7 +364,14 @@ def _davis_means(per_seq: dict[str, dict]) -> dict:
     }
 
 
-def run_davis_eval(cfg, *, size: tuple[int, int] | None = None, seed: int = 0, stride: int = 4, verbose: bool = True) -> dict:
+def run_davis_eval(
+    cfg,
+    *,
+    size: tuple[int, int] | None = None,
+    seed: int = 0,
+    stride: int = 4,
+    verbose: bool = True,
+) -> dict:
     """`lift3d eval davis`: every method on every sequence, label maps, scores, results.json.
 
     Args:
@@ -350,9 +396,14 @@ def run_davis_eval(cfg, *, size: tuple[int, int] | None = None, seed: int = 0, s
     methods = check_methods(cfg.methods)
     seqs = list(cfg.sequences) or list_davis_sequences(root)
     if cfg.max_frames is not None and cfg.max_frames < 2:
-        raise InputError(None, f"--max-frames must be at least 2 (consecutive pairs), got {cfg.max_frames}")
+        raise InputError(
+            None, f"--max-frames must be at least 2 (consecutive pairs), got {cfg.max_frames}"
+        )
     if cfg.segmenter.name == "simulated":
-        raise InputError(None, "--segmenter simulated needs a scan's 3D ground truth; DAVIS has none (use it with eval scannet)")
+        raise InputError(
+            None,
+            "--segmenter simulated needs a scan's 3D ground truth; DAVIS has none (use it with eval scannet)",
+        )
     segmenter = cfg.segmenter.setup()  # no scene: `auto` is classical-2d, as for a video
     seg_name = segmenter.describe()["segmenter"]
     out = Path(cfg.out)
@@ -370,12 +421,21 @@ def run_davis_eval(cfg, *, size: tuple[int, int] | None = None, seed: int = 0, s
         scene.match_fn = _PairMatches(matches, stride)
         matches_gt = _scale_matches(matches, scene.size, gt_size)
         flow_s = time.perf_counter() - t0
-        sizes[seq] = {"frames": len(frames), "working_size": list(scene.size), "annotation_size": list(gt_size), "flow_seconds": round(flow_s, 2)}
+        sizes[seq] = {
+            "frames": len(frames),
+            "working_size": list(scene.size),
+            "annotation_size": list(gt_size),
+            "flow_seconds": round(flow_s, 2),
+        }
         framewise = None
         for method in methods:
             t = time.perf_counter()
             labels = method_labels(
-                method, scene, segmenter, framewise=framewise, seed=seed,
+                method,
+                scene,
+                segmenter,
+                framewise=framewise,
+                seed=seed,
                 merge=partial(sam3d_merge_2d, matches=matches, stride=stride),
             )
             if method == "framewise":
@@ -384,18 +444,32 @@ def run_davis_eval(cfg, *, size: tuple[int, int] | None = None, seed: int = 0, s
             pred_dir = out / method / seq
             for name, lab in zip(scene.frame_names, _resize_labels(labels, gt_size)):
                 write_label_map(pred_dir / f"{name}.png", lab)
-            res = evaluate_davis_sequence(root, seq, pred_dir, matches=matches_gt, max_frames=cfg.max_frames)
+            res = evaluate_davis_sequence(
+                root, seq, pred_dir, matches=matches_gt, max_frames=cfg.max_frames
+            )
             res["seconds"] = round(seconds, 2)
             per_seq[method][seq] = res
-            logger.info("%s %s: paper IoU %.3f, J&F %.3f, H %s (%.1f s)", seq, method, res["paper"]["iou"],
-                        res["sequence"]["JF"], "n/a" if res["H"] is None else f"{res['H']:.3f}", seconds)
+            logger.info(
+                "%s %s: paper IoU %.3f, J&F %.3f, H %s (%.1f s)",
+                seq,
+                method,
+                res["paper"]["iou"],
+                res["sequence"]["JF"],
+                "n/a" if res["H"] is None else f"{res['H']:.3f}",
+                seconds,
+            )
     results = {
         "date": datetime.now(UTC).date().isoformat(),
         "root": str(root.resolve()),
         "methods": methods,
         "sequences": seqs,
-        "settings": {"max_frames": cfg.max_frames, "size": list(size) if size else "long side capped at 640",
-                     "seed": seed, "flow_stride": stride, "per_sequence": sizes},
+        "settings": {
+            "max_frames": cfg.max_frames,
+            "size": list(size) if size else "long side capped at 640",
+            "seed": seed,
+            "flow_stride": stride,
+            "per_sequence": sizes,
+        },
         "backends": {
             "segmenter": seg_name,
             "matches": f"optical flow (OpenCV DIS 'medium', forward-backward checked < 1 px, every {stride}th pixel)",
@@ -443,7 +517,9 @@ def _consistency_fn():
         return None, f"H not computed: lift3d.consistency.metric could not be imported ({e})"
 
     def score(pointmaps, valid, labels, *, eps, pairwise):
-        return consistency_score(ArrayFrames(pointmaps, valid, labels), config=MetricConfig(eps=eps, pairwise=pairwise))
+        return consistency_score(
+            ArrayFrames(pointmaps, valid, labels), config=MetricConfig(eps=eps, pairwise=pairwise)
+        )
 
     return score, None
 
@@ -501,7 +577,9 @@ def run_scannet_eval(
         from lift3d.config import SegmenterConfig
 
         segmenter = SegmenterConfig(name="classical")
-    methods = check_methods(default_scannet_methods() if methods is None else methods, SCANNET_METHODS)
+    methods = check_methods(
+        default_scannet_methods() if methods is None else methods, SCANNET_METHODS
+    )
     scene_dir = resolve_scene_path(scene)
     sc = load_scene(scene_dir, size=size)
     n_all = len(sc)
@@ -509,7 +587,10 @@ def run_scannet_eval(
     if not sc.has_geometry:
         raise InputError(scene_dir, "the 3D evaluation needs a scan with depth + poses")
     if sc.mesh_path is None:
-        raise InputError(scene_dir, f"no mesh {sc.name}_vh_clean_2.ply: the ScanNet benchmark scores its vertices")
+        raise InputError(
+            scene_dir,
+            f"no mesh {sc.name}_vh_clean_2.ply: the ScanNet benchmark scores its vertices",
+        )
     out = Path(out)
     from lift3d.recon.scene_points import scene_points
 
@@ -519,7 +600,9 @@ def run_scannet_eval(
     gt = load_scannet_gt(scene_dir, sc.name)
     xyz = points.xyz
     if len(xyz) != gt.num_vertices:
-        raise InputError(sc.mesh_path, f"mesh has {len(xyz)} vertices, the GT files {gt.num_vertices}")
+        raise InputError(
+            sc.mesh_path, f"mesh has {len(xyz)} vertices, the GT files {gt.num_vertices}"
+        )
     W, H = sc.size
     pointmaps = np.zeros((len(sc), H, W, 3), np.float32)
     valid = np.zeros((len(sc), H, W), bool)
@@ -533,10 +616,16 @@ def run_scannet_eval(
     for method in methods:
         t = time.perf_counter()
         labels = method_labels(
-            method, sc, segm, framewise=done.get("framewise"), mastsam=done.get("mastsam"), seed=seed,
+            method,
+            sc,
+            segm,
+            framewise=done.get("framewise"),
+            mastsam=done.get("mastsam"),
+            seed=seed,
             merge=partial(sam3d_merge, pointmaps=pointmaps, valid=valid, voxel=voxel),
             cluster=partial(maskclustering_merge, pointmaps=pointmaps, valid=valid, voxel=voxel),
-            merge_views=_merging_hook(sc, points), gt_views=gt_views,
+            merge_views=_merging_hook(sc, points),
+            gt_views=gt_views,
         )
         if method in ("framewise", "mastsam"):
             done[method] = labels
@@ -545,7 +634,9 @@ def run_scannet_eval(
         for name, lab in zip(sc.frame_names, labels):
             write_label_map(mdir / "masks" / f"{name}.png", lab)
         lifted = _lift_superpoints(sc, points, labels)  # the same lifting as `lift3d segment`
-        written = write_scannet_instances(mdir / "scannet", sc.name, lifted.label, lifted.confidence)
+        written = write_scannet_instances(
+            mdir / "scannet", sc.name, lifted.label, lifted.confidence
+        )
         masks, conf = read_scannet_instances(mdir / "scannet", sc.name, gt.num_vertices)
         ap = evaluate_instances(gt, masks, conf)
         res = {k: ap[k] for k in ("AP", "AP50", "AP25", "num_gt", "num_pred")}
@@ -559,20 +650,40 @@ def run_scannet_eval(
         res["masks_per_frame"] = float(np.mean([len(np.unique(lab[lab > 0])) for lab in labels]))
         res["seconds"] = round(seconds, 2)
         per_method[method] = res
-        logger.info("%s %s: AP %.3f AP50 %.3f AP25 %.3f H %s (%.1f s)", sc.name, method, res["AP"], res["AP50"], res["AP25"],
-                    "n/a" if res["H"] is None else f"{res['H']:.3f}", seconds)
+        logger.info(
+            "%s %s: AP %.3f AP50 %.3f AP25 %.3f H %s (%.1f s)",
+            sc.name,
+            method,
+            res["AP"],
+            res["AP50"],
+            res["AP25"],
+            "n/a" if res["H"] is None else f"{res['H']:.3f}",
+            seconds,
+        )
     results = {
         "date": datetime.now(UTC).date().isoformat(),
         "scene": sc.name,
         "root": str(scene_dir.resolve()),
         "methods": methods,
-        "settings": {"frames": frames, "frames_used": len(sc), "frames_in_scan": n_all, "size": list(sc.size),
-                     "eps": eps, "sam3d_voxel": voxel, "seed": seed, "frame_names": sc.frame_names},
+        "settings": {
+            "frames": frames,
+            "frames_used": len(sc),
+            "frames_in_scan": n_all,
+            "size": list(sc.size),
+            "eps": eps,
+            "sam3d_voxel": voxel,
+            "seed": seed,
+            "frame_names": sc.frame_names,
+        },
         "segmenter": segmenter.name,
         "simulated": segm.describe() if segmenter.name == "simulated" else None,
-        "backends": {"segmenter": seg_name, "geometry": "depth+poses", "matches": "reprojection (depth + poses)",
-                     "points": f"mesh vertices of {sc.mesh_path.name} ({len(xyz)})",
-                     "byocl_features": byocl_feature_name(segm)},
+        "backends": {
+            "segmenter": seg_name,
+            "geometry": "depth+poses",
+            "matches": "reprojection (depth + poses)",
+            "points": f"mesh vertices of {sc.mesh_path.name} ({len(xyz)})",
+            "byocl_features": byocl_feature_name(segm),
+        },
         "per_method": per_method,
     }
     if h_note:
@@ -589,9 +700,14 @@ def _gt_views(scene, scene_dir: Path, segmenter) -> np.ndarray:  # [N, H, W] int
     pointmaps: the simulated segmenter's own lookup (cross-view ARI, the oracle association)."""
     from lift3d.consistency.simulated import SimulatedConfig, SimulatedSegmenter
 
-    sim = segmenter if isinstance(segmenter, SimulatedSegmenter) else \
-        SimulatedSegmenter.from_scan(scene_dir, scene.name, SimulatedConfig(noise=0.0))
-    return np.stack([sim.view_objects(f.image, geometry=f.pointmap) for f in scene]).astype(np.int32)
+    sim = (
+        segmenter
+        if isinstance(segmenter, SimulatedSegmenter)
+        else SimulatedSegmenter.from_scan(scene_dir, scene.name, SimulatedConfig(noise=0.0))
+    )
+    return np.stack([sim.view_objects(f.image, geometry=f.pointmap) for f in scene]).astype(
+        np.int32
+    )
 
 
 def _lift_superpoints(sc, points, labels: np.ndarray):
@@ -604,8 +720,12 @@ def _lift_superpoints(sc, points, labels: np.ndarray):
         vote_superpoints,
     )
 
-    table = superpoint_view_table(points.xyz, points.superpoints.index, (sc[i] for i in range(len(sc))), iter(labels))
-    lifted = lift_to_superpoints(points.superpoints.index, vote_superpoints(table, points.superpoints.count))
+    table = superpoint_view_table(
+        points.xyz, points.superpoints.index, (sc[i] for i in range(len(sc))), iter(labels)
+    )
+    lifted = lift_to_superpoints(
+        points.superpoints.index, vote_superpoints(table, points.superpoints.count)
+    )
     if points.faces is not None:
         lifted, _ = fill_unseen(lifted, points.xyz, points.faces, radius=0.1)
     return lifted
@@ -620,7 +740,9 @@ def _merging_hook(sc, points):
     from lift3d.points import superpoint_view_table
 
     def merge(labels: np.ndarray) -> np.ndarray:
-        table = superpoint_view_table(points.xyz, points.superpoints.index, (sc[i] for i in range(len(sc))), iter(labels))
+        table = superpoint_view_table(
+            points.xyz, points.superpoints.index, (sc[i] for i in range(len(sc))), iter(labels)
+        )
         return merge_instances(table, points.superpoints.sizes(), points.adjacency).apply(labels)
 
     return merge
@@ -632,8 +754,10 @@ def format_scannet_table(results: dict) -> str:
     lines = [f"segmenter: {results['backends']['segmenter']}", head, "-" * len(head)]
     for m in results["methods"]:
         r = results["per_method"][m]
-        lines.append(f"{m:<20} {_fmt(r['AP']):>6} {_fmt(r['AP50']):>6} {_fmt(r['AP25']):>6} {r['num_pred']:>5} | "
-                     f"{_fmt(r.get('ARI')):>6} {_fmt(r['H']):>6} {_fmt(r['pairwise']):>6} {r['ids']:>5}")
+        lines.append(
+            f"{m:<20} {_fmt(r['AP']):>6} {_fmt(r['AP50']):>6} {_fmt(r['AP25']):>6} {r['num_pred']:>5} | "
+            f"{_fmt(r.get('ARI')):>6} {_fmt(r['H']):>6} {_fmt(r['pairwise']):>6} {r['ids']:>5}"
+        )
     if results.get("H_note"):
         lines.append(results["H_note"])
     return "\n".join(lines)

@@ -42,7 +42,9 @@ AGNOSTIC_CLASS_ID = 1
 def _check_per_point(name: str, array: np.ndarray, n: int) -> np.ndarray:
     array = np.asarray(array)
     if array.shape != (n,):
-        raise InputError(None, f"{name} must have shape [{n}] (one value per point), got {list(array.shape)}")
+        raise InputError(
+            None, f"{name} must have shape [{n}] (one value per point), got {list(array.shape)}"
+        )
     return array
 
 
@@ -92,8 +94,16 @@ def _vertex_array(xyz, rgb, label, confidence, superpoint=None) -> np.ndarray:
         raise InputError(None, f"rgb must have shape [{n}, 3], got {list(rgb.shape)}")
     label = _check_per_point("label", label, n)
     confidence = _check_per_point("confidence", confidence, n)
-    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
-              ("label", "<i4"), ("confidence", "<f4")]
+    fields = [
+        ("x", "<f4"),
+        ("y", "<f4"),
+        ("z", "<f4"),
+        ("red", "u1"),
+        ("green", "u1"),
+        ("blue", "u1"),
+        ("label", "<i4"),
+        ("confidence", "<f4"),
+    ]
     if superpoint is not None:
         superpoint = _check_per_point("superpoint", superpoint, n)
         fields.append(("superpoint", "<i4"))
@@ -123,8 +133,11 @@ def write_instance_points_ply(
     Raises:
         InputError: arrays of mismatched shapes.
     """
-    write_ply(path, _instance_vertex(xyz, label, confidence),
-              comments=["lift3d labeled points coloured by instance: label 0 = unlabeled (grey)"])
+    write_ply(
+        path,
+        _instance_vertex(xyz, label, confidence),
+        comments=["lift3d labeled points coloured by instance: label 0 = unlabeled (grey)"],
+    )
 
 
 def write_labeled_mesh(
@@ -144,9 +157,17 @@ def write_labeled_mesh(
     if faces.ndim != 2 or faces.shape[1] != 3:
         raise InputError(None, f"faces must have shape [F, 3], got {list(faces.shape)}")
     if len(faces) and (faces.min() < 0 or faces.max() >= len(xyz)):
-        raise InputError(None, f"faces index vertices 0..{len(xyz) - 1}, found {faces.min()}..{faces.max()}")
-    write_ply(path, _instance_vertex(xyz, label, confidence), faces=faces,
-              comments=["lift3d labeled mesh: vertex colour = instance colour, label 0 = unlabeled (grey)"])
+        raise InputError(
+            None, f"faces index vertices 0..{len(xyz) - 1}, found {faces.min()}..{faces.max()}"
+        )
+    write_ply(
+        path,
+        _instance_vertex(xyz, label, confidence),
+        faces=faces,
+        comments=[
+            "lift3d labeled mesh: vertex colour = instance colour, label 0 = unlabeled (grey)"
+        ],
+    )
 
 
 #: scene kinds whose mesh is a ScanNet mesh, the one the ScanNet benchmark's masks index
@@ -172,10 +193,16 @@ def write_mesh_outputs(
         write_scannet_instances(out / "scannet", scene.name, label, confidence)
         written.append("scannet")
     elif mesh_path is None:
-        logger.warning("ScanNet export skipped: the points are fused pointmaps, not a ScanNet mesh's vertices "
-                       "(give the scan's *_vh_clean_2.ply with --mesh PATH)")
+        logger.warning(
+            "ScanNet export skipped: the points are fused pointmaps, not a ScanNet mesh's vertices "
+            "(give the scan's *_vh_clean_2.ply with --mesh PATH)"
+        )
     else:
-        logger.warning("ScanNet export skipped: %s is not a ScanNet scan's mesh (the scene is %s)", mesh_path.name, scene.kind)
+        logger.warning(
+            "ScanNet export skipped: %s is not a ScanNet scan's mesh (the scene is %s)",
+            mesh_path.name,
+            scene.kind,
+        )
     return written
 
 
@@ -219,7 +246,9 @@ def write_scannet_instances(
         InputError: mismatched shapes, negative labels or a scene name that is not a file name.
     """
     if not scene_name or not re.fullmatch(r"[A-Za-z0-9_.-]+", scene_name):
-        raise InputError(None, f"scene name {scene_name!r} cannot name a file: use letters, digits, _ . -")
+        raise InputError(
+            None, f"scene name {scene_name!r} cannot name a file: use letters, digits, _ . -"
+        )
     label = np.asarray(label)
     if label.ndim != 1:
         raise InputError(None, f"label must have shape [P], got {list(label.shape)}")
@@ -284,22 +313,31 @@ def read_scannet_instances(
             continue
         parts = line.split()
         if len(parts) != 3:
-            raise InputError(index, f"line {n}: expected '<mask file> <class id> <confidence>', found {line!r}")
+            raise InputError(
+                index, f"line {n}: expected '<mask file> <class id> <confidence>', found {line!r}"
+            )
         rel, class_id, conf = parts
         try:
             int(class_id)
             conf_value = float(conf)
         except ValueError:
-            raise InputError(index, f"line {n}: class id must be an integer and confidence a number, found {line!r}") from None
+            raise InputError(
+                index,
+                f"line {n}: class id must be an integer and confidence a number, found {line!r}",
+            ) from None
         mask_path = out_dir / rel
         if not mask_path.is_file():
             raise InputError(mask_path, f"mask file listed on line {n} of {index.name} not found")
         try:
             values = np.array(mask_path.read_bytes().split(), dtype=np.int64)
         except ValueError:
-            raise InputError(mask_path, "mask file must hold one integer (0 or 1) per line") from None
+            raise InputError(
+                mask_path, "mask file must hold one integer (0 or 1) per line"
+            ) from None
         if len(values) != num_vertices:
-            raise InputError(mask_path, f"mask has {len(values)} values, the mesh has {num_vertices} vertices")
+            raise InputError(
+                mask_path, f"mask has {len(values)} values, the mesh has {num_vertices} vertices"
+            )
         if not np.isin(values, (0, 1)).all():
             raise InputError(mask_path, "mask values must be 0 or 1")
         masks.append(values.astype(bool))

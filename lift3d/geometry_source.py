@@ -23,8 +23,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_MIN_FIT = 0.5
 
 
-def choose_geometry(scene: Scene, *, recon: str, matches: str, splats: Path | None, mast3r_checkpoint: Path | None) -> str:
-    """"depth", "splats", "mast3r" or "none" for `--recon` (auto or explicit) on this scene.
+def choose_geometry(
+    scene: Scene, *, recon: str, matches: str, splats: Path | None, mast3r_checkpoint: Path | None
+) -> str:
+    """ "depth", "splats", "mast3r" or "none" for `--recon` (auto or explicit) on this scene.
 
     Raises:
         InputError: the choice cannot run on this scene; the message says what would.
@@ -38,27 +40,39 @@ def choose_geometry(scene: Scene, *, recon: str, matches: str, splats: Path | No
             return "mast3r"
         if matches == "flow" or (matches == "auto" and not scene.has_poses):
             if splats is not None:
-                raise InputError(splats, f"--splats needs camera poses, and this {scene.kind} scene has none "
-                                 "(give a COLMAP model or transforms.json of the images the splats were trained on)")
+                raise InputError(
+                    splats,
+                    f"--splats needs camera poses, and this {scene.kind} scene has none "
+                    "(give a COLMAP model or transforms.json of the images the splats were trained on)",
+                )
             return "none"
         raise InputError(scene.root, _no_geometry_message(scene))
     if recon == "depth" and not scene.has_geometry:
         raise InputError(scene.root, _no_geometry_message(scene))
     if recon == "splats":
         if splats is None:
-            raise InputError(None, "--recon splats needs --splats PLY (a 3DGS trained on this scene's cameras)")
+            raise InputError(
+                None, "--recon splats needs --splats PLY (a 3DGS trained on this scene's cameras)"
+            )
         if not scene.has_poses:
-            raise InputError(scene.root, f"--recon splats needs camera poses, and this {scene.kind} scene has none")
+            raise InputError(
+                scene.root,
+                f"--recon splats needs camera poses, and this {scene.kind} scene has none",
+            )
     return recon
 
 
 def _no_geometry_message(scene) -> str:
     if scene.has_poses:
-        return (f"this {scene.kind} scene has camera poses but no depth. Add --splats PLY (a 3DGS trained on "
-                "these cameras: depth is rendered from it), or install MASt3R and give --mast3r-checkpoint "
-                "(--recon mast3r), or --matches flow for 2D label maps only")
-    return (f"this {scene.kind} scene has no depth and no poses. Use --matches flow (2D label maps through "
-            "optical flow), or install MASt3R and give --mast3r-checkpoint (--recon mast3r)")
+        return (
+            f"this {scene.kind} scene has camera poses but no depth. Add --splats PLY (a 3DGS trained on "
+            "these cameras: depth is rendered from it), or install MASt3R and give --mast3r-checkpoint "
+            "(--recon mast3r), or --matches flow for 2D label maps only"
+        )
+    return (
+        f"this {scene.kind} scene has no depth and no poses. Use --matches flow (2D label maps through "
+        "optical flow), or install MASt3R and give --mast3r-checkpoint (--recon mast3r)"
+    )
 
 
 def check_splats_fit(scene: Scene, splats_path: Path, *, min_fit: float = DEFAULT_MIN_FIT) -> float:
@@ -72,10 +86,18 @@ def check_splats_fit(scene: Scene, splats_path: Path, *, min_fit: float = DEFAUL
     from lift3d.recon.splats import read_splats
 
     if not scene.has_poses:
-        raise InputError(splats_path, f"--splats needs camera poses, and this {scene.kind} scene has none")
+        raise InputError(
+            splats_path, f"--splats needs camera poses, and this {scene.kind} scene has none"
+        )
     splats = read_splats(splats_path)
     fit = splat_frame_fit(splats.means, (scene[i] for i in range(len(scene))))
-    logger.info("%s: %.1f%% of %d splat centres are seen by the %d cameras", splats_path, 100 * fit, len(splats), len(scene))
+    logger.info(
+        "%s: %.1f%% of %d splat centres are seen by the %d cameras",
+        splats_path,
+        100 * fit,
+        len(splats),
+        len(scene),
+    )
     if fit < min_fit:
         raise InputError(
             splats_path,
@@ -98,10 +120,21 @@ def splat_depth_scene(scene: Scene, splats_path: Path, *, min_alpha: float, devi
         backend = "numba"
     elif device != "auto":
         backend = "gsplat"
-    scene = attach_splat_depth(scene, splats.means, splats.quats, splats.scales, splats.opacities,
-                               min_alpha=min_alpha, backend=backend, device=None if device == "auto" else device)
+    scene = attach_splat_depth(
+        scene,
+        splats.means,
+        splats.quats,
+        splats.scales,
+        splats.opacities,
+        min_alpha=min_alpha,
+        backend=backend,
+        device=None if device == "auto" else device,
+    )
     if backend == "auto":
         import torch
 
         backend = "gsplat" if torch.cuda.is_available() else "numba"
-    return scene, f"depth rendered from {len(splats)} splats of {Path(splats_path).name} ({backend}, expected depth, alpha >= {min_alpha})"
+    return (
+        scene,
+        f"depth rendered from {len(splats)} splats of {Path(splats_path).name} ({backend}, expected depth, alpha >= {min_alpha})",
+    )

@@ -44,13 +44,19 @@ from lift3d.errors import InputError
 from lift3d.recon.scannet.gt import VALID_CLASS_IDS, GroundTruth, load_scannet_gt
 
 
-def _check_predictions(gt: GroundTruth, pred_masks: np.ndarray, pred_conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check_predictions(
+    gt: GroundTruth, pred_masks: np.ndarray, pred_conf: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     pred_masks = np.asarray(pred_masks)
     pred_conf = np.asarray(pred_conf, np.float64)
     if pred_masks.ndim != 2 or pred_masks.shape[1] != gt.num_vertices:
-        raise InputError(None, f"pred_masks must have shape [K, {gt.num_vertices}], got {list(pred_masks.shape)}")
+        raise InputError(
+            None, f"pred_masks must have shape [K, {gt.num_vertices}], got {list(pred_masks.shape)}"
+        )
     if pred_conf.shape != (len(pred_masks),):
-        raise InputError(None, f"pred_conf must have shape [{len(pred_masks)}], got {list(pred_conf.shape)}")
+        raise InputError(
+            None, f"pred_conf must have shape [{len(pred_masks)}], got {list(pred_conf.shape)}"
+        )
     if not np.all(np.isfinite(pred_conf)):
         raise InputError(None, "pred_conf must be finite")
     return pred_masks != 0, pred_conf
@@ -190,18 +196,27 @@ def evaluate_instances(
     dense[gt.instance <= 0] = 0
     G = len(gt_ids)
     gt_count = np.bincount(dense, minlength=G + 1)[1:]
-    inter = np.stack([np.bincount(dense[m], minlength=G + 1)[1:] for m in masks]) if len(masks) else np.zeros((0, G), np.int64)
+    inter = (
+        np.stack([np.bincount(dense[m], minlength=G + 1)[1:] for m in masks])
+        if len(masks)
+        else np.zeros((0, G), np.int64)
+    )
     void_inter = (masks & gt.void[None, :]).sum(axis=1)
 
     thresholds = sorted({float(t) for t in overlaps} | {0.5, 0.25})
-    aps = [_ap_at(t, inter, pred_count, gt_count, void_inter, conf, min_region_size) for t in thresholds]
+    aps = [
+        _ap_at(t, inter, pred_count, gt_count, void_inter, conf, min_region_size)
+        for t in thresholds
+    ]
     result = _summary(thresholds, aps, overlaps)
     result["num_gt"] = int((gt_count >= min_region_size).sum())
     result["num_pred"] = len(masks)
     return result
 
 
-def evaluate_scannet_export(scene_dir: str | Path, pred_dir: str | Path, scene_name: str | None = None) -> dict:
+def evaluate_scannet_export(
+    scene_dir: str | Path, pred_dir: str | Path, scene_name: str | None = None
+) -> dict:
     """AP of a prediction in the ScanNet benchmark format against a scan's ground truth.
 
     Args:
@@ -246,14 +261,25 @@ def _evaluate_reference(
         if inst_id == 0:
             continue
         if inst_id // 1000 in VALID_CLASS_IDS:
-            gt_instances.append({"instance_id": int(inst_id), "vert_count": int((gt_ids == inst_id).sum()), "matched_pred": []})
+            gt_instances.append(
+                {
+                    "instance_id": int(inst_id),
+                    "vert_count": int((gt_ids == inst_id).sum()),
+                    "matched_pred": [],
+                }
+            )
     preds = []
     for k, (mask, conf) in enumerate(zip(np.asarray(pred_masks) != 0, pred_conf)):
         num = int(np.count_nonzero(mask))
         if num < min_region_size:
             continue
-        pred = {"filename": k, "vert_count": num, "confidence": float(conf),
-                "void_intersection": int(np.count_nonzero(bool_void & mask)), "matched_gt": []}
+        pred = {
+            "filename": k,
+            "vert_count": num,
+            "confidence": float(conf),
+            "void_intersection": int(np.count_nonzero(bool_void & mask)),
+            "matched_gt": [],
+        }
         for gt_inst in gt_instances:
             intersection = int(np.count_nonzero((gt_ids == gt_inst["instance_id"]) & mask))
             if intersection > 0:
@@ -265,7 +291,11 @@ def _evaluate_reference(
     aps = []
     for overlap_th in thresholds:
         pred_visited = {p["filename"]: False for p in preds}
-        kept_gt = [g for g in gt_instances if g["instance_id"] >= 1000 and g["vert_count"] >= min_region_size]
+        kept_gt = [
+            g
+            for g in gt_instances
+            if g["instance_id"] >= 1000 and g["vert_count"] >= min_region_size
+        ]
         cur_true = np.ones(len(kept_gt))
         cur_score = np.ones(len(kept_gt)) * (-float("inf"))
         cur_match = np.zeros(len(kept_gt), dtype=bool)
@@ -275,7 +305,9 @@ def _evaluate_reference(
             for pred in g["matched_pred"]:
                 if pred_visited[pred["filename"]]:
                     continue
-                overlap = float(pred["intersection"]) / (g["vert_count"] + pred["vert_count"] - pred["intersection"])
+                overlap = float(pred["intersection"]) / (
+                    g["vert_count"] + pred["vert_count"] - pred["intersection"]
+                )
                 if overlap > overlap_th:
                     confidence = pred["confidence"]
                     if cur_match[gti]:
@@ -297,7 +329,9 @@ def _evaluate_reference(
         for pred in preds:
             found_gt = False
             for g in pred["matched_gt"]:
-                overlap = float(g["intersection"]) / (g["vert_count"] + pred["vert_count"] - g["intersection"])
+                overlap = float(g["intersection"]) / (
+                    g["vert_count"] + pred["vert_count"] - g["intersection"]
+                )
                 if overlap > overlap_th:
                     found_gt = True
                     break

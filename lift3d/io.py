@@ -168,7 +168,10 @@ def ply_vertex_fields(ply, path: Path, required: tuple[str, ...], what: str) -> 
     """The `vertex` element's structured array, after checking it holds `required` properties."""
     names = [e.name for e in ply.elements]
     if "vertex" not in names:
-        raise InputError(path, f"PLY has no 'vertex' element (elements: {', '.join(names) or 'none'}); expected {what}")
+        raise InputError(
+            path,
+            f"PLY has no 'vertex' element (elements: {', '.join(names) or 'none'}); expected {what}",
+        )
     data = ply["vertex"].data
     missing = [name for name in required if name not in (data.dtype.names or ())]
     if missing:
@@ -176,8 +179,13 @@ def ply_vertex_fields(ply, path: Path, required: tuple[str, ...], what: str) -> 
     return data
 
 
-def write_ply(path: str | Path, vertex: np.ndarray, *, comments: list[str] | None = None,
-              faces: np.ndarray | None = None) -> None:
+def write_ply(
+    path: str | Path,
+    vertex: np.ndarray,
+    *,
+    comments: list[str] | None = None,
+    faces: np.ndarray | None = None,
+) -> None:
     """Write a structured array as the `vertex` element of a binary little-endian PLY, atomically.
 
     Args:
@@ -255,7 +263,8 @@ def read_label_maps(
             size = (m.shape[1], m.shape[0])
         if (m.shape[1], m.shape[0]) != tuple(size):
             raise InputError(
-                folder / f"{n}.png", f"label map is {m.shape[1]}x{m.shape[0]}, expected {size[0]}x{size[1]}"
+                folder / f"{n}.png",
+                f"label map is {m.shape[1]}x{m.shape[0]}, expected {size[0]}x{size[1]}",
             )
         maps.append(m)
     return np.stack(maps) if maps else np.zeros((0, 0, 0), np.int32)

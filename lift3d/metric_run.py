@@ -43,8 +43,11 @@ class MaskFrames:
         self.seconds = 0.0
         missing = [n for n in self.names if not (self.dir / f"{n}.png").is_file()]
         if missing:
-            raise InputError(self.dir, f"{len(missing)} of {len(self.names)} frames have no label map, e.g. "
-                                       + ", ".join(f"{n}.png" for n in missing[:5]))
+            raise InputError(
+                self.dir,
+                f"{len(missing)} of {len(self.names)} frames have no label map, e.g. "
+                + ", ".join(f"{n}.png" for n in missing[:5]),
+            )
 
     def __len__(self) -> int:
         return len(self.names)
@@ -76,8 +79,11 @@ class FeatureFrames:
             raise InputError(self.dir, "features folder not found")
         missing = [n for n in self.names if not (self.dir / f"{n}.npy").is_file()]
         if missing:
-            raise InputError(self.dir, f"{len(missing)} of {len(self.names)} frames have no features, e.g. "
-                                       + ", ".join(f"{n}.npy" for n in missing[:5]))
+            raise InputError(
+                self.dir,
+                f"{len(missing)} of {len(self.names)} frames have no features, e.g. "
+                + ", ".join(f"{n}.npy" for n in missing[:5]),
+            )
         self.shape = self._read(0).shape
 
     @property
@@ -91,9 +97,13 @@ class FeatureFrames:
         except (OSError, ValueError) as e:
             raise InputError(path, f"cannot read features ({e})") from None
         if f.ndim != 3 or not np.issubdtype(f.dtype, np.number):
-            raise InputError(path, f"features must be a numeric [H, W, C] array, found {f.dtype} {f.shape}")
+            raise InputError(
+                path, f"features must be a numeric [H, W, C] array, found {f.dtype} {f.shape}"
+            )
         if i and f.shape != self.shape:
-            raise InputError(path, f"features are {f.shape}, expected {self.shape} like {self.names[0]}.npy")
+            raise InputError(
+                path, f"features are {f.shape}, expected {self.shape} like {self.names[0]}.npy"
+            )
         return f
 
     def __len__(self) -> int:
@@ -109,9 +119,16 @@ class FeatureFrames:
         return pm, valid, f
 
 
-def score_scene(scene, masks_dir: str | Path | None, *, config: MetricConfig, scratch: Path,
-                features_dir: str | Path | None = None, per_pixel: bool | Path = False,
-                progress=None) -> tuple[MetricResult, float]:
+def score_scene(
+    scene,
+    masks_dir: str | Path | None,
+    *,
+    config: MetricConfig,
+    scratch: Path,
+    features_dir: str | Path | None = None,
+    per_pixel: bool | Path = False,
+    progress=None,
+) -> tuple[MetricResult, float]:
     """H (and pairwise) of a loaded scene's label maps, or of its features, views streamed.
 
     Args:
@@ -167,7 +184,9 @@ def run_metric(
 
     t0 = time.perf_counter()
     config = MetricConfig() if config is None else config
-    config.check(prefix="--")  # before reading anything; `lift3d metric` has the settings as --eps ...
+    config.check(
+        prefix="--"
+    )  # before reading anything; `lift3d metric` has the settings as --eps ...
     scene = load_scene(scene_path)
     all_names = set(scene.frame_names)
     scene = _frame_subset(scene, frame_names)
@@ -187,38 +206,62 @@ def run_metric(
     t1 = time.perf_counter()
     # spill files beside the output (or the masks), not in a possibly small system temp
     with scratch_dir(Path(out_json).parent if out_json is not None else scratch_parent) as scratch:
-        result, reading = score_scene(scene, masks_dir, config=config, scratch=scratch, features_dir=features_dir,
-                                      progress=progress)
+        result, reading = score_scene(
+            scene,
+            masks_dir,
+            config=config,
+            scratch=scratch,
+            features_dir=features_dir,
+            progress=progress,
+        )
     t1 += reading  # reading happens inside the streaming metric
     t2 = time.perf_counter()
     out = result.to_json()
-    out.update({"frames": len(names), "size": list(size), "input": "features" if features_dir is not None else "labels",
-                "seconds": round(time.perf_counter() - t0, 2), "seconds_reading": round(t1 - t0, 2),
-                "seconds_metric": round(t2 - t1, 2)})
+    out.update(
+        {
+            "frames": len(names),
+            "size": list(size),
+            "input": "features" if features_dir is not None else "labels",
+            "seconds": round(time.perf_counter() - t0, 2),
+            "seconds_reading": round(t1 - t0, 2),
+            "seconds_metric": round(t2 - t1, 2),
+        }
+    )
     if out_json is not None:
         with atomic_path(out_json) as tmp:
             tmp.write_text(json.dumps(out, indent=1))
     return out
 
 
-def _masks_size(masks_dir: Path, names: list[str], all_names: set[str], *, subset: bool) -> tuple[int, int]:
+def _masks_size(
+    masks_dir: Path, names: list[str], all_names: set[str], *, subset: bool
+) -> tuple[int, int]:
     """(W, H) of the label maps of `names` in masks_dir, after checking that each frame has one
     and that no map is of a frame the scene lacks."""
     from lift3d.io import read_label_map
 
     if masks_dir.is_dir():
         # hidden files are no label maps (a killed write leaves `.NAME.tmp.png`)
-        extra = sorted({p.stem for p in masks_dir.glob("*.png") if not p.name.startswith(".")} - all_names)
+        extra = sorted(
+            {p.stem for p in masks_dir.glob("*.png") if not p.name.startswith(".")} - all_names
+        )
         if extra:
-            raise InputError(masks_dir, f"{len(extra)} label map(s) match no frame of the scene "
-                                        f"({len(all_names)} frames), e.g. {', '.join(e + '.png' for e in extra[:5])}")
+            raise InputError(
+                masks_dir,
+                f"{len(extra)} label map(s) match no frame of the scene "
+                f"({len(all_names)} frames), e.g. {', '.join(e + '.png' for e in extra[:5])}",
+            )
     if not masks_dir.is_dir():
         raise InputError(masks_dir, "masks folder not found")
     missing = [n for n in names if not (masks_dir / f"{n}.png").is_file()]
     if missing:
         hint = " (a subset run? give its --frames / --max-frames)" if not subset else ""
-        raise InputError(masks_dir, f"{len(missing)} of {len(names)} frames have no label map, e.g. "
-                         + ", ".join(f"{n}.png" for n in missing[:5]) + hint)
+        raise InputError(
+            masks_dir,
+            f"{len(missing)} of {len(names)} frames have no label map, e.g. "
+            + ", ".join(f"{n}.png" for n in missing[:5])
+            + hint,
+        )
     m0 = read_label_map(masks_dir / f"{names[0]}.png")
     return m0.shape[1], m0.shape[0]
 
@@ -230,7 +273,10 @@ def _frame_subset(scene, frame_names: list[str] | None):
     index = {n: i for i, n in enumerate(scene.frame_names)}
     unknown = [n for n in frame_names if n not in index]
     if unknown:
-        raise InputError(scene.root, f"{len(unknown)} selected frame(s) are not in the scene, e.g. {', '.join(unknown[:5])}")
+        raise InputError(
+            scene.root,
+            f"{len(unknown)} selected frame(s) are not in the scene, e.g. {', '.join(unknown[:5])}",
+        )
     if not frame_names:
         raise InputError(scene.root, "the frame selection is empty")
     return scene.subset([index[n] for n in frame_names])

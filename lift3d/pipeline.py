@@ -52,14 +52,22 @@ def prepare_scene(cfg: SegmentConfig) -> tuple[Scene, dict]:
     scene = load_scene(inp.scene, format=inp.format, size=inp.size)
     scene = select_frames(scene, frames=inp.frames, max_frames=inp.max_frames)
     backends: dict = {}
-    recon = choose_geometry(scene, recon=inp.recon, matches=inp.matches, splats=inp.splats, mast3r_checkpoint=inp.mast3r_checkpoint)
+    recon = choose_geometry(
+        scene,
+        recon=inp.recon,
+        matches=inp.matches,
+        splats=inp.splats,
+        mast3r_checkpoint=inp.mast3r_checkpoint,
+    )
     if inp.splats is not None:
         # before anything is tracked: splats from another scene would label almost nothing
         check_splats_fit(scene, inp.splats, min_fit=inp.splat_min_fit)
     if recon == "depth":
         backends["geometry"] = "depth+poses"
     elif recon == "splats":
-        scene, backends["geometry"] = splat_depth_scene(scene, inp.splats, min_alpha=inp.splat_min_alpha, device=cfg.device)
+        scene, backends["geometry"] = splat_depth_scene(
+            scene, inp.splats, min_alpha=inp.splat_min_alpha, device=cfg.device
+        )
     elif recon == "none":
         backends["geometry"] = "none (no depth, poses + splats or MASt3R): 2D label maps only"
     else:
@@ -69,8 +77,11 @@ def prepare_scene(cfg: SegmentConfig) -> tuple[Scene, dict]:
         if inp.mast3r_checkpoint is None:
             raise InputError(None, "--recon mast3r needs --mast3r-checkpoint PATH")
         scene = mast3r_scene(
-            scene, checkpoint=inp.mast3r_checkpoint, cache_dir=_out_dir(cfg, scene) / "mast3r_cache",
-            device=resolve_device(cfg.device), options=cfg.mast3r,
+            scene,
+            checkpoint=inp.mast3r_checkpoint,
+            cache_dir=_out_dir(cfg, scene) / "mast3r_cache",
+            device=resolve_device(cfg.device),
+            options=cfg.mast3r,
         )
         backends["geometry"] = "mast3r"
     matches = inp.matches
@@ -81,9 +92,17 @@ def prepare_scene(cfg: SegmentConfig) -> tuple[Scene, dict]:
 
         if inp.mast3r_checkpoint is None:
             raise InputError(None, "--matches mast3r needs --mast3r-checkpoint PATH")
-        scene = attach_mast3r_matches(scene, checkpoint=inp.mast3r_checkpoint, device=resolve_device(cfg.device), size=cfg.mast3r.size)
+        scene = attach_mast3r_matches(
+            scene,
+            checkpoint=inp.mast3r_checkpoint,
+            device=resolve_device(cfg.device),
+            size=cfg.mast3r.size,
+        )
     if matches == "reprojection" and recon not in ("depth", "splats"):
-        raise InputError(None, "--matches reprojection needs depth + poses (sensor depth, or --splats on a posed scene)")
+        raise InputError(
+            None,
+            "--matches reprojection needs depth + poses (sensor depth, or --splats on a posed scene)",
+        )
     if matches == "flow":
         import dataclasses
 
@@ -93,8 +112,6 @@ def prepare_scene(cfg: SegmentConfig) -> tuple[Scene, dict]:
         matches = "flow (OpenCV DIS, forward-backward checked < 1 px, every 4th pixel)"
     backends["matches"] = matches
     return scene, backends
-
-
 
 
 def _out_dir(cfg: SegmentConfig, scene: Scene) -> Path:
@@ -114,7 +131,10 @@ def run_tracking(scene: Scene, segmenter: Segmenter, cfg: SegmentConfig, masks_d
         if cfg.output.resume and path.is_file():
             labels = read_label_map(path)
             if labels.shape != frame.image.shape[:2]:
-                raise InputError(path, f"existing label map is {labels.shape[::-1]}, the scene's frames are {frame.size}: rerun without --resume")
+                raise InputError(
+                    path,
+                    f"existing label map is {labels.shape[::-1]}, the scene's frames are {frame.size}: rerun without --resume",
+                )
             tracker.warm_start(frame, labels)
             resumed += 1
         else:
@@ -128,11 +148,15 @@ def run_baseline(scene: Scene, segmenter: Segmenter, cfg: SegmentConfig, masks_d
     """The segmenter frame by frame with independent IDs (for the side-by-side preview)."""
     from lift3d.consistency.tracker import segment_framewise
 
-    for i, labels in _progress(segment_framewise(scene, segmenter, seed=cfg.seed), total=len(scene), desc="frame-by-frame"):
+    for i, labels in _progress(
+        segment_framewise(scene, segmenter, seed=cfg.seed), total=len(scene), desc="frame-by-frame"
+    ):
         write_label_map(masks_dir / f"{scene.frame_names[i]}.png", labels)
 
 
-def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: ScenePoints) -> dict:
+def _lift(
+    scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: ScenePoints
+) -> dict:
     """Merge the IDs into 3D instances, vote them onto the scene's points (via superpoints, or
     point by point) and optional splats, export."""
     from lift3d.export import write_instance_points_ply, write_mesh_outputs, write_points_ply
@@ -147,7 +171,13 @@ def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: 
         from lift3d.video import NO_3D_NOTE
 
         logger.info("%s: %s", scene.name, NO_3D_NOTE)
-        return {"outputs_3d": False, "note": NO_3D_NOTE, "_labels": np.zeros(0, np.int32), "_confidence": np.zeros(0, np.float32), "_merged": {}}
+        return {
+            "outputs_3d": False,
+            "note": NO_3D_NOTE,
+            "_labels": np.zeros(0, np.int32),
+            "_confidence": np.zeros(0, np.float32),
+            "_merged": {},
+        }
 
     xyz, rgb = points.xyz, points.rgb
     info: dict = {"points": points.source, "vote": cfg.lifting.vote}
@@ -156,11 +186,16 @@ def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: 
         sp = points.superpoints
         frames = (scene[i] for i in range(len(scene)))
         label_maps = (read_label_map(masks_dir / f"{n}.png") for n in scene.frame_names)
-        table = superpoint_view_table(xyz, sp.index, _progress(frames, total=len(scene), desc="superpoint votes"), label_maps)
+        table = superpoint_view_table(
+            xyz, sp.index, _progress(frames, total=len(scene), desc="superpoint votes"), label_maps
+        )
         mapping = None
         info["superpoints"] = {"count": sp.count, "source": sp.source}
         if cfg.merge.enabled and len(scene) < 2:
-            logger.warning("%s: a single view: multi-view merging has nothing to compare, IDs are kept as tracked", scene.root)
+            logger.warning(
+                "%s: a single view: multi-view merging has nothing to compare, IDs are kept as tracked",
+                scene.root,
+            )
         elif cfg.merge.enabled:
             from lift3d.consistency.merging import merge_instances
 
@@ -172,22 +207,37 @@ def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: 
             info["merged_ids"] = int(sum(len(v) - 1 for v in merged.values()))
         if cfg.lifting.vote == "superpoints":
             votes = vote_superpoints(table, sp.count, mapping=mapping)
-            lifted = lift_to_superpoints(sp.index, votes, min_instance_points=cfg.lifting.min_instance_points)
+            lifted = lift_to_superpoints(
+                sp.index, votes, min_instance_points=cfg.lifting.min_instance_points
+            )
             info["seen_superpoints"] = int((votes.views > 0).sum())
     if cfg.lifting.vote == "points":
         frames = (scene[i] for i in range(len(scene)))
         label_maps = (read_label_map(masks_dir / f"{n}.png") for n in scene.frame_names)
         lifted = lift_to_points(
-            xyz, _progress(frames, total=len(scene), desc="lift to points"), label_maps,
+            xyz,
+            _progress(frames, total=len(scene), desc="lift to points"),
+            label_maps,
             min_instance_points=cfg.lifting.min_instance_points,
         )
     if points.faces is not None and cfg.lifting.fill_radius > 0:
         from lift3d.points import fill_unseen
 
-        lifted, info["filled_unseen_points"] = fill_unseen(lifted, xyz, points.faces, radius=cfg.lifting.fill_radius)
-    write_points_ply(out / "points.ply", xyz, rgb, lifted.label, lifted.confidence, superpoint=points.superpoints.index)
+        lifted, info["filled_unseen_points"] = fill_unseen(
+            lifted, xyz, points.faces, radius=cfg.lifting.fill_radius
+        )
+    write_points_ply(
+        out / "points.ply",
+        xyz,
+        rgb,
+        lifted.label,
+        lifted.confidence,
+        superpoint=points.superpoints.index,
+    )
     write_instance_points_ply(out / "points_by_instance.ply", xyz, lifted.label, lifted.confidence)
-    info["exports"] = write_mesh_outputs(out, scene, points.mesh_path, xyz, points.faces, lifted.label, lifted.confidence)
+    info["exports"] = write_mesh_outputs(
+        out, scene, points.mesh_path, xyz, points.faces, lifted.label, lifted.confidence
+    )
     info["num_points"] = int(len(xyz))
     info["labeled_points"] = int((lifted.label > 0).sum())
     info["instances"] = int(len(np.unique(lifted.label[lifted.label > 0])))
@@ -198,9 +248,18 @@ def _lift(scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: 
         splats = read_splats(cfg.input.splats)
         frames = (scene[i] for i in range(len(scene)))
         label_maps = (read_label_map(masks_dir / f"{n}.png") for n in scene.frame_names)
-        sl = lift_to_splats(splats, _progress(frames, total=len(scene), desc="lift to splats"), label_maps, device=resolve_device(cfg.device))
+        sl = lift_to_splats(
+            splats,
+            _progress(frames, total=len(scene), desc="lift to splats"),
+            label_maps,
+            device=resolve_device(cfg.device),
+        )
         write_splats(out / "splats.ply", splats, sl.label, sl.confidence)
-        info["splats"] = {"file": str(cfg.input.splats), "count": int(len(sl.label)), "labeled": int((sl.label > 0).sum())}
+        info["splats"] = {
+            "file": str(cfg.input.splats),
+            "count": int(len(sl.label)),
+            "labeled": int((sl.label > 0).sum()),
+        }
     info["_labels"] = lifted.label
     info["_confidence"] = lifted.confidence
     info["_merged"] = merged
@@ -218,14 +277,23 @@ def _rewrite_label_maps(scene: Scene, masks_dir: Path, merge) -> None:
 
 
 def write_cameras_and_instances(
-    scene: Scene, masks_dir: Path, out: Path, point_labels: np.ndarray, point_conf: np.ndarray, merged: dict[int, list[int]] | None = None
+    scene: Scene,
+    masks_dir: Path,
+    out: Path,
+    point_labels: np.ndarray,
+    point_conf: np.ndarray,
+    merged: dict[int, list[int]] | None = None,
 ) -> None:
     """cameras.json (what the viewer draws) and instances.json (which views saw each ID)."""
     cams = []
     seen: dict[int, list[str]] = {}
     for i in range(len(scene)):
         f = scene[i]
-        entry = {"name": f.name, "K": f.K.tolist(), "image": str(_frame_image_path(scene, f.name) or "")}
+        entry = {
+            "name": f.name,
+            "K": f.K.tolist(),
+            "image": str(_frame_image_path(scene, f.name) or ""),
+        }
         entry["T_world_camera"] = None if f.T_world_camera is None else f.T_world_camera.tolist()
         cams.append(entry)
         lab = read_label_map(masks_dir / f"{f.name}.png")
@@ -235,13 +303,15 @@ def write_cameras_and_instances(
     instances = []
     for k in sorted(set(seen) | set(np.unique(point_labels[point_labels > 0]).tolist())):
         sel = point_labels == k
-        instances.append({
-            "id": int(k),
-            "points": int(sel.sum()),
-            "confidence": float(point_conf[sel].mean()) if sel.any() else 0.0,
-            "frames": seen.get(int(k), []),
-            "merged_from": (merged or {}).get(int(k), [int(k)]),
-        })
+        instances.append(
+            {
+                "id": int(k),
+                "points": int(sel.sum()),
+                "confidence": float(point_conf[sel].mean()) if sel.any() else 0.0,
+                "frames": seen.get(int(k), []),
+                "merged_from": (merged or {}).get(int(k), [int(k)]),
+            }
+        )
     write_json(out / "instances.json", {"instances": instances})
 
 
@@ -258,7 +328,18 @@ def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("lift3d", "numpy", "scipy", "torch", "open3d", "segment-anything", "gsplat", "plyfile", "scikit-learn", "scikit-image"):
+    for pkg in (
+        "lift3d",
+        "numpy",
+        "scipy",
+        "torch",
+        "open3d",
+        "segment-anything",
+        "gsplat",
+        "plyfile",
+        "scikit-learn",
+        "scikit-image",
+    ):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -275,7 +356,9 @@ def _checkpoint_record(path: Path | None) -> dict | None:
     return {"path": str(Path(path).resolve()), **checkpoint_id(path)}
 
 
-def run_segment(cfg: SegmentConfig, *, segmenter: Segmenter | None = None, segmenter_from_config: bool = True) -> Path:
+def run_segment(
+    cfg: SegmentConfig, *, segmenter: Segmenter | None = None, segmenter_from_config: bool = True
+) -> Path:
     """Run the whole flow; returns the output folder.
 
     The run holds its output folder from before the first frame to the end (`lift3d.run_folder`:
@@ -308,25 +391,47 @@ def _run_segment(cfg: SegmentConfig, segmenter, from_config: bool, hold: ExitSta
     scene, backends = prepare_scene(cfg)
     check_scene_name(scene)
     out = _out_dir(cfg, scene)
-    run_folder = hold.enter_context(claim(out, fingerprint(cfg, scene.frame_names), resume=cfg.output.resume))
+    run_folder = hold.enter_context(
+        claim(out, fingerprint(cfg, scene.frame_names), resume=cfg.output.resume)
+    )
     masks_dir = run_folder.masks
     t = lap("scene", t)
-    points = (scene_points(scene, mesh=cfg.input.mesh, splats=cfg.input.splats, voxel_size=cfg.lifting.voxel_size,
-                           superpoints=cfg.superpoints, progress=lambda it: _progress(it, total=len(scene), desc="fuse points"))
-              if scene.has_geometry else None)
+    points = (
+        scene_points(
+            scene,
+            mesh=cfg.input.mesh,
+            splats=cfg.input.splats,
+            voxel_size=cfg.lifting.voxel_size,
+            superpoints=cfg.superpoints,
+            progress=lambda it: _progress(it, total=len(scene), desc="fuse points"),
+        )
+        if scene.has_geometry
+        else None
+    )
     t = lap("points", t)
     if from_config or segmenter is None:
-        seg_cfg = cfg.segmenter.resolve(scene)  # what `auto` picks here, with the settings it runs with
+        seg_cfg = cfg.segmenter.resolve(
+            scene
+        )  # what `auto` picks here, with the settings it runs with
         if segmenter is None:
             segmenter = seg_cfg.setup(scene=scene, points=points, device=cfg.device)
         seg_record, sam_checkpoint = seg_cfg.settings(), seg_cfg.checkpoint
     else:
         seg_record, sam_checkpoint = {"name": "given", "type": type(segmenter).__name__}, None
     describe = getattr(segmenter, "describe", None)
-    backends.update(describe() if callable(describe) else {"segmenter": getattr(segmenter, "name", type(segmenter).__name__)})
+    backends.update(
+        describe()
+        if callable(describe)
+        else {"segmenter": getattr(segmenter, "name", type(segmenter).__name__)}
+    )
     # a backend's own settings (the classical segmenter has 16) belong in run.json, not the log
-    logger.info("%s: %d frames at %dx%d, %s", scene.name, len(scene), *scene.size,
-                ", ".join(f"{k}={v}" for k, v in backends.items() if not isinstance(v, dict | list)))
+    logger.info(
+        "%s: %d frames at %dx%d, %s",
+        scene.name,
+        len(scene),
+        *scene.size,
+        ", ".join(f"{k}={v}" for k, v in backends.items() if not isinstance(v, dict | list)),
+    )
     logger.debug("backends: %s", backends)
     track = run_tracking(scene, segmenter, cfg, masks_dir)
     t = lap("tracking", t)
@@ -334,14 +439,20 @@ def _run_segment(cfg: SegmentConfig, segmenter, from_config: bool, hold: ExitSta
         run_baseline(scene, segmenter, cfg, out / "baseline" / "masks")
         t = lap("baseline", t)
     lifted = _lift(scene, masks_dir, cfg, out, points)
-    point_labels, point_conf, merged = lifted.pop("_labels"), lifted.pop("_confidence"), lifted.pop("_merged")
+    point_labels, point_conf, merged = (
+        lifted.pop("_labels"),
+        lifted.pop("_confidence"),
+        lifted.pop("_merged"),
+    )
     write_cameras_and_instances(scene, masks_dir, out, point_labels, point_conf, merged)
     t = lap("lifting", t)
 
     if not scene.has_geometry:
         from lift3d.video import metrics_without_geometry
 
-        metrics = metrics_without_geometry(scene, masks_dir, out, cfg.output, track=track, lifting=lifted, backends=backends)
+        metrics = metrics_without_geometry(
+            scene, masks_dir, out, cfg.output, track=track, lifting=lifted, backends=backends
+        )
         t = lap("metric", t)
     else:
         # streamed: one frame and one tile of space in memory at a time, whatever the frame count;
@@ -353,19 +464,29 @@ def _run_segment(cfg: SegmentConfig, segmenter, from_config: bool, hold: ExitSta
         with scratch_dir(out) as scratch:
             h_dir = scratch / "h"
             with PhasedProgress("metric") as bar:
-                metric, _ = score_scene(scene, masks_dir, config=cfg.metric, scratch=scratch,
-                                        per_pixel=h_dir if cfg.output.preview else False, progress=bar)
+                metric, _ = score_scene(
+                    scene,
+                    masks_dir,
+                    config=cfg.metric,
+                    scratch=scratch,
+                    per_pixel=h_dir if cfg.output.preview else False,
+                    progress=bar,
+                )
             t = lap("metric", t)
             metrics = metric.to_json()
-            metrics.update({
-                "masks_per_frame": track["masks_per_frame"],
-                "mean_masks_per_frame": float(np.mean(track["masks_per_frame"])) if track["masks_per_frame"] else 0.0,
-                "ids": track["ids"],
-                "frames": len(scene),
-                "size": list(scene.size),
-                "lifting": lifted,
-                "backends": backends,
-            })
+            metrics.update(
+                {
+                    "masks_per_frame": track["masks_per_frame"],
+                    "mean_masks_per_frame": float(np.mean(track["masks_per_frame"]))
+                    if track["masks_per_frame"]
+                    else 0.0,
+                    "ids": track["ids"],
+                    "frames": len(scene),
+                    "size": list(scene.size),
+                    "lifting": lifted,
+                    "backends": backends,
+                }
+            )
             if cfg.output.preview:
                 from lift3d.consistency.metric import read_h_frame
                 from lift3d.viewers.heatmap import write_heatmap_frames, write_heatmap_sheet
@@ -374,37 +495,61 @@ def _run_segment(cfg: SegmentConfig, segmenter, from_config: bool, hold: ExitSta
                 h_frames = (read_h_frame(h_dir, i) for i in range(len(scene)))
                 h_frames = _progress(h_frames, total=len(scene), desc="heat-maps")
                 write_heatmap_frames(out / "preview" / "heatmaps", h_frames, scene.frame_names)
-                write_heatmap_sheet(out / "preview" / "heatmap_sheet.png", metric.per_pixel, scene.frame_names)
-                write_previews(out, scene, masks_dir, baseline_dir=out / "baseline" / "masks" if cfg.output.baseline else None,
-                               progress=lambda it: _progress(it, total=len(scene), desc="overlays"))
+                write_heatmap_sheet(
+                    out / "preview" / "heatmap_sheet.png", metric.per_pixel, scene.frame_names
+                )
+                write_previews(
+                    out,
+                    scene,
+                    masks_dir,
+                    baseline_dir=out / "baseline" / "masks" if cfg.output.baseline else None,
+                    progress=lambda it: _progress(it, total=len(scene), desc="overlays"),
+                )
                 from lift3d.viewers.render import write_point_renders
 
-                write_point_renders(out / "preview" / "renders", out / "points.ply", out / "cameras.json")
+                write_point_renders(
+                    out / "preview" / "renders", out / "points.ply", out / "cameras.json"
+                )
                 t = lap("previews", t)
             metric.per_pixel = None  # unmap h.npy before its folder is removed
     timings["total"] = round(time.perf_counter() - t_start, 3)
     metrics["timings"] = timings
     write_json(out / "metrics.json", metrics)
-    write_json(out / "run.json", {
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": config_to_json(cfg),
-        "segmenter": seg_record,
-        "scene": {"name": scene.name, "root": str(scene.root.resolve()), "kind": scene.kind, "frames": scene.frame_names, "meta": scene.meta},
-        "backends": backends,
-        **({} if scene.has_geometry else {"outputs_3d": False, "note": lifted["note"]}),
-        "checkpoints": {"sam": _checkpoint_record(sam_checkpoint),
-                        "mast3r": _checkpoint_record(cfg.input.mast3r_checkpoint)},
-        "versions": _versions(),
-        "seed": cfg.seed,
-        "host": {"cpus": os.cpu_count()},
-        "fingerprint": run_folder.fingerprint,
-    })
+    write_json(
+        out / "run.json",
+        {
+            "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "config": config_to_json(cfg),
+            "segmenter": seg_record,
+            "scene": {
+                "name": scene.name,
+                "root": str(scene.root.resolve()),
+                "kind": scene.kind,
+                "frames": scene.frame_names,
+                "meta": scene.meta,
+            },
+            "backends": backends,
+            **({} if scene.has_geometry else {"outputs_3d": False, "note": lifted["note"]}),
+            "checkpoints": {
+                "sam": _checkpoint_record(sam_checkpoint),
+                "mast3r": _checkpoint_record(cfg.input.mast3r_checkpoint),
+            },
+            "versions": _versions(),
+            "seed": cfg.seed,
+            "host": {"cpus": os.cpu_count()},
+            "fingerprint": run_folder.fingerprint,
+        },
+    )
     if cfg.output.preview:
         from lift3d.viewers.report import write_report
 
         write_report(out)
-    over = f"{metrics['pixels']} pixels" if "pixels" in metrics else f"{metrics['matches']} consecutive-frame flow matches"
+    over = (
+        f"{metrics['pixels']} pixels"
+        if "pixels" in metrics
+        else f"{metrics['matches']} consecutive-frame flow matches"
+    )
     h = "n/a" if metrics["H"] is None else f"{metrics['H']:.4f}"
     logger.info("%s: H = %s over %s, %d IDs -> %s", scene.name, h, over, track["ids"], out)
     return out

@@ -61,22 +61,31 @@ def _frame_depth(frame: Frame) -> np.ndarray:
         T = np.asarray(frame.T_world_camera, np.float64)
         z = (frame.pointmap.astype(np.float64) - T[:3, 3]) @ T[:3, 2]
         return np.where(frame.valid, z, 0).astype(np.float32)
-    raise InputError(None, f"frame {frame.name} has neither depth nor a pointmap: visibility cannot be tested")
+    raise InputError(
+        None, f"frame {frame.name} has neither depth nor a pointmap: visibility cannot be tested"
+    )
 
 
-def _check_view(frame: Frame, label_map: np.ndarray, *, need_depth: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+def _check_view(
+    frame: Frame, label_map: np.ndarray, *, need_depth: bool = True
+) -> tuple[np.ndarray | None, np.ndarray]:
     """(depth [H, W] or None, label map [H, W] int64) of one view, checked against each other."""
     if frame.T_world_camera is None:
-        raise InputError(None, f"frame {frame.name} has no camera pose: points cannot be projected into it")
+        raise InputError(
+            None, f"frame {frame.name} has no camera pose: points cannot be projected into it"
+        )
     depth = _frame_depth(frame) if need_depth else None
     expected = depth.shape if depth is not None else (frame.size[1], frame.size[0])
     label_map = np.asarray(label_map)
     if label_map.shape != expected:
         raise InputError(
-            None, f"label map of frame {frame.name} is {list(label_map.shape)} (H, W), the frame is {list(expected)}: they must match"
+            None,
+            f"label map of frame {frame.name} is {list(label_map.shape)} (H, W), the frame is {list(expected)}: they must match",
         )
     if label_map.dtype.kind not in "iu":
-        raise InputError(None, f"label map of frame {frame.name} must be integer, got {label_map.dtype}")
+        raise InputError(
+            None, f"label map of frame {frame.name} must be integer, got {label_map.dtype}"
+        )
     if label_map.size and (label_map.min() < 0 or label_map.max() >= 1 << _LABEL_BITS):
         raise InputError(None, f"label map of frame {frame.name} holds IDs outside 0..2^31-1")
     return depth, label_map.astype(np.int64, copy=False)
@@ -109,7 +118,9 @@ def labeled_views(
             return
         if frame is end or label_map is end:
             more = "label maps" if frame is end else "frames"
-            raise InputError(None, f"frames and label maps differ in number: more {more} than the first {n}")
+            raise InputError(
+                None, f"frames and label maps differ in number: more {more} than the first {n}"
+            )
         n += 1
         depth, labels = _check_view(frame, label_map, need_depth=need_depth)
         yield frame, depth, labels
@@ -118,7 +129,9 @@ def labeled_views(
 def _check_points(points_world: np.ndarray) -> np.ndarray:
     points_world = np.asarray(points_world)
     if points_world.ndim != 2 or points_world.shape[1] != 3:
-        raise InputError(None, f"points_world must have shape [P, 3], got {list(points_world.shape)}")
+        raise InputError(
+            None, f"points_world must have shape [P, 3], got {list(points_world.shape)}"
+        )
     return points_world
 
 
@@ -132,7 +145,9 @@ def _view_votes(
     depth_tol_rel: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(point index [M] int64, label [M] int64) of the points this view sees on labeled pixels."""
-    idx, lab = _view_visibility(points_world, finite, frame, depth, labels, depth_tol, depth_tol_rel)
+    idx, lab = _view_visibility(
+        points_world, finite, frame, depth, labels, depth_tol, depth_tol_rel
+    )
     return idx[lab > 0], lab[lab > 0]
 
 
@@ -210,10 +225,16 @@ def lift_to_points(
         idx, lab = _view_votes(points_world, finite, frame, depth, labels, depth_tol, depth_tol_rel)
         pending.append((idx << _LABEL_BITS) | lab)
         if n % chunk_views == 0:
-            keys, counts = _merge_votes(np.concatenate([keys, *pending]), np.concatenate([counts, *(np.ones(len(k), np.int64) for k in pending)]))
+            keys, counts = _merge_votes(
+                np.concatenate([keys, *pending]),
+                np.concatenate([counts, *(np.ones(len(k), np.int64) for k in pending)]),
+            )
             pending.clear()
     if pending:
-        keys, counts = _merge_votes(np.concatenate([keys, *pending]), np.concatenate([counts, *(np.ones(len(k), np.int64) for k in pending)]))
+        keys, counts = _merge_votes(
+            np.concatenate([keys, *pending]),
+            np.concatenate([counts, *(np.ones(len(k), np.int64) for k in pending)]),
+        )
     result = _decide(P, keys, counts)
     return drop_small_instances(result, min_instance_points)
 
@@ -263,7 +284,9 @@ def _lift_to_points_reference(
             total[i] = sum(counts.values())
             label[i] = best
             confidence[i] = counts[best] / total[i]
-    return drop_small_instances(PointLabels(label=label, confidence=confidence, votes=total), min_instance_points)
+    return drop_small_instances(
+        PointLabels(label=label, confidence=confidence, votes=total), min_instance_points
+    )
 
 
 def _mesh_graph(xyz: np.ndarray, faces: np.ndarray):
@@ -302,15 +325,25 @@ def fill_unseen(
     have = np.flatnonzero(result.label > 0)
     if not len(have) or len(have) == len(result.label):
         return result, 0
-    dist, _, src = dijkstra(_mesh_graph(xyz, faces), directed=False, indices=have, limit=radius,
-                            min_only=True, return_predecessors=True)
+    dist, _, src = dijkstra(
+        _mesh_graph(xyz, faces),
+        directed=False,
+        indices=have,
+        limit=radius,
+        min_only=True,
+        return_predecessors=True,
+    )
     fill = (result.label == 0) & np.isfinite(dist) & (src >= 0)
     label = result.label.copy()
     label[fill] = result.label[src[fill]]
-    return PointLabels(label=label, confidence=result.confidence, votes=result.votes), int(fill.sum())
+    return PointLabels(label=label, confidence=result.confidence, votes=result.votes), int(
+        fill.sum()
+    )
 
 
-def _fill_unseen_reference(result: PointLabels, xyz: np.ndarray, faces: np.ndarray, *, radius: float = 0.1) -> np.ndarray:
+def _fill_unseen_reference(
+    result: PointLabels, xyz: np.ndarray, faces: np.ndarray, *, radius: float = 0.1
+) -> np.ndarray:
     """Plain Dijkstra from every labeled vertex (heap, dict adjacency): the label of the nearest."""
     import heapq
 
@@ -343,7 +376,13 @@ def _fill_unseen_reference(result: PointLabels, xyz: np.ndarray, faces: np.ndarr
 
 
 def _view_visibility(
-    points_world: np.ndarray, finite: np.ndarray, frame: Frame, depth: np.ndarray, labels: np.ndarray, depth_tol: float, depth_tol_rel: float
+    points_world: np.ndarray,
+    finite: np.ndarray,
+    frame: Frame,
+    depth: np.ndarray,
+    labels: np.ndarray,
+    depth_tol: float,
+    depth_tol_rel: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(point index [M], label [M] incl. 0) of every point the view sees, labeled pixel or not."""
     H, W = depth.shape
@@ -380,18 +419,33 @@ def superpoint_view_table(
     points_world = _check_points(points_world)
     superpoint = np.asarray(superpoint, np.int64)
     if superpoint.shape != (len(points_world),):
-        raise InputError(None, f"superpoint ids must be [P] = [{len(points_world)}], got {list(superpoint.shape)}")
+        raise InputError(
+            None,
+            f"superpoint ids must be [P] = [{len(points_world)}], got {list(superpoint.shape)}",
+        )
     finite = np.isfinite(points_world).all(axis=1)
     S = int(superpoint.max(initial=-1)) + 1
     rows: list[tuple[np.ndarray, ...]] = []
     for n, (frame, depth, labels) in enumerate(labeled_views(frames, label_maps)):
-        idx, lab = _view_visibility(points_world, finite, frame, depth, labels, depth_tol, depth_tol_rel)
+        idx, lab = _view_visibility(
+            points_world, finite, frame, depth, labels, depth_tol, depth_tol_rel
+        )
         key, cnt = np.unique(lab * S + superpoint[idx], return_counts=True)
-        rows.append((np.full(len(key), n, np.int64), key % max(S, 1), key // max(S, 1), cnt.astype(np.int64)))
+        rows.append(
+            (
+                np.full(len(key), n, np.int64),
+                key % max(S, 1),
+                key // max(S, 1),
+                cnt.astype(np.int64),
+            )
+        )
     if not rows:
         z = np.zeros(0, np.int64)
         return {"view": z, "superpoint": z, "label": z, "count": z}
-    return {k: np.concatenate([r[j] for r in rows]) for j, k in enumerate(("view", "superpoint", "label", "count"))}
+    return {
+        k: np.concatenate([r[j] for r in rows])
+        for j, k in enumerate(("view", "superpoint", "label", "count"))
+    }
 
 
 @dataclass
@@ -406,7 +460,9 @@ class SuperpointLabels:
     """[S] int32 number of views that saw the superpoint (labeled or not)."""
 
 
-def vote_superpoints(table: dict[str, np.ndarray], num_superpoints: int, *, mapping: np.ndarray | None = None) -> SuperpointLabels:
+def vote_superpoints(
+    table: dict[str, np.ndarray], num_superpoints: int, *, mapping: np.ndarray | None = None
+) -> SuperpointLabels:
     """Per superpoint: the ID with the most point votes over all views (ties: the smallest).
 
     Args:
@@ -449,7 +505,9 @@ def lift_to_superpoints(
 def _vote_superpoints_reference(table: dict[str, np.ndarray], num_superpoints: int) -> np.ndarray:
     """Plain dictionaries: the winning label per superpoint."""
     acc: dict[int, dict[int, int]] = {}
-    for s, lab, c in zip(table["superpoint"].tolist(), table["label"].tolist(), table["count"].tolist()):
+    for s, lab, c in zip(
+        table["superpoint"].tolist(), table["label"].tolist(), table["count"].tolist()
+    ):
         if lab > 0:
             acc.setdefault(s, {}).setdefault(lab, 0)
             acc[s][lab] += c

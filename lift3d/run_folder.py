@@ -41,8 +41,17 @@ FINGERPRINT = ".lift3d-fingerprint.json"
 #: the seal of a complete run, removed first by a new run and written last (run.json last of all)
 SEAL = ("run.json", "metrics.json")
 #: what a previous run may have left that this run would not overwrite (removed on a fresh run)
-OUTPUTS = ("points.ply", "splats.ply", "scannet", "cameras.json", "instances.json", "preview", "report.html",
-           "baseline", "metric.json")
+OUTPUTS = (
+    "points.ply",
+    "splats.ply",
+    "scannet",
+    "cameras.json",
+    "instances.json",
+    "preview",
+    "report.html",
+    "baseline",
+    "metric.json",
+)
 #: the temporary names of `lift3d.io.atomic_path`: `.<name>.<random>.tmp<suffix>`
 TMP_NAME = re.compile(r"\..+\.tmp(\.[A-Za-z0-9]+)?")
 #: what the ScanNet benchmark format accepts as a scene name (it names `<scene>.txt`)
@@ -53,9 +62,21 @@ SCENE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 #: `frames`/`max_frames`/`format` are replaced by the frame names they select; `segmenter` by the
 #: settings of the segmenter it names, `mast3r_checkpoint` by the checkpoint's identity.
 _NOT_FINGERPRINTED = {
-    "out", "resume", "preview", "baseline", "metric", "voxel_size",
-    "fill_radius", "min_instance_points", "splats", "device", "frames", "max_frames", "format",
-    "mast3r_checkpoint", "vote",
+    "out",
+    "resume",
+    "preview",
+    "baseline",
+    "metric",
+    "voxel_size",
+    "fill_radius",
+    "min_instance_points",
+    "splats",
+    "device",
+    "frames",
+    "max_frames",
+    "format",
+    "mast3r_checkpoint",
+    "vote",
 }
 
 
@@ -73,14 +94,18 @@ def check_options(cfg) -> None:
     check_positive_finite(lifting.voxel_size, "--voxel-size", unit="metres")
     check_positive_finite(lifting.fill_radius, "--fill-radius", unit="metres", allow_zero=True)
     if lifting.min_instance_points < 0:
-        raise InputError(None, f"--min-instance-points must be >= 0, got {lifting.min_instance_points}")
+        raise InputError(
+            None, f"--min-instance-points must be >= 0, got {lifting.min_instance_points}"
+        )
     if inp.max_frames is not None and inp.max_frames <= 0:
         raise InputError(None, f"--max-frames must be positive, got {inp.max_frames}")
     if inp.size is not None and (len(inp.size) != 2 or min(inp.size) <= 0):
         raise InputError(None, f"--size must be two positive numbers W H, got {inp.size}")
-    for flag, path in (("--segmenter.sam.checkpoint", cfg.segmenter.sam.checkpoint),
-                       ("--segmenter.sam2.checkpoint", cfg.segmenter.sam2.checkpoint),
-                       ("--mast3r-checkpoint", inp.mast3r_checkpoint)):
+    for flag, path in (
+        ("--segmenter.sam.checkpoint", cfg.segmenter.sam.checkpoint),
+        ("--segmenter.sam2.checkpoint", cfg.segmenter.sam2.checkpoint),
+        ("--mast3r-checkpoint", inp.mast3r_checkpoint),
+    ):
         if path is not None and not Path(path).is_file():
             raise InputError(path, f"{flag}: checkpoint file not found")
     if inp.mesh is not None and not Path(inp.mesh).is_file():
@@ -95,7 +120,9 @@ def check_splats_header(path: Path) -> None:
     from lift3d.recon.splats import REQUIRED_FIELDS
 
     if not path.is_file():
-        raise InputError(path, "--splats: file not found" if not path.exists() else "--splats: not a file")
+        raise InputError(
+            path, "--splats: file not found" if not path.exists() else "--splats: not a file"
+        )
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 16)
@@ -104,11 +131,17 @@ def check_splats_header(path: Path) -> None:
     end = head.find(b"end_header")
     if not head.startswith(b"ply") or end < 0:
         raise InputError(path, "--splats: not a PLY file (no 'ply' ... 'end_header' header)")
-    props = [line.split()[-1] for line in head[:end].decode("ascii", "replace").splitlines()
-             if line.startswith("property")]
+    props = [
+        line.split()[-1]
+        for line in head[:end].decode("ascii", "replace").splitlines()
+        if line.startswith("property")
+    ]
     missing = [p for p in REQUIRED_FIELDS if p not in props]
     if missing:
-        raise InputError(path, f"--splats: not a 3D Gaussian Splatting PLY, vertex properties missing: {', '.join(missing)}")
+        raise InputError(
+            path,
+            f"--splats: not a 3D Gaussian Splatting PLY, vertex properties missing: {', '.join(missing)}",
+        )
 
 
 def check_device(device: str) -> None:
@@ -121,16 +154,24 @@ def check_device(device: str) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise InputError(None, f"--device {device}: CUDA is not available here (torch {torch.__version__}); use --device cpu or auto")
+        raise InputError(
+            None,
+            f"--device {device}: CUDA is not available here (torch {torch.__version__}); use --device cpu or auto",
+        )
     if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
-        raise InputError(None, f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise InputError(
+            None, f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
 
 
 def check_scene_name(scene: Scene) -> None:
     """The scene's name names the ScanNet export's `<scene>.txt`: it must be a plain file name."""
     if not SCENE_NAME.fullmatch(scene.name):
-        raise InputError(scene.root, f"--scene: the name {scene.name!r} cannot name a ScanNet export file "
-                                     "(letters, digits, _ . - only); rename the scene folder")
+        raise InputError(
+            scene.root,
+            f"--scene: the name {scene.name!r} cannot name a ScanNet export file "
+            "(letters, digits, _ . - only); rename the scene folder",
+        )
 
 
 # ------------------------------------------------------------------------------ fingerprint
@@ -161,7 +202,9 @@ def fingerprint(cfg, frame_names: list[str]) -> dict:
     fp["segmenter"] = cfg.segmenter.settings()
     for name in ("sam", "sam2"):
         if name in fp["segmenter"]:
-            fp["segmenter"][name]["checkpoint"] = checkpoint_id(getattr(cfg.segmenter, name).checkpoint)
+            fp["segmenter"][name]["checkpoint"] = checkpoint_id(
+                getattr(cfg.segmenter, name).checkpoint
+            )
     uses_mast3r = cfg.input.recon == "mast3r" or cfg.input.matches == "mast3r"
     fp["mast3r_checkpoint"] = checkpoint_id(cfg.input.mast3r_checkpoint) if uses_mast3r else None
     if not uses_mast3r:
@@ -186,8 +229,11 @@ def fingerprint_diff(old: dict, new: dict) -> list[str]:
     for k in sorted(set(a) | set(b)):
         if a.get(k) != b.get(k):
             if k == "frames" and isinstance(a.get(k), list) and isinstance(b.get(k), list):
-                diffs.append(f"frames: {len(a[k])} frames -> {len(b[k])} frames" if len(a[k]) != len(b[k])
-                             else "frames: other frames")
+                diffs.append(
+                    f"frames: {len(a[k])} frames -> {len(b[k])} frames"
+                    if len(a[k]) != len(b[k])
+                    else "frames: other frames"
+                )
             elif k.endswith("checkpoint"):
                 diffs.append(f"{k}: another checkpoint")
             else:
@@ -245,17 +291,27 @@ def claim(out: Path, fp: dict, *, resume: bool) -> Iterator[RunFolder]:
         existing = _label_maps(masks)
         if resume and existing:
             if recorded is None:
-                raise InputError(out, "--resume: the label maps here have no record of the run that made them; "
-                                      "rerun without --resume")
+                raise InputError(
+                    out,
+                    "--resume: the label maps here have no record of the run that made them; "
+                    "rerun without --resume",
+                )
             diffs = fingerprint_diff(recorded, fp)
             if diffs:
-                raise InputError(out, "--resume: the label maps here were made with other settings ("
-                                      + "; ".join(diffs[:6]) + "); rerun without --resume or use another --out")
+                raise InputError(
+                    out,
+                    "--resume: the label maps here were made with other settings ("
+                    + "; ".join(diffs[:6])
+                    + "); rerun without --resume or use another --out",
+                )
         # only what a lift3d run left is removed: --out may name a folder of the user's own
         ours = recorded is not None or any((out / name).is_file() for name in SEAL)
         if existing and not ours:
-            raise InputError(masks, f"holds {len(existing)} PNG file(s) that no recorded lift3d run made; "
-                                    "remove them or give another --out")
+            raise InputError(
+                masks,
+                f"holds {len(existing)} PNG file(s) that no recorded lift3d run made; "
+                "remove them or give another --out",
+            )
         # from here on the folder holds no complete result until this run seals it
         for name in SEAL:
             _remove(out / name)
@@ -266,7 +322,9 @@ def claim(out: Path, fp: dict, *, resume: bool) -> Iterator[RunFolder]:
             if p.stem not in keep:
                 p.unlink()
         if ours:
-            for name in OUTPUTS:  # only label maps resume; a stale splats.ply must not outlive its run
+            for (
+                name
+            ) in OUTPUTS:  # only label maps resume; a stale splats.ply must not outlive its run
                 _remove(out / name)
         _write_fingerprint(out / FINGERPRINT, fp)
         try:
@@ -279,7 +337,10 @@ def claim(out: Path, fp: dict, *, resume: bool) -> Iterator[RunFolder]:
 def _make_folder(out: Path) -> None:
     for p in (out, *out.parents):
         if p.exists() and not p.is_dir():
-            raise InputError(out, "--out: cannot be a folder, " + ("it is a file" if p == out else f"{p} is a file"))
+            raise InputError(
+                out,
+                "--out: cannot be a folder, " + ("it is a file" if p == out else f"{p} is a file"),
+            )
         if p.is_dir():
             break
     try:
@@ -306,8 +367,11 @@ def _lock(out: Path) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             who = f" (pid {holder})" if holder.isdigit() else ""
-            raise InputError(out, f"another lift3d run{who} is writing to this folder; wait for it to end "
-                                  "or give another --out") from None
+            raise InputError(
+                out,
+                f"another lift3d run{who} is writing to this folder; wait for it to end "
+                "or give another --out",
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
@@ -333,7 +397,11 @@ def remove_tmp_leftovers(out: Path) -> list[Path]:
 def _label_maps(masks: Path) -> list[Path]:
     if not masks.is_dir():
         return []
-    return sorted(p for p in masks.iterdir() if p.suffix == ".png" and not p.name.startswith(".") and p.is_file())
+    return sorted(
+        p
+        for p in masks.iterdir()
+        if p.suffix == ".png" and not p.name.startswith(".") and p.is_file()
+    )
 
 
 def _remove(p: Path) -> None:
@@ -353,7 +421,9 @@ def _write_fingerprint(path: Path, fp: dict) -> None:
 # ------------------------------------------------------------------------------ metric frames
 
 
-def metric_frame_names(scene_path: Path, masks: Path, *, frames: str | None, max_frames: int | None) -> list[str] | None:
+def metric_frame_names(
+    scene_path: Path, masks: Path, *, frames: str | None, max_frames: int | None
+) -> list[str] | None:
     """The frames `lift3d metric` scores: `--frames`/`--max-frames` as `segment` selects them,
     else those of the run whose `masks/` folder `masks` is (its run.json); None: all frames."""
     from lift3d.recon import load_scene
@@ -361,7 +431,9 @@ def metric_frame_names(scene_path: Path, masks: Path, *, frames: str | None, max
     if frames is not None or max_frames is not None:
         from lift3d.recon.scene import select_frames
 
-        return list(select_frames(load_scene(scene_path), frames=frames, max_frames=max_frames).frame_names)
+        return list(
+            select_frames(load_scene(scene_path), frames=frames, max_frames=max_frames).frame_names
+        )
     run = read_json_or_none(Path(masks).parent / "run.json")
     if run is not None and Path(masks).name == "masks":
         names = (run.get("scene") or {}).get("frames")

@@ -30,8 +30,13 @@ _NOT_SETTINGS = ("config",)
 #: settings a run.json of an earlier version holds at the top level, now in `metric`
 _MOVED_TO_METRIC = {"eps": "eps", "metric_pairwise": "pairwise", "metric_max_points": "max_points"}
 #: run.json keys of the flat segmenter settings -> where they live in `SegmenterConfig` now
-_OLD_SEGMENTER_KEYS = {"sam_checkpoint": ("sam", "checkpoint"), "sam_model": ("sam", "model"),
-                       "sam2_model": ("sam2", "model"), "geometric": ("geometric", None), "simulated": ("simulated", None)}
+_OLD_SEGMENTER_KEYS = {
+    "sam_checkpoint": ("sam", "checkpoint"),
+    "sam_model": ("sam", "model"),
+    "sam2_model": ("sam2", "model"),
+    "geometric": ("geometric", None),
+    "simulated": ("simulated", None),
+}
 
 
 def read_run_config(path: str | Path) -> SegmentConfig:
@@ -109,8 +114,11 @@ def _build(cls, values: dict, path: Path, prefix: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(k for k in values if k not in names and k not in _NOT_SETTINGS)
     if unknown:
-        logger.warning("%s: ignoring settings this version does not have: %s", path,
-                       ", ".join(prefix + k for k in unknown))
+        logger.warning(
+            "%s: ignoring settings this version does not have: %s",
+            path,
+            ", ".join(prefix + k for k in unknown),
+        )
     kwargs = {k: _convert(hints[k], v, path, prefix + k) for k, v in values.items() if k in names}
     return cls(**kwargs)
 
@@ -126,7 +134,9 @@ def _convert(hint, value, path: Path, name: str):
         origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
-            raise InputError(path, f"--config: `{name}` must be an object of settings, got {value!r}")
+            raise InputError(
+                path, f"--config: `{name}` must be an object of settings, got {value!r}"
+            )
         return _build(hint, value, path, name + ".")
     if hint is Path:
         return Path(value)
@@ -136,7 +146,9 @@ def _convert(hint, value, path: Path, name: str):
         return tuple(value)
     if origin is typing.Literal:
         if value not in typing.get_args(hint):
-            raise InputError(path, f"--config: `{name}` must be one of {typing.get_args(hint)}, got {value!r}")
+            raise InputError(
+                path, f"--config: `{name}` must be one of {typing.get_args(hint)}, got {value!r}"
+            )
         return value
     if hint in (int, float, bool, str) and not isinstance(value, hint):
         if hint is float and isinstance(value, int) and not isinstance(value, bool):

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 def write_splats(
     path: str | Path,
     splats: Splats,
@@ -67,8 +68,14 @@ def write_splats(
     confidence = np.asarray(confidence)
     for name, arr in (("label", label), ("confidence", confidence)):
         if arr.shape != (n,):
-            raise InputError(path, f"{name} must have one value per splat, shape [{n}], got {list(arr.shape)}")
-    kept = [(name, splats.vertex.dtype.fields[name][0]) for name in splats.vertex.dtype.names if name not in ("label", "confidence")]
+            raise InputError(
+                path, f"{name} must have one value per splat, shape [{n}], got {list(arr.shape)}"
+            )
+    kept = [
+        (name, splats.vertex.dtype.fields[name][0])
+        for name in splats.vertex.dtype.names
+        if name not in ("label", "confidence")
+    ]
     out = np.empty(n, dtype=[*kept, ("label", "<i4"), ("confidence", "<f4")])
     for name, _ in kept:
         out[name] = splats.vertex[name]
@@ -84,11 +91,17 @@ def _tensors(*arrays, device="cpu", dtype=None) -> tuple[torch.Tensor, ...]:
     """Arrays or tensors as tensors of one dtype (default float32) on one device."""
     import torch
 
-    return tuple(torch.as_tensor(a if isinstance(a, torch.Tensor) else np.asarray(a)).to(device=device, dtype=dtype or torch.float32)
-                 for a in arrays)
+    return tuple(
+        torch.as_tensor(a if isinstance(a, torch.Tensor) else np.asarray(a)).to(
+            device=device, dtype=dtype or torch.float32
+        )
+        for a in arrays
+    )
 
 
-def _gsplat_camera(K: torch.Tensor, T_world_camera: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _gsplat_camera(
+    K: torch.Tensor, T_world_camera: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(viewmat = world-to-camera, K with gsplat's half-pixel principal point) of one view."""
     import torch
 
@@ -98,7 +111,9 @@ def _gsplat_camera(K: torch.Tensor, T_world_camera: torch.Tensor) -> tuple[torch
     return torch.linalg.inv(T_world_camera), Kg
 
 
-def _project(means, quats, scales, K, T_world_camera, size, *, eps2d: float = 0.3, near_plane: float = 0.01):
+def _project(
+    means, quats, scales, K, T_world_camera, size, *, eps2d: float = 0.3, near_plane: float = 0.01
+):
     """gsplat's pure-torch EWA projection of every splat into one view (gsplat pixel convention).
 
     Returns:
@@ -106,7 +121,9 @@ def _project(means, quats, scales, K, T_world_camera, size, *, eps2d: float = 0.
         means2d: [M, 2], conics: [M, 3] (a, b, c of the inverse 2D covariance), depths: [M].
     """
     viewmat, Kg = _gsplat_camera(K, T_world_camera)
-    radii, means2d, depths, conics = project_splats_torch(means, quats, scales, viewmat, Kg, size, eps2d=eps2d, near_plane=near_plane)
+    radii, means2d, depths, conics = project_splats_torch(
+        means, quats, scales, viewmat, Kg, size, eps2d=eps2d, near_plane=near_plane
+    )
     keep = (radii > 0).all(-1).nonzero().squeeze(-1)
     return keep, means2d[keep], conics[keep], depths[keep]
 
@@ -115,7 +132,11 @@ def _pixel_centres(size: tuple[int, int], dtype, device):
     import torch
 
     W, H = size
-    v, u = torch.meshgrid(torch.arange(H, dtype=dtype, device=device), torch.arange(W, dtype=dtype, device=device), indexing="ij")
+    v, u = torch.meshgrid(
+        torch.arange(H, dtype=dtype, device=device),
+        torch.arange(W, dtype=dtype, device=device),
+        indexing="ij",
+    )
     return u + 0.5, v + 0.5  # gsplat samples pixel (j, i) at (j + 0.5, i + 0.5)
 
 
@@ -136,7 +157,9 @@ def _splat_label_weights_reference(
     """
     import torch
 
-    means, quats, scales, opacities, K, T = _tensors(means, quats, scales, opacities, K, T_world_camera, dtype=torch.float64)
+    means, quats, scales, opacities, K, T = _tensors(
+        means, quats, scales, opacities, K, T_world_camera, dtype=torch.float64
+    )
     labels = torch.as_tensor(np.asarray(label_map)).long()
     keep, means2d, conics, depths = _project(means, quats, scales, K, T, size)
     u, v = _pixel_centres(size, torch.float64, "cpu")
@@ -161,7 +184,9 @@ def _splat_label_weights_reference(
     return weights
 
 
-def _torch_rasterizer(means, quats, scales, opacities, K, T_world_camera, size) -> Callable[[torch.Tensor], torch.Tensor]:
+def _torch_rasterizer(
+    means, quats, scales, opacities, K, T_world_camera, size
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """A differentiable pure-torch compositor `colors [N, C] -> rendered [H, W, C]` for one view.
 
     All splats against all pixels at once ([M, H*W] memory): for small scenes and tests. Same
@@ -191,7 +216,9 @@ def _torch_rasterizer(means, quats, scales, opacities, K, T_world_camera, size) 
     return rasterize
 
 
-def _gsplat_rasterizer(means, quats, scales, opacities, K, T_world_camera, size) -> Callable[[torch.Tensor], torch.Tensor]:
+def _gsplat_rasterizer(
+    means, quats, scales, opacities, K, T_world_camera, size
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """gsplat's CUDA rasterizer as `colors [N, C] -> rendered [H, W, C]` for one view."""
     try:
         from gsplat import rasterization
@@ -202,7 +229,15 @@ def _gsplat_rasterizer(means, quats, scales, opacities, K, T_world_camera, size)
 
     def rasterize(colors):
         rendered, _, _ = rasterization(
-            means, quats, scales, opacities, colors, viewmat[None], Kg[None], W, H,
+            means,
+            quats,
+            scales,
+            opacities,
+            colors,
+            viewmat[None],
+            Kg[None],
+            W,
+            H,
             sh_degree=None,  # colours are raw per-label channels, not SH coefficients
             packed=False,  # one view: the dense layout needs no index gather of the colours
             rasterize_mode="classic",  # "antialiased" would rescale opacities by the EWA compensation
@@ -278,7 +313,9 @@ def splat_label_weights(
         raise InputError(None, "backend 'gsplat' needs a CUDA device; use backend 'torch' on CPU")
     labels = torch.as_tensor(np.asarray(label_map)).long().to(device)
     if tuple(labels.shape) != (size[1], size[0]):
-        raise InputError(None, f"label map is {list(labels.shape)}, the view is {size[1]}x{size[0]} (H x W)")
+        raise InputError(
+            None, f"label map is {list(labels.shape)}, the view is {size[1]}x{size[0]} (H x W)"
+        )
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
         raise InputError(None, f"label map holds IDs outside [0, {num_labels})")
     tensors = _tensors(means, quats, scales, opacities, K, T_world_camera, device=device)
@@ -337,18 +374,28 @@ def lift_to_splats(
     if method == "auto":
         method = "gsplat" if str(device).startswith("cuda") else "centers"
     if method == "centers":
-        logger.info("splat voting on CPU: splat centres with the points' visibility test (an approximation)")
-        return lift_to_points(splats.means, frames, label_maps, depth_tol=depth_tol, depth_tol_rel=depth_tol_rel)
+        logger.info(
+            "splat voting on CPU: splat centres with the points' visibility test (an approximation)"
+        )
+        return lift_to_points(
+            splats.means, frames, label_maps, depth_tol=depth_tol, depth_tol_rel=depth_tol_rel
+        )
     if method == "gsplat" and not (str(device).startswith("cuda") and torch.cuda.is_available()):
-        raise InputError(None, "splat voting with gsplat needs a CUDA device; use method='centers' on CPU")
+        raise InputError(
+            None, "splat voting with gsplat needs a CUDA device; use method='centers' on CPU"
+        )
     return _lift_by_weights(splats, frames, label_maps, backend=method, device=device)
 
 
-def _lift_by_weights(splats: Splats, frames, label_maps, *, backend: str, device: str) -> PointLabels:
+def _lift_by_weights(
+    splats: Splats, frames, label_maps, *, backend: str, device: str
+) -> PointLabels:
     """Sum each view's splat-label weights (gradient trick) and take the largest per splat."""
     import torch
 
-    means, quats, scales, opacities = _tensors(splats.means, splats.quats, splats.scales, splats.opacities, device=device)
+    means, quats, scales, opacities = _tensors(
+        splats.means, splats.quats, splats.scales, splats.opacities, device=device
+    )
     N = len(splats)
     total = torch.zeros(N, 1, device=device)  # column l: label l, grown as larger IDs appear
     votes = torch.zeros(N, dtype=torch.int32, device=device)
@@ -367,7 +414,9 @@ def _lift_by_weights(splats: Splats, frames, label_maps, *, backend: str, device
         rasterize = make(means, quats, scales, opacities, K, T, tuple(frame.size))
         w = _weights_by_gradient(rasterize, N, channel_map, mask, len(present), device=device)
         if present[-1] >= total.shape[1]:
-            total = torch.cat([total, torch.zeros(N, int(present[-1]) + 1 - total.shape[1], device=device)], dim=1)
+            total = torch.cat(
+                [total, torch.zeros(N, int(present[-1]) + 1 - total.shape[1], device=device)], dim=1
+            )
         total[:, torch.as_tensor(present, device=device)] += w
         votes += (w.sum(1) > 0).int()
     best, label = total.max(dim=1)

@@ -20,11 +20,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-NO_3D_NOTE = ("no geometry (no depth, no poses + --splats, no MASt3R): label maps, overlays and the report only; "
-              "no points.ply, splats.ply or scannet/, and H is the consecutive-frame consistency through optical flow")
+NO_3D_NOTE = (
+    "no geometry (no depth, no poses + --splats, no MASt3R): label maps, overlays and the report only; "
+    "no points.ply, splats.ply or scannet/, and H is the consecutive-frame consistency through optical flow"
+)
 
 
-def metrics_without_geometry(scene: Scene, masks_dir: Path, out: Path, output, *, track: dict, lifting: dict, backends: dict) -> dict:
+def metrics_without_geometry(
+    scene: Scene, masks_dir: Path, out: Path, output, *, track: dict, lifting: dict, backends: dict
+) -> dict:
     """metrics.json of a run without geometry (consecutive-frame H), and its previews.
 
     Args:
@@ -40,19 +44,28 @@ def metrics_without_geometry(scene: Scene, masks_dir: Path, out: Path, output, *
     label_maps = (read_label_map(masks_dir / f"{n}.png") for n in scene.frame_names)
     score = consecutive_score(label_maps, lambda t: scene.match_frames(scene[t], scene[t + 1]))
     metrics = score.to_json()
-    metrics.update({
-        "pairwise": None,
-        "eps": None,
-        "masks_per_frame": track["masks_per_frame"],
-        "mean_masks_per_frame": float(np.mean(track["masks_per_frame"])) if track["masks_per_frame"] else 0.0,
-        "ids": track["ids"],
-        "frames": len(scene),
-        "size": list(scene.size),
-        "lifting": lifting,
-        "backends": backends,
-    })
+    metrics.update(
+        {
+            "pairwise": None,
+            "eps": None,
+            "masks_per_frame": track["masks_per_frame"],
+            "mean_masks_per_frame": float(np.mean(track["masks_per_frame"]))
+            if track["masks_per_frame"]
+            else 0.0,
+            "ids": track["ids"],
+            "frames": len(scene),
+            "size": list(scene.size),
+            "lifting": lifting,
+            "backends": backends,
+        }
+    )
     if output.preview:
         from lift3d.viewers.overlay import write_previews
 
-        write_previews(out, scene, masks_dir, baseline_dir=out / "baseline" / "masks" if output.baseline else None)
+        write_previews(
+            out,
+            scene,
+            masks_dir,
+            baseline_dir=out / "baseline" / "masks" if output.baseline else None,
+        )
     return metrics

@@ -58,13 +58,21 @@ def find_colmap_model(path: str | Path) -> tuple[Path, Path]:
         sparse = path / "sparse"
         if _is_model_dir(sparse / "0"):
             model_dir = sparse / "0"
-            others = sorted(p.name for p in sparse.iterdir() if p.is_dir() and p.name != "0" and _is_model_dir(p))
+            others = sorted(
+                p.name
+                for p in sparse.iterdir()
+                if p.is_dir() and p.name != "0" and _is_model_dir(p)
+            )
             if others:
-                logger.warning("%s: several COLMAP models (0, %s); reading model 0", sparse, ", ".join(others))
+                logger.warning(
+                    "%s: several COLMAP models (0, %s); reading model 0", sparse, ", ".join(others)
+                )
         elif _is_model_dir(sparse):
             model_dir = sparse
         else:
-            raise InputError(path, "no COLMAP model: expected sparse/0/ or sparse/ holding cameras.bin (or .txt)")
+            raise InputError(
+                path, "no COLMAP model: expected sparse/0/ or sparse/ holding cameras.bin (or .txt)"
+            )
         candidates = [path / "images"]
     for c in candidates:
         if c.is_dir():
@@ -78,13 +86,16 @@ def _read_reconstruction(model_dir: Path):
     try:
         import pycolmap
     except ImportError:
-        raise NotInstalledError("reading COLMAP models needs pycolmap: pip install pycolmap") from None
+        raise NotInstalledError(
+            "reading COLMAP models needs pycolmap: pip install pycolmap"
+        ) from None
     try:
         return pycolmap.Reconstruction(str(model_dir))
     except Exception as e:  # pycolmap raises ValueError, IndexError, RuntimeError from C++
         raise InputError(
-            model_dir, f"pycolmap cannot read this COLMAP model ({e.__class__.__name__}: {e}); "
-            "its cameras, images and points3D files may be inconsistent or corrupt"
+            model_dir,
+            f"pycolmap cannot read this COLMAP model ({e.__class__.__name__}: {e}); "
+            "its cameras, images and points3D files may be inconsistent or corrupt",
         ) from None
 
 
@@ -127,7 +138,11 @@ def read_colmap(path: str | Path, *, size: tuple[int, int] | None = None) -> Sce
     dropped: list[str] = []
     distorted: dict[str, np.ndarray] = {}
     for im, stem in zip(images, stems, strict=True):
-        name = stem if unique else str(Path(im.name).with_suffix("")).replace("/", "_").replace("\\", "_")
+        name = (
+            stem
+            if unique
+            else str(Path(im.name).with_suffix("")).replace("/", "_").replace("\\", "_")
+        )
         if not im.has_pose:
             unposed.append(im.name)
             continue
@@ -137,7 +152,9 @@ def read_colmap(path: str | Path, *, size: tuple[int, int] | None = None) -> Sce
             continue
         cam = rec.cameras[im.camera_id]
         if cam.is_spherical():
-            raise InputError(model_dir, f"camera {im.camera_id} ({cam.model_name}) is not a perspective camera")
+            raise InputError(
+                model_dir, f"camera {im.camera_id} ({cam.model_name}) is not a perspective camera"
+            )
         K = check_intrinsics(colmap_intrinsics(cam), model_dir / f"cameras (camera {im.camera_id})")
         dist = _distortion(cam)
         if np.any(dist != 0):
@@ -156,7 +173,8 @@ def read_colmap(path: str | Path, *, size: tuple[int, int] | None = None) -> Sce
         logger.warning(
             "%s: camera model(s) %s have distortion parameters; they are ignored (pinhole part only). "
             "Undistort the images (colmap image_undistorter) for pixel-accurate geometry",
-            model_dir, ", ".join(sorted(distorted)),
+            model_dir,
+            ", ".join(sorted(distorted)),
         )
     if not entries:
         raise InputError(model_dir, "no registered image of the model is usable (see the warnings)")
@@ -205,4 +223,3 @@ def read_colmap_points(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     xyz = np.array([p.xyz for p in points], np.float32).reshape(-1, 3)
     rgb = np.array([p.color for p in points], np.uint8).reshape(-1, 3)
     return xyz, rgb
-

@@ -76,10 +76,14 @@ def detect_format(path: Path) -> str:
         return "sens"
     if (path / "transforms.json").is_file():
         return "nerfstudio"
-    if (path / "sparse").is_dir() or any((path / f"cameras{ext}").is_file() for ext in (".bin", ".txt")):
+    if (path / "sparse").is_dir() or any(
+        (path / f"cameras{ext}").is_file() for ext in (".bin", ".txt")
+    ):
         return "colmap"
-    if (path / "image").is_dir() and (path / "depth").is_dir() and (
-        list(path.glob("*.log")) or list(path.glob("*/trajectory.log"))
+    if (
+        (path / "image").is_dir()
+        and (path / "depth").is_dir()
+        and (list(path.glob("*.log")) or list(path.glob("*/trajectory.log")))
     ):
         return "redwood"
     videos = [p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES]
@@ -113,7 +117,9 @@ def load_scene(
     """
     path = resolve_scene_path(path)
     if format not in SCENE_FORMATS:
-        raise InputError(None, f"unknown scene format {format!r}; choose from {', '.join(SCENE_FORMATS)}")
+        raise InputError(
+            None, f"unknown scene format {format!r}; choose from {', '.join(SCENE_FORMATS)}"
+        )
     fmt = detect_format(path) if format == "auto" else format
     if fmt == "scannet":
         from lift3d.recon.scannet import read_scannet_export

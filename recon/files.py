@@ -40,7 +40,9 @@ def read_depth_png(path: Path, *, scale: float = 1000.0) -> np.ndarray:
     if arr.ndim != 2:
         raise InputError(path, f"depth image must have one channel, found shape {arr.shape}")
     if arr.dtype.kind not in "ui":
-        raise InputError(path, f"depth image must be integer (16-bit millimetres), found {arr.dtype}")
+        raise InputError(
+            path, f"depth image must be integer (16-bit millimetres), found {arr.dtype}"
+        )
     return arr.astype(np.float32) / scale
 
 
@@ -58,7 +60,8 @@ def read_matrix(path: Path, shape: tuple[int, int] = (4, 4)) -> np.ndarray:
         raise InputError(path, f"expected a {shape[0]}x{shape[1]} matrix of numbers") from None
     if len(values) != shape[0] * shape[1]:
         raise InputError(
-            path, f"expected a {shape[0]}x{shape[1]} matrix ({shape[0] * shape[1]} numbers), found {len(values)} numbers"
+            path,
+            f"expected a {shape[0]}x{shape[1]} matrix ({shape[0] * shape[1]} numbers), found {len(values)} numbers",
         )
     return np.array(values, dtype=np.float64).reshape(shape)
 
@@ -67,7 +70,9 @@ def check_intrinsics(K: np.ndarray, path: Path) -> np.ndarray:
     """[3, 3] intrinsics with positive focal lengths, else an error naming the file."""
     K = np.asarray(K, np.float64)[:3, :3]
     if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise InputError(path, f"intrinsics need finite positive focal lengths, found fx={K[0, 0]} fy={K[1, 1]}")
+        raise InputError(
+            path, f"intrinsics need finite positive focal lengths, found fx={K[0, 0]} fy={K[1, 1]}"
+        )
     return K
 
 
@@ -111,6 +116,9 @@ def numeric_sort_key(name: str) -> tuple:
 def list_images(folder: Path) -> list[Path]:
     """Image files in a folder, sorted numerically when their names are numbers."""
     # hidden files are not frames (a killed write leaves `.NAME.tmp.png`; macOS leaves `._NAME`)
-    files = [p for p in Path(folder).iterdir()
-             if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
+    files = [
+        p
+        for p in Path(folder).iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    ]
     return sorted(files, key=lambda p: numeric_sort_key(p.name))

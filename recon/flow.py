@@ -89,7 +89,9 @@ def flow_matches(
     gray_i = _gray(image_i, "image_i")
     gray_j = _gray(image_j, "image_j")
     if gray_i.shape != gray_j.shape:
-        raise InputError(None, f"images differ in size: {gray_i.shape[::-1]} vs {gray_j.shape[::-1]} (W, H)")
+        raise InputError(
+            None, f"images differ in size: {gray_i.shape[::-1]} vs {gray_j.shape[::-1]} (W, H)"
+        )
     H, W = gray_i.shape
     forward = dense_flow(gray_i, gray_j, preset=preset)
     backward = dense_flow(gray_j, gray_i, preset=preset)

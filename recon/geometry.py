@@ -133,8 +133,10 @@ def make_frame(raw: RawFrame, index: int, size: tuple[int, int]) -> Frame:
     if raw.T_world_camera is not None:
         frame.T_world_camera = np.asarray(raw.T_world_camera, np.float32)
     if raw.depth is not None:
-        K_depth = raw.K_depth if raw.K_depth is not None else scale_intrinsics(
-            raw.K, (W0, H0), (raw.depth.shape[1], raw.depth.shape[0])
+        K_depth = (
+            raw.K_depth
+            if raw.K_depth is not None
+            else scale_intrinsics(raw.K, (W0, H0), (raw.depth.shape[1], raw.depth.shape[0]))
         )
         frame.depth = align_depth(raw.depth, K_depth, K, size)
         if frame.T_world_camera is not None:
@@ -161,8 +163,10 @@ def frame_pointmap(scene, frame: Frame, size: tuple[int, int]) -> tuple[np.ndarr
     """
     W, H = int(size[0]), int(size[1])
     if frame.pointmap is None or frame.valid is None:
-        raise InputError(scene.root, f"frame {frame.name} has no 3D points (needs depth + poses "
-                                     "or a MASt3R reconstruction)")
+        raise InputError(
+            scene.root,
+            f"frame {frame.name} has no 3D points (needs depth + poses or a MASt3R reconstruction)",
+        )
     if frame.size == (W, H):
         return np.asarray(frame.pointmap, np.float32), np.asarray(frame.valid, bool)
     K = scale_intrinsics(frame.K, frame.size, (W, H))

@@ -53,7 +53,10 @@ def log_dropped_frames(root: Path, dropped: list[str], why: str) -> None:
     if dropped:
         logger.warning(
             "%s: dropped %d frame(s) %s: %s",
-            root, len(dropped), why, ", ".join(dropped[:20]) + (" ..." if len(dropped) > 20 else ""),
+            root,
+            len(dropped),
+            why,
+            ", ".join(dropped[:20]) + (" ..." if len(dropped) > 20 else ""),
         )
 
 
@@ -85,21 +88,31 @@ def read_image_folder(path: str | Path, *, size: tuple[int, int] | None = None) 
     if not files and (root / "images").is_dir():
         files = list_images(root / "images")
     if not files:
-        raise InputError(root, "no images found (expected .jpg/.png/... files, or an images/ subfolder)")
+        raise InputError(
+            root, "no images found (expected .jpg/.png/... files, or an images/ subfolder)"
+        )
     names = [f.stem for f in files]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
-        raise InputError(root, f"several images share a name (label maps are named by it): {', '.join(dup[:10])}")
+        raise InputError(
+            root, f"several images share a name (label maps are named by it): {', '.join(dup[:10])}"
+        )
     sizes = [image_file_size(f) for f in files]  # headers only
     if size is None:
         size = capped_size(sizes[0])
-    stretched = [n for n, (w, h) in zip(names, sizes, strict=True) if abs(w / h - size[0] / size[1]) > 0.02]
+    stretched = [
+        n for n, (w, h) in zip(names, sizes, strict=True) if abs(w / h - size[0] / size[1]) > 0.02
+    ]
     if stretched:
         # one working resolution per scene (DESIGN.md): K is scaled with the image, so the
         # geometry stays right, but the pixels are stretched; rotate such photos beforehand
         logger.warning(
             "%s: %d image(s) differ in aspect ratio from the working size %dx%d and are stretched to it: %s",
-            root, len(stretched), size[0], size[1], ", ".join(stretched[:20]) + (" ..." if len(stretched) > 20 else ""),
+            root,
+            len(stretched),
+            size[0],
+            size[1],
+            ", ".join(stretched[:20]) + (" ..." if len(stretched) > 20 else ""),
         )
 
     def load(i: int) -> Frame:

@@ -128,13 +128,23 @@ class Mast3rOptions:
         if not isinstance(self.size, int) or self.size < 32:
             raise InputError(None, f"MASt3R size must be an integer >= 32, got {self.size!r}")
         if self.graph not in GRAPH_KINDS:
-            raise InputError(None, f"unknown pair graph {self.graph!r}; expected one of {', '.join(GRAPH_KINDS)}")
+            raise InputError(
+                None, f"unknown pair graph {self.graph!r}; expected one of {', '.join(GRAPH_KINDS)}"
+            )
         if self.subsample < 1 or self.niter1 < 0 or self.niter2 < 0:
             raise InputError(None, "subsample must be >= 1 and niter1, niter2 >= 0")
 
     def optimisation(self) -> dict:
         """The settings the alignment result depends on beyond the pairwise inference."""
-        keys = ("lr1", "niter1", "lr2", "niter2", "matching_conf_thr", "shared_intrinsics", "clean_depth")
+        keys = (
+            "lr1",
+            "niter1",
+            "lr2",
+            "niter2",
+            "matching_conf_thr",
+            "shared_intrinsics",
+            "clean_depth",
+        )
         return {k: getattr(self, k) for k in keys}
 
 
@@ -206,7 +216,9 @@ def _frame_sources(scene: Scene, cache_dir: Path) -> list[_Source]:
             if not path.is_file():
                 with atomic_path(path) as tmp:
                     Image.fromarray(scene[i].image).save(tmp)
-        sources.append(_Source(name, path, f"{path.resolve()}#{_file_digest(path)}", image_file_size(path)))
+        sources.append(
+            _Source(name, path, f"{path.resolve()}#{_file_digest(path)}", image_file_size(path))
+        )
     return sources
 
 
@@ -226,8 +238,16 @@ def _quiet_stdout(what: str):
         logger.debug("%s: %s", what, out.getvalue().strip()[-2000:])
 
 
-def _run_alignment(sources: list[_Source], pairs: list[tuple[int, int]], *, model, ga_dir: Path,
-                   result_dir: Path, opts: Mast3rOptions, device: str) -> None:
+def _run_alignment(
+    sources: list[_Source],
+    pairs: list[tuple[int, int]],
+    *,
+    model,
+    ga_dir: Path,
+    result_dir: Path,
+    opts: Mast3rOptions,
+    device: str,
+) -> None:
     """Pairwise inference + sparse global alignment; writes the result files into result_dir."""
     import torch
     from dust3r.utils.image import load_images
@@ -241,19 +261,37 @@ def _run_alignment(sources: list[_Source], pairs: list[tuple[int, int]], *, mode
     for s, im, crop in zip(sources, imgs, crops, strict=True):
         H2, W2 = (int(x) for x in im["true_shape"][0])
         if (W2, H2) != crop.size:  # our crop model must match theirs, or every pixel is misplaced
-            raise RuntimeError(f"{s.path}: load_images gave {W2}x{H2}, expected {crop.size[0]}x{crop.size[1]}")
+            raise RuntimeError(
+                f"{s.path}: load_images gave {W2}x{H2}, expected {crop.size[0]}x{crop.size[1]}"
+            )
     identities = [s.identity for s in sources]
     t0 = time.perf_counter()
     with _quiet_stdout("sparse_global_alignment"):
         ga = sparse_global_alignment(
-            identities, [(imgs[i], imgs[j]) for i, j in pairs], str(ga_dir), model,
-            subsample=opts.subsample, device=device, lr1=opts.lr1, niter1=opts.niter1, lr2=opts.lr2,
-            niter2=opts.niter2, matching_conf_thr=opts.matching_conf_thr, shared_intrinsics=opts.shared_intrinsics,
+            identities,
+            [(imgs[i], imgs[j]) for i, j in pairs],
+            str(ga_dir),
+            model,
+            subsample=opts.subsample,
+            device=device,
+            lr1=opts.lr1,
+            niter1=opts.niter1,
+            lr2=opts.lr2,
+            niter2=opts.niter2,
+            matching_conf_thr=opts.matching_conf_thr,
+            shared_intrinsics=opts.shared_intrinsics,
         )
         # the anchors of the dense depth must be on the grid the alignment used (upstream's
         # default is 8: another subsample crashes or reads depth at the wrong pixels)
-        pts3d, depthmaps, confs = ga.get_dense_pts3d(clean_depth=opts.clean_depth, subsample=opts.subsample)
-    logger.info("MASt3R: %d frames, %d pairs aligned in %.1f s", len(sources), len(pairs) // 2, time.perf_counter() - t0)
+        pts3d, depthmaps, confs = ga.get_dense_pts3d(
+            clean_depth=opts.clean_depth, subsample=opts.subsample
+        )
+    logger.info(
+        "MASt3R: %d frames, %d pairs aligned in %.1f s",
+        len(sources),
+        len(pairs) // 2,
+        time.perf_counter() - t0,
+    )
     focals = ga.get_focals().detach().cpu().numpy().astype(np.float64)
     pps = ga.get_principal_points().detach().cpu().numpy().astype(np.float64)
     poses = ga.get_im_poses().detach().cpu().numpy().astype(np.float64)
@@ -266,9 +304,18 @@ def _run_alignment(sources: list[_Source], pairs: list[tuple[int, int]], *, mode
     del pts3d
     if not (np.all(np.isfinite(focals)) and np.all(np.isfinite(poses))):
         raise RuntimeError("MASt3R's alignment diverged (non-finite cameras)")
-    with atomic_path(result_dir / "cameras.npz") as tmp, open(tmp, "wb") as f:  # written last: marks completion
-        np.savez(f, focals=focals, pps=pps, poses=poses, crops=np.stack([c.as_array() for c in crops]),
-                 names=np.array([s.name for s in sources]))
+    with (
+        atomic_path(result_dir / "cameras.npz") as tmp,
+        open(tmp, "wb") as f,
+    ):  # written last: marks completion
+        np.savez(
+            f,
+            focals=focals,
+            pps=pps,
+            poses=poses,
+            crops=np.stack([c.as_array() for c in crops]),
+            names=np.array([s.name for s in sources]),
+        )
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -309,25 +356,50 @@ def mast3r_scene(
     cache_dir = Path(cache_dir)
     sources = _frame_sources(scene, cache_dir)
     pairs = make_pair_graph(len(sources), kind=opts.graph, k=opts.window, cyclic=opts.cyclic)
-    key = _digest({"model": model_id, "size": opts.size, "subsample": opts.subsample,
-                   "images": [s.identity for s in sources], "pairs": pairs})
+    key = _digest(
+        {
+            "model": model_id,
+            "size": opts.size,
+            "subsample": opts.subsample,
+            "images": [s.identity for s in sources],
+            "pairs": pairs,
+        }
+    )
     ga_dir = cache_dir / f"ga-{key[:16]}"
     result_dir = ga_dir / f"result-{_digest([key, opts.optimisation()])[:12]}"
     graph_kind = resolve_graph_kind(len(sources)) if opts.graph == "auto" else opts.graph
     if (result_dir / "cameras.npz").is_file():
         logger.info("MASt3R: reusing the alignment in %s", result_dir)
     else:
-        logger.info("MASt3R: %d frames, %s graph, %d pairs, network size %d, device %s",
-                    len(sources), graph_kind, len(pairs) // 2, opts.size, device)
+        logger.info(
+            "MASt3R: %d frames, %s graph, %d pairs, network size %d, device %s",
+            len(sources),
+            graph_kind,
+            len(pairs) // 2,
+            opts.size,
+            device,
+        )
         model = load_mast3r(checkpoint, device=device)
-        _run_alignment(sources, pairs, model=model, ga_dir=ga_dir, result_dir=result_dir, opts=opts, device=device)
+        _run_alignment(
+            sources,
+            pairs,
+            model=model,
+            ga_dir=ga_dir,
+            result_dir=result_dir,
+            opts=opts,
+            device=device,
+        )
         del model
         if not opts.keep_pair_predictions:
             shutil.rmtree(ga_dir / "forward", ignore_errors=True)
     with np.load(result_dir / "cameras.npz") as cams:
-        names, focals, pps, poses, crop_rows = (cams[k] for k in ("names", "focals", "pps", "poses", "crops"))
+        names, focals, pps, poses, crop_rows = (
+            cams[k] for k in ("names", "focals", "pps", "poses", "crops")
+        )
     if [str(x) for x in names] != list(scene.frame_names):
-        raise InputError(result_dir, "the cached MASt3R result belongs to other frames; delete the cache folder")
+        raise InputError(
+            result_dir, "the cached MASt3R result belongs to other frames; delete the cache folder"
+        )
     Ks = [intrinsics_matrix(f, pp) for f, pp in zip(focals, pps, strict=True)]
     crops = [Mast3rCrop.from_array(c) for c in crop_rows]
     base_load = scene.load_frame
@@ -338,20 +410,48 @@ def mast3r_scene(
             with np.load(result_dir / "frames" / f"{i:06d}.npz") as data:
                 depth, conf = data["depth"], data["conf"]
         except (OSError, KeyError, ValueError) as e:
-            raise InputError(result_dir, f"cannot read the MASt3R result of frame {base.name} ({e}); delete the cache folder") from None
-        return frame_from_alignment(base.image, Ks[i], poses[i], depth, conf, crop=crops[i], name=base.name,
-                                    index=base.index, min_conf=opts.min_conf)
+            raise InputError(
+                result_dir,
+                f"cannot read the MASt3R result of frame {base.name} ({e}); delete the cache folder",
+            ) from None
+        return frame_from_alignment(
+            base.image,
+            Ks[i],
+            poses[i],
+            depth,
+            conf,
+            crop=crops[i],
+            name=base.name,
+            index=base.index,
+            min_conf=opts.min_conf,
+        )
 
     matcher = Mast3rMatcher(
-        checkpoint=checkpoint, device=device, size=opts.size, subsample=opts.subsample,
-        min_conf=opts.match_min_conf, border=opts.match_border,
-        sources={s.name: s for s in sources}, corres_dir=ga_dir / f"corres_conf=desc_conf_subsample={opts.subsample}",
+        checkpoint=checkpoint,
+        device=device,
+        size=opts.size,
+        subsample=opts.subsample,
+        min_conf=opts.match_min_conf,
+        border=opts.match_border,
+        sources={s.name: s for s in sources},
+        corres_dir=ga_dir / f"corres_conf=desc_conf_subsample={opts.subsample}",
     )
     meta = dict(scene.meta)
-    meta.update(geometry="mast3r", intrinsics="mast3r", matches="mast3r",
-                mast3r={"checkpoint": str(checkpoint), "graph": graph_kind, "pairs": len(pairs) // 2,
-                        "cache": str(result_dir), **dataclasses.asdict(opts)})
-    return dataclasses.replace(scene, load_frame=load, has_depth=True, has_poses=True, match_fn=matcher, meta=meta)
+    meta.update(
+        geometry="mast3r",
+        intrinsics="mast3r",
+        matches="mast3r",
+        mast3r={
+            "checkpoint": str(checkpoint),
+            "graph": graph_kind,
+            "pairs": len(pairs) // 2,
+            "cache": str(result_dir),
+            **dataclasses.asdict(opts),
+        },
+    )
+    return dataclasses.replace(
+        scene, load_frame=load, has_depth=True, has_poses=True, match_fn=matcher, meta=meta
+    )
 
 
 def _image_list_scene(image_paths, working_size: tuple[int, int] | None) -> Scene:
@@ -367,15 +467,27 @@ def _image_list_scene(image_paths, working_size: tuple[int, int] | None) -> Scen
     names = [p.stem for p in paths]
     if len(set(names)) != len(names):
         raise InputError(paths[0].parent, "several images share a name (frames are named by it)")
-    size = tuple(working_size) if working_size is not None else capped_size(image_file_size(paths[0]))
+    size = (
+        tuple(working_size) if working_size is not None else capped_size(image_file_size(paths[0]))
+    )
 
     def load(i: int) -> Frame:
         image = read_image(paths[i])
         K = placeholder_intrinsics((image.shape[1], image.shape[0]))
         return make_frame(RawFrame(name=names[i], image=image, K=K), i, size)
 
-    return Scene(name=paths[0].parent.name, root=paths[0].parent, frame_names=names, size=size, load_frame=load,
-                 kind="images", meta={"intrinsics": "placeholder", "image_files": {n: str(p) for n, p in zip(names, paths, strict=True)}})
+    return Scene(
+        name=paths[0].parent.name,
+        root=paths[0].parent,
+        frame_names=names,
+        size=size,
+        load_frame=load,
+        kind="images",
+        meta={
+            "intrinsics": "placeholder",
+            "image_files": {n: str(p) for n, p in zip(names, paths, strict=True)},
+        },
+    )
 
 
 def reconstruct_mast3r(
@@ -403,9 +515,13 @@ def reconstruct_mast3r(
             side capped at 640, as the image-folder reader does.
         options: the remaining settings (its size, graph, niter1, niter2 are overridden).
     """
-    opts = dataclasses.replace(options or Mast3rOptions(), size=size, graph=graph, niter1=niter1, niter2=niter2)
+    opts = dataclasses.replace(
+        options or Mast3rOptions(), size=size, graph=graph, niter1=niter1, niter2=niter2
+    )
     scene = _image_list_scene(image_paths, working_size)
-    return mast3r_scene(scene, checkpoint=checkpoint, cache_dir=cache_dir, device=device, options=opts)
+    return mast3r_scene(
+        scene, checkpoint=checkpoint, cache_dir=cache_dir, device=device, options=opts
+    )
 
 
 @dataclass
@@ -454,8 +570,16 @@ class Mast3rMatcher:
         if found is None:
             found = self._infer(frame_i, frame_j)
         xy_i, xy_j, c_i, c_j, crop_i, crop_j = found
-        uv_i, uv_j, conf = filter_matches(xy_i, xy_j, c_i, c_j, min_conf=self.min_conf, size_i=crop_i.size,
-                                          size_j=crop_j.size, border=self.border)
+        uv_i, uv_j, conf = filter_matches(
+            xy_i,
+            xy_j,
+            c_i,
+            c_j,
+            min_conf=self.min_conf,
+            size_i=crop_i.size,
+            size_j=crop_j.size,
+            border=self.border,
+        )
         uv_i = _clip(mast3r_to_working(uv_i, crop_i, frame_i.size), frame_i.size)
         uv_j = _clip(mast3r_to_working(uv_j, crop_j, frame_j.size), frame_j.size)
         return uv_i, uv_j, conf
@@ -471,10 +595,16 @@ class Mast3rMatcher:
         from mast3r.utils.misc import hash_md5
 
         hi, hj = hash_md5(self.sources[name_i].identity), hash_md5(self.sources[name_j].identity)
-        for path, swap in ((self.corres_dir / f"{hi}-{hj}.pth", False), (self.corres_dir / f"{hj}-{hi}.pth", True)):
+        for path, swap in (
+            (self.corres_dir / f"{hi}-{hj}.pth", False),
+            (self.corres_dir / f"{hj}-{hi}.pth", True),
+        ):
             if path.is_file():
                 _, (xy1, xy2, conf) = torch.load(path, map_location="cpu", weights_only=True)
-                xy1, xy2, conf = (np.asarray(x.cpu().numpy() if hasattr(x, "cpu") else x) for x in (xy1, xy2, conf))
+                xy1, xy2, conf = (
+                    np.asarray(x.cpu().numpy() if hasattr(x, "cpu") else x)
+                    for x in (xy1, xy2, conf)
+                )
                 if swap:
                     xy1, xy2 = xy2, xy1
                 # MASt3R keeps only the pair's confidence (the geometric mean of both sides)
@@ -498,7 +628,9 @@ class Mast3rMatcher:
             from dust3r.utils.image import load_images
 
             with _quiet_stdout("load_images"):
-                tensor = load_images([str(self.sources[frame.name].path)], size=self.size, verbose=False)[0]["img"]
+                tensor = load_images(
+                    [str(self.sources[frame.name].path)], size=self.size, verbose=False
+                )[0]["img"]
             crop = self._crop(frame.name)
         else:
             tensor, crop = prepare_image(frame.image, size=self.size)
@@ -515,14 +647,25 @@ class Mast3rMatcher:
         model = self._get_model()
         (ti, crop_i), (tj, crop_j) = self._input(frame_i), self._input(frame_j)
         views = [
-            {"img": t.to(self.device), "true_shape": torch.tensor([[c.size[1], c.size[0]]]), "instance": [n]}
+            {
+                "img": t.to(self.device),
+                "true_shape": torch.tensor([[c.size[1], c.size[0]]]),
+                "instance": [n],
+            }
             for t, c, n in ((ti, crop_i, frame_i.name), (tj, crop_j, frame_j.name))
         ]
         with torch.no_grad():
             res_i, res_j = model(views[0], views[1])
             desc_i, desc_j = res_i["desc"][0], res_j["desc"][0]
-            xy_i, xy_j = fast_reciprocal_NNs(desc_i, desc_j, subsample_or_initxy1=self.subsample, ret_xy=True,
-                                             device=self.device, dist="dot", block_size=2**13)
+            xy_i, xy_j = fast_reciprocal_NNs(
+                desc_i,
+                desc_j,
+                subsample_or_initxy1=self.subsample,
+                ret_xy=True,
+                device=self.device,
+                dist="dot",
+                block_size=2**13,
+            )
         q_i = res_i["desc_conf"][0].cpu().numpy()
         q_j = res_j["desc_conf"][0].cpu().numpy()
         xy_i, xy_j = np.asarray(xy_i), np.asarray(xy_j)
@@ -531,7 +674,9 @@ class Mast3rMatcher:
 
 def _clip(uv: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     W, H = size
-    return np.stack([np.clip(uv[:, 0], 0, W - 1), np.clip(uv[:, 1], 0, H - 1)], axis=-1).astype(np.float32)
+    return np.stack([np.clip(uv[:, 0], 0, W - 1), np.clip(uv[:, 1], 0, H - 1)], axis=-1).astype(
+        np.float32
+    )
 
 
 def prepare_image(image: np.ndarray, *, size: int = 512):
@@ -549,7 +694,9 @@ def prepare_image(image: np.ndarray, *, size: int = 512):
     H, W = image.shape[:2]
     crop = mast3r_crop((W, H), size=size)
     # load_images resizes with LANCZOS when shrinking, BICUBIC otherwise
-    resample = Image.Resampling.LANCZOS if max(W, H) > max(crop.resized) else Image.Resampling.BICUBIC
+    resample = (
+        Image.Resampling.LANCZOS if max(W, H) > max(crop.resized) else Image.Resampling.BICUBIC
+    )
     im = Image.fromarray(np.asarray(image, np.uint8)).resize(crop.resized, resample)
     x0, y0 = crop.offset
     im = im.crop((x0, y0, x0 + crop.size[0], y0 + crop.size[1]))
@@ -571,8 +718,15 @@ def mast3r_match_fn(
     """A `Scene.match_fn` giving MASt3R matches between any two frames (model run per pair)."""
     if checkpoint is not None:
         _checkpoint_identity(Path(checkpoint))
-    return Mast3rMatcher(checkpoint=None if checkpoint is None else Path(checkpoint), model=model, device=device,
-                         size=size, subsample=subsample, min_conf=min_conf, border=border)
+    return Mast3rMatcher(
+        checkpoint=None if checkpoint is None else Path(checkpoint),
+        model=model,
+        device=device,
+        size=size,
+        subsample=subsample,
+        min_conf=min_conf,
+        border=border,
+    )
 
 
 def attach_mast3r_matches(
@@ -592,5 +746,8 @@ def attach_mast3r_matches(
     model = load_mast3r(checkpoint, device=device)
     matcher = mast3r_match_fn(model=model, device=device, size=size, min_conf=min_conf)
     meta = dict(scene.meta)
-    meta.update(matches="mast3r", mast3r_matches={"checkpoint": str(checkpoint), "size": size, "min_conf": min_conf})
+    meta.update(
+        matches="mast3r",
+        mast3r_matches={"checkpoint": str(checkpoint), "size": size, "min_conf": min_conf},
+    )
     return dataclasses.replace(scene, match_fn=matcher, meta=meta)

@@ -227,7 +227,9 @@ def camera_depth(
 ) -> np.ndarray:  # [...] float32
     """z of world points in the camera frame."""
     T = np.asarray(T_world_camera, np.float64)
-    return ((np.asarray(points_world, np.float64) - T[:3, 3]) @ T[:3, :3])[..., 2].astype(np.float32)
+    return ((np.asarray(points_world, np.float64) - T[:3, 3]) @ T[:3, :3])[..., 2].astype(
+        np.float32
+    )
 
 
 def scene_from_alignment(
@@ -253,8 +255,14 @@ def scene_from_alignment(
     frame on disk and builds frames lazily with `frame_from_alignment`.
     """
     n = len(images)
-    lengths = {"focals": len(focals), "pps": len(pps), "poses": len(poses), "pts3d": len(pts3d),
-               "confs": len(confs), "crops": len(crops)}
+    lengths = {
+        "focals": len(focals),
+        "pps": len(pps),
+        "poses": len(poses),
+        "pts3d": len(pts3d),
+        "confs": len(confs),
+        "crops": len(crops),
+    }
     if names is not None:
         lengths["names"] = len(names)
     bad = {k: v for k, v in lengths.items() if v != n}
@@ -271,13 +279,24 @@ def scene_from_alignment(
         W2, H2 = crops[i].size
         p = np.asarray(pts3d[i], np.float32)
         if p.size != H2 * W2 * 3:
-            raise InputError(None, f"frame {names[i]}: pts3d {list(p.shape)} does not fit the network input {H2}x{W2}")
+            raise InputError(
+                None,
+                f"frame {names[i]}: pts3d {list(p.shape)} does not fit the network input {H2}x{W2}",
+            )
         depths.append(camera_depth(p.reshape(H2, W2, 3), poses[i]))
     Ks = [intrinsics_matrix(float(focals[i]), pps[i]) for i in range(n)]
 
     def load(i: int) -> Frame:
         return frame_from_alignment(
-            images[i], Ks[i], poses[i], depths[i], confs[i], crop=crops[i], name=names[i], index=i, min_conf=min_conf
+            images[i],
+            Ks[i],
+            poses[i],
+            depths[i],
+            confs[i],
+            crop=crops[i],
+            name=names[i],
+            index=i,
+            min_conf=min_conf,
         )
 
     return Scene(
@@ -321,7 +340,10 @@ def filter_matches(
     conf_j = np.asarray(conf_j, np.float64).reshape(-1)
     m = len(uv_i)
     if uv_i.ndim != 2 or uv_i.shape[1] != 2 or uv_j.shape != uv_i.shape:
-        raise InputError(None, f"uv_i and uv_j must both be [M, 2], got {list(uv_i.shape)} and {list(uv_j.shape)}")
+        raise InputError(
+            None,
+            f"uv_i and uv_j must both be [M, 2], got {list(uv_i.shape)} and {list(uv_j.shape)}",
+        )
     if len(conf_i) != m or len(conf_j) != m:
         raise InputError(None, f"{m} matches but {len(conf_i)} and {len(conf_j)} confidences")
     if not np.isfinite(min_conf) or min_conf < 0:
@@ -334,12 +356,19 @@ def filter_matches(
         with np.errstate(invalid="ignore"):
             return (
                 np.isfinite(uv).all(axis=1)
-                & (uv[:, 0] >= border) & (uv[:, 0] <= W - 1 - border)
-                & (uv[:, 1] >= border) & (uv[:, 1] <= H - 1 - border)
+                & (uv[:, 0] >= border)
+                & (uv[:, 0] <= W - 1 - border)
+                & (uv[:, 1] >= border)
+                & (uv[:, 1] <= H - 1 - border)
             )
 
     with np.errstate(invalid="ignore"):
-        keep = (conf_i >= min_conf) & (conf_j >= min_conf) & inside(uv_i, size_i) & inside(uv_j, size_j)
+        keep = (
+            (conf_i >= min_conf)
+            & (conf_j >= min_conf)
+            & inside(uv_i, size_i)
+            & inside(uv_j, size_j)
+        )
     c = np.sqrt(conf_i[keep] * conf_j[keep])
     # >= 0: both sides are >= min_conf, so is their geometric mean
     conf = np.clip((c - min_conf) / (1 + c), 0, 1).astype(np.float32)

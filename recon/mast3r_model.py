@@ -72,7 +72,9 @@ def require_mast3r() -> None:
             import dust3r.utils.image  # noqa: F401
     except (ImportError, AssertionError) as e:
         # AssertionError: dust3r asserts huggingface_hub >= 0.22 at import
-        raise NotInstalledError(f"MASt3R cannot be imported ({e.__class__.__name__}: {e}). {INSTALL_HINT}") from None
+        raise NotInstalledError(
+            f"MASt3R cannot be imported ({e.__class__.__name__}: {e}). {INSTALL_HINT}"
+        ) from None
     if out.getvalue().strip():
         logger.debug("mast3r import: %s", out.getvalue().strip())
 
@@ -131,10 +133,15 @@ def model_config(args) -> dict:
     try:
         name, kwargs = parse_model_string(text)
     except ValueError as e:
-        logger.warning("cannot parse the checkpoint's model string (%s): using the ViT-Large 512 configuration", e)
+        logger.warning(
+            "cannot parse the checkpoint's model string (%s): using the ViT-Large 512 configuration",
+            e,
+        )
         return dict(VIT_LARGE_512_CONFIG)
     if name != "AsymmetricMASt3R":
-        raise ValueError(f"the checkpoint holds a {name}, not an AsymmetricMASt3R (a DUSt3R checkpoint?)")
+        raise ValueError(
+            f"the checkpoint holds a {name}, not an AsymmetricMASt3R (a DUSt3R checkpoint?)"
+        )
     _check_allowed(kwargs)
     return kwargs
 
@@ -156,7 +163,9 @@ def _check_allowed(kwargs: dict) -> None:
         if key in kwargs and kwargs[key] not in allowed:
             value = repr(kwargs[key])
             value = value if len(value) <= 60 else value[:57] + "..."
-            raise ValueError(f"its model string has {key}={value}; lift3d builds only {', '.join(sorted(allowed))}")
+            raise ValueError(
+                f"its model string has {key}={value}; lift3d builds only {', '.join(sorted(allowed))}"
+            )
 
 
 def _read_checkpoint(path: Path) -> dict:
@@ -169,12 +178,21 @@ def _read_checkpoint(path: Path) -> dict:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+    ) as e:
         # torch's own text is never quoted or chained on when it refuses the contents: it advises
         # weights_only=False, which would run whatever the file holds
         refused = refused_unpickle(e)
         if refused is not None:
-            raise CheckpointError(f"{path}: {refused}; a MASt3R checkpoint holds tensors and argparse.Namespace only") from None
+            raise CheckpointError(
+                f"{path}: {refused}; a MASt3R checkpoint holds tensors and argparse.Namespace only"
+            ) from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         raise CheckpointError(
             f"{path}: cannot read it as a MASt3R checkpoint (a PyTorch file holding tensors and "
@@ -184,7 +202,9 @@ def _read_checkpoint(path: Path) -> dict:
         return ckpt
     if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         return {"model": ckpt, "args": None}  # a bare state dict
-    raise CheckpointError(f"{path}: expected a dict with a 'model' state dict (MASt3R's format), found {type(ckpt).__name__}")
+    raise CheckpointError(
+        f"{path}: expected a dict with a 'model' state dict (MASt3R's format), found {type(ckpt).__name__}"
+    )
 
 
 def load_mast3r(checkpoint: str | Path, *, device: str = "cpu"):
@@ -221,12 +241,19 @@ def load_mast3r(checkpoint: str | Path, *, device: str = "cpu"):
         result = net.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as e:
         detail = " ".join(str(e).split())[:400]
-        raise CheckpointError(f"{path}: the weights do not fit AsymmetricMASt3R({described}): {detail}") from None
+        raise CheckpointError(
+            f"{path}: the weights do not fit AsymmetricMASt3R({described}): {detail}"
+        ) from None
     if result.missing_keys:
         raise CheckpointError(
             f"{path}: {len(result.missing_keys)} weights of AsymmetricMASt3R({described}) are missing "
             f"from the file, e.g. {', '.join(result.missing_keys[:5])}"
         )
     if result.unexpected_keys:
-        logger.warning("%s: %d unused entries, e.g. %s", path, len(result.unexpected_keys), ", ".join(result.unexpected_keys[:5]))
+        logger.warning(
+            "%s: %d unused entries, e.g. %s",
+            path,
+            len(result.unexpected_keys),
+            ", ".join(result.unexpected_keys[:5]),
+        )
     return net.eval().to(device)

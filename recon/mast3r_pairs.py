@@ -55,7 +55,9 @@ def make_pair_graph(
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise InputError(None, f"the frame count must be a non-negative integer, got {n!r}")
     if kind not in GRAPH_KINDS:
-        raise InputError(None, f"unknown pair graph {kind!r}; expected one of {', '.join(GRAPH_KINDS)}")
+        raise InputError(
+            None, f"unknown pair graph {kind!r}; expected one of {', '.join(GRAPH_KINDS)}"
+        )
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
         raise InputError(None, f"the pair graph parameter k must be a positive integer, got {k!r}")
     if kind == "auto":

@@ -61,7 +61,9 @@ def _resolve(base: Path, rel: str, json_path: Path, what: str) -> Path:
     raise InputError(p, f"{what} listed in {json_path.name} not found")
 
 
-def _camera(meta: dict, frame: dict, json_path: Path, where: str, image_file: Path) -> tuple[np.ndarray, tuple[int, int]]:
+def _camera(
+    meta: dict, frame: dict, json_path: Path, where: str, image_file: Path
+) -> tuple[np.ndarray, tuple[int, int]]:
     """[3, 3] intrinsics (our pixel convention) and the (W, H) they belong to."""
 
     def get(key: str):
@@ -144,18 +146,28 @@ def read_transforms_json(
     if depth_unit_scale_factor is None:
         depth_unit_scale_factor = float(meta.get("depth_unit_scale_factor", 1e-3))
     if not depth_unit_scale_factor > 0:
-        raise InputError(json_path, f"depth_unit_scale_factor must be > 0, found {depth_unit_scale_factor}")
+        raise InputError(
+            json_path, f"depth_unit_scale_factor must be > 0, found {depth_unit_scale_factor}"
+        )
 
     frames_meta = meta["frames"]
     for k, fr in enumerate(frames_meta):
         if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
             raise InputError(json_path, f"frame {k}: needs `file_path` and `transform_matrix`")
-    order = sorted(range(len(frames_meta)), key=lambda k: numeric_sort_key(Path(frames_meta[k]["file_path"]).name))
+    order = sorted(
+        range(len(frames_meta)),
+        key=lambda k: numeric_sort_key(Path(frames_meta[k]["file_path"]).name),
+    )
     has_depth = [("depth_file_path" in frames_meta[k]) for k in order]
     if any(has_depth) and not all(has_depth):
-        missing = [Path(frames_meta[k]["file_path"]).name for k, d in zip(order, has_depth, strict=True) if not d]
+        missing = [
+            Path(frames_meta[k]["file_path"]).name
+            for k, d in zip(order, has_depth, strict=True)
+            if not d
+        ]
         raise InputError(
-            json_path, f"depth_file_path is given for some frames only; missing for {', '.join(missing[:10])}"
+            json_path,
+            f"depth_file_path is given for some frames only; missing for {', '.join(missing[:10])}",
         )
     rgbd = all(has_depth)
 
@@ -172,16 +184,26 @@ def read_transforms_json(
         try:
             T = np.array(fr["transform_matrix"], dtype=np.float64)
         except (TypeError, ValueError):
-            raise InputError(json_path, f"{where}: transform_matrix is not a matrix of numbers") from None
+            raise InputError(
+                json_path, f"{where}: transform_matrix is not a matrix of numbers"
+            ) from None
         if T.shape != (4, 4):
-            raise InputError(json_path, f"{where}: transform_matrix must be 4x4, found shape {T.shape}")
+            raise InputError(
+                json_path, f"{where}: transform_matrix must be 4x4, found shape {T.shape}"
+            )
         if not np.all(np.isfinite(T)):
             dropped.append(name)
             continue
         image_file = _resolve(base, fr["file_path"], json_path, "image")
         K, cam_size = _camera(meta, fr, json_path, where, image_file)
         distorted |= any(float(fr.get(key, 0) or 0) != 0 for key in _DISTORTION_KEYS)
-        entry = {"name": name, "image": image_file, "K": K, "cam_size": cam_size, "T": opengl_to_opencv(T)}
+        entry = {
+            "name": name,
+            "image": image_file,
+            "K": K,
+            "cam_size": cam_size,
+            "T": opengl_to_opencv(T),
+        }
         if rgbd:
             entry["depth"] = _resolve(base, fr["depth_file_path"], json_path, "depth file")
         entries.append(entry)

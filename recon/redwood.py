@@ -62,7 +62,9 @@ def read_log_trajectory(path: str | Path) -> dict[int, np.ndarray]:
         raise InputError(path, f"cannot read ({e})") from None
     numbered = [(k + 1, ln) for k, ln in enumerate(lines) if ln]
     if len(numbered) % 5:
-        raise InputError(path, f"a .log trajectory has 5 lines per frame; found {len(numbered)} non-empty lines")
+        raise InputError(
+            path, f"a .log trajectory has 5 lines per frame; found {len(numbered)} non-empty lines"
+        )
     poses: dict[int, np.ndarray] = {}
     for b in range(0, len(numbered), 5):
         line_no, head = numbered[b]
@@ -70,11 +72,17 @@ def read_log_trajectory(path: str | Path) -> dict[int, np.ndarray]:
             ids = [int(x) for x in head]
             rows = [[float(x) for x in ln] for _, ln in numbered[b + 1 : b + 5]]
         except ValueError:
-            raise InputError(path, f"line {line_no}: expected `i j k` then 4 lines of 4 numbers") from None
+            raise InputError(
+                path, f"line {line_no}: expected `i j k` then 4 lines of 4 numbers"
+            ) from None
         if len(ids) != 3 or any(len(r) != 4 for r in rows):
-            raise InputError(path, f"line {line_no}: expected `i j k` then a 4x4 matrix (4 lines of 4 numbers)")
+            raise InputError(
+                path, f"line {line_no}: expected `i j k` then a 4x4 matrix (4 lines of 4 numbers)"
+            )
         if ids[0] in poses:
-            raise InputError(path, f"line {line_no}: frame id {ids[0]} repeats (not a camera trajectory)")
+            raise InputError(
+                path, f"line {line_no}: frame id {ids[0]} repeats (not a camera trajectory)"
+            )
         poses[ids[0]] = np.array(rows, np.float64)
     if not poses:
         raise InputError(path, "the trajectory holds no pose")
@@ -87,13 +95,19 @@ def find_trajectory(root: Path) -> Path:
     if len(logs) > 1:
         named = [p for p in logs if p.name == "trajectory.log"]
         if not named:
-            raise InputError(root, "several .log files; keep one or name it trajectory.log: " + ", ".join(p.name for p in logs))
+            raise InputError(
+                root,
+                "several .log files; keep one or name it trajectory.log: "
+                + ", ".join(p.name for p in logs),
+            )
         logs = named
     if not logs:
         logs = sorted(root.glob("*/trajectory.log"))
         if len(logs) > 1:
             raise InputError(
-                root, "several */trajectory.log files: " + ", ".join(str(p.relative_to(root)) for p in logs)
+                root,
+                "several */trajectory.log files: "
+                + ", ".join(str(p.relative_to(root)) for p in logs),
             )
     if not logs:
         raise InputError(root, "no .log trajectory (expected *.log or */trajectory.log)")
@@ -110,7 +124,9 @@ def read_open3d_intrinsics(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(path, f"cannot read camera intrinsics ({e})") from None
     except (KeyError, TypeError, ValueError):
-        raise InputError(path, "expected `width`, `height` and a 9-number `intrinsic_matrix`") from None
+        raise InputError(
+            path, "expected `width`, `height` and a 9-number `intrinsic_matrix`"
+        ) from None
     return check_intrinsics(K, path), (W, H)
 
 
@@ -123,7 +139,9 @@ def _pair_depth(root: Path, colors: list[Path]) -> list[Path]:
         # Redwood captures name colour and depth by their own timestamps: pair by order
         return depths
     c = next(c for c in colors if c.stem not in by_stem)
-    raise InputError(root / "depth" / f"{c.stem}.png", f"frame {c.stem} has colour ({c.name}) but no depth")
+    raise InputError(
+        root / "depth" / f"{c.stem}.png", f"frame {c.stem} has colour ({c.name}) but no depth"
+    )
 
 
 def read_redwood(
@@ -175,15 +193,22 @@ def read_redwood(
         else:
             keep.append(k)
     extra = sorted(i for i in poses if not 0 <= i < len(colors))
-    log_dropped_frames(root, unposed, f"with no pose in {log_path.name} ({len(poses)} poses, {len(colors)} images)")
+    log_dropped_frames(
+        root, unposed, f"with no pose in {log_path.name} ({len(poses)} poses, {len(colors)} images)"
+    )
     log_dropped_frames(root, nonfinite, "with a non-finite or non-rigid pose")
     if extra:
         logger.warning(
             "%s: %d pose(s) have no image (ids %s); %d images in image/",
-            log_path, len(extra), ", ".join(map(str, extra[:20])) + (" ..." if len(extra) > 20 else ""), len(colors),
+            log_path,
+            len(extra),
+            ", ".join(map(str, extra[:20])) + (" ..." if len(extra) > 20 else ""),
+            len(colors),
         )
     if not keep:
-        raise InputError(log_path, f"no frame id of the trajectory matches an image of {root / 'image'}")
+        raise InputError(
+            log_path, f"no frame id of the trajectory matches an image of {root / 'image'}"
+        )
     names = [colors[k].stem for k in keep]
     if size is None:
         d0 = read_depth_png(depths[keep[0]], scale=depth_scale)
@@ -197,7 +222,14 @@ def read_redwood(
         K_img = K if img_size == K_size else scale_intrinsics(K, K_size, img_size)
         K_depth_size = (depth.shape[1], depth.shape[0])
         K_depth = K if K_depth_size == K_size else scale_intrinsics(K, K_size, K_depth_size)
-        raw = RawFrame(name=names[i], image=image, K=K_img, T_world_camera=poses[k], depth=depth, K_depth=K_depth)
+        raw = RawFrame(
+            name=names[i],
+            image=image,
+            K=K_img,
+            T_world_camera=poses[k],
+            depth=depth,
+            K_depth=K_depth,
+        )
         frame = make_frame(raw, i, size)
         if not frame.valid.any():
             logger.warning("%s: frame %s has no valid depth", root, names[i])

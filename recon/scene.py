@@ -138,7 +138,9 @@ class Scene:
         """
         return self.match_frames(self[i], self[j])
 
-    def match_frames(self, frame_i: Frame, frame_j: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def match_frames(
+        self, frame_i: Frame, frame_j: Frame
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`matches` for frames already loaded (the tracker holds them; no second read)."""
         if self.match_fn is None:
             raise InputError(
@@ -185,7 +187,9 @@ def parse_frame_range(spec: str, n: int) -> list[int]:
     try:
         vals = [int(p) if p.strip() else None for p in parts]
     except ValueError:
-        raise InputError(None, f"--frames {spec!r}: START, STOP and STEP must be integers") from None
+        raise InputError(
+            None, f"--frames {spec!r}: START, STOP and STEP must be integers"
+        ) from None
     vals += [None] * (3 - len(vals))
     if vals[2] is not None and vals[2] <= 0:
         raise InputError(None, f"--frames {spec!r}: STEP must be positive")

@@ -47,9 +47,15 @@ class ScenePoints:
     mesh_path: Path | None = None
 
     @cached_property
-    def adjacency(self) -> np.ndarray:  # [E, 2] adjacent superpoints (mesh edges, else k-NN), computed once
+    def adjacency(
+        self,
+    ) -> np.ndarray:  # [E, 2] adjacent superpoints (mesh edges, else k-NN), computed once
         P = len(self.xyz)
-        edges = mesh_edges(self.faces, P) if self.faces is not None and len(self.faces) else knn_graph(self.xyz, 8)[0]
+        edges = (
+            mesh_edges(self.faces, P)
+            if self.faces is not None and len(self.faces)
+            else knn_graph(self.xyz, 8)[0]
+        )
         return superpoint_adjacency(self.superpoints.index, edges, self.superpoints.count)[0]
 
 
@@ -80,7 +86,9 @@ def scene_points(
         xyz, rgb = read_mesh_vertices(mesh_path)
         faces = read_mesh_faces(mesh_path)
         if len(faces) == 0:
-            logger.warning("%s has no faces: superpoints over a k-NN graph of its vertices", mesh_path)
+            logger.warning(
+                "%s has no faces: superpoints over a k-NN graph of its vertices", mesh_path
+            )
             faces = None
         source = f"mesh vertices of {mesh_path.name}"
     elif scene.meta.get("depth_source") == "splats":
@@ -88,16 +96,28 @@ def scene_points(
         source = f"splat centres of {Path(splats).name}"
     else:
         frames = iter(scene)
-        xyz, rgb = fuse_pointmaps(frames if progress is None else progress(frames), voxel_size=voxel_size)
+        xyz, rgb = fuse_pointmaps(
+            frames if progress is None else progress(frames), voxel_size=voxel_size
+        )
         source = f"fused pointmaps, voxel {voxel_size} m"
     if faces is not None:
-        areas = np.linalg.norm(np.cross(xyz[faces[:, 1]] - xyz[faces[:, 0]], xyz[faces[:, 2]] - xyz[faces[:, 0]]), axis=1)
+        areas = np.linalg.norm(
+            np.cross(xyz[faces[:, 1]] - xyz[faces[:, 0]], xyz[faces[:, 2]] - xyz[faces[:, 0]]),
+            axis=1,
+        )
         bad = int((areas <= 0).sum())
         if bad:
-            logger.warning("%s: %d of %d faces are degenerate (zero area); they are ignored", mesh_path, bad, len(faces))
+            logger.warning(
+                "%s: %d of %d faces are degenerate (zero area); they are ignored",
+                mesh_path,
+                bad,
+                len(faces),
+            )
             faces = faces[areas > 0]
     sp = scene_superpoints(xyz, faces=faces, colors=rgb, mesh_path=mesh_path, config=superpoints)
-    return ScenePoints(xyz=xyz, rgb=rgb, faces=faces, superpoints=sp, source=source, mesh_path=mesh_path)
+    return ScenePoints(
+        xyz=xyz, rgb=rgb, faces=faces, superpoints=sp, source=source, mesh_path=mesh_path
+    )
 
 
 def read_mesh_vertices(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -136,30 +156,44 @@ def read_mesh_faces(path: str | Path) -> np.ndarray:  # -> [F, 3] int64 vertex i
     if "face" not in [e.name for e in ply.elements]:
         return np.zeros((0, 3), np.int64)
     face = ply["face"]
-    key = "vertex_indices" if "vertex_indices" in face.data.dtype.names else face.data.dtype.names[0]
+    key = (
+        "vertex_indices" if "vertex_indices" in face.data.dtype.names else face.data.dtype.names[0]
+    )
     rows = face.data[key]
     try:
         faces = np.vstack(rows).astype(np.int64) if len(rows) else np.zeros((0, 3), np.int64)
     except ValueError:
         raise InputError(path, "mesh faces are not all triangles") from None
     if faces.ndim != 2 or faces.shape[1] != 3:
-        raise InputError(path, f"mesh faces must be triangles, found {faces.shape[1]} indices per face")
+        raise InputError(
+            path, f"mesh faces must be triangles, found {faces.shape[1]} indices per face"
+        )
     return faces
-
 
 
 def _voxel_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
     """[M] int64 key of each point's voxel on the fixed grid with a corner at the origin."""
     ijk = np.floor(xyz / voxel_size).astype(np.int64) + (1 << 20)
     if (ijk < 0).any() or (ijk >= 1 << 21).any():
-        raise InputError(None, f"points lie more than {(1 << 20) * voxel_size:.0f} m from the origin for voxel {voxel_size}")
+        raise InputError(
+            None,
+            f"points lie more than {(1 << 20) * voxel_size:.0f} m from the origin for voxel {voxel_size}",
+        )
     return (ijk[:, 0] << 42) | (ijk[:, 1] << 21) | ijk[:, 2]
 
 
-def _merge_voxels(keys: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _merge_voxels(
+    keys: np.ndarray, sums: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sum the rows of `sums` [M, 6] and `counts` [M] that share a voxel key."""
     uniq, inverse = np.unique(keys, return_inverse=True)
-    out = np.stack([np.bincount(inverse, weights=sums[:, c], minlength=len(uniq)) for c in range(sums.shape[1])], axis=1)
+    out = np.stack(
+        [
+            np.bincount(inverse, weights=sums[:, c], minlength=len(uniq))
+            for c in range(sums.shape[1])
+        ],
+        axis=1,
+    )
     return uniq, out, np.bincount(inverse, weights=counts, minlength=len(uniq))
 
 
@@ -210,9 +244,14 @@ def fuse_pointmaps(
 
     for n, frame in enumerate(frames, start=1):
         if frame.pointmap is None or frame.valid is None:
-            raise InputError(None, f"frame {frame.name} has no pointmap: fusing points needs geometry (depth + poses or MASt3R)")
+            raise InputError(
+                None,
+                f"frame {frame.name} has no pointmap: fusing points needs geometry (depth + poses or MASt3R)",
+            )
         valid = frame.valid & np.isfinite(frame.pointmap).all(axis=-1)
-        pending.append(np.concatenate([frame.pointmap[valid], frame.image[valid]], axis=1).astype(np.float64))
+        pending.append(
+            np.concatenate([frame.pointmap[valid], frame.image[valid]], axis=1).astype(np.float64)
+        )
         if n % chunk_frames == 0:
             flush()
     flush()
@@ -222,12 +261,16 @@ def fuse_pointmaps(
     return mean[:, :3].astype(np.float32), np.clip(mean[:, 3:].round(), 0, 255).astype(np.uint8)
 
 
-def _fuse_pointmaps_reference(frames: Iterable[Frame], *, voxel_size: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+def _fuse_pointmaps_reference(
+    frames: Iterable[Frame], *, voxel_size: float = 0.02
+) -> tuple[np.ndarray, np.ndarray]:
     """Pure-Python twin of `fuse_pointmaps`: a dict from voxel index to point and colour sums."""
     cells: dict[tuple[int, int, int], list[float]] = {}
     for frame in frames:
         for p, c in zip(frame.pointmap[frame.valid], frame.image[frame.valid]):
-            cell = cells.setdefault(tuple(int(k) for k in np.floor(p.astype(np.float64) / voxel_size)), [0.0] * 7)
+            cell = cells.setdefault(
+                tuple(int(k) for k in np.floor(p.astype(np.float64) / voxel_size)), [0.0] * 7
+            )
             for k in range(3):
                 cell[k] += float(p[k])
                 cell[3 + k] += float(c[k])

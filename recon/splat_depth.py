@@ -60,7 +60,12 @@ def _check_splats(means, quats, scales, opacities) -> tuple[np.ndarray, ...]:
     scales = np.asarray(scales, np.float64)
     opacities = np.asarray(opacities, np.float64)
     n = len(means)
-    for name, a, shape in (("means", means, (n, 3)), ("quats", quats, (n, 4)), ("scales", scales, (n, 3)), ("opacities", opacities, (n,))):
+    for name, a, shape in (
+        ("means", means, (n, 3)),
+        ("quats", quats, (n, 4)),
+        ("scales", scales, (n, 3)),
+        ("opacities", opacities, (n,)),
+    ):
         if a.shape != shape:
             raise InputError(None, f"splat {name} must be {list(shape)}, got {list(a.shape)}")
     return means, quats, scales, opacities
@@ -77,11 +82,20 @@ def _gsplat_camera(K, T_world_camera) -> tuple[np.ndarray, np.ndarray]:
 def _covariances(quats, scales) -> np.ndarray:  # [N, 4] wxyz, [N, 3] -> [N, 3, 3]
     q = quats / np.maximum(np.linalg.norm(quats, axis=-1, keepdims=True), 1e-12)
     w, x, y, z = q.T
-    R = np.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], axis=-1).reshape(-1, 3, 3)
+    R = np.stack(
+        [
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
+        ],
+        axis=-1,
+    ).reshape(-1, 3, 3)
     M = R * scales[:, None, :]
     return M @ M.transpose(0, 2, 1)
 
@@ -117,9 +131,20 @@ def _project(means, quats, scales, opacities, K, T_world_camera, size):
     det = cov2d[:, 0, 0] * cov2d[:, 1, 1] - cov2d[:, 0, 1] * cov2d[:, 1, 0]
     ok = (tz > NEAR_PLANE) & (tz < FAR_PLANE) & (det > 0) & (opacities >= ALPHA_MIN)
     with np.errstate(divide="ignore", invalid="ignore"):
-        conics = np.stack([cov2d[:, 1, 1] / det, -(cov2d[:, 0, 1] + cov2d[:, 1, 0]) / 2 / det, cov2d[:, 0, 0] / det], axis=-1)
-        extend = np.minimum(EXTEND, np.sqrt(2 * np.log(np.maximum(opacities, ALPHA_MIN) / ALPHA_MIN)))
-        radii = np.ceil(extend[:, None] * np.sqrt(np.stack([cov2d[:, 0, 0], cov2d[:, 1, 1]], axis=-1)))
+        conics = np.stack(
+            [
+                cov2d[:, 1, 1] / det,
+                -(cov2d[:, 0, 1] + cov2d[:, 1, 0]) / 2 / det,
+                cov2d[:, 0, 0] / det,
+            ],
+            axis=-1,
+        )
+        extend = np.minimum(
+            EXTEND, np.sqrt(2 * np.log(np.maximum(opacities, ALPHA_MIN) / ALPHA_MIN))
+        )
+        radii = np.ceil(
+            extend[:, None] * np.sqrt(np.stack([cov2d[:, 0, 0], cov2d[:, 1, 1]], axis=-1))
+        )
     ok &= np.isfinite(radii).all(-1) & np.isfinite(means2d).all(-1)
     radii = np.where(ok[:, None], radii, 0)
     ok &= (radii > 0).all(-1)
@@ -137,18 +162,28 @@ def _tile_rects(means2d, radii, size, tile_size: int = TILE_SIZE) -> np.ndarray:
     r = radii / tile_size
     lo = np.floor(c - r)
     hi = np.ceil(c + r)
-    return np.stack([
-        np.clip(lo[:, 0], 0, tw), np.clip(lo[:, 1], 0, th), np.clip(hi[:, 0], 0, tw), np.clip(hi[:, 1], 0, th),
-    ], axis=-1).astype(np.int64)
+    return np.stack(
+        [
+            np.clip(lo[:, 0], 0, tw),
+            np.clip(lo[:, 1], 0, th),
+            np.clip(hi[:, 0], 0, tw),
+            np.clip(hi[:, 1], 0, th),
+        ],
+        axis=-1,
+    ).astype(np.int64)
 
 
-def _render_depth_numba(means, quats, scales, opacities, K, T_world_camera, size) -> tuple[np.ndarray, np.ndarray]:
+def _render_depth_numba(
+    means, quats, scales, opacities, K, T_world_camera, size
+) -> tuple[np.ndarray, np.ndarray]:
     import warnings
 
     from lift3d.recon import splat_depth_kernels as kern
 
     W, H = size
-    keep, means2d, conics, depths, radii = _project(means, quats, scales, opacities, K, T_world_camera, size)
+    keep, means2d, conics, depths, radii = _project(
+        means, quats, scales, opacities, K, T_world_camera, size
+    )
     order = np.argsort(depths, kind="stable")
     rects = _tile_rects(means2d[order], radii[order], size)
     with warnings.catch_warnings():
@@ -157,14 +192,25 @@ def _render_depth_numba(means, quats, scales, opacities, K, T_world_camera, size
         warnings.filterwarnings("ignore", message=".*TBB.*")
         offsets, ids = kern.bin_tiles(rects, -(-W // TILE_SIZE), -(-H // TILE_SIZE))
         acc, alpha = kern.composite_depth(
-            np.ascontiguousarray(means2d[order]), np.ascontiguousarray(conics[order]),
-            np.ascontiguousarray(opacities[keep][order]), np.ascontiguousarray(depths[order]),
-            offsets, ids, W, H, TILE_SIZE, ALPHA_MAX, ALPHA_MIN, T_MIN,
+            np.ascontiguousarray(means2d[order]),
+            np.ascontiguousarray(conics[order]),
+            np.ascontiguousarray(opacities[keep][order]),
+            np.ascontiguousarray(depths[order]),
+            offsets,
+            ids,
+            W,
+            H,
+            TILE_SIZE,
+            ALPHA_MAX,
+            ALPHA_MIN,
+            T_MIN,
         )
     return acc / np.maximum(alpha, 1e-10), alpha
 
 
-def _render_depth_gsplat(means, quats, scales, opacities, K, T_world_camera, size, *, device: str) -> tuple[np.ndarray, np.ndarray]:
+def _render_depth_gsplat(
+    means, quats, scales, opacities, K, T_world_camera, size, *, device: str
+) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     try:
@@ -172,7 +218,9 @@ def _render_depth_gsplat(means, quats, scales, opacities, K, T_world_camera, siz
     except ImportError:
         from lift3d.errors import NotInstalledError
 
-        raise NotInstalledError("depth from splats on CUDA needs gsplat: pip install gsplat") from None
+        raise NotInstalledError(
+            "depth from splats on CUDA needs gsplat: pip install gsplat"
+        ) from None
     W, H = size
     viewmat, Kg = _gsplat_camera(K, T_world_camera)
 
@@ -181,9 +229,22 @@ def _render_depth_gsplat(means, quats, scales, opacities, K, T_world_camera, siz
 
     with torch.no_grad():
         rendered, alphas, _ = rasterization(
-            t(means), t(quats), t(scales), t(opacities), t(np.zeros((len(means), 1))), t(viewmat)[None], t(Kg)[None], W, H,
-            near_plane=NEAR_PLANE, far_plane=FAR_PLANE, eps2d=EPS2D, sh_degree=None, packed=False,
-            rasterize_mode="classic", render_mode="ED",
+            t(means),
+            t(quats),
+            t(scales),
+            t(opacities),
+            t(np.zeros((len(means), 1))),
+            t(viewmat)[None],
+            t(Kg)[None],
+            W,
+            H,
+            near_plane=NEAR_PLANE,
+            far_plane=FAR_PLANE,
+            eps2d=EPS2D,
+            sh_degree=None,
+            packed=False,
+            rasterize_mode="classic",
+            render_mode="ED",
         )
     return rendered[0, ..., 0].double().cpu().numpy(), alphas[0, ..., 0].double().cpu().numpy()
 
@@ -215,12 +276,22 @@ def project_splats_torch(
     W, H = size
     covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_preci=False)
     radii, means2d, depths, conics, _ = _fully_fused_projection(
-        means, covars, viewmat[None], Kg[None], W, H, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane
+        means,
+        covars,
+        viewmat[None],
+        Kg[None],
+        W,
+        H,
+        eps2d=eps2d,
+        near_plane=near_plane,
+        far_plane=far_plane,
     )
     return radii[0], means2d[0], depths[0], conics[0]
 
 
-def _render_depth_reference(means, quats, scales, opacities, K, T_world_camera, size) -> tuple[np.ndarray, np.ndarray]:
+def _render_depth_reference(
+    means, quats, scales, opacities, K, T_world_camera, size
+) -> tuple[np.ndarray, np.ndarray]:
     """(ED [H, W], alpha [H, W]) by definition: float64, one splat at a time over all pixels.
 
     Projection by gsplat's pure-torch projection (`project_splats_torch`); a splat reaches the pixels of the
@@ -229,7 +300,9 @@ def _render_depth_reference(means, quats, scales, opacities, K, T_world_camera, 
     import torch
 
     W, H = size
-    means, quats, scales, opacities = (torch.as_tensor(np.asarray(a, np.float64)) for a in (means, quats, scales, opacities))
+    means, quats, scales, opacities = (
+        torch.as_tensor(np.asarray(a, np.float64)) for a in (means, quats, scales, opacities)
+    )
     viewmat, Kg = (torch.as_tensor(a) for a in _gsplat_camera(K, T_world_camera))
     radii, means2d, depths, conics = project_splats_torch(means, quats, scales, viewmat, Kg, size)
     means2d, depths, conics = means2d.numpy(), depths.numpy(), conics.numpy()
@@ -238,7 +311,9 @@ def _render_depth_reference(means, quats, scales, opacities, K, T_world_camera, 
     a, b, c = conics.T
     det = a * c - b * b
     sd = np.sqrt(np.stack([c / det, a / det], axis=-1))  # sqrt of the 2D covariance's diagonal
-    extend = np.minimum(EXTEND, np.sqrt(2 * np.log(np.maximum(opacities.numpy(), ALPHA_MIN) / ALPHA_MIN)))
+    extend = np.minimum(
+        EXTEND, np.sqrt(2 * np.log(np.maximum(opacities.numpy(), ALPHA_MIN) / ALPHA_MIN))
+    )
     rad = np.ceil(extend[:, None] * sd)
     drawn &= (rad > 0).all(-1) & (means2d[:, 0] + rad[:, 0] > 0) & (means2d[:, 0] - rad[:, 0] < W)
     drawn &= (means2d[:, 1] + rad[:, 1] > 0) & (means2d[:, 1] - rad[:, 1] < H)
@@ -252,7 +327,12 @@ def _render_depth_reference(means, quats, scales, opacities, K, T_world_camera, 
     for k in np.argsort(depths[idx], kind="stable"):
         i = idx[k]
         x0, y0, x1, y1 = rects[k]
-        in_tiles = (u >= x0 * TILE_SIZE) & (u < x1 * TILE_SIZE) & (v >= y0 * TILE_SIZE) & (v < y1 * TILE_SIZE)
+        in_tiles = (
+            (u >= x0 * TILE_SIZE)
+            & (u < x1 * TILE_SIZE)
+            & (v >= y0 * TILE_SIZE)
+            & (v < y1 * TILE_SIZE)
+        )
         dx, dy = means2d[i, 0] - px, means2d[i, 1] - py
         sigma = 0.5 * (a[i] * dx * dx + c[i] * dy * dy) + b[i] * dx * dy
         alpha = np.minimum(ALPHA_MAX, opacities[i].item() * np.exp(-sigma))
@@ -309,10 +389,14 @@ def render_depth(
 
         cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
         if backend == "gsplat" and not cuda:
-            raise InputError(None, "backend 'gsplat' needs a CUDA device; use backend 'numba' on CPU")
+            raise InputError(
+                None, "backend 'gsplat' needs a CUDA device; use backend 'numba' on CPU"
+            )
         backend = "gsplat" if cuda else "numba"
     if backend == "gsplat":
-        depth, alpha = _render_depth_gsplat(means, quats, scales, opacities, K, T_world_camera, size, device=device or "cuda")
+        depth, alpha = _render_depth_gsplat(
+            means, quats, scales, opacities, K, T_world_camera, size, device=device or "cuda"
+        )
     else:
         depth, alpha = _render_depth_numba(means, quats, scales, opacities, K, T_world_camera, size)
     depth = np.where((alpha >= min_alpha) & np.isfinite(depth) & (depth > 0), depth, 0)
@@ -333,7 +417,13 @@ def splat_frame_fit(means, frames: Iterable[Frame]) -> float:
         W, H = f.size
         uv, z = project(means, f.K, f.T_world_camera)
         with np.errstate(invalid="ignore"):
-            seen |= (z > NEAR_PLANE) & (uv[:, 0] >= -0.5) & (uv[:, 0] < W - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < H - 0.5)
+            seen |= (
+                (z > NEAR_PLANE)
+                & (uv[:, 0] >= -0.5)
+                & (uv[:, 0] < W - 0.5)
+                & (uv[:, 1] >= -0.5)
+                & (uv[:, 1] < H - 0.5)
+            )
     return float(seen.mean()) if len(means) else 0.0
 
 
@@ -361,7 +451,9 @@ def attach_splat_depth(
     from lift3d.recon.geometry import backproject
 
     if not scene.has_poses:
-        raise InputError(scene.root, "depth from splats needs camera poses (a COLMAP model or transforms.json)")
+        raise InputError(
+            scene.root, "depth from splats needs camera poses (a COLMAP model or transforms.json)"
+        )
     splats = _check_splats(means, quats, scales, opacities)
     parent = scene.load_frame
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -369,12 +461,26 @@ def attach_splat_depth(
     def load(i: int) -> Frame:
         frame = parent(i)
         if i not in cache:
-            cache[i] = render_depth(*splats, frame.K, frame.T_world_camera, frame.size, min_alpha=min_alpha, backend=backend, device=device)
+            cache[i] = render_depth(
+                *splats,
+                frame.K,
+                frame.T_world_camera,
+                frame.size,
+                min_alpha=min_alpha,
+                backend=backend,
+                device=device,
+            )
         depth, alpha = cache[i]
         frame.depth = depth
         frame.pointmap, frame.valid = backproject(depth, frame.K, frame.T_world_camera)
         frame.conf = np.where(frame.valid, alpha, 0).astype(np.float32)
         return frame
 
-    meta = {**scene.meta, "depth_source": "splats", "depth": f"rendered from {len(splats[0])} splats (expected depth, alpha >= {min_alpha})"}
-    return dataclasses.replace(scene, load_frame=load, has_depth=True, match_fn=reprojection_match_fn, meta=meta)
+    meta = {
+        **scene.meta,
+        "depth_source": "splats",
+        "depth": f"rendered from {len(splats[0])} splats (expected depth, alpha >= {min_alpha})",
+    }
+    return dataclasses.replace(
+        scene, load_frame=load, has_depth=True, match_fn=reprojection_match_fn, meta=meta
+    )

@@ -69,7 +69,10 @@ def composite_depth(
                     k = ids[s]
                     dx = means2d[k, 0] - px
                     dy = means2d[k, 1] - py
-                    sigma = 0.5 * (conics[k, 0] * dx * dx + conics[k, 2] * dy * dy) + conics[k, 1] * dx * dy
+                    sigma = (
+                        0.5 * (conics[k, 0] * dx * dx + conics[k, 2] * dy * dy)
+                        + conics[k, 1] * dx * dy
+                    )
                     if sigma < 0.0:
                         continue
                     alpha = min(alpha_max, opacities[k] * np.exp(-sigma))

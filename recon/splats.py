@@ -20,7 +20,19 @@ from lift3d.io import ply_vertex_fields, read_ply
 
 logger = logging.getLogger(__name__)
 
-REQUIRED_FIELDS = ("x", "y", "z", "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
+REQUIRED_FIELDS = (
+    "x",
+    "y",
+    "z",
+    "opacity",
+    "scale_0",
+    "scale_1",
+    "scale_2",
+    "rot_0",
+    "rot_1",
+    "rot_2",
+    "rot_3",
+)
 #: zeroth-order spherical-harmonic constant: colour = 0.5 + SH_C0 * f_dc
 SH_C0 = 0.28209479177387814
 
@@ -59,7 +71,9 @@ class Splats:
     @property
     def scales(self) -> np.ndarray:
         """[N, 3] float32 standard deviations in metres (exp of the stored log scales)."""
-        return np.exp(np.stack([self.vertex[f"scale_{k}"] for k in range(3)], axis=-1).astype(np.float64)).astype(np.float32)
+        return np.exp(
+            np.stack([self.vertex[f"scale_{k}"] for k in range(3)], axis=-1).astype(np.float64)
+        ).astype(np.float32)
 
     @property
     def opacities(self) -> np.ndarray:
@@ -96,7 +110,11 @@ def read_splats(path: str | Path) -> Splats:
     ply = read_ply(path)
     vertex = ply_vertex_fields(ply, path, REQUIRED_FIELDS, "not a 3D Gaussian Splatting PLY")
     if len(ply.elements) > 1:
-        logger.warning("%s: elements other than 'vertex' are not kept: %s", path, [e.name for e in ply.elements[1:]])
+        logger.warning(
+            "%s: elements other than 'vertex' are not kept: %s",
+            path,
+            [e.name for e in ply.elements[1:]],
+        )
     return Splats(vertex=np.asarray(vertex), path=path, comments=list(ply.comments))
 
 
@@ -107,5 +125,9 @@ def splat_points(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """
     splats = read_splats(path)
     colors = splats.colors
-    rgb = np.full((len(splats), 3), 128, np.uint8) if colors is None else np.round(colors * 255).astype(np.uint8)
+    rgb = (
+        np.full((len(splats), 3), 128, np.uint8)
+        if colors is None
+        else np.round(colors * 255).astype(np.uint8)
+    )
     return splats.means, rgb

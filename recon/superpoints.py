@@ -87,7 +87,9 @@ def mesh_edges(faces: np.ndarray, num_points: int) -> np.ndarray:  # [F, 3] -> [
     return np.stack([key // num_points, key % num_points], axis=1)
 
 
-def superpoint_adjacency(index: np.ndarray, edges: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+def superpoint_adjacency(
+    index: np.ndarray, edges: np.ndarray, count: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(pairs [E, 2] int64 a < b, contact [E] int64 edges between them) of adjacent superpoints."""
     a, b = index[edges[:, 0]].astype(np.int64), index[edges[:, 1]].astype(np.int64)
     keep = a != b
@@ -121,7 +123,13 @@ def knn_graph(xyz: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _edge_weights(
-    xyz: np.ndarray, normals: np.ndarray, edges: np.ndarray, colors: np.ndarray | None, *, oriented: bool, color_weight: float
+    xyz: np.ndarray,
+    normals: np.ndarray,
+    edges: np.ndarray,
+    colors: np.ndarray | None,
+    *,
+    oriented: bool,
+    color_weight: float,
 ) -> np.ndarray:  # [E] float64
     """ScanNet segmentator's weight: 1 - n_a.n_b, squared on convex edges; + a colour term."""
     na, nb = normals[edges[:, 0]].astype(np.float64), normals[edges[:, 1]].astype(np.float64)
@@ -134,7 +142,10 @@ def _edge_weights(
         convex = np.einsum("ij,ij->i", d, nb - na) > 0
         w = np.where(convex, w * w, w)
     if colors is not None and color_weight > 0:
-        dc = np.linalg.norm(colors[edges[:, 0]].astype(np.float64) - colors[edges[:, 1]], axis=1) / 255.0
+        dc = (
+            np.linalg.norm(colors[edges[:, 0]].astype(np.float64) - colors[edges[:, 1]], axis=1)
+            / 255.0
+        )
         w = w + color_weight * dc
     return w
 
@@ -143,7 +154,15 @@ def _edge_weights(
 # Felzenszwalb-Huttenlocher over a weighted graph
 
 
-def _fh_kernel(num: int, ea: np.ndarray, eb: np.ndarray, w: np.ndarray, size: np.ndarray, k: float, min_size: int) -> np.ndarray:
+def _fh_kernel(
+    num: int,
+    ea: np.ndarray,
+    eb: np.ndarray,
+    w: np.ndarray,
+    size: np.ndarray,
+    k: float,
+    min_size: int,
+) -> np.ndarray:
     """Union-find FH loop (compiled by numba on first use; union by path halving)."""
     parent = np.arange(num)
     sz = size.astype(np.float64).copy()
@@ -211,7 +230,15 @@ def segment_graph(
     edges = np.asarray(edges, np.int64).reshape(-1, 2)
     weights = np.asarray(weights, np.float64).reshape(-1)
     size = np.ones(num_nodes) if node_size is None else np.asarray(node_size, np.float64)
-    roots = _fh_fast()(int(num_nodes), edges[:, 0].copy(), edges[:, 1].copy(), weights, size, float(threshold), int(min_size))
+    roots = _fh_fast()(
+        int(num_nodes),
+        edges[:, 0].copy(),
+        edges[:, 1].copy(),
+        weights,
+        size,
+        float(threshold),
+        int(min_size),
+    )
     return _compact(roots)
 
 
@@ -221,11 +248,15 @@ def connected_components(num_nodes: int, edges: np.ndarray) -> np.ndarray:  # [E
     from scipy.sparse.csgraph import connected_components as _cc
 
     edges = np.asarray(edges, np.int64).reshape(-1, 2)
-    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(num_nodes, num_nodes))
+    graph = coo_matrix(
+        (np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(num_nodes, num_nodes)
+    )
     return _compact(_cc(graph, directed=False)[1])
 
 
-def _segment_graph_reference(num_nodes, edges, weights, *, threshold, min_size=1, node_size=None) -> np.ndarray:
+def _segment_graph_reference(
+    num_nodes, edges, weights, *, threshold, min_size=1, node_size=None
+) -> np.ndarray:
     """The same algorithm with explicit component sets: obviously right, quadratic at worst."""
     edges = np.asarray(edges, np.int64).reshape(-1, 2)
     size = np.ones(num_nodes) if node_size is None else np.asarray(node_size, np.float64)
@@ -245,7 +276,9 @@ def _segment_graph_reference(num_nodes, edges, weights, *, threshold, min_size=1
     for i in order:
         a, b = of[edges[i, 0]], of[edges[i, 1]]
         w = float(weights[i])
-        if a != b and w <= min(internal[a] + threshold / mass[a], internal[b] + threshold / mass[b]):
+        if a != b and w <= min(
+            internal[a] + threshold / mass[a], internal[b] + threshold / mass[b]
+        ):
             join(a, b, w)
     if min_size > 1:
         for i in order:
@@ -294,13 +327,18 @@ def read_segments(path: str | Path, num_points: int) -> Superpoints:
     if not isinstance(seg, list):
         raise InputError(path, "expected a 'segIndices' list (one segment id per mesh vertex)")
     if len(seg) != num_points:
-        raise InputError(path, f"has {len(seg)} segment ids, the mesh has {num_points} vertices: they belong to different meshes")
+        raise InputError(
+            path,
+            f"has {len(seg)} segment ids, the mesh has {num_points} vertices: they belong to different meshes",
+        )
     try:
         seg = np.asarray(seg, np.int64)
     except (TypeError, ValueError):
         raise InputError(path, "segIndices must be integers") from None
     _, index = np.unique(seg, return_inverse=True)
-    return Superpoints(index=index.astype(np.int32), count=int(index.max(initial=-1)) + 1, source=str(path))
+    return Superpoints(
+        index=index.astype(np.int32), count=int(index.max(initial=-1)) + 1, source=str(path)
+    )
 
 
 def compute_superpoints(
@@ -332,7 +370,9 @@ def compute_superpoints(
     else:
         edges, normals = knn_graph(xyz, config.knn)
         source = "k-NN graph"
-    w = _edge_weights(xyz, normals, edges, colors, oriented=use_mesh, color_weight=config.color_weight)
+    w = _edge_weights(
+        xyz, normals, edges, colors, oriented=use_mesh, color_weight=config.color_weight
+    )
     index = segment_graph(P, edges, w, threshold=config.threshold, min_size=config.min_points)
     return Superpoints(index=index, count=int(index.max(initial=-1)) + 1, source=source)
 
@@ -357,5 +397,10 @@ def scene_superpoints(
         sp = read_segments(segs, len(xyz))
     else:
         sp = compute_superpoints(xyz, faces=faces, colors=colors, config=config)
-    logger.info("superpoints: %d over %d points (%s)", sp.count, len(xyz), Path(sp.source).name if segs else sp.source)
+    logger.info(
+        "superpoints: %d over %d points (%s)",
+        sp.count,
+        len(xyz),
+        Path(sp.source).name if segs else sp.source,
+    )
     return sp

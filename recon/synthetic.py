@@ -90,7 +90,12 @@ def _plane_mesh(corner, u_vec, v_vec, n: int):
     uu, vv = np.meshgrid(s, s, indexing="ij")
     verts = corner + uu.reshape(-1, 1) * u_vec + vv.reshape(-1, 1) * v_vec
     idx = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
-    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    a, b, c, d = (
+        idx[:-1, :-1].ravel(),
+        idx[1:, :-1].ravel(),
+        idx[1:, 1:].ravel(),
+        idx[:-1, 1:].ravel(),
+    )
     tris = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
     return o3d.geometry.TriangleMesh(
         o3d.utility.Vector3dVector(verts), o3d.utility.Vector3iVector(tris)
@@ -100,7 +105,15 @@ def _plane_mesh(corner, u_vec, v_vec, n: int):
 def _write_ply_mesh(path: Path, verts, colors, faces, extra: dict[str, np.ndarray] | None = None):
     from plyfile import PlyData, PlyElement
 
-    fields = [("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"), ("alpha", "u1")]
+    fields = [
+        ("x", "f4"),
+        ("y", "f4"),
+        ("z", "f4"),
+        ("red", "u1"),
+        ("green", "u1"),
+        ("blue", "u1"),
+        ("alpha", "u1"),
+    ]
     extra = extra or {}
     fields += [(k, v.dtype.str) for k, v in extra.items()]
     v = np.empty(len(verts), dtype=fields)
@@ -112,7 +125,9 @@ def _write_ply_mesh(path: Path, verts, colors, faces, extra: dict[str, np.ndarra
     f = np.empty(len(faces), dtype=[("vertex_indices", "i4", (3,))])
     f["vertex_indices"] = faces
     with atomic_path(path) as tmp:
-        PlyData([PlyElement.describe(v, "vertex"), PlyElement.describe(f, "face")], text=False).write(str(tmp))
+        PlyData(
+            [PlyElement.describe(v, "vertex"), PlyElement.describe(f, "face")], text=False
+        ).write(str(tmp))
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -231,17 +246,37 @@ def make_synthetic_scene(
     faces = np.concatenate(all_f).astype(np.int32)
     seg = np.concatenate(all_seg)
     _write_ply_mesh(out / f"{name}_vh_clean_2.ply", verts, colors, faces)
-    _write_ply_mesh(out / f"{name}_vh_clean_2.labels.ply", verts, colors, faces, {"label": np.concatenate(all_nyu).astype(np.uint16)})
+    _write_ply_mesh(
+        out / f"{name}_vh_clean_2.labels.ply",
+        verts,
+        colors,
+        faces,
+        {"label": np.concatenate(all_nyu).astype(np.uint16)},
+    )
     _write_text(
         out / f"{name}_vh_clean_2.0.010000.segs.json",
-        json.dumps({"sceneId": name, "params": {"kThresh": "0.0001", "segMinVerts": "20"}, "segIndices": seg.tolist()}),
+        json.dumps(
+            {
+                "sceneId": name,
+                "params": {"kThresh": "0.0001", "segMinVerts": "20"},
+                "segIndices": seg.tolist(),
+            }
+        ),
     )
     groups = [
-        {"id": k - 1, "objectId": k - 1, "segments": [n_bg + k - 1, _UPPER + n_bg + k - 1], "label": obj.label}
+        {
+            "id": k - 1,
+            "objectId": k - 1,
+            "segments": [n_bg + k - 1, _UPPER + n_bg + k - 1],
+            "label": obj.label,
+        }
         for k, obj in enumerate(objects, start=1)
     ]
     groups += [{"id": len(groups), "objectId": len(groups), "segments": [0], "label": "floor"}]
-    _write_text(out / f"{name}.aggregation.json", json.dumps({"sceneId": name, "segGroups": groups}, indent=1))
+    _write_text(
+        out / f"{name}.aggregation.json",
+        json.dumps({"sceneId": name, "segGroups": groups}, indent=1),
+    )
     _write_text(
         out / f"{name}.txt",
         f"colorHeight = {Hc}\ncolorWidth = {Wc}\ndepthHeight = {H}\ndepthWidth = {W}\n"

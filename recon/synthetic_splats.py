@@ -53,7 +53,9 @@ def _tangent_quats(normals: np.ndarray) -> np.ndarray:  # [V, 3] unit -> [V, 4] 
     return np.concatenate([xyzw[:, 3:], xyzw[:, :3]], axis=1)
 
 
-def _write_colmap_text(model_dir: Path, K: np.ndarray, size: tuple[int, int], poses: list[np.ndarray], names: list[str]) -> None:
+def _write_colmap_text(
+    model_dir: Path, K: np.ndarray, size: tuple[int, int], poses: list[np.ndarray], names: list[str]
+) -> None:
     from scipy.spatial.transform import Rotation
 
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -65,9 +67,14 @@ def _write_colmap_text(model_dir: Path, K: np.ndarray, size: tuple[int, int], po
         T_camera_world = np.linalg.inv(T)
         x, y, z, w = Rotation.from_matrix(T_camera_world[:3, :3]).as_quat()
         t = T_camera_world[:3, 3]
-        lines.append(f"{k} {w:.12g} {x:.12g} {y:.12g} {z:.12g} {t[0]:.12g} {t[1]:.12g} {t[2]:.12g} 1 {name}\n\n")
-    for fname, text in (("cameras.txt", "# Camera list\n" + cam), ("images.txt", "# Image list\n" + "".join(lines)),
-                        ("points3D.txt", "# 3D point list (none)\n")):
+        lines.append(
+            f"{k} {w:.12g} {x:.12g} {y:.12g} {z:.12g} {t[0]:.12g} {t[1]:.12g} {t[2]:.12g} 1 {name}\n\n"
+        )
+    for fname, text in (
+        ("cameras.txt", "# Camera list\n" + cam),
+        ("images.txt", "# Image list\n" + "".join(lines)),
+        ("points3D.txt", "# 3D point list (none)\n"),
+    ):
         with atomic_path(model_dir / fname) as tmp:
             tmp.write_text(text)
 
@@ -75,8 +82,25 @@ def _write_colmap_text(model_dir: Path, K: np.ndarray, size: tuple[int, int], po
 def _write_splats_ply(path: Path, verts, normals, colors, spacing, quats) -> None:
     from plyfile import PlyData, PlyElement
 
-    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
-             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    names = [
+        "x",
+        "y",
+        "z",
+        "nx",
+        "ny",
+        "nz",
+        "f_dc_0",
+        "f_dc_1",
+        "f_dc_2",
+        "opacity",
+        "scale_0",
+        "scale_1",
+        "scale_2",
+        "rot_0",
+        "rot_1",
+        "rot_2",
+        "rot_3",
+    ]
     v = np.empty(len(verts), dtype=[(n, "<f4") for n in names])
     for k, n in enumerate("xyz"):
         v[n] = verts[:, k]
@@ -93,7 +117,9 @@ def _write_splats_ply(path: Path, verts, normals, colors, spacing, quats) -> Non
         PlyData([PlyElement.describe(v, "vertex")], text=False).write(str(tmp))
 
 
-def make_splat_scene(out_dir: str | Path, *, n_frames: int = 8, size: tuple[int, int] = (128, 96), seed: int = 0) -> Path:
+def make_splat_scene(
+    out_dir: str | Path, *, n_frames: int = 8, size: tuple[int, int] = (128, 96), seed: int = 0
+) -> Path:
     """Write the synthetic scene as COLMAP cameras + images + a 3DGS PLY, with per-splat GT.
 
     Args:
@@ -117,30 +143,42 @@ def make_splat_scene(out_dir: str | Path, *, n_frames: int = 8, size: tuple[int,
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        scan_dir = make_synthetic_scene(Path(tmp) / "scene0998_00", n_frames=n_frames, size=size, seed=seed)
+        scan_dir = make_synthetic_scene(
+            Path(tmp) / "scene0998_00", n_frames=n_frames, size=size, seed=seed
+        )
         name = scan_dir.name
         scan = read_scannet_export(scan_dir)
         K = np.loadtxt(scan_dir / "intrinsic" / "intrinsic_color.txt")[:3, :3]
         color_size = (size[0] * 2, size[1] * 2)  # make_synthetic_scene's colour_scale
         poses, names, depths = [], [], []
         for frame_name in scan.frame_names:
-            shutil.copyfile(scan_dir / "color" / f"{frame_name}.jpg", out / "images" / f"{frame_name}.jpg")
+            shutil.copyfile(
+                scan_dir / "color" / f"{frame_name}.jpg", out / "images" / f"{frame_name}.jpg"
+            )
             poses.append(np.loadtxt(scan_dir / "pose" / f"{frame_name}.txt"))
             names.append(f"{frame_name}.jpg")
-            depths.append(np.asarray(Image.open(scan_dir / "depth" / f"{frame_name}.png"), np.float64) / 1000)
+            depths.append(
+                np.asarray(Image.open(scan_dir / "depth" / f"{frame_name}.png"), np.float64) / 1000
+            )
         K_depth = np.loadtxt(scan_dir / "intrinsic" / "intrinsic_depth.txt")[:3, :3]
         ply = PlyData.read(str(scan_dir / f"{name}_vh_clean_2.ply"))
         vx = ply["vertex"].data
         verts = np.stack([vx["x"], vx["y"], vx["z"]], axis=1).astype(np.float64)
         colors = np.stack([vx["red"], vx["green"], vx["blue"]], axis=1).astype(np.float64)
         faces = np.stack(ply["face"].data["vertex_indices"]).astype(np.int64)
-        segs = np.asarray(json.loads((scan_dir / f"{name}_vh_clean_2.0.010000.segs.json").read_text())["segIndices"])
+        segs = np.asarray(
+            json.loads((scan_dir / f"{name}_vh_clean_2.0.010000.segs.json").read_text())[
+                "segIndices"
+            ]
+        )
         groups = json.loads((scan_dir / f"{name}.aggregation.json").read_text())["segGroups"]
     gt = np.zeros(len(verts), np.int32)
     for g in groups:
         if g["label"] not in ("floor", "wall"):
             gt[np.isin(segs, g["segments"])] = g["objectId"] + 1
-    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(verts), o3d.utility.Vector3iVector(faces))
+    mesh = o3d.geometry.TriangleMesh(
+        o3d.utility.Vector3dVector(verts), o3d.utility.Vector3iVector(faces)
+    )
     mesh.compute_vertex_normals()
     normals = np.asarray(mesh.vertex_normals)
     # seen: in front of some camera, inside its image, and not hidden (its z within 2 cm of the
@@ -157,7 +195,14 @@ def make_splat_scene(out_dir: str | Path, *, n_frames: int = 8, size: tuple[int,
     spacing = _vertex_spacing(verts, faces)
     keep = seen & (spacing > 0)
     _write_colmap_text(out / "sparse" / "0", K, color_size, poses, names)
-    _write_splats_ply(out / "point_cloud.ply", verts[keep], normals[keep], colors[keep], spacing[keep], _tangent_quats(normals[keep]))
+    _write_splats_ply(
+        out / "point_cloud.ply",
+        verts[keep],
+        normals[keep],
+        colors[keep],
+        spacing[keep],
+        _tangent_quats(normals[keep]),
+    )
     with atomic_path(out / "splat_instances.npy") as tmp:
         with open(tmp, "wb") as f:
             np.save(f, gt[keep])

@@ -20,7 +20,13 @@ CONFIGS = {
     # today's default: object candidates from 3D structure, superpoint votes, multi-view merging
     "geometric (default)": [],
     # the default before: per-image classical masks, per-vertex votes, no merging
-    "classical-2d, per-point vote": ["--segmenter", "classical-2d", "--vote", "points", "--merge.no-enabled"],
+    "classical-2d, per-point vote": [
+        "--segmenter",
+        "classical-2d",
+        "--vote",
+        "points",
+        "--merge.no-enabled",
+    ],
 }
 
 _CHILD = """
@@ -53,8 +59,14 @@ def main() -> None:
             raise SystemExit(f"{name} failed:\n{proc.stderr[-2000:]}")
         child = json.loads(proc.stdout.strip().splitlines()[-1])
         metrics = json.loads((out / "metrics.json").read_text())
-        row = {"wall_s": round(wall, 1), "peak_rss_gib": round(child["peak_rss_gib"], 2), "stages_s": metrics["timings"],
-               "H": metrics["H"], "pairwise": metrics.get("pairwise"), "ids": metrics.get("ids")}
+        row = {
+            "wall_s": round(wall, 1),
+            "peak_rss_gib": round(child["peak_rss_gib"], 2),
+            "stages_s": metrics["timings"],
+            "H": metrics["H"],
+            "pairwise": metrics.get("pairwise"),
+            "ids": metrics.get("ids"),
+        }
         if (out / "scannet").is_dir():
             from lift3d.instance_eval import evaluate_scannet_export
 

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_SCENE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "scannet" / "scene0000_00"
+DEFAULT_SCENE = (
+    Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "scannet" / "scene0000_00"
+)
 
 
 def gt_vertex_instances(scene_dir: Path, n_vertices: int) -> np.ndarray:
@@ -34,7 +36,9 @@ def gt_vertex_instances(scene_dir: Path, n_vertices: int) -> np.ndarray:
 
     out = read_vertex_objects(scene_dir).astype(np.int32)
     if len(out) != n_vertices:
-        raise SystemExit(f"{scene_dir.name}: segs.json has {len(out)} vertices, the mesh {n_vertices}")
+        raise SystemExit(
+            f"{scene_dir.name}: segs.json has {len(out)} vertices, the mesh {n_vertices}"
+        )
     return out
 
 
@@ -43,8 +47,14 @@ def slim(frame):
     from lift3d.recon.scene import Frame
 
     H, W = frame.depth.shape
-    return Frame(name=frame.name, index=frame.index, image=np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (H, W, 3)),
-                 K=frame.K, T_world_camera=frame.T_world_camera, depth=frame.depth)
+    return Frame(
+        name=frame.name,
+        index=frame.index,
+        image=np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (H, W, 3)),
+        K=frame.K,
+        T_world_camera=frame.T_world_camera,
+        depth=frame.depth,
+    )
 
 
 def bench_points(scene_dir: Path, n_frames: int | None, ref_frames: int) -> dict:
@@ -133,7 +143,11 @@ def bench_splats(n_splats: int, size: tuple[int, int], n_labels: int, repeats: i
     opac = rng.uniform(0.05, 1.0, n_splats).astype(np.float32)
     K = np.array([[525.0, 0, (W - 1) / 2], [0, 525.0, (H - 1) / 2], [0, 0, 1]], np.float32)
     # blocky label map: n_labels rectangles, as segments look
-    labels = (np.arange(H)[:, None] * 4 // H) * (n_labels // 4) + np.arange(W)[None, :] * (n_labels // 4) // W + 1
+    labels = (
+        (np.arange(H)[:, None] * 4 // H) * (n_labels // 4)
+        + np.arange(W)[None, :] * (n_labels // 4) // W
+        + 1
+    )
     dev = "cuda"
     tensors = [torch.as_tensor(a, device=dev) for a in (means, quats, scales, opac)]
     args = (*tensors, K, np.eye(4, dtype=np.float32), size, labels, int(labels.max()) + 1)
@@ -164,7 +178,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scene", type=Path, default=DEFAULT_SCENE)
     p.add_argument("--frames", type=int, default=None, help="first N frames (default: all)")
-    p.add_argument("--ref-frames", type=int, default=3, help="frames the reference votes (extrapolated)")
+    p.add_argument(
+        "--ref-frames", type=int, default=3, help="frames the reference votes (extrapolated)"
+    )
     p.add_argument("--splats", type=int, default=1_000_000)
     p.add_argument("--labels", type=int, default=32)
     p.add_argument("--repeats", type=int, default=20)
@@ -174,7 +190,11 @@ def main() -> None:
         raise SystemExit(f"{args.scene}: scene not found")
     results = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_1m": round(os.getloadavg()[0], 2)},
+        "host": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+        },
         "points": bench_points(args.scene, args.frames, args.ref_frames),
         "splats": bench_splats(args.splats, (640, 480), args.labels, args.repeats),
     }

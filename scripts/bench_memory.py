@@ -35,8 +35,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 LIFT3D = str(Path(PY).parent / "lift3d")
-CASES = ["segment --no-preview", "segment, no pairwise", "metric, streamed, max_points 1M", "metric, in memory (old)",
-         "segment (previews)"]
+CASES = [
+    "segment --no-preview",
+    "segment, no pairwise",
+    "metric, streamed, max_points 1M",
+    "metric, in memory (old)",
+    "segment (previews)",
+]
 
 
 def _case_metric(kind: str, scene_dir: str, masks: str, eps: float) -> None:
@@ -57,8 +62,19 @@ def _case_metric(kind: str, scene_dir: str, masks: str, eps: float) -> None:
         from lift3d.consistency.metric import MetricConfig, consistency_score
         from lift3d.metric_run import MaskFrames
 
-        r = consistency_score(MaskFrames(scene, masks, scene.size), config=MetricConfig(eps=eps, max_points=1_000_000))
-    print(json.dumps({"H": r.H, "pairwise": r.pairwise, "pixels": r.pixels, "seconds": time.perf_counter() - t0}))
+        r = consistency_score(
+            MaskFrames(scene, masks, scene.size), config=MetricConfig(eps=eps, max_points=1_000_000)
+        )
+    print(
+        json.dumps(
+            {
+                "H": r.H,
+                "pairwise": r.pairwise,
+                "pixels": r.pixels,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+    )
 
 
 def _measure(cmd: list[str], log: Path) -> dict:
@@ -66,8 +82,12 @@ def _measure(cmd: list[str], log: Path) -> dict:
     tfile = log.with_suffix(".time")
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        rc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(tfile), *cmd], stdout=fh, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+        rc = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", str(tfile), *cmd],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        ).returncode
     wall = time.perf_counter() - t0
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (rc {rc}), see {log}")
@@ -94,11 +114,30 @@ def run(frames: list[int], size: tuple[int, int], work: Path, eps: float, on_row
     for n in frames:
         scene = work / f"n{n}" / "scene0990_00"
         if not (scene / "objects.json").is_file():
-            subprocess.run([LIFT3D, "synth", "--out", str(scene), "--frames", str(n), "--size", str(size[0]), str(size[1])],
-                           check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    LIFT3D,
+                    "synth",
+                    "--out",
+                    str(scene),
+                    "--frames",
+                    str(n),
+                    "--size",
+                    str(size[0]),
+                    str(size[1]),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         row = {}
         for case in CASES:
-            sub = "preview" if "previews" in case else "nopairwise" if "no pairwise" in case else "plain"
+            sub = (
+                "preview"
+                if "previews" in case
+                else "nopairwise"
+                if "no pairwise" in case
+                else "plain"
+            )
             out = work / f"n{n}" / case.split(",")[0].split(" ")[0] / sub
             if case.startswith("metric"):
                 out = work / f"n{n}" / ("inmemory" if "old" in case else "stream1m")
@@ -110,7 +149,17 @@ def run(frames: list[int], size: tuple[int, int], work: Path, eps: float, on_row
 
                 shutil.rmtree(out / "masks", ignore_errors=True)
                 shutil.copytree(masks, out / "masks")
-                cmd = [LIFT3D, "segment", "--scene", str(scene), "--out", str(out), "--resume", "--metric.eps", str(eps)]
+                cmd = [
+                    LIFT3D,
+                    "segment",
+                    "--scene",
+                    str(scene),
+                    "--out",
+                    str(out),
+                    "--resume",
+                    "--metric.eps",
+                    str(eps),
+                ]
                 if "previews" not in case:
                     cmd.append("--no-preview")
                 if "no pairwise" in case:
@@ -123,9 +172,14 @@ def run(frames: list[int], size: tuple[int, int], work: Path, eps: float, on_row
                 m = json.loads((out / "metrics.json").read_text())
                 r.update(H=m["H"], pixels=m["pixels"], metric_seconds=m["timings"]["metric"])
             else:
-                m = json.loads((out.parent / f"{out.name}.log").read_text().strip().splitlines()[-1])
+                m = json.loads(
+                    (out.parent / f"{out.name}.log").read_text().strip().splitlines()[-1]
+                )
                 r.update(H=m["H"], pixels=m["pixels"], metric_seconds=m["seconds"])
-            print(f"N={n:5d}  {case:34s} peak {r['peak_gib']:.2f} GiB  {r['seconds']:.0f} s  H={r['H']:.6f}", flush=True)
+            print(
+                f"N={n:5d}  {case:34s} peak {r['peak_gib']:.2f} GiB  {r['seconds']:.0f} s  H={r['H']:.6f}",
+                flush=True,
+            )
             row[case] = r
         rows[n] = row
         if on_row is not None:
@@ -171,14 +225,34 @@ def write_report(rows: dict, size, eps, md: Path, png: Path) -> None:
         "|---:|---:|" + "---:|" * len(CASES),
     ]
     for n in frames:
-        cells = [f"{rows[n][c]['peak_gib']:.2f} ({rows[n][c]['seconds']:.0f})" if c in rows[n] else "not run" for c in CASES]
+        cells = [
+            f"{rows[n][c]['peak_gib']:.2f} ({rows[n][c]['seconds']:.0f})"
+            if c in rows[n]
+            else "not run"
+            for c in CASES
+        ]
         lines.append(f"| {n} | {rows[n][CASES[0]]['pixels']:,} | " + " | ".join(cells) + " |")
-    lines += ["", "Ratios of peak RSS against the 100-frame run of the same case (the baseline of this run):", "",
-              "| frames | " + " | ".join(CASES) + " |", "|---:|" + "---:|" * len(CASES)]
+    lines += [
+        "",
+        "Ratios of peak RSS against the 100-frame run of the same case (the baseline of this run):",
+        "",
+        "| frames | " + " | ".join(CASES) + " |",
+        "|---:|" + "---:|" * len(CASES),
+    ]
     for n in frames:
-        lines.append(f"| {n} | " + " | ".join(f"{rows[n][c]['peak_gib'] / rows[frames[0]][c]['peak_gib']:.2f}x"
-                                             if c in rows[n] else "-" for c in CASES) + " |")
-    same = all(len({round(rows[n][c]["H"], 12) for c in CASES if c in rows[n]}) == 1 for n in frames)
+        lines.append(
+            f"| {n} | "
+            + " | ".join(
+                f"{rows[n][c]['peak_gib'] / rows[frames[0]][c]['peak_gib']:.2f}x"
+                if c in rows[n]
+                else "-"
+                for c in CASES
+            )
+            + " |"
+        )
+    same = all(
+        len({round(rows[n][c]["H"], 12) for c in CASES if c in rows[n]}) == 1 for n in frames
+    )
     lines += [
         "",
         f"H agrees across the cases for every N: {same} (the streamed metric equals the in-memory one to the bit; "
@@ -199,9 +273,14 @@ def write_report(rows: dict, size, eps, md: Path, png: Path) -> None:
         "bound. Its cost is a constant on top of H (the tables fill up once a tile's views have more keys than "
         "the bound): +0.04 GiB at 300 frames, +0.06 GiB at 1,000. `--no-metric-pairwise` also saves its time.",
         "",
-        "Peak at " + f"{frames[-1]} frames over peak at {frames[0]} frames: "
-        + ", ".join(f"{c} {rows[frames[-1]][c]['peak_gib'] / rows[frames[0]][c]['peak_gib']:.2f}x"
-                    for c in CASES if c in rows[frames[-1]]) + ".",
+        "Peak at "
+        + f"{frames[-1]} frames over peak at {frames[0]} frames: "
+        + ", ".join(
+            f"{c} {rows[frames[-1]][c]['peak_gib'] / rows[frames[0]][c]['peak_gib']:.2f}x"
+            for c in CASES
+            if c in rows[frames[-1]]
+        )
+        + ".",
         "",
         "Earlier versions (same day): slabs along the longest axis instead of k-d tiles, with the pairwise "
         "entries in memory, grew `segment` 0.33 -> 0.51 GiB from 100 to 300 frames (a wall across the slab axis "

@@ -74,7 +74,9 @@ def load_with_gt_labels(scene_dir: Path, n_frames: int | None) -> tuple:
     for i in range(n):
         frame = scene[i]
         pointmaps[i], valid[i] = frame.pointmap, frame.valid
-        dist, nearest = tree.query(frame.pointmap[frame.valid], distance_upper_bound=0.05, workers=-1)
+        dist, nearest = tree.query(
+            frame.pointmap[frame.valid], distance_upper_bound=0.05, workers=-1
+        )
         hit = np.isfinite(dist)
         lab = np.zeros(len(dist), np.int32)
         lab[hit] = inst[nearest[hit]]
@@ -108,9 +110,22 @@ def run_cli(scene_dir: Path, masks: Path, out_json: Path, eps: float) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", _CLI, "metric", "--scene", str(scene_dir), "--masks", str(masks),
-         "--eps", str(eps), "--out", str(out_json)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            _CLI,
+            "metric",
+            "--scene",
+            str(scene_dir),
+            "--masks",
+            str(masks),
+            "--eps",
+            str(eps),
+            "--out",
+            str(out_json),
+        ],
+        capture_output=True,
+        text=True,
     )
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -163,7 +178,9 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=2000, help="query points of the naive loop")
     ap.add_argument("--md", type=Path, default=None, help="write the Markdown report here")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--render", type=Path, default=None, help="only write --md from this earlier --json")
+    ap.add_argument(
+        "--render", type=Path, default=None, help="only write --md from this earlier --json"
+    )
     args = ap.parse_args()
     if args.render is not None:
         if args.md is None:
@@ -182,22 +199,47 @@ def main() -> None:
     scene, pointmaps, valid, labels, load_s = load_with_gt_labels(args.scene.resolve(), args.frames)
     N, H, W = valid.shape
     sel = valid & (labels > 0)
-    res.update({"frames": N, "size": [W, H], "valid_pixels": int(valid.sum()), "labeled_pixels": int(sel.sum()),
-                "gt_instances": int(len(np.unique(labels[sel]))), "load_and_label_s": round(load_s, 1)})
-    print(f"{N} frames {W}x{H}: {res['labeled_pixels']:,} labeled of {res['valid_pixels']:,} valid pixels "
-          f"({load_s:.0f} s to load and label)", flush=True)
+    res.update(
+        {
+            "frames": N,
+            "size": [W, H],
+            "valid_pixels": int(valid.sum()),
+            "labeled_pixels": int(sel.sum()),
+            "gt_instances": int(len(np.unique(labels[sel]))),
+            "load_and_label_s": round(load_s, 1),
+        }
+    )
+    print(
+        f"{N} frames {W}x{H}: {res['labeled_pixels']:,} labeled of {res['valid_pixels']:,} valid pixels "
+        f"({load_s:.0f} s to load and label)",
+        flush=True,
+    )
 
     # exact H (no pairwise: what the naive loop computes) with per-pixel h for the comparison
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # load (or compile, on a fresh checkout) the kernels outside the timing
-    consistency_score(ArrayFrames(np.zeros((1, 2, 2, 3), np.float32), np.ones((1, 2, 2), bool), np.ones((1, 2, 2), np.int32)))
+    consistency_score(
+        ArrayFrames(
+            np.zeros((1, 2, 2, 3), np.float32),
+            np.ones((1, 2, 2), bool),
+            np.ones((1, 2, 2), np.int32),
+        )
+    )
     t, c = time.perf_counter(), time.process_time()
-    exact = consistency_score(ArrayFrames(pointmaps, valid, labels), config=MetricConfig(eps=args.eps, pairwise=False),
-                              per_pixel=True)
+    exact = consistency_score(
+        ArrayFrames(pointmaps, valid, labels),
+        config=MetricConfig(eps=args.eps, pairwise=False),
+        per_pixel=True,
+    )
     exact_s, exact_cpu = time.perf_counter() - t, time.process_time() - c
-    res["exact_H"] = {"H": exact.H, "pixels": exact.pixels, "wall_s": round(exact_s, 1), "cpu_s": round(exact_cpu, 1),
-                      "process_rss_gib_before": round(gib(rss0), 2),
-                      "process_peak_rss_gib": round(gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss), 2)}
+    res["exact_H"] = {
+        "H": exact.H,
+        "pixels": exact.pixels,
+        "wall_s": round(exact_s, 1),
+        "cpu_s": round(exact_cpu, 1),
+        "process_rss_gib_before": round(gib(rss0), 2),
+        "process_peak_rss_gib": round(gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss), 2),
+    }
     print("exact H:", json.dumps(res["exact_H"]), flush=True)
 
     # the CLI, end to end, in its own process (its peak memory is its own)
@@ -208,7 +250,12 @@ def main() -> None:
         res["write_masks_s"] = round(time.perf_counter() - t, 1)
         if N == len(scene):
             res["cli"] = run_cli(args.scene.resolve(), masks, Path(tmp) / "metric.json", args.eps)
-            print("cli:", res["cli"]["printed"], f"{res['cli']['wall_s']} s, peak {res['cli']['peak_rss_gib']} GiB", flush=True)
+            print(
+                "cli:",
+                res["cli"]["printed"],
+                f"{res['cli']['wall_s']} s, peak {res['cli']['peak_rss_gib']} GiB",
+                flush=True,
+            )
 
     # the naive loop on a random sample of the same points
     flat_sel = np.flatnonzero(sel.reshape(-1))
@@ -216,7 +263,9 @@ def main() -> None:
     point_labels = labels.reshape(-1)[flat_sel]
     exact_h = exact.per_pixel.reshape(-1)[flat_sel]
     del pointmaps, exact
-    sample = np.random.default_rng(0).choice(len(points), min(args.sample, len(points)), replace=False)
+    sample = np.random.default_rng(0).choice(
+        len(points), min(args.sample, len(points)), replace=False
+    )
     nv = naive(points, point_labels, args.eps, sample)
     diff = np.abs(nv.pop("h") - exact_h[sample])
     nv["max_abs_diff_vs_exact"] = float(diff.max())
@@ -276,15 +325,19 @@ def markdown(r: dict) -> str:
         f"| naive, extrapolated to all {e['pixels']:,} points (build + loop) | {nv['extrapolated_s']:.0f} s "
         f"| {nv['extrapolated_cpu_s']:.0f} s | |",
         "",
-        f"- H = {e['H']:.6f}" + (f", pairwise = {cli['json']['pairwise']:.6f} (CLI: `{cli['printed']}`)" if cli else "") + ".",
+        f"- H = {e['H']:.6f}"
+        + (f", pairwise = {cli['json']['pairwise']:.6f} (CLI: `{cli['printed']}`)" if cli else "")
+        + ".",
         f"- Speed-up of exact H over the naive loop, same run: **{r['speedup_H_wall']}x** wall, "
         f"{r['speedup_H_cpu']}x CPU (target: at least 20x).",
         f"- The naive h of the {nv['sample']:,} sampled points equals the exact per-pixel h: max difference "
         f"{nv['max_abs_diff_vs_exact']:.2e} (the per-pixel map is float32), {nv['points_differing']} points differ by more than 1e-6.",
     ]
     if cli:
-        lines.append(f"- Targets: under 8 GiB (measured {cli['peak_rss_gib']} GiB for the whole CLI run) and under "
-                     f"15 minutes (CLI end to end {cli['wall_s'] / 60:.1f} min).")
+        lines.append(
+            f"- Targets: under 8 GiB (measured {cli['peak_rss_gib']} GiB for the whole CLI run) and under "
+            f"15 minutes (CLI end to end {cli['wall_s'] / 60:.1f} min)."
+        )
     lines += [
         "",
         "## How",

@@ -147,7 +147,7 @@ def make_masks(scene_dir: Path, n_frames: int, masks: Path) -> list[str]:
     from bench_metric import load_with_gt_labels, write_masks
 
     scene, _, _, labels, _ = load_with_gt_labels(scene_dir, n_frames)
-    names = list(scene.frame_names[:len(labels)])
+    names = list(scene.frame_names[: len(labels)])
     write_masks(masks, names, labels)
     return names
 
@@ -163,9 +163,21 @@ def export(rev: str, dest: Path) -> Path:
     return dest
 
 
-def run_case(tree: Path, case: str, scene: Path, masks: Path, eps: float, names_file: Path, work: Path) -> dict:
-    args = [sys.executable, "-c", _CHILD, str(tree), case, str(scene), str(masks), str(eps), str(names_file),
-            str(work / f"{tree.name}-{case}.json")]
+def run_case(
+    tree: Path, case: str, scene: Path, masks: Path, eps: float, names_file: Path, work: Path
+) -> dict:
+    args = [
+        sys.executable,
+        "-c",
+        _CHILD,
+        str(tree),
+        case,
+        str(scene),
+        str(masks),
+        str(eps),
+        str(names_file),
+        str(work / f"{tree.name}-{case}.json"),
+    ]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     warm = subprocess.run(args + ["warm"], capture_output=True, text=True, env=env)
     if warm.returncode:
@@ -174,7 +186,7 @@ def run_case(tree: Path, case: str, scene: Path, masks: Path, eps: float, names_
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise SystemExit(f"{tree.name} {case} failed ({proc.returncode})\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def main() -> None:
@@ -182,14 +194,31 @@ def main() -> None:
     ap.add_argument("--scene", type=Path, default=DEFAULT_SCENE)
     ap.add_argument("--max-frames", type=int, default=20, help="the first N frames (default 20)")
     ap.add_argument("--eps", type=float, default=0.02)
-    ap.add_argument("--base", default=None, help="base revision (default: git merge-base HEAD main)")
+    ap.add_argument(
+        "--base", default=None, help="base revision (default: git merge-base HEAD main)"
+    )
     ap.add_argument("--cases", nargs="+", choices=("cli", "arrays"), default=["cli", "arrays"])
-    ap.add_argument("--repeat", type=int, default=1, help="runs of each case and tree, interleaved (default 1)")
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="runs of each case and tree, interleaved (default 1)"
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
-    base = args.base or subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], check=True,
-                                       capture_output=True, text=True).stdout.strip()
-    rows: dict = {"base": base, "scene": str(args.scene), "frames": args.max_frames, "eps": args.eps, "cases": {}}
+    base = (
+        args.base
+        or subprocess.run(
+            ["git", "-C", str(ROOT), "merge-base", "HEAD", "main"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    rows: dict = {
+        "base": base,
+        "scene": str(args.scene),
+        "frames": args.max_frames,
+        "eps": args.eps,
+        "cases": {},
+    }
     with tempfile.TemporaryDirectory(prefix="bench-metric-paths-") as tmp:
         tmp = Path(tmp)
         masks = tmp / "masks"
@@ -197,24 +226,48 @@ def main() -> None:
         names_file = tmp / "names.json"
         names_file.write_text(json.dumps(names))
         trees = {"base": export(base, tmp / "base"), "new": ROOT}
-        print(f"{len(names)} frames of {args.scene.name}, eps {args.eps} m; base {base[:10]} vs the working tree",
-              flush=True)
+        print(
+            f"{len(names)} frames of {args.scene.name}, eps {args.eps} m; base {base[:10]} vs the working tree",
+            flush=True,
+        )
         for case in args.cases:
             runs = {"base": [], "new": []}
-            for k in range(args.repeat):  # interleaved, the order alternating: a shared machine's load
-                for which in (("base", "new") if k % 2 == 0 else ("new", "base")):
-                    r = run_case(trees[which], case, args.scene.resolve(), masks, args.eps, names_file, tmp)
+            for k in range(
+                args.repeat
+            ):  # interleaved, the order alternating: a shared machine's load
+                for which in ("base", "new") if k % 2 == 0 else ("new", "base"):
+                    r = run_case(
+                        trees[which], case, args.scene.resolve(), masks, args.eps, names_file, tmp
+                    )
                     runs[which].append(r)
-                    print(f"{case:6s} {which:4s}  H = {r['H']!r}  pairwise = {r['pairwise']!r}  pixels {r['pixels']:,}  "
-                          f"{r['wall_s']:.2f} s  peak RSS {r['peak_rss_gib']:.3f} GiB", flush=True)
-            got = {w: {**rs[0], "wall_s": min(r["wall_s"] for r in rs), "peak_rss_gib": max(r["peak_rss_gib"] for r in rs),
-                       "runs": [{"wall_s": r["wall_s"], "peak_rss_gib": r["peak_rss_gib"]} for r in rs]}
-                   for w, rs in runs.items()}
+                    print(
+                        f"{case:6s} {which:4s}  H = {r['H']!r}  pairwise = {r['pairwise']!r}  pixels {r['pixels']:,}  "
+                        f"{r['wall_s']:.2f} s  peak RSS {r['peak_rss_gib']:.3f} GiB",
+                        flush=True,
+                    )
+            got = {
+                w: {
+                    **rs[0],
+                    "wall_s": min(r["wall_s"] for r in rs),
+                    "peak_rss_gib": max(r["peak_rss_gib"] for r in rs),
+                    "runs": [
+                        {"wall_s": r["wall_s"], "peak_rss_gib": r["peak_rss_gib"]} for r in rs
+                    ],
+                }
+                for w, rs in runs.items()
+            }
             a, b = got["base"], got["new"]
-            same = all(r[k] == a[k] for rs in runs.values() for r in rs for k in ("H", "pairwise", "per_frame"))
-            print(f"{case:6s} bit-identical (H, pairwise, per-frame means): {same}; fastest new/base "
-                  f"{b['wall_s'] / a['wall_s']:.2f}x, highest peak RSS new/base {b['peak_rss_gib'] / a['peak_rss_gib']:.2f}x",
-                  flush=True)
+            same = all(
+                r[k] == a[k]
+                for rs in runs.values()
+                for r in rs
+                for k in ("H", "pairwise", "per_frame")
+            )
+            print(
+                f"{case:6s} bit-identical (H, pairwise, per-frame means): {same}; fastest new/base "
+                f"{b['wall_s'] / a['wall_s']:.2f}x, highest peak RSS new/base {b['peak_rss_gib'] / a['peak_rss_gib']:.2f}x",
+                flush=True,
+            )
             rows["cases"][case] = {"base": a, "new": b, "identical": same}
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -24,7 +24,12 @@ def random_splats(n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     z = rng.uniform(2.0, 8.0, n)
     xy = rng.uniform(-0.7, 0.7, (n, 2)) * z[:, None]  # inside the field of view
-    return np.c_[xy, z], rng.normal(size=(n, 4)), rng.uniform(0.005, 0.03, (n, 3)), rng.uniform(0.05, 1.0, n)
+    return (
+        np.c_[xy, z],
+        rng.normal(size=(n, 4)),
+        rng.uniform(0.005, 0.03, (n, 3)),
+        rng.uniform(0.05, 1.0, n),
+    )
 
 
 def timed(fn, repeat: int) -> tuple[float, tuple]:
@@ -52,17 +57,32 @@ def main() -> None:
     rows = []
     for n in args.sizes:
         splats = random_splats(n)
-        cpu_s, (d_cpu, a_cpu) = timed(lambda s=splats: render_depth(*s, K, T, (640, 480), backend="numba"), args.repeat)
+        cpu_s, (d_cpu, a_cpu) = timed(
+            lambda s=splats: render_depth(*s, K, T, (640, 480), backend="numba"), args.repeat
+        )
         row = {"splats": n, "cpu_s_per_view": round(cpu_s, 4), "covered": float((d_cpu > 0).mean())}
         if cuda:
-            gpu_s, (d_gpu, a_gpu) = timed(lambda s=splats: render_depth(*s, K, T, (640, 480), backend="gsplat"), args.repeat)
+            gpu_s, (d_gpu, a_gpu) = timed(
+                lambda s=splats: render_depth(*s, K, T, (640, 480), backend="gsplat"), args.repeat
+            )
             both = (d_cpu > 0) & (d_gpu > 0)
-            row.update({"gpu_ms_per_view": round(gpu_s * 1e3, 2), "median_abs_dz_m": float(np.median(np.abs(d_cpu - d_gpu)[both])),
-                        "max_abs_dalpha": float(np.abs(a_cpu - a_gpu).max())})
+            row.update(
+                {
+                    "gpu_ms_per_view": round(gpu_s * 1e3, 2),
+                    "median_abs_dz_m": float(np.median(np.abs(d_cpu - d_gpu)[both])),
+                    "max_abs_dalpha": float(np.abs(a_cpu - a_gpu).max()),
+                }
+            )
         rows.append(row)
         print(row)
-    result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "host": platform.node(), "cpus": os.cpu_count(),
-              "cuda": torch.cuda.get_device_name() if cuda else None, "size": [640, 480], "rows": rows}
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name() if cuda else None,
+        "size": [640, 480],
+        "rows": rows,
+    }
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

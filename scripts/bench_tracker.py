@@ -34,7 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_SCANNET = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "scannet" / "scene0000_00"
+DEFAULT_SCANNET = (
+    Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "scannet" / "scene0000_00"
+)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -62,7 +64,9 @@ class Timed:
         return self._timed("generate", self.inner.generate, image, geometry=geometry)
 
     def predict(self, image, points, point_labels, *, geometry=None):
-        return self._timed("predict", self.inner.predict, image, points, point_labels, geometry=geometry)
+        return self._timed(
+            "predict", self.inner.predict, image, points, point_labels, geometry=geometry
+        )
 
 
 def in_memory(scene, n: int):
@@ -79,7 +83,12 @@ def in_memory(scene, n: int):
         match_s[0] += time.perf_counter() - t0
         return out
 
-    sub = replace(scene, frame_names=scene.frame_names[: len(frames)], load_frame=lambda i: frames[i], match_fn=match)
+    sub = replace(
+        scene,
+        frame_names=scene.frame_names[: len(frames)],
+        load_frame=lambda i: frames[i],
+        match_fn=match,
+    )
     return sub, t_load, match_s
 
 
@@ -93,7 +102,11 @@ def run_pair(scene, segmenter, n: int, *, sync=None, gt: np.ndarray | None = Non
     t = time.perf_counter()
     tracked = [lab for _, lab in track_scene(sub, seg)]
     t_track = time.perf_counter() - t
-    parts = {"generate_s": seg.seconds["generate"], "predict_s": seg.seconds["predict"], "match_s": match_s[0]}
+    parts = {
+        "generate_s": seg.seconds["generate"],
+        "predict_s": seg.seconds["predict"],
+        "match_s": match_s[0],
+    }
     parts["tracker_own_s"] = t_track - sum(parts.values())
     base = Timed(segmenter, sync)
     t = time.perf_counter()
@@ -110,8 +123,12 @@ def run_pair(scene, segmenter, n: int, *, sync=None, gt: np.ndarray | None = Non
         "framewise_s": round(t_base, 3),
         "framewise_fps": round(N / t_base, 3),
         "tracker_over_framewise_time": round(t_track / t_base, 3),
-        "masks_per_frame_tracker": round(float(np.mean([len(np.unique(x[x > 0])) for x in tracked])), 2),
-        "masks_per_frame_framewise": round(float(np.mean([len(np.unique(x[x > 0])) for x in framewise])), 2),
+        "masks_per_frame_tracker": round(
+            float(np.mean([len(np.unique(x[x > 0])) for x in tracked])), 2
+        ),
+        "masks_per_frame_framewise": round(
+            float(np.mean([len(np.unique(x[x > 0])) for x in framewise])), 2
+        ),
         "ids_total": int(max(int(x.max()) for x in tracked)),
     }
     if gt is not None:
@@ -135,7 +152,12 @@ def bench_synthetic(n: int, size: tuple[int, int]) -> dict:
         d = make_synthetic_scene(Path(tmp) / "scene0999_00", n_frames=n, size=size)
         t_make = time.perf_counter() - t
         scene = load_scene(d)
-        gt = np.stack([np.asarray(Image.open(d / "instance" / f"{k}.png")).astype(np.int32) for k in scene.frame_names])
+        gt = np.stack(
+            [
+                np.asarray(Image.open(d / "instance" / f"{k}.png")).astype(np.int32)
+                for k in scene.frame_names
+            ]
+        )
         out = run_pair(scene, ClassicalSegmenter(), n, gt=gt)
     out["render_s"] = round(t_make, 2)
     return out
@@ -217,12 +239,16 @@ def main() -> None:
         print("synthetic:", json.dumps(result["synthetic_classical"]), flush=True)
     if "scannet" not in args.skip:
         if args.scannet.is_dir():
-            result["scannet_classical"] = bench_scannet(args.scannet, args.frames, args.scannet_size)
+            result["scannet_classical"] = bench_scannet(
+                args.scannet, args.frames, args.scannet_size
+            )
         else:
             result["scannet_classical"] = f"skipped: {args.scannet} not found"
         print("scannet:", json.dumps(result["scannet_classical"]), flush=True)
     if "sam" not in args.skip and args.scannet.is_dir():
-        result["scannet_sam_vit_h_cuda"] = bench_sam_cuda(args.scannet, args.frames, args.scannet_size)
+        result["scannet_sam_vit_h_cuda"] = bench_sam_cuda(
+            args.scannet, args.frames, args.scannet_size
+        )
         print("sam:", json.dumps(result["scannet_sam_vit_h_cuda"]), flush=True)
     result["load_average_at_end"] = list(os.getloadavg())
     if args.json:

@@ -33,8 +33,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 METHODS_ALL = ("framewise", "sam3d", "mastsam-no-unmasked", "mastsam")
 #: segmenter settings of the 3D evaluation: (segmenter, noise of the simulation)
-SETTINGS = {"geometric": ("geometric", None), "classical": ("classical", None), "sim-0": ("simulated", 0.0), "sim-0.15": ("simulated", 0.15),
-            "sim-0.3": ("simulated", 0.3)}
+SETTINGS = {
+    "geometric": ("geometric", None),
+    "classical": ("classical", None),
+    "sim-0": ("simulated", 0.0),
+    "sim-0.15": ("simulated", 0.15),
+    "sim-0.3": ("simulated", 0.3),
+}
 DATA = REPO / ".." / "shared" / "data"
 METHOD_NOTES = {
     "framewise": "the segmenter frame by frame, IDs independent per frame (a seeded random order)",
@@ -42,13 +47,13 @@ METHOD_NOTES = {
     "mastsam-no-unmasked": "MastSAM with unmasked-region initialization off (`unmasked_init=False`, the paper's Table II ablation)",
     "mastsam": "MastSAM, default `TrackerConfig`",
     "maskclustering": "the framewise masks clustered MaskClustering-style (Yan et al., CVPR 2024): a graph over all masks of all views, "
-                      "edges where most views that observe two masks put them in one mask, clustered with a falling observer threshold",
+    "edges where most views that observe two masks put them in one mask, clustered with a falling observer threshold",
     "byocl": "BYOCL (Dai et al., arXiv 2410.15060, the MastSAM paper's Table I baseline): PCA + K-Means of the segmenter's "
-             "image-encoder features in batches of 4 frames, then K-Means of all batches' prototypes; without SAM weights on a "
-             "documented stand-in feature (Lab colour + position per cell), not SAM's latent",
+    "image-encoder features in batches of 4 frames, then K-Means of all batches' prototypes; without SAM weights on a "
+    "documented stand-in feature (Lab colour + position per cell), not SAM's latent",
     "mastsam-merged": "MastSAM with the multi-view merging of its IDs (`lift3d.consistency.merging`)",
     "oracle": "**reference line, not a method**: the framewise masks with GT-consistent IDs (each mask takes the GT object "
-              "covering most of it): perfect association of the same masks",
+    "covering most of it): perfect association of the same masks",
 }
 
 
@@ -81,7 +86,9 @@ def _save_figure(fig, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def bar_plot(path: Path, groups: list[str], series: dict[str, list[float]], *, title: str, ylabel: str) -> None:
+def bar_plot(
+    path: Path, groups: list[str], series: dict[str, list[float]], *, title: str, ylabel: str
+) -> None:
     """Grouped bars: one group per entry of `groups`, one bar per series."""
     import matplotlib
 
@@ -113,54 +120,110 @@ def davis_section(res: dict, plots: Path, *, size: tuple[int, int], seconds: flo
     for m in methods:
         r = mean[m]
         p, s = r["paper"], r["sequence"]
-        rows.append([f"`{m}`", fmt(p["iou"]), fmt(p["f1"]), fmt(p["precision"]), fmt(p["recall"]), fmt(r["H"]),
-                     fmt(s["J"]), fmt(s["F"]), fmt(s["JF"]), fmt(r["masks_per_frame"], 1), fmt(r["seconds"], 0)])
-    t1 = md_table(["method", "IoU", "F1", "precision", "recall", "H (consecutive)", "J", "F", "J&F", "masks/frame", "s"], rows)
-    keys = [("paper IoU", lambda r: r["paper"]["iou"]), ("paper F1", lambda r: r["paper"]["f1"]),
-            ("H", lambda r: r["H"]), ("seq. J", lambda r: r["sequence"]["J"]), ("seq. F", lambda r: r["sequence"]["F"]),
-            ("seq. J&F", lambda r: r["sequence"]["JF"])]
-    bar_plot(plots / "davis_mean.png", [k for k, _ in keys], {m: [f(mean[m]) for _, f in keys] for m in methods},
-             title=f"DAVIS-2016 val, {len(seqs)} sequences: mean over sequences (classical segmenter)", ylabel="score")
+        rows.append(
+            [
+                f"`{m}`",
+                fmt(p["iou"]),
+                fmt(p["f1"]),
+                fmt(p["precision"]),
+                fmt(p["recall"]),
+                fmt(r["H"]),
+                fmt(s["J"]),
+                fmt(s["F"]),
+                fmt(s["JF"]),
+                fmt(r["masks_per_frame"], 1),
+                fmt(r["seconds"], 0),
+            ]
+        )
+    t1 = md_table(
+        [
+            "method",
+            "IoU",
+            "F1",
+            "precision",
+            "recall",
+            "H (consecutive)",
+            "J",
+            "F",
+            "J&F",
+            "masks/frame",
+            "s",
+        ],
+        rows,
+    )
+    keys = [
+        ("paper IoU", lambda r: r["paper"]["iou"]),
+        ("paper F1", lambda r: r["paper"]["f1"]),
+        ("H", lambda r: r["H"]),
+        ("seq. J", lambda r: r["sequence"]["J"]),
+        ("seq. F", lambda r: r["sequence"]["F"]),
+        ("seq. J&F", lambda r: r["sequence"]["JF"]),
+    ]
+    bar_plot(
+        plots / "davis_mean.png",
+        [k for k, _ in keys],
+        {m: [f(mean[m]) for _, f in keys] for m in methods},
+        title=f"DAVIS-2016 val, {len(seqs)} sequences: mean over sequences (classical segmenter)",
+        ylabel="score",
+    )
 
     per = res["per_sequence"]
 
     def per_seq_table(name: str, get, plot: str, title: str) -> str:
         rows = [[s] + [fmt(get(per[m][s])) for m in methods] for s in seqs]
         rows.append(["**mean**"] + [fmt(get(mean[m])) for m in methods])
-        bar_plot(plots / plot, seqs, {m: [get(per[m][s]) for s in seqs] for m in methods}, title=title, ylabel=name)
+        bar_plot(
+            plots / plot,
+            seqs,
+            {m: [get(per[m][s]) for s in seqs] for m in methods},
+            title=title,
+            ylabel=name,
+        )
         return md_table(["sequence"] + [f"`{m}`" for m in methods], rows)
 
-    t2 = per_seq_table("J&F", lambda r: r["sequence"]["JF"], "davis_sequence_jf.png",
-                       "DAVIS: sequence protocol J&F (one predicted ID per sequence)")
-    t3 = per_seq_table("IoU", lambda r: r["paper"]["iou"], "davis_paper_iou.png",
-                       "DAVIS: paper protocol IoU (best-IoU mask per frame)")
-    t4 = per_seq_table("H", lambda r: r["H"], "davis_consistency.png",
-                       "DAVIS: consecutive-frame consistency H (flow correspondences)")
+    t2 = per_seq_table(
+        "J&F",
+        lambda r: r["sequence"]["JF"],
+        "davis_sequence_jf.png",
+        "DAVIS: sequence protocol J&F (one predicted ID per sequence)",
+    )
+    t3 = per_seq_table(
+        "IoU",
+        lambda r: r["paper"]["iou"],
+        "davis_paper_iou.png",
+        "DAVIS: paper protocol IoU (best-IoU mask per frame)",
+    )
+    t4 = per_seq_table(
+        "H",
+        lambda r: r["H"],
+        "davis_consistency.png",
+        "DAVIS: consecutive-frame consistency H (flow correspondences)",
+    )
     fw, ms, nu, s3 = (mean.get(m) for m in ("framewise", "mastsam", "mastsam-no-unmasked", "sam3d"))
     reading = ""
     if fw and ms and nu and s3:
         reading = f"""
 Reading the means (this run's numbers, no claim beyond them):
 
-- IDs across frames: sequence-protocol J&F is {fmt(fw['sequence']['JF'])} frame by frame, {fmt(s3['sequence']['JF'])}
-  with SAM3D merging and {fmt(ms['sequence']['JF'])} with MastSAM, while the paper protocol, which lets the ID
-  change every frame, gives {fmt(fw['paper']['iou'])} / {fmt(s3['paper']['iou'])} / {fmt(ms['paper']['iou'])} IoU: the paper protocol
+- IDs across frames: sequence-protocol J&F is {fmt(fw["sequence"]["JF"])} frame by frame, {fmt(s3["sequence"]["JF"])}
+  with SAM3D merging and {fmt(ms["sequence"]["JF"])} with MastSAM, while the paper protocol, which lets the ID
+  change every frame, gives {fmt(fw["paper"]["iou"])} / {fmt(s3["paper"]["iou"])} / {fmt(ms["paper"]["iou"])} IoU: the paper protocol
   measures mask quality, the sequence protocol tracking.
-- Unmasked-region initialization off: {fmt(nu['masks_per_frame'], 1)} masks per frame instead of {fmt(ms['masks_per_frame'], 1)}, paper
-  IoU {fmt(nu['paper']['iou'])} instead of {fmt(ms['paper']['iou'])}, H {fmt(nu['H'])} instead of {fmt(ms['H'])}: fewer, larger masks agree
+- Unmasked-region initialization off: {fmt(nu["masks_per_frame"], 1)} masks per frame instead of {fmt(ms["masks_per_frame"], 1)}, paper
+  IoU {fmt(nu["paper"]["iou"])} instead of {fmt(ms["paper"]["iou"])}, H {fmt(nu["H"])} instead of {fmt(ms["H"])}: fewer, larger masks agree
   more often across frames, which H alone rewards (DESIGN.md's degeneration problem).
 """
     frames = {s: v["frames"] for s, v in res["settings"]["per_sequence"].items()}
     flow_s = sum(v["flow_seconds"] for v in res["settings"]["per_sequence"].values())
     return f"""## DAVIS-2016 (2D video, no depth)
 
-Data: `../shared/data/davis`, the six shared DAVIS-2016 val sequences ({', '.join(f'{s} {n}' for s, n in frames.items())}
-frames; {sum(frames.values())} in all{'' if res['settings']['max_frames'] is None else f", the first {res['settings']['max_frames']} of each"}),
+Data: `../shared/data/davis`, the six shared DAVIS-2016 val sequences ({", ".join(f"{s} {n}" for s, n in frames.items())}
+frames; {sum(frames.values())} in all{"" if res["settings"]["max_frames"] is None else f", the first {res['settings']['max_frames']} of each"}),
 one annotated object per frame. Segmenter and tracker work at {size[0]}x{size[1]}; label maps are
 upsampled (nearest pixel) to the annotations' 854x480 and scored there. Correspondences:
-{res['backends']['matches']} (the documented 2D fallback; no MASt3R weights here), computed once per
-sequence ({flow_s:.0f} s in all) and shared by MastSAM, SAM3D and H. Segmenter: {res['backends']['segmenter']}.
-Seed {res['settings']['seed']}. Run time of the DAVIS part: {seconds / 60:.1f} min.
+{res["backends"]["matches"]} (the documented 2D fallback; no MASt3R weights here), computed once per
+sequence ({flow_s:.0f} s in all) and shared by MastSAM, SAM3D and H. Segmenter: {res["backends"]["segmenter"]}.
+Seed {res["settings"]["seed"]}. Run time of the DAVIS part: {seconds / 60:.1f} min.
 
 Columns: the **paper protocol** (MastSAM, Sec. IV: per frame the predicted mask of highest IoU
 with the ground truth, pixel IoU / F1 / precision / recall averaged over frames; IDs may change
@@ -197,14 +260,27 @@ Consecutive-frame consistency H per sequence ([plot](docs/eval/davis_consistency
 ![DAVIS H per sequence](docs/eval/davis_consistency.png)
 {reading}"""
 
+
 def setting_name(key: str) -> str:
     seg, noise = SETTINGS[key]
     if seg == "geometric":
         return "geometric segmenter (3D object candidates, the default on RGB-D scans)"
-    return "classical segmenter" if seg == "classical" else f"simulated from ground truth, noise {noise}"
+    return (
+        "classical segmenter"
+        if seg == "classical"
+        else f"simulated from ground truth, noise {noise}"
+    )
 
 
-def line_plot(path: Path, xs: list[float], series: dict[str, list[float]], *, title: str, ylabel: str, xlabel: str) -> None:
+def line_plot(
+    path: Path,
+    xs: list[float],
+    series: dict[str, list[float]],
+    *,
+    title: str,
+    ylabel: str,
+    xlabel: str,
+) -> None:
     """One line per series over xs."""
     import matplotlib
 
@@ -214,8 +290,14 @@ def line_plot(path: Path, xs: list[float], series: dict[str, list[float]], *, ti
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
     for name, vals in series.items():
-        ax.plot(xs, [np.nan if v is None else v for v in vals], marker="o", label=name,
-                linestyle="--" if name == "oracle" else "-", color="black" if name == "oracle" else None)
+        ax.plot(
+            xs,
+            [np.nan if v is None else v for v in vals],
+            marker="o",
+            label=name,
+            linestyle="--" if name == "oracle" else "-",
+            color="black" if name == "oracle" else None,
+        )
     ax.set_xticks(xs)
     ax.set_ylim(0, 1.05)
     ax.set_xlabel(xlabel)
@@ -228,14 +310,43 @@ def line_plot(path: Path, xs: list[float], series: dict[str, list[float]], *, ti
 
 def method_table(res: dict) -> str:
     per = res["per_method"]
-    rows = [[f"`{m}`" if m != "oracle" else "*oracle association (reference)*", fmt(per[m]["AP"]), fmt(per[m]["AP50"]),
-             fmt(per[m]["AP25"]), str(per[m]["num_pred"]), fmt(per[m].get("ARI")), fmt(per[m]["H"]), fmt(per[m]["pairwise"]),
-             str(per[m]["ids"]), fmt(per[m]["masks_per_frame"], 1), fmt(per[m]["seconds"], 0)] for m in res["methods"]]
-    return md_table(["method", "AP", "AP50", "AP25", "predictions >= 100 vertices", "cross-view ARI", "H", "pairwise", "IDs",
-                     "masks/frame", "s"], rows)
+    rows = [
+        [
+            f"`{m}`" if m != "oracle" else "*oracle association (reference)*",
+            fmt(per[m]["AP"]),
+            fmt(per[m]["AP50"]),
+            fmt(per[m]["AP25"]),
+            str(per[m]["num_pred"]),
+            fmt(per[m].get("ARI")),
+            fmt(per[m]["H"]),
+            fmt(per[m]["pairwise"]),
+            str(per[m]["ids"]),
+            fmt(per[m]["masks_per_frame"], 1),
+            fmt(per[m]["seconds"], 0),
+        ]
+        for m in res["methods"]
+    ]
+    return md_table(
+        [
+            "method",
+            "AP",
+            "AP50",
+            "AP25",
+            "predictions >= 100 vertices",
+            "cross-view ARI",
+            "H",
+            "pairwise",
+            "IDs",
+            "masks/frame",
+            "s",
+        ],
+        rows,
+    )
 
 
-def scannet_section(title: str, runs: dict[str, dict], plots: Path, *, slug: str, seconds: float) -> str:
+def scannet_section(
+    title: str, runs: dict[str, dict], plots: Path, *, slug: str, seconds: float
+) -> str:
     """One scan: the AP50 matrix methods x settings, the AP50-against-noise plot, one full table per setting."""
     keys = list(runs)
     first = runs[keys[0]]
@@ -243,16 +354,26 @@ def scannet_section(title: str, runs: dict[str, dict], plots: Path, *, slug: str
     st = first["settings"]
     fn = st["frame_names"]
     names = ", ".join(fn) if len(fn) <= 5 else f"{', '.join(fn[:3])}, ..., {fn[-1]}"
-    matrix = md_table(["method"] + [setting_name(k) for k in keys],
-                      [[f"`{m}`" if m != "oracle" else "*oracle association (reference)*"]
-                       + [fmt(runs[k]["per_method"][m]["AP50"]) for k in keys] for m in methods])
+    matrix = md_table(
+        ["method"] + [setting_name(k) for k in keys],
+        [
+            [f"`{m}`" if m != "oracle" else "*oracle association (reference)*"]
+            + [fmt(runs[k]["per_method"][m]["AP50"]) for k in keys]
+            for m in methods
+        ],
+    )
     sim = [k for k in keys if SETTINGS[k][0] == "simulated"]
     plot = ""
     if len(sim) >= 2:
         xs = [SETTINGS[k][1] for k in sim]
-        line_plot(plots / f"{slug}_ap50_noise.png", xs, {m: [runs[k]["per_method"][m]["AP50"] for k in sim] for m in methods},
-                  title=f"{title.split(' (')[0]}: AP50 against noise (masks simulated from GT, not SAM)",
-                  ylabel="AP50", xlabel="noise of the simulated segmenter (p_split = noise, p_merge = noise/2, ...)")
+        line_plot(
+            plots / f"{slug}_ap50_noise.png",
+            xs,
+            {m: [runs[k]["per_method"][m]["AP50"] for k in sim] for m in methods},
+            title=f"{title.split(' (')[0]}: AP50 against noise (masks simulated from GT, not SAM)",
+            ylabel="AP50",
+            xlabel="noise of the simulated segmenter (p_split = noise, p_merge = noise/2, ...)",
+        )
         plot = f"\n![AP50 against noise, {title}](docs/eval/{slug}_ap50_noise.png)\n"
     tables = []
     for k in keys:
@@ -261,21 +382,25 @@ def scannet_section(title: str, runs: dict[str, dict], plots: Path, *, slug: str
         if r.get("simulated"):
             e = r["simulated"]["effective"]
             c = r["simulated"]["config"]
-            sim_note = (f" **Simulated from ground truth, not SAM**: p_split {e['p_split']}, p_merge {e['p_merge']}, "
-                        f"p_miss {e['p_miss']} (objects under {c['min_object_px']} px), jitter {e['jitter_px']} px, seed {c['seed']}.")
-        tables.append(f"### {title}, {setting_name(k)}\n\nSegmenter: {r['backends']['segmenter']}.{sim_note}\n\n{method_table(r)}\n")
-    gt_note = (f"Ground truth: {first['per_method'][methods[0]]['num_gt']} instances of the 18 benchmark classes. ")
+            sim_note = (
+                f" **Simulated from ground truth, not SAM**: p_split {e['p_split']}, p_merge {e['p_merge']}, "
+                f"p_miss {e['p_miss']} (objects under {c['min_object_px']} px), jitter {e['jitter_px']} px, seed {c['seed']}."
+            )
+        tables.append(
+            f"### {title}, {setting_name(k)}\n\nSegmenter: {r['backends']['segmenter']}.{sim_note}\n\n{method_table(r)}\n"
+        )
+    gt_note = f"Ground truth: {first['per_method'][methods[0]]['num_gt']} instances of the 18 benchmark classes. "
     return f"""## {title} (3D instances on the mesh vertices)
 
-Data: `{first['root']}`, {'every frame' if st['frames'] is None else f"frames `{st['frames']}`"} of the
-{st['frames_in_scan']} frames: {st['frames_used']} frames ({names}), at {st['size'][0]}x{st['size'][1]}.
-Geometry: {first['backends']['geometry']}; MastSAM's correspondences: {first['backends']['matches']}.
-SAM3D and MaskClustering voxel {st['sam3d_voxel']} m. Seed {st['seed']}. Run time of this scan, all settings: {seconds / 60:.1f} min.
-{gt_note}Every method's label maps are voted onto the {first['backends']['points']} as `lift3d segment`
+Data: `{first["root"]}`, {"every frame" if st["frames"] is None else f"frames `{st['frames']}`"} of the
+{st["frames_in_scan"]} frames: {st["frames_used"]} frames ({names}), at {st["size"][0]}x{st["size"][1]}.
+Geometry: {first["backends"]["geometry"]}; MastSAM's correspondences: {first["backends"]["matches"]}.
+SAM3D and MaskClustering voxel {st["sam3d_voxel"]} m. Seed {st["seed"]}. Run time of this scan, all settings: {seconds / 60:.1f} min.
+{gt_note}Every method's label maps are voted onto the {first["backends"]["points"]} as `lift3d segment`
 does, exported in the ScanNet benchmark format, read back and scored class-agnostic (AP over IoU
 0.5:0.95, AP50, AP25). Cross-view ARI: the adjusted Rand index of the predicted IDs against the
 per-view GT objects (walls and floor included) over all views' pixels pooled, so an ID that
-changes between views counts as a split. H and pairwise: DESIGN.md's metric (eps {st['eps']} m).
+changes between views counts as a split. H and pairwise: DESIGN.md's metric (eps {st["eps"]} m).
 The *oracle association* row is the same framewise masks with GT-consistent IDs: the distance of
 a method to it is what its association loses.
 
@@ -292,18 +417,34 @@ def main() -> None:
     ap.add_argument("--davis", type=Path, default=DATA / "davis")
     ap.add_argument("--davis-size", type=parse_size, default=(427, 240))
     ap.add_argument("--davis-max-frames", type=int, default=None)
-    ap.add_argument("--skip-davis", action="store_true", help="keep the DAVIS results already in --out")
+    ap.add_argument(
+        "--skip-davis", action="store_true", help="keep the DAVIS results already in --out"
+    )
     ap.add_argument("--scannet", type=Path, default=DATA / "scannet" / "scene0000_00")
-    ap.add_argument("--scannet-frames", default=None, help="START:STOP:STEP of scene0000_00 (default: every frame)")
-    ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated subset of {', '.join(SETTINGS)}")
+    ap.add_argument(
+        "--scannet-frames",
+        default=None,
+        help="START:STOP:STEP of scene0000_00 (default: every frame)",
+    )
+    ap.add_argument(
+        "--settings",
+        default=",".join(SETTINGS),
+        help=f"comma-separated subset of {', '.join(SETTINGS)}",
+    )
     ap.add_argument("--no-synthetic", action="store_true")
-    ap.add_argument("--no-pairwise", action="store_true", help="skip H's pairwise variant (most of the metric's time)")
+    ap.add_argument(
+        "--no-pairwise",
+        action="store_true",
+        help="skip H's pairwise variant (most of the metric's time)",
+    )
     ap.add_argument("--no-scannet", action="store_true", help="the synthetic scan only")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "eval")
     ap.add_argument("--eval-md", type=Path, default=REPO / "EVAL.md")
     ap.add_argument("--plots", type=Path, default=REPO / "docs" / "eval")
     ap.add_argument("--date", default=date.today().isoformat())
-    ap.add_argument("--reuse", action="store_true", help="rebuild EVAL.md from the results.json files in --out")
+    ap.add_argument(
+        "--reuse", action="store_true", help="rebuild EVAL.md from the results.json files in --out"
+    )
     args = ap.parse_args()
     settings = [k.strip() for k in args.settings.split(",") if k.strip()]
     bad = [k for k in settings if k not in SETTINGS]
@@ -332,12 +473,22 @@ def main() -> None:
     if args.reuse:
         timing = json.loads(timing_path.read_text())
         for scan in timing["scans"]:
-            scannet[scan] = {k: json.loads((args.out / "scannet" / scan / k / "results.json").read_text()) for k in timing["settings"]}
+            scannet[scan] = {
+                k: json.loads((args.out / "scannet" / scan / k / "results.json").read_text())
+                for k in timing["settings"]
+            }
     else:
         timing = {"scans": list(scans), "settings": settings, "scan_s": {}}
         if not args.skip_davis:
-            run_davis_eval(EvalDavis(root=args.davis, out=davis_out, methods=METHODS, max_frames=args.davis_max_frames),
-                           size=args.davis_size)
+            run_davis_eval(
+                EvalDavis(
+                    root=args.davis,
+                    out=davis_out,
+                    methods=METHODS,
+                    max_frames=args.davis_max_frames,
+                ),
+                size=args.davis_size,
+            )
             timing["davis_s"] = time.perf_counter() - t0
         for scan, path in scans.items():
             t = time.perf_counter()
@@ -349,29 +500,62 @@ def main() -> None:
             for k in settings:
                 seg, noise = SETTINGS[k]
                 scannet[scan][k] = run_scannet_eval(
-                    path, out=args.out / "scannet" / scan / k, methods=default_scannet_methods(),
-                    segmenter=SegmenterConfig(name=seg) if noise is None else SegmenterConfig(name=seg, simulated=SimulatedConfig(noise=noise)),
-                    frames=args.scannet_frames if scan == "scene0000_00" else None, pairwise=not args.no_pairwise)
+                    path,
+                    out=args.out / "scannet" / scan / k,
+                    methods=default_scannet_methods(),
+                    segmenter=SegmenterConfig(name=seg)
+                    if noise is None
+                    else SegmenterConfig(name=seg, simulated=SimulatedConfig(noise=noise)),
+                    frames=args.scannet_frames if scan == "scene0000_00" else None,
+                    pairwise=not args.no_pairwise,
+                )
             timing["scan_s"][scan] = time.perf_counter() - t
-        timing.update(total_s=time.perf_counter() - t0, load_start=load0, load_end=os.getloadavg()[0])
+        timing.update(
+            total_s=time.perf_counter() - t0, load_start=load0, load_end=os.getloadavg()[0]
+        )
         args.out.mkdir(parents=True, exist_ok=True)
         timing_path.write_text(json.dumps(timing, indent=1))
-    davis = json.loads((davis_out / "results.json").read_text()) if (davis_out / "results.json").is_file() else None
+    davis = (
+        json.loads((davis_out / "results.json").read_text())
+        if (davis_out / "results.json").is_file()
+        else None
+    )
     total, load0, load1 = timing["total_s"], timing["load_start"], timing["load_end"]
     scan_methods = next(iter(next(iter(scannet.values())).values()))["methods"] if scannet else []
-    methods = "\n".join(f"- `{m}`: {METHOD_NOTES[m]}." for m in dict.fromkeys([*METHODS, *scan_methods]))
-    davis_text = "" if davis is None else davis_section(davis, args.plots, size=tuple(davis["settings"]["size"]) if isinstance(
-        davis["settings"]["size"], list) else tuple(args.davis_size), seconds=timing.get("davis_s", 0.0))
-    titles = {"scene0000_00": "ScanNet scene0000_00", "synthetic": "Synthetic scan (`lift3d synth`, 24 views, exact GT)"}
-    scan_text = "\n".join(scannet_section(titles[s], runs, args.plots, slug=s, seconds=timing["scan_s"].get(s, 0.0))
-                          for s, runs in scannet.items())
-    parts = ", ".join([*(f"{titles[s].split(' (')[0]} {timing['scan_s'][s] / 60:.1f} min" for s in scannet),
-                       *([f"DAVIS {timing['davis_s'] / 60:.1f} min"] if "davis_s" in timing else [])])
+    methods = "\n".join(
+        f"- `{m}`: {METHOD_NOTES[m]}." for m in dict.fromkeys([*METHODS, *scan_methods])
+    )
+    davis_text = (
+        ""
+        if davis is None
+        else davis_section(
+            davis,
+            args.plots,
+            size=tuple(davis["settings"]["size"])
+            if isinstance(davis["settings"]["size"], list)
+            else tuple(args.davis_size),
+            seconds=timing.get("davis_s", 0.0),
+        )
+    )
+    titles = {
+        "scene0000_00": "ScanNet scene0000_00",
+        "synthetic": "Synthetic scan (`lift3d synth`, 24 views, exact GT)",
+    }
+    scan_text = "\n".join(
+        scannet_section(titles[s], runs, args.plots, slug=s, seconds=timing["scan_s"].get(s, 0.0))
+        for s, runs in scannet.items()
+    )
+    parts = ", ".join(
+        [
+            *(f"{titles[s].split(' (')[0]} {timing['scan_s'][s] / 60:.1f} min" for s in scannet),
+            *([f"DAVIS {timing['davis_s'] / 60:.1f} min"] if "davis_s" in timing else []),
+        ]
+    )
     text = f"""# Evaluation: MastSAM beside its baselines, on DAVIS, ScanNet and the synthetic scan
 
 Date: {args.date}. Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU,
 Python {platform.python_version()}; shared with other work (1-minute load average {load0:.2f} at the
-start, {load1:.2f} at the end). One command, {total / 60:.0f} min ({parts}){'' if not args.reuse else '; this text was regenerated from its saved results with `--reuse`'}:
+start, {load1:.2f} at the end). One command, {total / 60:.0f} min ({parts}){"" if not args.reuse else "; this text was regenerated from its saved results with `--reuse`"}:
 
 ```
 .venv/bin/python scripts/eval_all.py --date {args.date}

@@ -23,14 +23,21 @@ def synthetic_scene_dir(tmp_path_factory) -> Path:
     """An 8-view synthetic ScanNet-layout scan at 128x96 (colour 256x192) with GT instances."""
     from lift3d.recon.synthetic import make_synthetic_scene
 
-    return make_synthetic_scene(tmp_path_factory.mktemp("synthetic") / "scene0999_00", n_frames=8, size=(128, 96))
+    return make_synthetic_scene(
+        tmp_path_factory.mktemp("synthetic") / "scene0999_00", n_frames=8, size=(128, 96)
+    )
 
 
 def read_gt_instances(scene_dir: Path, frame_names: list[str]) -> np.ndarray:
     """[N, H, W] int32 GT instance maps of the synthetic scene."""
     from PIL import Image
 
-    return np.stack([np.asarray(Image.open(scene_dir / "instance" / f"{n}.png")).astype(np.int32) for n in frame_names])
+    return np.stack(
+        [
+            np.asarray(Image.open(scene_dir / "instance" / f"{n}.png")).astype(np.int32)
+            for n in frame_names
+        ]
+    )
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +54,9 @@ def splat_scene_dir(tmp_path_factory) -> Path:
     no depth, with `splat_instances.npy` the GT instance of each splat."""
     from lift3d.recon.synthetic_splats import make_splat_scene
 
-    return make_splat_scene(tmp_path_factory.mktemp("splat_scene") / "S", n_frames=8, size=(128, 96))
+    return make_splat_scene(
+        tmp_path_factory.mktemp("splat_scene") / "S", n_frames=8, size=(128, 96)
+    )
 
 
 def mean_matched_iou(gt: np.ndarray, pred: np.ndarray) -> float:

@@ -5,7 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("torch", "open3d", "gsplat", "viser", "sklearn", "cv2", "ray", "segment_anything", "matplotlib")
+HEAVY = (
+    "torch",
+    "open3d",
+    "gsplat",
+    "viser",
+    "sklearn",
+    "cv2",
+    "ray",
+    "segment_anything",
+    "matplotlib",
+)
 
 
 def _loaded_after(code: str) -> set[str]:
@@ -23,18 +33,23 @@ def test_cli_help_is_light():
 
 
 def test_cli_help_lists_the_subcommands():
-    out = subprocess.run([sys.executable, "-m", "lift3d.cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "lift3d.cli", "--help"], capture_output=True, text=True
+    )
     assert out.returncode == 0
     for cmd in ("segment", "metric", "synth", "view", "eval", "batch"):
         assert cmd in out.stdout
-    out = subprocess.run([sys.executable, "-m", "lift3d.cli", "eval", "--help"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "lift3d.cli", "eval", "--help"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "davis" in out.stdout and "scannet" in out.stdout
 
 
 def test_cli_prints_one_line_on_bad_input(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "lift3d.cli", "segment", "--scene", str(tmp_path / "missing")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
@@ -43,8 +58,21 @@ def test_cli_prints_one_line_on_bad_input(tmp_path):
 
 def test_synth_writes_a_scene_the_scannet_reader_loads(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "lift3d.cli", "synth", "--out", str(tmp_path / "scene0998_00"), "--frames", "3", "--size", "64", "48"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "lift3d.cli",
+            "synth",
+            "--out",
+            str(tmp_path / "scene0998_00"),
+            "--frames",
+            "3",
+            "--size",
+            "64",
+            "48",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     from lift3d.recon import load_scene
@@ -56,7 +84,13 @@ def test_synth_writes_a_scene_the_scannet_reader_loads(tmp_path):
 def test_each_package_names_its_public_surface():
     import importlib
 
-    for name in ("lift3d", "lift3d.recon", "lift3d.recon.scannet", "lift3d.consistency", "lift3d.viewers"):
+    for name in (
+        "lift3d",
+        "lift3d.recon",
+        "lift3d.recon.scannet",
+        "lift3d.consistency",
+        "lift3d.viewers",
+    ):
         package = importlib.import_module(name)
         assert package.__all__, name
         for public in package.__all__:
@@ -67,7 +101,9 @@ def test_each_package_names_its_public_surface():
 
 
 def test_every_public_name_resolves_without_heavy_imports():
-    code = ("import lift3d, lift3d.recon, lift3d.consistency, lift3d.viewers\n"
-            "for p in (lift3d, lift3d.recon, lift3d.consistency, lift3d.viewers):\n"
-            "    [getattr(p, n) for n in p.__all__]")
+    code = (
+        "import lift3d, lift3d.recon, lift3d.consistency, lift3d.viewers\n"
+        "for p in (lift3d, lift3d.recon, lift3d.consistency, lift3d.viewers):\n"
+        "    [getattr(p, n) for n in p.__all__]"
+    )
     assert _loaded_after(code) == set()

@@ -28,8 +28,17 @@ EXCLUDED_RGB = (128, 128, 128)
 #: ColorBrewer RdYlGn, 11 classes, red (0) to green (1); interpolated linearly between them
 _RAMP = np.array(
     [
-        [165, 0, 38], [215, 48, 39], [244, 109, 67], [253, 174, 97], [254, 224, 139], [255, 255, 191],
-        [217, 239, 139], [166, 217, 106], [102, 189, 99], [26, 152, 80], [0, 104, 55],
+        [165, 0, 38],
+        [215, 48, 39],
+        [244, 109, 67],
+        [253, 174, 97],
+        [254, 224, 139],
+        [255, 255, 191],
+        [217, 239, 139],
+        [166, 217, 106],
+        [102, 189, 99],
+        [26, 152, 80],
+        [0, 104, 55],
     ],
     np.float64,
 )
@@ -79,11 +88,23 @@ def colour_bar(
     draw = ImageDraw.Draw(im)
     draw.text((pad, pad), title, fill=(30, 30, 30))
     y0 = pad + _TEXT_H
-    im.paste(Image.fromarray(heatmap_rgb(np.linspace(vmin, vmax, ramp_w)[None].repeat(_BAR_H, 0), vmin=vmin, vmax=vmax)), (pad, y0))
+    im.paste(
+        Image.fromarray(
+            heatmap_rgb(
+                np.linspace(vmin, vmax, ramp_w)[None].repeat(_BAR_H, 0), vmin=vmin, vmax=vmax
+            )
+        ),
+        (pad, y0),
+    )
     for frac, anchor in ((0.0, "la"), (0.5, "ma"), (1.0, "ra")):
         x = pad + round(frac * (ramp_w - 1))
         draw.line((x, y0 + _BAR_H, x, y0 + _BAR_H + 3), fill=(30, 30, 30))
-        draw.text((x, y0 + _BAR_H + 4), f"{vmin + frac * (vmax - vmin):g}", fill=(30, 30, 30), anchor=anchor)
+        draw.text(
+            (x, y0 + _BAR_H + 4),
+            f"{vmin + frac * (vmax - vmin):g}",
+            fill=(30, 30, 30),
+            anchor=anchor,
+        )
     y1 = y0 + _BAR_H + _TEXT_H + 6
     draw.rectangle((pad, y1 + 1, pad + 10, y1 + 11), fill=EXCLUDED_RGB)
     draw.text((pad + 15, y1 + 1), "left out of H: no depth, or unlabeled", fill=(30, 30, 30))
@@ -143,10 +164,16 @@ def write_heatmap_frames(
     for h in per_pixel:
         h = np.asarray(h)
         if h.ndim != 2 or not np.issubdtype(h.dtype, np.floating):
-            raise ValueError(f"each map must be a float [H, W] array, got {h.dtype} {list(h.shape)}")
+            raise ValueError(
+                f"each map must be a float [H, W] array, got {h.dtype} {list(h.shape)}"
+            )
         if len(written) == len(names):
             raise ValueError(f"more maps than the {len(names)} frame names")
-        written.append(write_image(out_dir / f"{names[len(written)]}.png", heatmap_rgb(h, vmin=vmin, vmax=vmax)))
+        written.append(
+            write_image(
+                out_dir / f"{names[len(written)]}.png", heatmap_rgb(h, vmin=vmin, vmax=vmax)
+            )
+        )
     if len(written) != len(names):
         raise ValueError(f"{len(written)} maps for {len(names)} frame names")
     logger.info("heat-maps: %d frames -> %s", len(names), out_dir)
@@ -181,12 +208,16 @@ def write_heatmap_sheet(
     for i in evenly_spaced(len(names), max_frames):
         tiles.append(thumbnail(heatmap_rgb(per_pixel[i], vmin=vmin, vmax=vmax), thumb_width))
         finite = per_pixel[i][np.isfinite(per_pixel[i])]
-        captions.append(f"{names[i]}  mean h {finite.mean():.3f}" if finite.size else f"{names[i]}  no pixels")
+        captions.append(
+            f"{names[i]}  mean h {finite.mean():.3f}" if finite.size else f"{names[i]}  no pixels"
+        )
     grid = contact_sheet(tiles, cols=min(4, len(tiles)), labels=captions)
     bar = colour_bar(max(min(grid.shape[1], 480), 300), vmin=vmin, vmax=vmax)
-    sheet = np.full((grid.shape[0] + bar.shape[0], max(grid.shape[1], bar.shape[1]), 3), 255, np.uint8)
+    sheet = np.full(
+        (grid.shape[0] + bar.shape[0], max(grid.shape[1], bar.shape[1]), 3), 255, np.uint8
+    )
     sheet[: grid.shape[0], : grid.shape[1]] = grid
-    sheet[grid.shape[0]:, : bar.shape[1]] = bar
+    sheet[grid.shape[0] :, : bar.shape[1]] = bar
     return write_image(Path(path), sheet)
 
 
@@ -195,10 +226,14 @@ def _check_maps(per_pixel, frame_names) -> tuple[np.ndarray, list[str]]:
         raise ValueError("no per-pixel h to draw: compute the metric with per_pixel=True")
     per_pixel = np.asarray(per_pixel)
     if per_pixel.ndim != 3 or not np.issubdtype(per_pixel.dtype, np.floating):
-        raise ValueError(f"per_pixel must be a float [N, H, W] array, got {per_pixel.dtype} {list(per_pixel.shape)}")
+        raise ValueError(
+            f"per_pixel must be a float [N, H, W] array, got {per_pixel.dtype} {list(per_pixel.shape)}"
+        )
     names = [str(n) for n in frame_names]
     if len(names) != len(per_pixel):
-        raise ValueError(f"per_pixel holds N = {len(per_pixel)} frames, frame_names N = {len(names)} frames")
+        raise ValueError(
+            f"per_pixel holds N = {len(per_pixel)} frames, frame_names N = {len(names)} frames"
+        )
     if len(set(names)) != len(names):
         raise ValueError("frame names must be distinct: each names a file")
     return per_pixel, names

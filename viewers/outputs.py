@@ -61,12 +61,14 @@ def read_cameras(path: str | Path) -> tuple[tuple[int, int], list[dict]]:
         for f in data["frames"]:
             T = f.get("T_world_camera")
             T = None if T is None else np.asarray(T, np.float64).reshape(4, 4)
-            frames.append({
-                "name": str(f["name"]),
-                "K": np.asarray(f["K"], np.float64).reshape(3, 3),
-                "T_world_camera": T if T is not None and np.all(np.isfinite(T)) else None,
-                "image": f.get("image") or "",
-            })
+            frames.append(
+                {
+                    "name": str(f["name"]),
+                    "K": np.asarray(f["K"], np.float64).reshape(3, 3),
+                    "T_world_camera": T if T is not None and np.all(np.isfinite(T)) else None,
+                    "image": f.get("image") or "",
+                }
+            )
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(
             path,
@@ -95,7 +97,9 @@ def read_labeled_points(path: str | Path) -> dict[str, np.ndarray]:
     from lift3d.io import ply_vertex_fields, read_ply
 
     path = Path(path)
-    v = ply_vertex_fields(read_ply(path), path, ("x", "y", "z", "label"), "a lift3d labeled point cloud")
+    v = ply_vertex_fields(
+        read_ply(path), path, ("x", "y", "z", "label"), "a lift3d labeled point cloud"
+    )
     names = v.dtype.names
     n = len(v)
     rgb = (
@@ -107,7 +111,9 @@ def read_labeled_points(path: str | Path) -> dict[str, np.ndarray]:
         "xyz": np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float32),
         "rgb": rgb,
         "label": np.asarray(v["label"], np.int32),
-        "confidence": np.asarray(v["confidence"], np.float32) if "confidence" in names else np.ones(n, np.float32),
+        "confidence": np.asarray(v["confidence"], np.float32)
+        if "confidence" in names
+        else np.ones(n, np.float32),
     }
 
 
@@ -116,11 +122,14 @@ def quaternion_to_matrix(wxyz: np.ndarray) -> np.ndarray:  # [N, 3, 3]
     q = np.asarray(wxyz, np.float64)
     q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     w, x, y, z = q.T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], 1)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        1,
+    )
 
 
 def read_labeled_splats(path: str | Path) -> dict[str, np.ndarray]:
@@ -137,8 +146,23 @@ def read_labeled_splats(path: str | Path) -> dict[str, np.ndarray]:
     from lift3d.io import ply_vertex_fields, read_ply
 
     path = Path(path)
-    fields = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
-              "rot_0", "rot_1", "rot_2", "rot_3", "label")
+    fields = (
+        "x",
+        "y",
+        "z",
+        "f_dc_0",
+        "f_dc_1",
+        "f_dc_2",
+        "opacity",
+        "scale_0",
+        "scale_1",
+        "scale_2",
+        "rot_0",
+        "rot_1",
+        "rot_2",
+        "rot_3",
+        "label",
+    )
     v = ply_vertex_fields(read_ply(path), path, fields, "labeled 3D Gaussian splats")
     n = len(v)
     R = quaternion_to_matrix(np.stack([v[f"rot_{i}"] for i in range(4)], 1))
@@ -151,11 +175,15 @@ def read_labeled_splats(path: str | Path) -> dict[str, np.ndarray]:
         "rgb": np.round(np.clip(0.5 + _SH_C0 * dc, 0, 1) * 255).astype(np.uint8),
         "opacity": (1 / (1 + np.exp(-np.asarray(v["opacity"], np.float64)))).astype(np.float32),
         "label": np.asarray(v["label"], np.int32),
-        "confidence": np.asarray(v["confidence"], np.float32) if "confidence" in v.dtype.names else np.ones(n, np.float32),
+        "confidence": np.asarray(v["confidence"], np.float32)
+        if "confidence" in v.dtype.names
+        else np.ones(n, np.float32),
     }
 
 
-def read_instances(out_dir: str | Path, label: np.ndarray | None = None, confidence: np.ndarray | None = None) -> list[dict]:
+def read_instances(
+    out_dir: str | Path, label: np.ndarray | None = None, confidence: np.ndarray | None = None
+) -> list[dict]:
     """`instances.json` as a list of {id, points, confidence, frames}, sorted by ID.
 
     Without the file, the instances are derived from the point labels (with no frames) and a
@@ -165,10 +193,18 @@ def read_instances(out_dir: str | Path, label: np.ndarray | None = None, confide
     if not path.is_file():
         if label is None:
             return []
-        logger.warning("%s missing: instances taken from the point labels, without the views that saw them", path)
+        logger.warning(
+            "%s missing: instances taken from the point labels, without the views that saw them",
+            path,
+        )
         conf = np.ones(len(label), np.float32) if confidence is None else confidence
         return [
-            {"id": int(k), "points": int((label == k).sum()), "confidence": float(conf[label == k].mean()), "frames": []}
+            {
+                "id": int(k),
+                "points": int((label == k).sum()),
+                "confidence": float(conf[label == k].mean()),
+                "frames": [],
+            }
             for k in np.unique(label[label > 0]).tolist()
         ]
     data = read_json(path, "instances.json")
@@ -183,5 +219,8 @@ def read_instances(out_dir: str | Path, label: np.ndarray | None = None, confide
             for e in data["instances"]
         ]
     except (KeyError, TypeError, ValueError) as e:
-        raise InputError(path, f"expected {{'instances': [{{'id', 'points', 'confidence', 'frames'}}]}} ({e.__class__.__name__}: {e})") from None
+        raise InputError(
+            path,
+            f"expected {{'instances': [{{'id', 'points', 'confidence', 'frames'}}]}} ({e.__class__.__name__}: {e})",
+        ) from None
     return sorted(out, key=lambda e: e["id"])

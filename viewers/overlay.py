@@ -104,12 +104,17 @@ def overlay(
     image = check_array(image, ["H", "W", 3], dtype=np.uint8, name="RGB image")
     labels = np.asarray(labels)
     if labels.shape != image.shape[:2]:
-        raise InputError(None, f"labels must be [H, W] = {list(image.shape[:2])} like the image, got {list(labels.shape)}")
+        raise InputError(
+            None,
+            f"labels must be [H, W] = {list(image.shape[:2])} like the image, got {list(labels.shape)}",
+        )
     if not 0.0 <= alpha <= 1.0:
         raise InputError(None, f"alpha must lie in [0, 1], got {alpha}")
     out = image.copy()
     fg = labels > 0
-    blended = (1.0 - alpha) * image[fg].astype(np.float32) + alpha * label_colors(labels[fg]).astype(np.float32)
+    blended = (1.0 - alpha) * image[fg].astype(np.float32) + alpha * label_colors(
+        labels[fg]
+    ).astype(np.float32)
     out[fg] = np.round(blended).astype(np.uint8)
     if edges:
         out[mask_edges(labels)] = _EDGE
@@ -153,7 +158,10 @@ def contact_sheet(
     """
     if not images:
         raise InputError(None, "contact_sheet needs at least one image")
-    images = [check_array(im, ["H", "W", 3], dtype=np.uint8, name=f"RGB images[{i}]") for i, im in enumerate(images)]
+    images = [
+        check_array(im, ["H", "W", 3], dtype=np.uint8, name=f"RGB images[{i}]")
+        for i, im in enumerate(images)
+    ]
     if cols < 1:
         raise InputError(None, f"cols must be at least 1, got {cols}")
     if labels is not None and len(labels) != len(images):
@@ -163,7 +171,9 @@ def contact_sheet(
     cap = _CAPTION_H if labels is not None else 0
     cols = min(cols, len(images))
     rows = -(-len(images) // cols)
-    sheet = Image.new("RGB", (pad + cols * (cw + pad), pad + rows * (ch + cap + pad)), (255, 255, 255))
+    sheet = Image.new(
+        "RGB", (pad + cols * (cw + pad), pad + rows * (ch + cap + pad)), (255, 255, 255)
+    )
     for i, im in enumerate(images):
         r, c = divmod(i, cols)
         x, y = pad + c * (cw + pad), pad + r * (ch + cap + pad)
@@ -191,7 +201,10 @@ def side_by_side(
         pad: white pixels between and around the cells.
     """
     if len(left_images) != len(right_images):
-        raise InputError(None, f"side_by_side needs as many left as right images, got {len(left_images)} and {len(right_images)}")
+        raise InputError(
+            None,
+            f"side_by_side needs as many left as right images, got {len(left_images)} and {len(right_images)}",
+        )
     if not left_images:
         raise InputError(None, "side_by_side needs at least one pair of images")
     tiles = [im for pair in zip(left_images, right_images) for im in pair]
@@ -273,7 +286,10 @@ def write_previews(
         path = label_maps_dir / f"{name}.png"
         labels = read_label_map(path)
         if labels.shape != frame.image.shape[:2]:
-            raise InputError(path, f"label map is {labels.shape[1]}x{labels.shape[0]}, frame {name} is {frame.size[0]}x{frame.size[1]}")
+            raise InputError(
+                path,
+                f"label map is {labels.shape[1]}x{labels.shape[0]}, frame {name} is {frame.size[0]}x{frame.size[1]}",
+            )
         ov = overlay(frame.image, labels, ids=ids)
         written.append(write_image(preview / "overlays" / f"{name}.jpg", ov))
         if i in sheet_idx:
@@ -286,15 +302,24 @@ def write_previews(
                 continue
             blabels = read_label_map(bpath)
             if blabels.shape != labels.shape:
-                raise InputError(bpath, f"baseline label map is {blabels.shape[1]}x{blabels.shape[0]}, frame {name} is {frame.size[0]}x{frame.size[1]}")
+                raise InputError(
+                    bpath,
+                    f"baseline label map is {blabels.shape[1]}x{blabels.shape[0]}, frame {name} is {frame.size[0]}x{frame.size[1]}",
+                )
             left.append(thumbnail(overlay(frame.image, blabels, ids=ids), thumb_width))
             right.append(thumbnail(ov, thumb_width))
             strip_names.append(name)
     if sheet:
         cols = min(4, len(sheet))
-        written.append(write_image(preview / "contact_sheet.png", contact_sheet(sheet, cols=cols, labels=sheet_names)))
+        written.append(
+            write_image(
+                preview / "contact_sheet.png", contact_sheet(sheet, cols=cols, labels=sheet_names)
+            )
+        )
     if left:
         strip = side_by_side(left, right, labels=strip_names)
         written.append(write_image(preview / "baseline_vs_mastsam.png", strip))
-    logger.info("previews: %d overlays, contact sheet of %d frames -> %s", len(names), len(sheet), preview)
+    logger.info(
+        "previews: %d overlays, contact sheet of %d frames -> %s", len(names), len(sheet), preview
+    )
     return written

@@ -32,7 +32,11 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     f = h * 6.0 - np.floor(h * 6.0)
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
     table = np.stack(
-        [np.stack(c, -1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))], 0
+        [
+            np.stack(c, -1)
+            for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))
+        ],
+        0,
     )  # [6, ..., 3]
     return np.take_along_axis(table, i[None, ..., None], 0)[0]
 
@@ -55,7 +59,9 @@ def label_colors(
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
         if labels.size and not np.all(np.mod(labels, 1) == 0):
-            raise ValueError(f"label IDs must be integers, got dtype {labels.dtype} with fractional values")
+            raise ValueError(
+                f"label IDs must be integers, got dtype {labels.dtype} with fractional values"
+            )
         labels = labels.astype(np.int64)
     ids = labels.astype(np.int64)
     hue = np.mod(_HUE0 + ids * _PHI, 1.0)

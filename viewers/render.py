@@ -48,13 +48,19 @@ def _check_inputs(xyz, colors, K, T_world_camera, size):
         raise InputError(None, f"xyz must be [N, 3], got shape {list(xyz.shape)}")
     colors = np.asarray(colors)
     if colors.shape != xyz.shape or colors.dtype != np.uint8:
-        raise InputError(None, f"colors must be [{len(xyz)}, 3] uint8, got {list(colors.shape)} {colors.dtype}")
+        raise InputError(
+            None, f"colors must be [{len(xyz)}, 3] uint8, got {list(colors.shape)} {colors.dtype}"
+        )
     K = np.asarray(K, np.float64)
     if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise InputError(None, f"K must be a 3x3 intrinsics matrix with positive focal lengths, got {K.tolist()}")
+        raise InputError(
+            None, f"K must be a 3x3 intrinsics matrix with positive focal lengths, got {K.tolist()}"
+        )
     T = np.asarray(T_world_camera, np.float64)
     if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-        raise InputError(None, f"T_world_camera must be a finite 4x4 matrix, got shape {list(T.shape)}")
+        raise InputError(
+            None, f"T_world_camera must be a finite 4x4 matrix, got shape {list(T.shape)}"
+        )
     w, h = (int(s) for s in size)
     if w <= 0 or h <= 0:
         raise InputError(None, f"size must be positive (W, H), got {tuple(size)}")
@@ -125,7 +131,9 @@ def render_points(
     return image
 
 
-def _render_points_reference(xyz, colors, K, T_world_camera, size, *, point_radius_px=1, background=(255, 255, 255)):
+def _render_points_reference(
+    xyz, colors, K, T_world_camera, size, *, point_radius_px=1, background=(255, 255, 255)
+):
     """`render_points` point by point with an explicit depth buffer (the test reference)."""
     w, h = size
     image = np.empty((h, w, 3), np.uint8)
@@ -238,19 +246,27 @@ def write_point_renders(
     if not len(pts["xyz"]):
         raise InputError(points_ply, "the point cloud is empty: nothing to render")
     colors = label_colors(pts["label"], unlabeled=UNLABELED_GREY)
-    posed = [f for f in frames if f["T_world_camera"] is not None and np.all(np.isfinite(f["T_world_camera"]))]
+    posed = [
+        f
+        for f in frames
+        if f["T_world_camera"] is not None and np.all(np.isfinite(f["T_world_camera"]))
+    ]
     radius = point_radius_px if point_radius_px is not None else (1 if size[0] < 400 else 2)
     written = []
     for i in evenly_spaced(len(posed), n_views):
         f = posed[i]
-        image = render_points(pts["xyz"], colors, f["K"], f["T_world_camera"], size, point_radius_px=radius)
+        image = render_points(
+            pts["xyz"], colors, f["K"], f["T_world_camera"], size, point_radius_px=radius
+        )
         written.append(write_image(out_dir / f"view_{f['name']}.png", image))
     poses = [f["T_world_camera"] for f in posed]
     up = up_direction(poses)
     hint = np.mean([T[:3, 2] for T in poses], axis=0) if poses else None
     # frame the labeled objects when there are some: a room's floor would shrink them to dots
     labeled = pts["xyz"][pts["label"] > 0]
-    K, T = birdseye_camera(labeled if len(labeled) >= 10 else pts["xyz"], up, size, forward_hint=hint)
+    K, T = birdseye_camera(
+        labeled if len(labeled) >= 10 else pts["xyz"], up, size, forward_hint=hint
+    )
     image = render_points(pts["xyz"], colors, K, T, size, point_radius_px=radius)
     written.append(write_image(out_dir / "birdseye.png", image))
     logger.info("point renders: %d views + bird's-eye -> %s", len(written) - 1, out_dir)

@@ -74,7 +74,11 @@ def format_value(v) -> str:
             return "[" + ", ".join(format_value(x) for x in v) + "]"
         if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
             a = np.asarray(v, np.float64)
-            lo, hi = ((int(a.min()), int(a.max())) if all(isinstance(x, int) for x in v) else (float(a.min()), float(a.max())))
+            lo, hi = (
+                (int(a.min()), int(a.max()))
+                if all(isinstance(x, int) for x in v)
+                else (float(a.min()), float(a.max()))
+            )
             return f"{len(v)} values: min {format_value(lo)}, mean {format_value(float(a.mean()))}, max {format_value(hi)}"
         return f"{len(v)} values"
     return str(v)
@@ -107,17 +111,29 @@ def _metrics_table(metrics: dict) -> str:
     rows = []
     for key, v in _flatten(metrics):
         cell = _esc(format_value(v))
-        if isinstance(v, list) and len(v) > _MAX_LIST and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        if (
+            isinstance(v, list)
+            and len(v) > _MAX_LIST
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+        ):
             cell += "<br>" + _bars_svg(v)
         rows.append(f"<tr><th>{_esc(key)}</th><td>{cell}</td></tr>")
     return _fold(rows, "", "metrics")
 
 
 def _cards(metrics: dict) -> str:
-    picks = [("H", "H"), ("pairwise", "pairwise"), ("eps", "ε (m)"), ("pixels", "pixels"), ("frames", "frames"), ("ids", "IDs")]
+    picks = [
+        ("H", "H"),
+        ("pairwise", "pairwise"),
+        ("eps", "ε (m)"),
+        ("pixels", "pixels"),
+        ("frames", "frames"),
+        ("ids", "IDs"),
+    ]
     cards = [
         f'<div class="card">{_esc(title)}<b>{_esc(format_value(metrics[key]))}</b></div>'
-        for key, title in picks if key in metrics
+        for key, title in picks
+        if key in metrics
     ]
     return '<div class="cards">' + "".join(cards) + "</div>" if cards else ""
 
@@ -128,7 +144,9 @@ def _rel(out: Path, path: Path) -> str:
 
 def _natural_key(name: str) -> tuple:
     """`frame10` after `frame9`: digit runs compare as numbers."""
-    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t)
+    return tuple(
+        (0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t
+    )
 
 
 def _images(folder: Path, order: dict[str, int] | None = None) -> list[Path]:
@@ -142,8 +160,14 @@ def _images(folder: Path, order: dict[str, int] | None = None) -> list[Path]:
         stem = p.stem.removeprefix("view_")
         return (order.get(stem, len(order)), _natural_key(p.stem))
 
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
-                  key=key)
+    return sorted(
+        (
+            p
+            for p in folder.iterdir()
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        ),
+        key=key,
+    )
 
 
 def _frame_order(out: Path, run: dict | None) -> dict[str, int]:
@@ -151,7 +175,10 @@ def _frame_order(out: Path, run: dict | None) -> dict[str, int]:
     names = ((run or {}).get("scene") or {}).get("frames")
     if not isinstance(names, list) and (out / "cameras.json").is_file():
         try:
-            names = [f.get("name") for f in read_json(out / "cameras.json", "cameras.json").get("frames", [])]
+            names = [
+                f.get("name")
+                for f in read_json(out / "cameras.json", "cameras.json").get("frames", [])
+            ]
         except Exception:  # the report shows what it can; the viewer reports a broken cameras.json
             names = None
     return {str(n): i for i, n in enumerate(names)} if isinstance(names, list) else {}
@@ -162,14 +189,18 @@ def _fold(table_rows: list[str], head: str, what: str) -> str:
     if len(table_rows) <= _MAX_ROWS:
         return "<table>" + head + "".join(table_rows) + "</table>"
     shown, rest = table_rows[:_MAX_ROWS], table_rows[_MAX_ROWS:]
-    return ("<table>" + head + "".join(shown) + "</table>"
-            f"<details><summary>{len(rest)} more {_esc(what)}</summary><table>{head}{''.join(rest)}</table></details>")
+    return (
+        "<table>" + head + "".join(shown) + "</table>"
+        f"<details><summary>{len(rest)} more {_esc(what)}</summary><table>{head}{''.join(rest)}</table></details>"
+    )
 
 
 def _figure(out: Path, path: Path, caption: str, *, lazy: bool = False) -> str:
     loading = ' loading="lazy"' if lazy else ""
-    return (f'<figure><a href="{_rel(out, path)}"><img src="{_rel(out, path)}" alt="{_esc(caption)}"{loading}></a>'
-            f"<figcaption>{_esc(caption)}</figcaption></figure>")
+    return (
+        f'<figure><a href="{_rel(out, path)}"><img src="{_rel(out, path)}" alt="{_esc(caption)}"{loading}></a>'
+        f"<figcaption>{_esc(caption)}</figcaption></figure>"
+    )
 
 
 def _previews(out: Path, order: dict[str, int]) -> str:
@@ -177,22 +208,36 @@ def _previews(out: Path, order: dict[str, int]) -> str:
 
     preview = out / "preview"
     parts = []
-    for name, caption in (("contact_sheet.png", "contact sheet: MastSAM label maps, evenly spaced frames"),
-                          ("baseline_vs_mastsam.png", "frame-by-frame segmenter | MastSAM"),
-                          ("heatmap_sheet.png", "per-pixel consistency h(p), evenly spaced frames")):
+    for name, caption in (
+        ("contact_sheet.png", "contact sheet: MastSAM label maps, evenly spaced frames"),
+        ("baseline_vs_mastsam.png", "frame-by-frame segmenter | MastSAM"),
+        ("heatmap_sheet.png", "per-pixel consistency h(p), evenly spaced frames"),
+    ):
         if (preview / name).is_file():
             parts.append(_figure(out, preview / name, caption))
-    for sub, title, limit in (("renders", "Labeled point cloud", 8), ("heatmaps", "Per-pixel consistency h(p)", 12)):
+    for sub, title, limit in (
+        ("renders", "Labeled point cloud", 8),
+        ("heatmaps", "Per-pixel consistency h(p)", 12),
+    ):
         images = _images(preview / sub, order)
         if images:
             # evenly spaced over the scan, in frame order: the start, the middle and the end
-            figs = "".join(_figure(out, images[i], images[i].stem, lazy=True) for i in evenly_spaced(len(images), limit))
-            more = f"<p>{len(images) - limit} more in <code>preview/{sub}/</code></p>" if len(images) > limit else ""
+            figs = "".join(
+                _figure(out, images[i], images[i].stem, lazy=True)
+                for i in evenly_spaced(len(images), limit)
+            )
+            more = (
+                f"<p>{len(images) - limit} more in <code>preview/{sub}/</code></p>"
+                if len(images) > limit
+                else ""
+            )
             parts.append(f'<h3>{_esc(title)}</h3><div class="grid">{figs}</div>{more}')
     overlays = _images(preview / "overlays", order)
     if overlays:
         figs = "".join(_figure(out, p, p.stem, lazy=True) for p in overlays)
-        parts.append(f'<details><summary>All {len(overlays)} overlays</summary><div class="grid">{figs}</div></details>')
+        parts.append(
+            f'<details><summary>All {len(overlays)} overlays</summary><div class="grid">{figs}</div></details>'
+        )
     if not parts:
         return '<p class="missing">No previews in <code>preview/</code> (run without <code>--no-preview</code>).</p>'
     return "".join(parts)
@@ -205,7 +250,9 @@ def _instances_table(instances: list[dict], n_frames: int | None) -> str:
     rows = []
     for e, (r, g, b) in zip(instances, colours.tolist()):
         frames = e["frames"]
-        listed = ", ".join(frames[:12]) + (f", ... (+{len(frames) - 12})" if len(frames) > 12 else "")
+        listed = ", ".join(frames[:12]) + (
+            f", ... (+{len(frames) - 12})" if len(frames) > 12 else ""
+        )
         of = f" of {n_frames}" if n_frames else ""
         rows.append(
             f'<tr><td><span class="swatch" style="background:rgb({r},{g},{b})"></span></td>'
@@ -219,8 +266,10 @@ def _instances_table(instances: list[dict], n_frames: int | None) -> str:
 
 def _kv_table(d: dict) -> str:
     """Settings as rows `name | value`, nested settings as dotted names (`tracker.overlap_iou`)."""
-    rows = [f"<tr><th>{_esc(k)}</th><td>{_esc(json.dumps(v) if isinstance(v, (list, dict)) else format_value(v))}</td></tr>"
-            for k, v in _flatten(d)]
+    rows = [
+        f"<tr><th>{_esc(k)}</th><td>{_esc(json.dumps(v) if isinstance(v, (list, dict)) else format_value(v))}</td></tr>"
+        for k, v in _flatten(d)
+    ]
     return _fold(rows, "", "settings")
 
 
@@ -230,14 +279,23 @@ def _settings(run: dict | None) -> str:
     parts = []
     if run.get("command"):
         parts.append(f"<p><code>{_esc(run['command'])}</code></p>")
-    for key, title, open_ in (("config", "Configuration", True), ("backends", "Backends", True),
-                              ("checkpoints", "Checkpoints", False), ("scene", "Scene", False), ("versions", "Versions", False)):
+    for key, title, open_ in (
+        ("config", "Configuration", True),
+        ("backends", "Backends", True),
+        ("checkpoints", "Checkpoints", False),
+        ("scene", "Scene", False),
+        ("versions", "Versions", False),
+    ):
         value = run.get(key)
         if isinstance(value, dict) and value:
             if key == "scene" and isinstance(value.get("frames"), list):
                 value = {**value, "frames": format_value(value["frames"])}
-            parts.append(f"<details{' open' if open_ else ''}><summary>{title}</summary>{_kv_table(value)}</details>")
-    parts.append(f"<details><summary>run.json</summary><pre>{_esc(json.dumps(run, indent=1))}</pre></details>")
+            parts.append(
+                f"<details{' open' if open_ else ''}><summary>{title}</summary>{_kv_table(value)}</details>"
+            )
+    parts.append(
+        f"<details><summary>run.json</summary><pre>{_esc(json.dumps(run, indent=1))}</pre></details>"
+    )
     return "".join(parts)
 
 
@@ -262,7 +320,11 @@ def write_report(out_dir: str | Path) -> Path:
     name = ((run or {}).get("scene") or {}).get("name") or out.resolve().name
     n_frames = metrics.get("frames") if isinstance(metrics.get("frames"), int) else None
     # the backends' plain names only: their nested settings (a segmenter's 16) are the Settings table's
-    backends = ", ".join(f"{k}: {v}" for k, v in ((run or {}).get("backends") or {}).items() if not isinstance(v, dict | list))
+    backends = ", ".join(
+        f"{k}: {v}"
+        for k, v in ((run or {}).get("backends") or {}).items()
+        if not isinstance(v, dict | list)
+    )
     subtitle = " · ".join(_esc(x) for x in ((run or {}).get("date"), backends) if x)
     body = [
         f"<h1>lift3d: {_esc(name)}</h1>",
@@ -284,7 +346,9 @@ def write_report(out_dir: str | Path) -> Path:
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>lift3d: {_esc(name)}</title>'
-        f"<style>{_CSS}</style></head><body>\n" + "\n".join(b for b in body if b) + "\n</body></html>\n"
+        f"<style>{_CSS}</style></head><body>\n"
+        + "\n".join(b for b in body if b)
+        + "\n</body></html>\n"
     )
     path = out / "report.html"
     with atomic_path(path) as tmp:

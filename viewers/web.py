@@ -254,7 +254,10 @@ def _frustum_image(path: Path | None, max_width: int) -> np.ndarray | None:
         with Image.open(path) as im:
             im = im.convert("RGB")
             if im.width > max_width:
-                im = im.resize((max_width, max(1, round(im.height * max_width / im.width))), Image.Resampling.BILINEAR)
+                im = im.resize(
+                    (max_width, max(1, round(im.height * max_width / im.width))),
+                    Image.Resampling.BILINEAR,
+                )
             return np.asarray(im)
     except OSError:
         return None
@@ -337,7 +340,9 @@ class LabeledSceneViewer:
             mean_side = sides.mean(0)
             # cameras all round the objects: no side is theirs, take the first camera's
             away = mean_side if np.linalg.norm(mean_side) > 0.3 else sides[0]
-        position, look_at = initial_view(self.data.points["xyz"], up, away, fov=self.server.initial_camera.fov)
+        position, look_at = initial_view(
+            self.data.points["xyz"], up, away, fov=self.server.initial_camera.fov
+        )
         self.server.initial_camera.position = tuple(float(x) for x in position)
         self.server.initial_camera.look_at = tuple(float(x) for x in look_at)
         self.points_root = scene.add_frame("/points", show_axes=False)
@@ -348,8 +353,12 @@ class LabeledSceneViewer:
             sel = np.nonzero(pts["label"] == k)[0]
             self.point_index[k] = sel
             self.point_nodes[k] = scene.add_point_cloud(
-                f"/points/{_node(k)}", pts["xyz"][sel], colors[sel],
-                point_size=1.5 * self.spacing, point_shape="rounded", precision="float32",
+                f"/points/{_node(k)}",
+                pts["xyz"][sel],
+                colors[sel],
+                point_size=1.5 * self.spacing,
+                point_shape="rounded",
+                precision="float32",
                 # flat: a label's colour must read the same on every point (and match the palette)
                 point_shading="flat",
             )
@@ -363,8 +372,11 @@ class LabeledSceneViewer:
                 sel = np.nonzero(sp["label"] == k)[0]
                 self.splat_index[k] = sel
                 self.splat_nodes[k] = scene.add_gaussian_splats(
-                    f"/splats/{_node(k)}", centers=sp["centers"][sel], covariances=sp["covariances"][sel],
-                    rgbs=colors[sel].astype(np.float32) / 255.0, opacities=sp["opacity"][sel, None],
+                    f"/splats/{_node(k)}",
+                    centers=sp["centers"][sel],
+                    covariances=sp["covariances"][sel],
+                    rgbs=colors[sel].astype(np.float32) / 255.0,
+                    opacities=sp["opacity"][sel, None],
                 )
             self.points_root.visible = False  # the splats are the richer view when present
         self.cameras_root = scene.add_frame("/cameras", show_axes=False)
@@ -377,14 +389,24 @@ class LabeledSceneViewer:
             self.camera_images[f["name"]] = {"RGB": image}
             missing += image is None
             handle = scene.add_camera_frustum(
-                f"/cameras/{f['name']}", fov=float(2 * np.arctan2(h / 2, K[1, 1])), aspect=w / h,
-                scale=self.frustum_scale, thickness=0.015 * self.frustum_scale, color=_FRUSTUM_IDLE, image=image,
-                wxyz=_rotation_to_wxyz(T[:3, :3]), position=T[:3, 3],
+                f"/cameras/{f['name']}",
+                fov=float(2 * np.arctan2(h / 2, K[1, 1])),
+                aspect=w / h,
+                scale=self.frustum_scale,
+                thickness=0.015 * self.frustum_scale,
+                color=_FRUSTUM_IDLE,
+                image=image,
+                wxyz=_rotation_to_wxyz(T[:3, :3]),
+                position=T[:3, 3],
             )
             handle.on_click(lambda event, name=f["name"]: self.show_view(name))
             self.frustums[f["name"]] = handle
         if missing:
-            logger.warning("%d of %d camera images not found; their frustums are drawn without images", missing, len(self.frames))
+            logger.warning(
+                "%d of %d camera images not found; their frustums are drawn without images",
+                missing,
+                len(self.frames),
+            )
 
         @scene.on_click()
         def _(event) -> None:
@@ -397,7 +419,8 @@ class LabeledSceneViewer:
         d = self.data
         gui.add_markdown(
             f"**{d.name}**: {len(d.points['xyz']):,} points, {len(self.ids)} instances, "
-            f"{len(d.frames)} views" + (f", {len(d.splats['centers']):,} splats" if d.splats is not None else "")
+            f"{len(d.frames)} views"
+            + (f", {len(d.splats['centers']):,} splats" if d.splats is not None else "")
             + (f" ({self.no_points} mask IDs took no point)" if self.no_points else "")
         )
         with gui.add_folder("Display"):
@@ -407,7 +430,9 @@ class LabeledSceneViewer:
             show_points.on_update(lambda _: setattr(self.points_root, "visible", show_points.value))
             if self.splats_root is not None:
                 show_splats = gui.add_checkbox("Splats", True)
-                show_splats.on_update(lambda _: setattr(self.splats_root, "visible", show_splats.value))
+                show_splats.on_update(
+                    lambda _: setattr(self.splats_root, "visible", show_splats.value)
+                )
             show_cams = gui.add_checkbox("Cameras", True)
             show_cams.on_update(lambda _: setattr(self.cameras_root, "visible", show_cams.value))
             images = gui.add_dropdown("Camera images", CAMERA_IMAGES, initial_value="RGB")
@@ -418,10 +443,20 @@ class LabeledSceneViewer:
             size = gui.add_slider("Point size", min=0.25, max=4.0, step=0.25, initial_value=1.5)
             size.on_update(lambda _: self.set_point_size(size.value * self.spacing))
         with gui.add_folder("Inspect"):
-            self.inspect = gui.add_dropdown("Instance", (_NO_SELECTION, *[str(k) for k in self.ids]), initial_value=_NO_SELECTION)
-            self.inspect.on_update(lambda _: self._apply_selection(None if self.inspect.value == _NO_SELECTION else int(self.inspect.value)))
+            self.inspect = gui.add_dropdown(
+                "Instance",
+                (_NO_SELECTION, *[str(k) for k in self.ids]),
+                initial_value=_NO_SELECTION,
+            )
+            self.inspect.on_update(
+                lambda _: self._apply_selection(
+                    None if self.inspect.value == _NO_SELECTION else int(self.inspect.value)
+                )
+            )
             self.info = gui.add_html(_small(self._info_html(None)))
-            self.view_info = gui.add_html(_small("<p>Click a camera to list the instances it saw.</p>"))
+            self.view_info = gui.add_html(
+                _small("<p>Click a camera to list the instances it saw.</p>")
+            )
             only = gui.add_button("Show only this instance")
             only.on_click(lambda _: self.isolate(self.state.selected))
             show_all = gui.add_button("Show all instances")
@@ -430,8 +465,10 @@ class LabeledSceneViewer:
             for e in self.instance_by_id.values():
                 k = e["id"]
                 box = gui.add_checkbox(
-                    f"{k}: {e['points']:,} pts, {len(e['frames'])} views", True,
-                    hint=f"confidence {e['confidence']:.2f}; seen in " + (", ".join(e["frames"][:20]) or "no view"),
+                    f"{k}: {e['points']:,} pts, {len(e['frames'])} views",
+                    True,
+                    hint=f"confidence {e['confidence']:.2f}; seen in "
+                    + (", ".join(e["frames"][:20]) or "no view"),
                 )
                 box.on_update(lambda _, k=k, box=box: self.set_visible(k, box.value))
                 self.checkboxes[k] = box
@@ -482,7 +519,9 @@ class LabeledSceneViewer:
         for name, handle in self.frustums.items():
             images = self.camera_images[name]
             if mode not in images:
-                images[mode] = _label_thumbnail(images["RGB"], self.data.out_dir / "masks" / f"{name}.png")
+                images[mode] = _label_thumbnail(
+                    images["RGB"], self.data.out_dir / "masks" / f"{name}.png"
+                )
             handle.image = images[mode] if images[mode] is not None else images["RGB"]
 
     def camera_hit(self, ray_origin: np.ndarray, ray_direction: np.ndarray) -> float | None:
@@ -524,8 +563,16 @@ class LabeledSceneViewer:
 
     def _pick(self, ray_origin, ray_direction) -> tuple[int | None, float]:
         """(instance hit or None, distance along the ray to the point hit)."""
-        if self.splats_root is not None and self.splats_root.visible and not self.points_root.visible:
-            xyz, label, index = self.data.splats["centers"], self.data.splats["label"], self.splat_index
+        if (
+            self.splats_root is not None
+            and self.splats_root.visible
+            and not self.points_root.visible
+        ):
+            xyz, label, index = (
+                self.data.splats["centers"],
+                self.data.splats["label"],
+                self.splat_index,
+            )
         else:
             xyz, label, index = self.data.points["xyz"], self.data.points["label"], self.point_index
         with self.state.lock:
@@ -537,7 +584,10 @@ class LabeledSceneViewer:
         if hit is None:
             return None, np.inf
         d = np.asarray(ray_direction, np.float64)
-        t = float((xyz[idx[hit]] - np.asarray(ray_origin, np.float64)) @ (d / max(np.linalg.norm(d), 1e-12)))
+        t = float(
+            (xyz[idx[hit]] - np.asarray(ray_origin, np.float64))
+            @ (d / max(np.linalg.norm(d), 1e-12))
+        )
         return int(label[idx[hit]]), t
 
     def select(self, k: int | None) -> None:
@@ -554,7 +604,9 @@ class LabeledSceneViewer:
         with self.state.lock:
             self.state.selected = k
             seen = set(self.instance_by_id[k]["frames"]) if k is not None else set()
-            colour = tuple(int(c) for c in label_colors(np.array([k]))[0]) if k is not None else None
+            colour = (
+                tuple(int(c) for c in label_colors(np.array([k]))[0]) if k is not None else None
+            )
             for name, handle in self.frustums.items():
                 hit = name in seen
                 handle.color = colour if hit else _FRUSTUM_IDLE
@@ -565,14 +617,20 @@ class LabeledSceneViewer:
         """List the instances the view `name` saw (a click on its frustum)."""
         ids = self.views_by_frame.get(name, [])
         swatches = " ".join(_swatch(k) + f"{k}" for k in ids) or "none"
-        self.view_info.content = _small(f"<p><b>view {_esc(name)}</b> saw {len(ids)} instances: {swatches}</p>")
+        self.view_info.content = _small(
+            f"<p><b>view {_esc(name)}</b> saw {len(ids)} instances: {swatches}</p>"
+        )
 
     def _info_html(self, k: int | None) -> str:
         if k is None:
-            return "<p>Click a point in the scene or pick an instance to see which views saw it.</p>"
+            return (
+                "<p>Click a point in the scene or pick an instance to see which views saw it.</p>"
+            )
         e = self.instance_by_id[k]
         frames = e["frames"]
-        listed = ", ".join(_esc(f) for f in frames[:60]) + (f", ... ({len(frames) - 60} more)" if len(frames) > 60 else "")
+        listed = ", ".join(_esc(f) for f in frames[:60]) + (
+            f", ... ({len(frames) - 60} more)" if len(frames) > 60 else ""
+        )
         return (
             f"<p>{_swatch(k)}<b>instance {k}</b>: {e['points']:,} points, confidence {e['confidence']:.2f}<br>"
             f"seen in {len(frames)} of {len(self.data.frames)} views (highlighted): {listed or 'none'}</p>"
@@ -605,7 +663,9 @@ def _label_thumbnail(image: np.ndarray | None, labels_path: Path) -> np.ndarray 
     except Lift3dError:
         return None
     h, w = image.shape[:2]
-    labels = np.asarray(Image.fromarray(labels.astype(np.int32)).resize((w, h), Image.Resampling.NEAREST))
+    labels = np.asarray(
+        Image.fromarray(labels.astype(np.int32)).resize((w, h), Image.Resampling.NEAREST)
+    )
     return overlay(image, labels, alpha=0.6, edges=False)
 
 
@@ -688,7 +748,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m lift3d.viewers.web", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lift3d.viewers.web", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("out", type=Path, help="output folder of `lift3d segment`")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)

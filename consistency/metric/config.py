@@ -47,24 +47,38 @@ class MetricConfig:
             return field if prefix is None else prefix + field.replace("_", "-")
 
         eps = self.eps
-        if isinstance(eps, bool) or not (isinstance(eps, (int, float, np.floating, np.integer))
-                                         and math.isfinite(eps) and eps > 0):
-            raise InputError(None, f"{name('eps')} must be a positive number of metres, got {eps!r}")
+        if isinstance(eps, bool) or not (
+            isinstance(eps, (int, float, np.floating, np.integer))
+            and math.isfinite(eps)
+            and eps > 0
+        ):
+            raise InputError(
+                None, f"{name('eps')} must be a positive number of metres, got {eps!r}"
+            )
         for field in ("max_points", "workers", "cells_per_eps", "cells_per_block"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise InputError(None, f"{name(field)} must be a positive integer, got {value!r}")
         e = self.pairwise_entries
         if e is not None and (isinstance(e, bool) or not isinstance(e, (int, np.integer)) or e < 1):
-            raise InputError(None, f"{name('pairwise_entries')} must be a positive integer or None, got {e!r}")
+            raise InputError(
+                None, f"{name('pairwise_entries')} must be a positive integer or None, got {e!r}"
+            )
         if self.cells_per_block < self.cells_per_eps:
-            raise InputError(None, f"{name('cells_per_block')} ({self.cells_per_block}) must be at least "
-                                   f"{name('cells_per_eps')} ({self.cells_per_eps})")
+            raise InputError(
+                None,
+                f"{name('cells_per_block')} ({self.cells_per_block}) must be at least "
+                f"{name('cells_per_eps')} ({self.cells_per_eps})",
+            )
 
     @property
     def entry_limit(self) -> int:
         """Pairwise entries held at once: a pass's keys, a folded table, a group reduced at the end."""
-        return int(self.pairwise_entries) if self.pairwise_entries is not None else max(1, int(self.max_points) // 8)
+        return (
+            int(self.pairwise_entries)
+            if self.pairwise_entries is not None
+            else max(1, int(self.max_points) // 8)
+        )
 
 
 @dataclass

@@ -47,24 +47,50 @@ class ArrayFrames:
         InputError: shapes or dtypes disagree, or both or neither of labels and features.
     """
 
-    def __init__(self, pointmaps: np.ndarray, valid: np.ndarray, labels: np.ndarray | None = None, *,
-                 features: np.ndarray | None = None):
+    def __init__(
+        self,
+        pointmaps: np.ndarray,
+        valid: np.ndarray,
+        labels: np.ndarray | None = None,
+        *,
+        features: np.ndarray | None = None,
+    ):
         pointmaps, valid = np.asarray(pointmaps), np.asarray(valid)
-        if pointmaps.ndim != 4 or pointmaps.shape[-1] != 3 or not np.issubdtype(pointmaps.dtype, np.floating):
-            raise InputError(None, f"pointmaps must be float [N, H, W, 3], got {pointmaps.dtype} {pointmaps.shape}")
+        if (
+            pointmaps.ndim != 4
+            or pointmaps.shape[-1] != 3
+            or not np.issubdtype(pointmaps.dtype, np.floating)
+        ):
+            raise InputError(
+                None,
+                f"pointmaps must be float [N, H, W, 3], got {pointmaps.dtype} {pointmaps.shape}",
+            )
         if valid.shape != pointmaps.shape[:3] or valid.dtype != bool:
-            raise InputError(None, f"valid must be a bool [N, H, W] = {pointmaps.shape[:3]} array, got {valid.dtype} {valid.shape}")
+            raise InputError(
+                None,
+                f"valid must be a bool [N, H, W] = {pointmaps.shape[:3]} array, got {valid.dtype} {valid.shape}",
+            )
         if (labels is None) == (features is None):
             raise InputError(None, "give exactly one of labels and features")
         if labels is not None:
             values = np.asarray(labels)
             if values.shape != valid.shape or not np.issubdtype(values.dtype, np.integer):
-                raise InputError(None, f"labels must be integer [N, H, W] = {valid.shape}, got {values.dtype} {values.shape}")
+                raise InputError(
+                    None,
+                    f"labels must be integer [N, H, W] = {valid.shape}, got {values.dtype} {values.shape}",
+                )
         else:
             values = np.asarray(features)
-            if values.ndim != 4 or values.shape[:3] != valid.shape or not np.issubdtype(values.dtype, np.floating):
-                raise InputError(None, f"features must be float [N, H, W, C] with [N, H, W] = {valid.shape}, "
-                                       f"got {values.dtype} {values.shape}")
+            if (
+                values.ndim != 4
+                or values.shape[:3] != valid.shape
+                or not np.issubdtype(values.dtype, np.floating)
+            ):
+                raise InputError(
+                    None,
+                    f"features must be float [N, H, W, C] with [N, H, W] = {valid.shape}, "
+                    f"got {values.dtype} {values.shape}",
+                )
         self.pointmaps, self.valid, self.values = pointmaps, valid, values
 
     def __len__(self) -> int:
@@ -106,7 +132,9 @@ class Spilled:
         return point_dtype(self.channels)
 
 
-def spill_frames(frames: FrameSource, path: Path, progress: Callable[[str, int, int], None] | None = None) -> Spilled:
+def spill_frames(
+    frames: FrameSource, path: Path, progress: Callable[[str, int, int], None] | None = None
+) -> Spilled:
     """Read every view once, check it and append its labeled points to `path`.
 
     Raises:
@@ -125,35 +153,61 @@ def spill_frames(frames: FrameSource, path: Path, progress: Callable[[str, int, 
             if progress is not None:
                 progress("frames", i + 1, N)
             if pm.ndim != 3 or pm.shape[-1] != 3 or not np.issubdtype(pm.dtype, np.floating):
-                raise InputError(None, f"pointmap of frame {i} must be float [H, W, 3], got {pm.dtype} {pm.shape}")
+                raise InputError(
+                    None,
+                    f"pointmap of frame {i} must be float [H, W, 3], got {pm.dtype} {pm.shape}",
+                )
             if shape is None:
                 shape = pm.shape[:2]
                 channels = values.shape[-1] if values.ndim == 3 else 0
             if pm.shape[:2] != shape:
-                raise InputError(None, f"pointmap of frame {i} is {pm.shape[:2]}, frame 0's {shape}: all frames one size")
+                raise InputError(
+                    None,
+                    f"pointmap of frame {i} is {pm.shape[:2]}, frame 0's {shape}: all frames one size",
+                )
             if valid.shape != shape or valid.dtype != bool:
-                raise InputError(None, f"valid of frame {i} must be a bool {shape} array, got {valid.dtype} {valid.shape}")
-            if channels == 0 and (values.shape != shape or not np.issubdtype(values.dtype, np.integer)):
-                raise InputError(None, f"labels of frame {i} must be integer {shape}, got {values.dtype} {values.shape}")
-            if channels and (values.shape != (*shape, channels) or not np.issubdtype(values.dtype, np.floating)):
-                raise InputError(None, f"features of frame {i} must be float {(*shape, channels)} like frame 0's, "
-                                       f"got {values.dtype} {values.shape}")
+                raise InputError(
+                    None,
+                    f"valid of frame {i} must be a bool {shape} array, got {valid.dtype} {valid.shape}",
+                )
+            if channels == 0 and (
+                values.shape != shape or not np.issubdtype(values.dtype, np.integer)
+            ):
+                raise InputError(
+                    None,
+                    f"labels of frame {i} must be integer {shape}, got {values.dtype} {values.shape}",
+                )
+            if channels and (
+                values.shape != (*shape, channels) or not np.issubdtype(values.dtype, np.floating)
+            ):
+                raise InputError(
+                    None,
+                    f"features of frame {i} must be float {(*shape, channels)} like frame 0's, "
+                    f"got {values.dtype} {values.shape}",
+                )
             pts = pm.reshape(-1, 3).astype(np.float32, copy=False)
             v = valid.reshape(-1)
             bad = v & ~np.isfinite(pts).all(axis=1)
             if bad.any():
                 j = int(np.flatnonzero(bad)[0])
-                raise InputError(None, f"pointmaps: {int(bad.sum())} valid pixel(s) of frame {i} have non-finite "
-                                       f"points, e.g. pixel (u={j % shape[1]}, v={j // shape[1]})")
+                raise InputError(
+                    None,
+                    f"pointmaps: {int(bad.sum())} valid pixel(s) of frame {i} have non-finite "
+                    f"points, e.g. pixel (u={j % shape[1]}, v={j // shape[1]})",
+                )
             if channels:
                 f = values.reshape(v.size, channels)
                 if not np.isfinite(f[v]).all():
-                    raise InputError(None, f"features of frame {i} hold non-finite values in valid pixels")
+                    raise InputError(
+                        None, f"features of frame {i} hold non-finite values in valid pixels"
+                    )
                 sel = np.flatnonzero(v & (f != 0).any(axis=1))
             else:
                 lab = values.reshape(-1)
                 if lab.size and lab.min() < 0:
-                    raise InputError(None, f"labels of frame {i} are negative (0 = unlabeled, 1.. = IDs)")
+                    raise InputError(
+                        None, f"labels of frame {i} are negative (0 = unlabeled, 1.. = IDs)"
+                    )
                 sel = np.flatnonzero(v & (lab > 0))
             rec = np.empty(len(sel), point_dtype(channels))
             rec["p"] = pts[sel]
@@ -171,8 +225,14 @@ def spill_frames(frames: FrameSource, path: Path, progress: Callable[[str, int, 
                 hi = np.maximum(hi, p.max(axis=0))
     if not sum(counts):
         raise InputError(None, "no pixel is both valid and labeled: nothing to measure")
-    return Spilled(shape=tuple(shape), lo=lo, hi=hi, labels_of=None if channels else labels_of, counts=counts,
-                   channels=channels)
+    return Spilled(
+        shape=tuple(shape),
+        lo=lo,
+        hi=hi,
+        labels_of=None if channels else labels_of,
+        counts=counts,
+        channels=channels,
+    )
 
 
 def _unit(f: np.ndarray) -> np.ndarray:
@@ -180,6 +240,6 @@ def _unit(f: np.ndarray) -> np.ndarray:
     out = np.empty(f.shape, np.float32)
     step = 1 << 20
     for i in range(0, len(f), step):
-        g = f[i:i + step].astype(np.float64)
-        out[i:i + step] = g / np.linalg.norm(g, axis=1, keepdims=True)
+        g = f[i : i + step].astype(np.float64)
+        out[i : i + step] = g / np.linalg.norm(g, axis=1, keepdims=True)
     return out

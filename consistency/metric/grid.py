@@ -66,10 +66,15 @@ def grid_dims(lo, hi, eps: float, G: int, k: int, m: int):
     """
     # a hair over eps / k so that float rounding can never put a neighbour k + 1 cells away
     s = eps / k * (1 + 1e-6)
-    dims = np.floor((hi - lo) / s).astype(np.int64) // m + 3  # offset by one: neighbour keys stay >= 0
+    dims = (
+        np.floor((hi - lo) / s).astype(np.int64) // m + 3
+    )  # offset by one: neighbour keys stay >= 0
     if int(np.prod(dims.astype(object))) * m**3 * G >= 2**62:
-        raise InputError(None, f"the scene spans {np.round(hi - lo, 2).tolist()} m: too large for eps = {eps} m "
-                               f"({G} label groups); raise eps or split the scene")
+        raise InputError(
+            None,
+            f"the scene spans {np.round(hi - lo, 2).tolist()} m: too large for eps = {eps} m "
+            f"({G} label groups); raise eps or split the scene",
+        )
     return s, dims
 
 
@@ -82,7 +87,9 @@ def label_groups(per_frame_labels: list[np.ndarray]):
         vl_view: [G] int64 view of each group.
     """
     lab_all = np.concatenate(per_frame_labels)
-    view_all = np.concatenate([np.full(len(u), i, np.int64) for i, u in enumerate(per_frame_labels)])
+    view_all = np.concatenate(
+        [np.full(len(u), i, np.int64) for i, u in enumerate(per_frame_labels)]
+    )
     order = np.lexsort((view_all, lab_all))
     rank = np.unique(lab_all, return_inverse=True)[1].reshape(-1)
     return rank[order].astype(np.int32), view_all[order]
@@ -102,13 +109,34 @@ def cells_and_blocks(keys, G: int, x, y, z, vl_label, dp, k: int, m: int, eps2: 
     (a `LabelRuns` without lab, vl_view and G: the caller's)."""
     from lift3d.consistency.metric import kernels as mk
 
-    (cell_key, cell_start, cell_bbox, cell_run_start, run_start, run_vl,
-     cell_lrun_start, lrun_start, lrun_label) = mk.build_cells(keys, G, x, y, z, vl_label)
+    (
+        cell_key,
+        cell_start,
+        cell_bbox,
+        cell_run_start,
+        run_start,
+        run_vl,
+        cell_lrun_start,
+        lrun_start,
+        lrun_label,
+    ) = mk.build_cells(keys, G, x, y, z, vl_label)
     block_of_cell = cell_key // m**3
     block_first = np.flatnonzero(np.r_[True, block_of_cell[1:] != block_of_cell[:-1]])
-    cells = CellGrid(block_keys=block_of_cell[block_first], block_cell_start=np.r_[block_first, len(cell_key)].astype(np.int64),
-                     cell_key=cell_key, cell_start=cell_start, cell_bbox=cell_bbox, x=x, y=y, z=z,
-                     nby=int(dp[1]), nbz=int(dp[2]), k=int(k), m=int(m), eps2=float(eps2))
+    cells = CellGrid(
+        block_keys=block_of_cell[block_first],
+        block_cell_start=np.r_[block_first, len(cell_key)].astype(np.int64),
+        cell_key=cell_key,
+        cell_start=cell_start,
+        cell_bbox=cell_bbox,
+        x=x,
+        y=y,
+        z=z,
+        nby=int(dp[1]),
+        nbz=int(dp[2]),
+        k=int(k),
+        m=int(m),
+        eps2=float(eps2),
+    )
     return cells, (cell_run_start, run_start, run_vl, cell_lrun_start, lrun_start, lrun_label)
 
 
@@ -125,7 +153,7 @@ def chunks(cell_start, block_cell_start, workers: int, runs=None) -> list[tuple[
     for b0, b1 in runs:
         n = int(pts[b1] - pts[b0])
         k = max(1, min(b1 - b0, round(n / target)))
-        cuts = np.searchsorted(pts[b0:b1 + 1] - pts[b0], np.linspace(0, n, k + 1)[1:-1])
+        cuts = np.searchsorted(pts[b0 : b1 + 1] - pts[b0], np.linspace(0, n, k + 1)[1:-1])
         e = np.unique(np.r_[0, cuts, b1 - b0]) + b0
         out += [(int(a), int(b)) for a, b in zip(e[:-1], e[1:]) if b > a]
     return out
@@ -164,5 +192,7 @@ def label_work(cells: CellGrid, runs: LabelRuns, job: CountPass, n_all, n_same, 
 
 def limbs_to_float(limbs: np.ndarray) -> np.ndarray:
     """[N] float64 of the exact per-frame sums in [N, 3] 28-bit limbs (`kernels.frame_sums_exact`)."""
-    return np.array([((int(a) << 56) + (int(b) << 28) + int(c)) / (1 << 84) for a, b, c in limbs.tolist()],
-                    np.float64)
+    return np.array(
+        [((int(a) << 56) + (int(b) << 28) + int(c)) / (1 << 84) for a, b, c in limbs.tolist()],
+        np.float64,
+    )

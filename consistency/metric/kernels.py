@@ -171,8 +171,17 @@ def build_cells(keys, G, x, y, z, vl_label):  # pragma: no cover - compiled
     run_start[nr] = n
     cell_lrun_start[nc] = nl
     lrun_start[nl] = n
-    return (cell_key, cell_start, cell_bbox, cell_run_start, run_start, run_vl,
-            cell_lrun_start, lrun_start, lrun_label)
+    return (
+        cell_key,
+        cell_start,
+        cell_bbox,
+        cell_run_start,
+        run_start,
+        run_vl,
+        cell_lrun_start,
+        lrun_start,
+        lrun_label,
+    )
 
 
 @njit(inline="always")
@@ -384,7 +393,9 @@ def _pass32_pairs(bx, by, bz, bl, n, px, py, pz, lp, lo32, hi32, cnt, flag):  # 
 
 
 @njit(inline="always")
-def _count_point(p, x, y, z, lab, nbuf, bx, by, bz, bl, cnt, flag, use32, lo32, hi32, eps2, pairwise):  # pragma: no cover
+def _count_point(
+    p, x, y, z, lab, nbuf, bx, by, bz, bl, cnt, flag, use32, lo32, hi32, eps2, pairwise
+):  # pragma: no cover
     """(neighbours, neighbours with p's label) of point p in the buffer; with pairwise, adds
     p's inside flags to cnt. float32 first; float64 (the reference's arithmetic) when a pair
     falls in the uncertain band or eps^2 is too large for float32."""
@@ -399,11 +410,35 @@ def _count_point(p, x, y, z, lab, nbuf, bx, by, bz, bl, cnt, flag, use32, lo32, 
         for j0 in range(0, nbuf, _CHUNK32):
             j1 = min(nbuf, j0 + _CHUNK32)
             if pairwise:
-                a, b_, c = _pass32_pairs(bx[j0:j1], by[j0:j1], bz[j0:j1], bl[j0:j1], j1 - j0, px32, py32, pz32,
-                                         lp, lo32, hi32, cnt[j0:j1], flag[j0:j1])
+                a, b_, c = _pass32_pairs(
+                    bx[j0:j1],
+                    by[j0:j1],
+                    bz[j0:j1],
+                    bl[j0:j1],
+                    j1 - j0,
+                    px32,
+                    py32,
+                    pz32,
+                    lp,
+                    lo32,
+                    hi32,
+                    cnt[j0:j1],
+                    flag[j0:j1],
+                )
             else:
-                a, b_, c = _pass32(bx[j0:j1], by[j0:j1], bz[j0:j1], bl[j0:j1], j1 - j0, px32, py32, pz32,
-                                   lp, lo32, hi32)
+                a, b_, c = _pass32(
+                    bx[j0:j1],
+                    by[j0:j1],
+                    bz[j0:j1],
+                    bl[j0:j1],
+                    j1 - j0,
+                    px32,
+                    py32,
+                    pz32,
+                    lp,
+                    lo32,
+                    hi32,
+                )
             n_sure += np.int64(a)
             n_maybe += np.int64(b_)
             s_sure += np.int64(c)
@@ -454,13 +489,23 @@ def label_chunk(b0, b1, cells, runs, job, n_all, n_same):  # pragma: no cover - 
         job: a `grid.CountPass` (what this pass counts: H, which views a of the pairwise).
         n_all, n_same: [n] int32, written for the points of the blocks counted when job.count_h.
     """
-    block_keys, block_cell_start, cell_key = cells.block_keys, cells.block_cell_start, cells.cell_key
+    block_keys, block_cell_start, cell_key = (
+        cells.block_keys,
+        cells.block_cell_start,
+        cells.cell_key,
+    )
     cell_start, cell_bbox, x, y, z = cells.cell_start, cells.cell_bbox, cells.x, cells.y, cells.z
     nby, nbz, k, m, eps2 = cells.nby, cells.nbz, cells.k, cells.m, cells.eps2
     cell_run_start, run_start, run_vl = runs.cell_run_start, runs.run_start, runs.run_vl
     cell_lrun_start, lrun_start, lrun_label = runs.cell_lrun_start, runs.lrun_start, runs.lrun_label
     lab, vl_view, G = runs.lab, runs.vl_view, runs.G
-    pairwise, count_h, va_lo, va_hi, max_entries = job.pairwise, job.count_h, job.va_lo, job.va_hi, job.max_entries
+    pairwise, count_h, va_lo, va_hi, max_entries = (
+        job.pairwise,
+        job.count_h,
+        job.va_lo,
+        job.va_hi,
+        job.max_entries,
+    )
     L = 3 * m
     grid = np.full(L * L * L, _EMPTY, np.int64)
     used = np.empty(L * L * L, np.int64)
@@ -561,7 +606,9 @@ def label_chunk(b0, b1, cells, runs, job, n_all, n_same):  # pragma: no cover - 
                         na = run_start[ra + 1] - run_start[ra]
                         row = rowmap[run_vl[ra]] * ncol
                         for rc in range(cell_run_start[c], cell_run_start[c + 1]):
-                            mat[row + colmap[run_vl[rc]]] += na * (run_start[rc + 1] - run_start[rc])
+                            mat[row + colmap[run_vl[rc]]] += na * (
+                                run_start[rc + 1] - run_start[rc]
+                            )
             # straddling cells: their points in one buffer, tested by every point of A
             nbuf = 0
             for ci in range(n_pt):
@@ -592,7 +639,11 @@ def label_chunk(b0, b1, cells, runs, job, n_all, n_same):  # pragma: no cover - 
                         col = colmap[run_vl[rc]]
                         if nseg > 0 and seg_col[nseg - 1] == col:
                             continue
-                        seg_start[nseg] = run_start[rc] - cell_start[c] + (j - (cell_start[c + 1] - cell_start[c]))
+                        seg_start[nseg] = (
+                            run_start[rc]
+                            - cell_start[c]
+                            + (j - (cell_start[c + 1] - cell_start[c]))
+                        )
                         seg_col[nseg] = col
                         nseg += 1
             seg_start[nseg] = nbuf
@@ -603,8 +654,25 @@ def label_chunk(b0, b1, cells, runs, job, n_all, n_same):  # pragma: no cover - 
                 if row_pw:
                     cnt[:nbuf] = 0
                 for p in range(run_start[ra], run_start[ra + 1]):
-                    t, s_ = _count_point(p, x, y, z, lab, nbuf, bx, by, bz, bl, cnt, flag, use32, lo32, hi32,
-                                         eps2, row_pw)
+                    t, s_ = _count_point(
+                        p,
+                        x,
+                        y,
+                        z,
+                        lab,
+                        nbuf,
+                        bx,
+                        by,
+                        bz,
+                        bl,
+                        cnt,
+                        flag,
+                        use32,
+                        lo32,
+                        hi32,
+                        eps2,
+                        row_pw,
+                    )
                     if count_h:
                         lp = lab[p]
                         same = 0
@@ -663,7 +731,11 @@ def feature_chunk(b0, b1, cells, feat, cell_sum, n_all, dot):  # pragma: no cove
     `cells` is a `grid.CellGrid`; n_all [n] int32 and dot [n] float64 are written for the
     points of blocks [b0, b1).
     """
-    block_keys, block_cell_start, cell_key = cells.block_keys, cells.block_cell_start, cells.cell_key
+    block_keys, block_cell_start, cell_key = (
+        cells.block_keys,
+        cells.block_cell_start,
+        cells.cell_key,
+    )
     cell_start, cell_bbox, x, y, z = cells.cell_start, cells.cell_bbox, cells.x, cells.y, cells.z
     nby, nbz, k, m, eps2 = cells.nby, cells.nbz, cells.k, cells.m, cells.eps2
     L = 3 * m

@@ -31,8 +31,12 @@ def view_passes(run_vl, cell_run_start, block_cell_start, runs, vl_view, N: int,
     small whatever the number of views that see this part of the scene. Views without rows here
     get no pass; the first pass also counts H, so there is always one.
     """
-    own_runs = np.concatenate([np.arange(cell_run_start[block_cell_start[b0]], cell_run_start[block_cell_start[b1]])
-                               for b0, b1 in runs])
+    own_runs = np.concatenate(
+        [
+            np.arange(cell_run_start[block_cell_start[b0]], cell_run_start[block_cell_start[b1]])
+            for b0, b1 in runs
+        ]
+    )
     rows = np.bincount(vl_view[np.unique(run_vl[own_runs])], minlength=N)
     groups = np.bincount(vl_view[np.unique(run_vl)], minlength=N)
     later = groups.sum() - np.cumsum(groups)  # groups of views b > a
@@ -101,7 +105,9 @@ def append_entries(path: Path, keys: np.ndarray, counts: np.ndarray) -> None:
         rec.tofile(fh)
 
 
-def pairwise_stream(path: Path, tmp: Path, vl_view: np.ndarray, G: int, N: int, max_entries: int) -> float | None:
+def pairwise_stream(
+    path: Path, tmp: Path, vl_view: np.ndarray, G: int, N: int, max_entries: int
+) -> float | None:
     """The pooled Rand agreement of the spilled entries, one group of views a at a time.
 
     All entries of a view pair share view a (the smaller view), so a group of whole views a
@@ -119,7 +125,9 @@ def pairwise_stream(path: Path, tmp: Path, vl_view: np.ndarray, G: int, N: int, 
     group_of_view = np.repeat(np.arange(S), np.diff(edges))
     paths = [tmp / f"pairs{k}.bin" for k in range(S)]
     for rec in read_chunks(path, count, ENTRY):
-        append_by_destination(rec, np.arange(len(rec)), group_of_view[vl_view[rec["k"] // G]], paths)
+        append_by_destination(
+            rec, np.arange(len(rec)), group_of_view[vl_view[rec["k"] // G]], paths
+        )
     path.unlink()
     T_parts, D_parts = [], []
     for q in paths:

@@ -56,7 +56,9 @@ def consistency_score_reference(
         sim = Fs @ Fs.T
     h = (E * sim).sum(1) / E.sum(1)
     frame = idx // (H * W)
-    per_frame = [float(h[frame == i].mean()) if (frame == i).any() else float("nan") for i in range(N)]
+    per_frame = [
+        float(h[frame == i].mean()) if (frame == i).any() else float("nan") for i in range(N)
+    ]
     pairwise = None
     if features is None:
         agree = total = 0
@@ -74,5 +76,11 @@ def consistency_score_reference(
         out_map = np.full(N * H * W, np.nan, np.float32)
         out_map[idx] = h
         out_map = out_map.reshape(N, H, W)
-    return MetricResult(H=float(h.mean()), pairwise=pairwise, eps=float(eps), pixels=len(idx),
-                        per_pixel=out_map, per_frame=per_frame)
+    return MetricResult(
+        H=float(h.mean()),
+        pairwise=pairwise,
+        eps=float(eps),
+        pixels=len(idx),
+        per_pixel=out_map,
+        per_frame=per_frame,
+    )

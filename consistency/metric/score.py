@@ -111,7 +111,17 @@ def read_h_frame(per_pixel_dir: str | Path, i: int) -> np.ndarray:
     return out
 
 
-def _score(spill: Path, info: Spilled, N: int, eps: float, config: MetricConfig, tmp: Path, per_pixel, progress, t0):
+def _score(
+    spill: Path,
+    info: Spilled,
+    N: int,
+    eps: float,
+    config: MetricConfig,
+    tmp: Path,
+    per_pixel,
+    progress,
+    t0,
+):
     from lift3d.consistency.metric import kernels as mk
 
     H, W = info.shape
@@ -141,8 +151,21 @@ def _score(spill: Path, info: Spilled, N: int, eps: float, config: MetricConfig,
         tile_files = [spill]  # one tile: its points are the spill's, in the same order
     else:
         halo = tiles.halo_lists(blocks, tile_of, boxes, dp)
-        tile_files = tiles.distribute(spill, info.dtype, tmp, info.lo, s, perm, dp, m, blocks, tile_of, halo,
-                                      len(boxes), count)
+        tile_files = tiles.distribute(
+            spill,
+            info.dtype,
+            tmp,
+            info.lo,
+            s,
+            perm,
+            dp,
+            m,
+            blocks,
+            tile_of,
+            halo,
+            len(boxes),
+            count,
+        )
         spill.unlink()
     h_out = _PerPixel(per_pixel, (N, H, W))
     limbs = np.zeros((N, 3), np.int64)  # labels: exact per-frame sums
@@ -158,10 +181,21 @@ def _score(spill: Path, info: Spilled, N: int, eps: float, config: MetricConfig,
         # the records are handed over, not kept: the tile drops them once it has sorted them
         if labels:
             entries = EntrySpill(pair_spill, config.entry_limit) if do_pairwise else None
-            res = count_tile(np.fromfile(path, info.dtype), boxes[t], grid, groups, N, H * W, eps * eps,
-                             config.workers, entries)
+            res = count_tile(
+                np.fromfile(path, info.dtype),
+                boxes[t],
+                grid,
+                groups,
+                N,
+                H * W,
+                eps * eps,
+                config.workers,
+                entries,
+            )
         else:
-            res = feature_tile(np.fromfile(path, info.dtype), boxes[t], grid, eps * eps, config.workers)
+            res = feature_tile(
+                np.fromfile(path, info.dtype), boxes[t], grid, eps * eps, config.workers
+            )
         path.unlink()
         if res is None:
             continue
@@ -177,15 +211,29 @@ def _score(spill: Path, info: Spilled, N: int, eps: float, config: MetricConfig,
     if progress is not None:
         progress("tiles", len(tile_files), len(tile_files))
     if int(frame_n.sum()) != n:
-        raise RuntimeError(f"tiles counted {int(frame_n.sum())} points of {n}")  # a bug, never input
+        raise RuntimeError(
+            f"tiles counted {int(frame_n.sum())} points of {n}"
+        )  # a bug, never input
     if labels:
         frame_sum = limbs_to_float(limbs)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_frame = (frame_sum / frame_n).tolist()
-    pw = pairwise_stream(pair_spill, tmp, groups[3], G, N, config.entry_limit) if do_pairwise else None
-    logger.debug("metric: %d points, %d frames, %d tiles, %.1f s", n, N, len(boxes), time.perf_counter() - t0)
-    return MetricResult(H=math.fsum(frame_sum) / n, pairwise=pw, eps=eps, pixels=n, per_pixel=h_out.result(),
-                        per_frame=per_frame)
+    pw = (
+        pairwise_stream(pair_spill, tmp, groups[3], G, N, config.entry_limit)
+        if do_pairwise
+        else None
+    )
+    logger.debug(
+        "metric: %d points, %d frames, %d tiles, %.1f s", n, N, len(boxes), time.perf_counter() - t0
+    )
+    return MetricResult(
+        H=math.fsum(frame_sum) / n,
+        pairwise=pw,
+        eps=eps,
+        pixels=n,
+        per_pixel=h_out.result(),
+        per_frame=per_frame,
+    )
 
 
 def _sort(keys, pts):
@@ -195,8 +243,14 @@ def _sort(keys, pts):
 
     keys, order = mk.radix_sort_pairs(keys, np.arange(len(pts), dtype=np.int64))
     p = pts["p"]
-    return keys, np.ascontiguousarray(p[order, 0]), np.ascontiguousarray(p[order, 1]), \
-        np.ascontiguousarray(p[order, 2]), pts["i"][order], order
+    return (
+        keys,
+        np.ascontiguousarray(p[order, 0]),
+        np.ascontiguousarray(p[order, 1]),
+        np.ascontiguousarray(p[order, 2]),
+        pts["i"][order],
+        order,
+    )
 
 
 def _own_runs(cells, box, dp):
@@ -215,7 +269,9 @@ def _own_points(cells, runs):
     return np.concatenate([np.arange(pstart[b0], pstart[b1]) for b0, b1 in runs])
 
 
-def count_tile(pts, box, grid, groups, N: int, HW: int, eps2: float, workers: int, entries: EntrySpill | None):
+def count_tile(
+    pts, box, grid, groups, N: int, HW: int, eps2: float, workers: int, entries: EntrySpill | None
+):
     """Counts of the labeled points of one tile's own blocks (those inside `box`).
 
     Args:
@@ -239,25 +295,40 @@ def count_tile(pts, box, grid, groups, N: int, HW: int, eps2: float, workers: in
     del vl
     keys, x, y, z, idx, order = _sort(keys, pts)
     del order, pts
-    cells, (cell_run_start, run_start, run_vl, cell_lrun_start, lrun_start, lrun_label) = \
+    cells, (cell_run_start, run_start, run_vl, cell_lrun_start, lrun_start, lrun_label) = (
         cells_and_blocks(keys, G, x, y, z, vl_label, dp, k, m, eps2)
+    )
     lab = vl_label.astype(np.int32)[(keys % G).astype(np.int32)]
     del keys
     own = _own_runs(cells, box, dp)
     if own is None:
         return None
-    runs = LabelRuns(cell_run_start=cell_run_start, run_start=run_start, run_vl=run_vl,
-                     cell_lrun_start=cell_lrun_start, lrun_start=lrun_start, lrun_label=lrun_label,
-                     lab=lab, vl_view=vl_view, G=G)
+    runs = LabelRuns(
+        cell_run_start=cell_run_start,
+        run_start=run_start,
+        run_vl=run_vl,
+        cell_lrun_start=cell_lrun_start,
+        lrun_start=lrun_start,
+        lrun_label=lrun_label,
+        lab=lab,
+        vl_view=vl_view,
+        G=G,
+    )
     chunk_list = chunks(cells.cell_start, cells.block_cell_start, workers, own)
     n = len(x)
     n_all = np.zeros(n, np.int32)
     n_same = np.zeros(n, np.int32)
     if entries is not None:
-        passes = view_passes(run_vl, cell_run_start, cells.block_cell_start, own, vl_view, N, entries.limit)
+        passes = view_passes(
+            run_vl, cell_run_start, cells.block_cell_start, own, vl_view, N, entries.limit
+        )
         for i, (va_lo, va_hi) in enumerate(passes):
-            job = CountPass(count_h=i == 0, pairwise=True, va_lo=va_lo, va_hi=va_hi, max_entries=entries.limit)
-            run_threads(label_work(cells, runs, job, n_all, n_same, entries.add), chunk_list, workers)
+            job = CountPass(
+                count_h=i == 0, pairwise=True, va_lo=va_lo, va_hi=va_hi, max_entries=entries.limit
+            )
+            run_threads(
+                label_work(cells, runs, job, n_all, n_same, entries.add), chunk_list, workers
+            )
             entries.flush()  # the next pass's keys are other ones (another range of views a)
     else:
         job = CountPass(count_h=True, pairwise=False, va_lo=0, va_hi=0, max_entries=1)
@@ -283,8 +354,11 @@ def feature_tile(pts, box, grid, eps2: float, workers: int):
     cell_sum = mk.cell_feature_sums(cells.cell_start, f)
     n_all = np.zeros(len(x), np.int32)
     dot = np.zeros(len(x), np.float64)
-    run_threads(lambda rng: mk.feature_chunk(rng[0], rng[1], cells, f, cell_sum, n_all, dot),
-                chunks(cells.cell_start, cells.block_cell_start, workers, own), workers)
+    run_threads(
+        lambda rng: mk.feature_chunk(rng[0], rng[1], cells, f, cell_sum, n_all, dot),
+        chunks(cells.cell_start, cells.block_cell_start, workers, own),
+        workers,
+    )
     sel = _own_points(cells, own)
     return idx[sel], dot[sel], n_all[sel]
 
@@ -305,7 +379,7 @@ class _PerPixel:
         if self.array is not None:
             step = 1 << 22  # h in float64 a slice at a time
             for i in range(0, len(idx), step):
-                self.array[idx[i:i + step]] = num[i:i + step] / n_all[i:i + step]
+                self.array[idx[i : i + step]] = num[i : i + step] / n_all[i : i + step]
         elif self.path is not None:
             _write_h(self.path, idx, num, n_all)
 
@@ -337,9 +411,11 @@ def _write_h(path: Path, idx, num, n_all):
     order = np.argsort(idx, kind="stable")  # pixel order: sequential pages
     step = 1 << 15
     for a in range(0, len(order), step):
-        o = order[a:a + step]
+        o = order[a : a + step]
         first, last = int(idx[o[0]]), int(idx[o[-1]])
-        window = np.memmap(path, np.float32, "r+", offset=offset + 4 * first, shape=(last - first + 1,))
+        window = np.memmap(
+            path, np.float32, "r+", offset=offset + 4 * first, shape=(last - first + 1,)
+        )
         window[idx[o] - first] = num[o] / n_all[o]
         window.flush()
         del window

@@ -61,7 +61,9 @@ def block_histogram(spill: Path, dtype, lo, s, perm, dp, m: int, count: int):
         k, inv = np.unique(heads, return_inverse=True)
         c = np.bincount(inv, weights=run, minlength=len(k))
         keys, inv = np.unique(np.concatenate([keys, k]), return_inverse=True)
-        counts = np.bincount(inv, weights=np.concatenate([counts, c]), minlength=len(keys)).astype(np.int64)
+        counts = np.bincount(inv, weights=np.concatenate([counts, c]), minlength=len(keys)).astype(
+            np.int64
+        )
     return keys, counts
 
 
@@ -153,7 +155,21 @@ def plan_runs(hist: np.ndarray, max_points: int) -> np.ndarray:
     return np.asarray(edges, np.int64)
 
 
-def distribute(spill: Path, dtype, tmp: Path, lo, s, perm, dp, m: int, blocks, tile_of, halo, T: int, count: int):
+def distribute(
+    spill: Path,
+    dtype,
+    tmp: Path,
+    lo,
+    s,
+    perm,
+    dp,
+    m: int,
+    blocks,
+    tile_of,
+    halo,
+    T: int,
+    count: int,
+):
     """Each tile's own points and those of the blocks around it (its halo) into
     `tmp/tile<k>.bin`, in spill order (None for a tile that receives no point). Returns the T paths."""
     start, extra = halo
@@ -166,9 +182,13 @@ def distribute(spill: Path, dtype, tmp: Path, lo, s, perm, dp, m: int, blocks, t
         ne = start[pos + 1] - start[pos]
         has = np.flatnonzero(ne)
         reps = ne[has]
-        first = np.repeat(start[pos[has]] - (np.cumsum(reps) - reps), reps)  # extra index - running index
+        first = np.repeat(
+            start[pos[has]] - (np.cumsum(reps) - reps), reps
+        )  # extra index - running index
         src = np.concatenate([np.arange(len(rec)), np.repeat(has, reps)])
-        dst = np.concatenate([tile_of[pos], extra[first + np.arange(int(reps.sum()))]]).astype(small)
+        dst = np.concatenate([tile_of[pos], extra[first + np.arange(int(reps.sum()))]]).astype(
+            small
+        )
         for j in append_by_destination(rec, src, dst, paths):
             used[j] = True
     return [p if u else None for p, u in zip(paths, used)]

@@ -64,8 +64,12 @@ def read_scannet_export(
     for sub in ("color", "depth", "pose", "intrinsic"):
         if not (root / sub).is_dir():
             raise InputError(root / sub, f"missing: a ScanNet export needs {sub}/ beside color/")
-    K_color = check_intrinsics(read_matrix(root / "intrinsic/intrinsic_color.txt"), root / "intrinsic/intrinsic_color.txt")
-    K_depth = check_intrinsics(read_matrix(root / "intrinsic/intrinsic_depth.txt"), root / "intrinsic/intrinsic_depth.txt")
+    K_color = check_intrinsics(
+        read_matrix(root / "intrinsic/intrinsic_color.txt"), root / "intrinsic/intrinsic_color.txt"
+    )
+    K_depth = check_intrinsics(
+        read_matrix(root / "intrinsic/intrinsic_depth.txt"), root / "intrinsic/intrinsic_depth.txt"
+    )
 
     colors = list_images(root / "color")
     if not colors:
@@ -87,7 +91,9 @@ def read_scannet_export(
             wh = image_size(depth_path)
             depth_size = depth_size or wh
             if wh != depth_size:
-                problem = f"depth image of another size than the scan's {depth_size[0]}x{depth_size[1]}"
+                problem = (
+                    f"depth image of another size than the scan's {depth_size[0]}x{depth_size[1]}"
+                )
         if problem is not None:
             dropped.append(name)
             why.setdefault(problem, []).append(name)
@@ -97,12 +103,19 @@ def read_scannet_export(
     for problem, frames in why.items():
         logger.warning(
             "%s: dropped %d frame(s), %s: %s",
-            root, len(frames), problem, ", ".join(frames[:20]) + (" ..." if len(frames) > 20 else ""),
+            root,
+            len(frames),
+            problem,
+            ", ".join(frames[:20]) + (" ..." if len(frames) > 20 else ""),
         )
     no_colour = sorted({p.stem for p in list_images(root / "depth")} - {c.stem for c in colors})
     if no_colour:
-        logger.warning("%s: %d depth frame(s) have no colour image and are not used: %s", root, len(no_colour),
-                       ", ".join(no_colour[:20]) + (" ..." if len(no_colour) > 20 else ""))
+        logger.warning(
+            "%s: %d depth frame(s) have no colour image and are not used: %s",
+            root,
+            len(no_colour),
+            ", ".join(no_colour[:20]) + (" ..." if len(no_colour) > 20 else ""),
+        )
     if not names:
         raise InputError(root / "pose", "no frame has a usable pose and depth: nothing to use")
 

@@ -39,8 +39,11 @@ def gt_paths(scene_dir: str | Path, scene_name: str | None = None) -> tuple[Path
     """(segs.json, aggregation.json, mesh) of a ScanNet scan folder."""
     scene_dir = Path(scene_dir)
     name = scene_name or scene_dir.name
-    return (scene_dir / f"{name}_vh_clean_2.0.010000.segs.json", scene_dir / f"{name}.aggregation.json",
-            scene_dir / f"{name}_vh_clean_2.ply")
+    return (
+        scene_dir / f"{name}_vh_clean_2.0.010000.segs.json",
+        scene_dir / f"{name}.aggregation.json",
+        scene_dir / f"{name}_vh_clean_2.ply",
+    )
 
 
 def read_vertex_segments(segs_path: str | Path) -> np.ndarray:  # [V] int64
@@ -71,7 +74,9 @@ def vertex_objects(segs_path: Path, agg_path: Path) -> tuple[np.ndarray, dict[in
             seg_ids = np.asarray(group["segments"], np.int64).reshape(-1)
             group_label[object_id] = str(group.get("label", ""))
         except (KeyError, TypeError, ValueError):
-            raise InputError(agg_path, f"segGroups[{k}] needs 'objectId' and a 'segments' list") from None
+            raise InputError(
+                agg_path, f"segGroups[{k}] needs 'objectId' and a 'segments' list"
+            ) from None
         lo = np.searchsorted(seg_sorted, seg_ids, side="left")
         hi = np.searchsorted(seg_sorted, seg_ids, side="right")
         verts = np.concatenate([order[a:b] for a, b in zip(lo, hi)]) if len(seg_ids) else order[:0]
@@ -155,8 +160,12 @@ def load_scan_gt(scene_dir: str | Path, scene_name: str | None = None) -> ScanGT
         key = ply["face"].data.dtype.names[0]
         faces = np.vstack(ply["face"].data[key]).astype(np.int64)[:, :3]
     if len(xyz) != len(obj):
-        raise InputError(mesh_path, f"mesh has {len(xyz)} vertices, {segs_path.name} has {len(obj)}")
-    return ScanGT(vertices=xyz, faces=faces, object=obj, segment=seg, labels=labels, source=Path(scene_dir))
+        raise InputError(
+            mesh_path, f"mesh has {len(xyz)} vertices, {segs_path.name} has {len(obj)}"
+        )
+    return ScanGT(
+        vertices=xyz, faces=faces, object=obj, segment=seg, labels=labels, source=Path(scene_dir)
+    )
 
 
 # ------------------------------------------------------- the 3D instance benchmark's ground truth
@@ -193,7 +202,14 @@ def _bundled_label_map() -> Path | None:
     spec = importlib.util.find_spec("open3d")
     if spec is None or spec.origin is None:
         return None
-    path = Path(spec.origin).parent / "_ml3d" / "datasets" / "_resources" / "scannet" / "scannetv2-labels.combined.tsv"
+    path = (
+        Path(spec.origin).parent
+        / "_ml3d"
+        / "datasets"
+        / "_resources"
+        / "scannet"
+        / "scannetv2-labels.combined.tsv"
+    )
     return path if path.is_file() else None
 
 
@@ -256,7 +272,9 @@ def load_scannet_gt(
     """
 
     if label_source not in ("auto", "labels_ply", "aggregation"):
-        raise InputError(None, f"label_source must be auto, labels_ply or aggregation, got {label_source!r}")
+        raise InputError(
+            None, f"label_source must be auto, labels_ply or aggregation, got {label_source!r}"
+        )
     scene_dir = Path(scene_dir)
     name = scene_name or scene_dir.name
     agg_path = scene_dir / f"{name}.aggregation.json"
@@ -268,20 +286,34 @@ def load_scannet_gt(
 
     nyu = None
     if label_source != "aggregation":
-        vertex = ply_vertex_fields(read_ply(labels_path), labels_path, ("label",), "NYU40 label per vertex")
+        vertex = ply_vertex_fields(
+            read_ply(labels_path), labels_path, ("label",), "NYU40 label per vertex"
+        )
         nyu = np.asarray(vertex["label"], np.int64)
         if len(nyu) != num_vertices:
-            raise InputError(labels_path, f"has {len(nyu)} vertices, {segs_path.name} has {num_vertices}")
+            raise InputError(
+                labels_path, f"has {len(nyu)} vertices, {segs_path.name} has {num_vertices}"
+            )
         if nyu.size and (nyu.min() < 0 or nyu.max() > 40):
             if label_source == "labels_ply":
-                raise InputError(labels_path, f"labels span {nyu.min()}..{nyu.max()}: not NYU40 ids (0..40); use label_source='aggregation'")
-            logger.info("%s holds labels up to %d, not NYU40: classes from the aggregation instead", labels_path.name, nyu.max())
+                raise InputError(
+                    labels_path,
+                    f"labels span {nyu.min()}..{nyu.max()}: not NYU40 ids (0..40); use label_source='aggregation'",
+                )
+            logger.info(
+                "%s holds labels up to %d, not NYU40: classes from the aggregation instead",
+                labels_path.name,
+                nyu.max(),
+            )
             nyu = None
     names = None
     if nyu is None:
         map_path = Path(label_map) if label_map is not None else _bundled_label_map()
         if map_path is None:
-            raise InputError(None, "no NYU40 labels: pass label_map=scannetv2-labels.combined.tsv (ScanNet's label table)")
+            raise InputError(
+                None,
+                "no NYU40 labels: pass label_map=scannetv2-labels.combined.tsv (ScanNet's label table)",
+            )
         names = read_label_table(map_path)
 
     labels: dict[int, int] = {}
@@ -301,7 +333,13 @@ def load_scannet_gt(
         else:
             instance[on] = 0
     if unknown:
-        logger.warning("%s: categories not in the label table, treated as void: %s", agg_path.name, ", ".join(sorted(unknown)))
+        logger.warning(
+            "%s: categories not in the label table, treated as void: %s",
+            agg_path.name,
+            ", ".join(sorted(unknown)),
+        )
     void = instance == 0
-    logger.info("%s: %d of %d annotated objects are benchmark-class instances", name, len(labels), n_groups)
+    logger.info(
+        "%s: %d of %d annotated objects are benchmark-class instances", name, len(labels), n_groups
+    )
     return GroundTruth(instance=instance, void=void, num_vertices=num_vertices, labels=labels)

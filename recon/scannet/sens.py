@@ -103,28 +103,42 @@ class SensFile:
                 s = struct.Struct("<" + fmt)
                 buf = f.read(s.size)
                 if len(buf) != s.size:
-                    raise InputError(path, f"truncated .sens file: it ends inside the header ({what})")
+                    raise InputError(
+                        path, f"truncated .sens file: it ends inside the header ({what})"
+                    )
                 return s.unpack(buf)
 
             (version,) = take("I", "version")
             if version != SENS_VERSION:
-                raise InputError(path, f"not a ScanNet .sens file of version {SENS_VERSION} (found version {version})")
+                raise InputError(
+                    path,
+                    f"not a ScanNet .sens file of version {SENS_VERSION} (found version {version})",
+                )
             (name_len,) = take("Q", "sensor name length")
             if name_len > _MAX_NAME:
-                raise InputError(path, f"not a ScanNet .sens file (sensor name of {name_len} bytes)")
+                raise InputError(
+                    path, f"not a ScanNet .sens file (sensor name of {name_len} bytes)"
+                )
             name = f.read(name_len)
             if len(name) != name_len:
-                raise InputError(path, "truncated .sens file: it ends inside the header (sensor name)")
-            mats = [np.array(take("16f", "calibration"), np.float32).reshape(4, 4) for _ in range(4)]
+                raise InputError(
+                    path, "truncated .sens file: it ends inside the header (sensor name)"
+                )
+            mats = [
+                np.array(take("16f", "calibration"), np.float32).reshape(4, 4) for _ in range(4)
+            ]
             c_comp, d_comp = take("ii", "compression types")
             cw, ch, dw, dh = take("4I", "image sizes")
             (depth_shift,) = take("f", "depth shift")
             (n_frames,) = take("Q", "frame count")
             if c_comp not in COLOR_COMPRESSION or d_comp not in DEPTH_COMPRESSION:
-                raise InputError(path, f"unknown compression types (colour {c_comp}, depth {d_comp})")
+                raise InputError(
+                    path, f"unknown compression types (colour {c_comp}, depth {d_comp})"
+                )
             if min(cw, ch, dw, dh) == 0 or not depth_shift > 0:
                 raise InputError(
-                    path, f"header has colour {cw}x{ch}, depth {dw}x{dh}, depth shift {depth_shift}: all must be > 0"
+                    path,
+                    f"header has colour {cw}x{ch}, depth {dw}x{dh}, depth shift {depth_shift}: all must be > 0",
                 )
             sens = cls(
                 path=path,
@@ -145,7 +159,8 @@ class SensFile:
                 buf = f.read(_FRAME_HEADER.size)
                 if len(buf) != _FRAME_HEADER.size:
                     raise InputError(
-                        path, f"truncated .sens file: the header announces {n_frames} frames, it holds {i} complete"
+                        path,
+                        f"truncated .sens file: the header announces {n_frames} frames, it holds {i} complete",
                     )
                 values = _FRAME_HEADER.unpack(buf)
                 ts_c, ts_d, n_color, n_depth = values[16:]
@@ -153,7 +168,8 @@ class SensFile:
                 pos = color_offset + n_color + n_depth
                 if pos > file_size:
                     raise InputError(
-                        path, f"truncated .sens file: the header announces {n_frames} frames, it holds {i} complete"
+                        path,
+                        f"truncated .sens file: the header announces {n_frames} frames, it holds {i} complete",
                     )
                 sens.frames.append(
                     SensFrameIndex(
@@ -173,7 +189,9 @@ class SensFile:
             f.seek(offset)
             data = f.read(n)
         if len(data) != n:
-            raise InputError(self.path, f"cannot read {n} bytes at offset {offset} (file changed or truncated)")
+            raise InputError(
+                self.path, f"cannot read {n} bytes at offset {offset} (file changed or truncated)"
+            )
         return data
 
     def read_color(self, i: int) -> np.ndarray:
@@ -183,7 +201,9 @@ class SensFile:
         W, H = self.color_size
         if self.color_compression == "raw":
             if len(data) != W * H * 3:
-                raise InputError(self.path, f"frame {i}: raw colour of {len(data)} bytes, expected {W * H * 3}")
+                raise InputError(
+                    self.path, f"frame {i}: raw colour of {len(data)} bytes, expected {W * H * 3}"
+                )
             return np.frombuffer(data, np.uint8).reshape(H, W, 3).copy()
         from PIL import Image, UnidentifiedImageError
 
@@ -191,10 +211,13 @@ class SensFile:
             with Image.open(io.BytesIO(data)) as im:
                 image = np.asarray(im.convert("RGB"))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise InputError(self.path, f"frame {i}: cannot decode {self.color_compression} colour ({e})") from None
+            raise InputError(
+                self.path, f"frame {i}: cannot decode {self.color_compression} colour ({e})"
+            ) from None
         if image.shape[:2] != (H, W):
             raise InputError(
-                self.path, f"frame {i}: colour is {image.shape[1]}x{image.shape[0]}, the header says {W}x{H}"
+                self.path,
+                f"frame {i}: colour is {image.shape[1]}x{image.shape[0]}, the header says {W}x{H}",
             )
         return image
 
@@ -208,10 +231,14 @@ class SensFile:
             except zlib.error as e:
                 raise InputError(self.path, f"frame {i}: corrupt zlib depth ({e})") from None
         elif self.depth_compression != "raw_ushort":
-            raise InputError(self.path, f"depth compression {self.depth_compression} is not supported")
+            raise InputError(
+                self.path, f"depth compression {self.depth_compression} is not supported"
+            )
         w, h = self.depth_size
         if len(data) != w * h * 2:
-            raise InputError(self.path, f"frame {i}: depth of {len(data)} bytes, expected {w}x{h} uint16")
+            raise InputError(
+                self.path, f"frame {i}: depth of {len(data)} bytes, expected {w}x{h} uint16"
+            )
         return np.frombuffer(data, "<u2").reshape(h, w).copy()
 
     def raw_frame(self, i: int, name: str | None = None) -> RawFrame:
@@ -248,10 +275,14 @@ def read_sens(path: str | Path, *, size: tuple[int, int] | None = None) -> Scene
         raise InputError(path, "the .sens file holds no frame")
     problems = [pose_problem(fr.T_world_camera) for fr in sens.frames]
     keep = [i for i, pr in enumerate(problems) if pr is None]
-    dropped = [str(i) for i, fr in enumerate(sens.frames) if not np.all(np.isfinite(fr.T_world_camera))]
+    dropped = [
+        str(i) for i, fr in enumerate(sens.frames) if not np.all(np.isfinite(fr.T_world_camera))
+    ]
     log_dropped_frames(path, dropped, "with a non-finite pose (tracking lost)")
     nonrigid = [str(i) for i, pr in enumerate(problems) if pr is not None and str(i) not in dropped]
-    log_dropped_frames(path, nonrigid, "whose pose is not rigid (rotation part not orthonormal with det +1)")
+    log_dropped_frames(
+        path, nonrigid, "whose pose is not rigid (rotation part not orthonormal with det +1)"
+    )
     if not keep:
         raise InputError(path, "no frame has a usable pose: nothing to use")
     names = [str(i) for i in keep]

@@ -34,7 +34,9 @@ def _box_on_floor(W: int = 96, H: int = 72, *, box_color=(128, 128, 128), seed: 
     hit_box = (t_near <= t_far) & (t_near > 0) & (t_near < t_floor)
     t = np.where(hit_box, t_near, t_floor)
     valid = np.isfinite(t)
-    points = np.where(valid[..., None], eye + np.where(valid, t, 0)[..., None] * d, 0).astype(np.float32)
+    points = np.where(valid[..., None], eye + np.where(valid, t, 0)[..., None] * d, 0).astype(
+        np.float32
+    )
     rng = np.random.default_rng(seed)
     image = np.where(hit_box[..., None], np.array(box_color), 128) + rng.normal(0, 2, (H, W, 3))
     return np.clip(image, 0, 255).astype(np.uint8), points, hit_box
@@ -185,7 +187,8 @@ def test_empty_geometry_falls_back_to_colour():
     image, _, _ = _box_on_floor(box_color=(200, 40, 40))
     nan = np.full(image.shape, np.nan, np.float32)
     np.testing.assert_array_equal(
-        ClassicalSegmenter().generate(image, geometry=nan).masks, ClassicalSegmenter().generate(image).masks
+        ClassicalSegmenter().generate(image, geometry=nan).masks,
+        ClassicalSegmenter().generate(image).masks,
     )
 
 
@@ -194,7 +197,9 @@ def test_merge_matches_reference(seed):
     rng = np.random.default_rng(seed)
     # a 6x8 grid of superpixels with integer statistics, so both orders of summation are exact
     S, cols = 48, 8
-    edges = np.array([(i, i + 1) for i in range(S) if (i + 1) % cols] + [(i, i + cols) for i in range(S - cols)])
+    edges = np.array(
+        [(i, i + 1) for i in range(S) if (i + 1) % cols] + [(i, i + cols) for i in range(S - cols)]
+    )
     area = rng.integers(20, 60, S).astype(np.float64)
     lab_sum = area[:, None] * rng.integers(0, 4, (S, 1)) * 10 + rng.integers(-40, 40, (S, 3))
     stats = np.stack(
@@ -206,7 +211,13 @@ def test_merge_matches_reference(seed):
         ],
         1,
     )
-    kw = dict(threshold=12.0, barrier_fraction=0.5, boundary_weight=0.5, size_exponent=0.5, convex_discount=0.5)
+    kw = dict(
+        threshold=12.0,
+        barrier_fraction=0.5,
+        boundary_weight=0.5,
+        size_exponent=0.5,
+        convex_discount=0.5,
+    )
     fast = classical._merge(area, lab_sum, edges, stats, **kw)
     slow = classical._merge_reference(area, lab_sum, edges, stats, **kw)
     np.testing.assert_array_equal(fast, slow)

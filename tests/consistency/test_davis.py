@@ -199,7 +199,9 @@ def _write_davis(root: Path, seq: str, masks: list[np.ndarray], *, palette: bool
         else:
             im = Image.fromarray((m * 255).astype(np.uint8))
         im.save(root / "Annotations" / "480p" / seq / f"{i:05d}.png")
-        Image.fromarray(np.zeros((*m.shape, 3), np.uint8)).save(root / "JPEGImages" / "480p" / seq / f"{i:05d}.jpg")
+        Image.fromarray(np.zeros((*m.shape, 3), np.uint8)).save(
+            root / "JPEGImages" / "480p" / seq / f"{i:05d}.jpg"
+        )
 
 
 @pytest.mark.parametrize("palette", [False, True])
@@ -223,8 +225,12 @@ def test_read_davis_sequence_bad_input(tmp_path):
     with pytest.raises(InputError, match="00001.png not found") as err:
         read_davis_sequence(tmp_path, "toy")
     assert err.value.path.name == "00001.jpg"
-    Image.fromarray(np.zeros((7, 8), np.uint8)).save(tmp_path / "JPEGImages" / "480p" / "toy" / "00001.jpg")
-    Image.fromarray(np.zeros((7, 8), np.uint8)).save(tmp_path / "Annotations" / "480p" / "toy" / "00001.png")
+    Image.fromarray(np.zeros((7, 8), np.uint8)).save(
+        tmp_path / "JPEGImages" / "480p" / "toy" / "00001.jpg"
+    )
+    Image.fromarray(np.zeros((7, 8), np.uint8)).save(
+        tmp_path / "Annotations" / "480p" / "toy" / "00001.png"
+    )
     with pytest.raises(InputError, match="8x7"):
         read_davis_sequence(tmp_path, "toy")
 
@@ -232,7 +238,14 @@ def test_read_davis_sequence_bad_input(tmp_path):
 def test_read_davis_real_sequence():
     if not DAVIS.is_dir():
         pytest.skip(f"shared data not found at {DAVIS}")
-    assert list_davis_sequences(DAVIS) == ["blackswan", "bmx-trees", "breakdance", "camel", "car-shadow", "dance-twirl"]
+    assert list_davis_sequences(DAVIS) == [
+        "blackswan",
+        "bmx-trees",
+        "breakdance",
+        "camel",
+        "car-shadow",
+        "dance-twirl",
+    ]
     frames, gt = read_davis_sequence(DAVIS, "car-shadow")
     assert len(frames) == 40 and gt.shape == (40, 480, 854)
     assert all(f.is_file() for f in frames)

@@ -21,7 +21,9 @@ def mesh(synthetic_scene_dir):
 
     # GT pieces: each object (two mesh segments since the simulator splits along them), the
     # floor and each wall
-    seg = read_segments(synthetic_scene_dir / f"{synthetic_scene_dir.name}_vh_clean_2.0.010000.segs.json", len(xyz)).index
+    seg = read_segments(
+        synthetic_scene_dir / f"{synthetic_scene_dir.name}_vh_clean_2.0.010000.segs.json", len(xyz)
+    ).index
     obj = read_vertex_objects(synthetic_scene_dir)
     gt = np.unique(np.where(obj > 0, obj, 1000 + seg), return_inverse=True)[1]
     return xyz, rgb, faces, gt
@@ -77,7 +79,9 @@ def test_segmenter_needs_geometry(mesh):
         GeometricSegmenter(xyz, gt[:-1])
 
 
-def test_up_is_estimated_from_the_cameras_and_any_up_gives_the_same_objects(synthetic_scene_dir, mesh):
+def test_up_is_estimated_from_the_cameras_and_any_up_gives_the_same_objects(
+    synthetic_scene_dir, mesh
+):
     from lift3d.consistency.geometric import estimate_up
     from lift3d.recon import load_scene
 
@@ -91,7 +95,9 @@ def test_up_is_estimated_from_the_cameras_and_any_up_gives_the_same_objects(synt
     xyz, rgb, faces, gt = mesh
     sp = compute_superpoints(xyz, faces=faces, colors=rgb, config=SuperpointConfig(threshold=0.005))
     upright = object_candidates(xyz, rgb, sp, faces=faces, config=GeometricConfig(up=(0, 0, 1)))
-    turned = object_candidates(xyz @ R.T, rgb, sp, faces=faces, config=GeometricConfig(up=(0, -1, 0)))
+    turned = object_candidates(
+        xyz @ R.T, rgb, sp, faces=faces, config=GeometricConfig(up=(0, -1, 0))
+    )
     np.testing.assert_array_equal(upright.label, turned.label)
     assert turned.structure.sum() == 3
     # with the wrong up, the floor is not found as structure

@@ -13,7 +13,9 @@ from lift3d.errors import InputError
 def _plane(n_views: int, H: int = 4, W: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """Every view sees the same strip: pixel (u, v) at (0.1 u, 0.1 v, 0), one voxel per pixel."""
     v, u = np.mgrid[0:H, 0:W]
-    pm = np.stack([0.1 * u + 0.01, 0.1 * v + 0.01, np.zeros_like(u, float)], axis=-1).astype(np.float32)
+    pm = np.stack([0.1 * u + 0.01, 0.1 * v + 0.01, np.zeros_like(u, float)], axis=-1).astype(
+        np.float32
+    )
     return np.repeat(pm[None], n_views, axis=0), np.ones((n_views, H, W), bool)
 
 
@@ -75,6 +77,8 @@ def test_oracle_gives_each_mask_the_gt_object_covering_most_of_it():
     assert (out[1, :, :3] == 4).all() and (out[1, :, 3:] == 7).all()
     off = np.zeros((1, 2, 6), np.int32)
     lab = np.ones((1, 2, 6), np.int32)
-    assert (oracle_association(lab, off) == 1).all()  # a mask on no GT object keeps an ID of its own
+    assert (
+        oracle_association(lab, off) == 1
+    ).all()  # a mask on no GT object keeps an ID of its own
     with pytest.raises(InputError, match="gt must be"):
         oracle_association(labels, gt[:1])

@@ -18,8 +18,15 @@ EPS = 5 / 16
 STEP = 1 / 16
 
 
-def random_scene(seed: int, *, n_views: int = 4, size: tuple[int, int] = (8, 6), n_labels: int = 4,
-                 spread: float = 4.0, dense: bool = False):
+def random_scene(
+    seed: int,
+    *,
+    n_views: int = 4,
+    size: tuple[int, int] = (8, 6),
+    n_labels: int = 4,
+    spread: float = 4.0,
+    dense: bool = False,
+):
     """Pointmaps mixing Gaussian clusters (many pairs within eps, many straddling the sphere),
     lattice points (pairs at exactly eps), duplicated points, invalid and unlabeled pixels."""
     rng = np.random.default_rng(seed)
@@ -85,7 +92,9 @@ def test_reference_sees_the_ties_and_the_shell():
 def test_fast_equals_reference_on_a_dense_many_label_cluster(seed):
     # dozens of (view, label) groups per fine cell and thousands of contingency entries: the
     # kernels' per-cell and per-chunk tables must grow past their initial sizes
-    pointmaps, valid, labels = random_scene(seed, n_views=5, size=(9, 7), n_labels=40, spread=0.5, dense=True)
+    pointmaps, valid, labels = random_scene(
+        seed, n_views=5, size=(9, 7), n_labels=40, spread=0.5, dense=True
+    )
     fast = score(pointmaps, valid, labels, eps=EPS, per_pixel=True)
     ref = consistency_score_reference(pointmaps, valid, labels, eps=EPS, per_pixel=True)
     assert_same_result(fast, ref, rtol=1e-15)
@@ -121,7 +130,11 @@ def test_fast_equals_reference_for_pairs_a_rounding_error_from_eps():
     X = pointmaps.reshape(-1, 3).astype(np.float64)
     d2 = ((X[:, None] - X[None]) ** 2).sum(-1)
     near = np.abs(d2 / EPS**2 - 1) < 4e-6
-    assert near.sum() > 100 and (near & (d2 <= EPS**2)).sum() > 20 and (near & (d2 > EPS**2)).sum() > 20
+    assert (
+        near.sum() > 100
+        and (near & (d2 <= EPS**2)).sum() > 20
+        and (near & (d2 > EPS**2)).sum() > 20
+    )
 
 
 def test_fast_equals_reference_when_eps_is_beyond_float32():
@@ -139,7 +152,9 @@ def test_finer_cells_give_the_same_result(k, m):
     pointmaps, valid, labels = random_scene(4, n_views=4, size=(10, 8), spread=6.0)
     ref = consistency_score_reference(pointmaps, valid, labels, eps=EPS, per_pixel=True)
     cells = dict(cells_per_eps=k, cells_per_block=m)
-    assert_same_result(score(pointmaps, valid, labels, eps=EPS, per_pixel=True, **cells), ref, rtol=1e-15)
+    assert_same_result(
+        score(pointmaps, valid, labels, eps=EPS, per_pixel=True, **cells), ref, rtol=1e-15
+    )
     # and cut into tiles of blocks of m^3 cells, their halos one such block wide
     tiled = score(pointmaps, valid, labels, eps=EPS, per_pixel=True, max_points=30, **cells)
     assert_same_result(tiled, ref, rtol=1e-15)
@@ -280,7 +295,9 @@ def test_frame_without_labeled_pixels_has_nan_mean_and_json_null():
     pointmaps, valid, labels = random_scene(8)
     labels[1] = 0
     result = score(pointmaps, valid, labels, eps=EPS)
-    assert math.isnan(result.per_frame[1]) and all(math.isfinite(v) for i, v in enumerate(result.per_frame) if i != 1)
+    assert math.isnan(result.per_frame[1]) and all(
+        math.isfinite(v) for i, v in enumerate(result.per_frame) if i != 1
+    )
     out = result.to_json()
     assert out["per_frame"][1] is None
     assert {"H", "pairwise", "eps", "pixels"} <= set(out)
@@ -309,23 +326,63 @@ def _bad_input_cases():
     return [
         ("valid shape", dict(pointmaps=pm, valid=valid[:, :-1], labels=labels), "valid must be"),
         ("labels shape", dict(pointmaps=pm, valid=valid, labels=labels[:-1]), "labels must be"),
-        ("pointmap channels", dict(pointmaps=pm[..., :2], valid=valid, labels=labels), r"\[N, H, W, 3\]"),
+        (
+            "pointmap channels",
+            dict(pointmaps=pm[..., :2], valid=valid, labels=labels),
+            r"\[N, H, W, 3\]",
+        ),
         ("float labels", dict(pointmaps=pm, valid=valid, labels=labels.astype(float)), "integer"),
-        ("eps zero", dict(pointmaps=pm, valid=valid, labels=labels, eps=0.0), "eps must be a positive"),
-        ("eps negative", dict(pointmaps=pm, valid=valid, labels=labels, eps=-0.02), "eps must be a positive"),
-        ("eps nan", dict(pointmaps=pm, valid=valid, labels=labels, eps=float("nan")), "eps must be a positive"),
-        ("nan point", dict(pointmaps=nan_pm, valid=valid, labels=labels),
-         rf"frame {i} have non-finite points, e.g. pixel \(u={u}, v={v}\)"),
-        ("negative label", dict(pointmaps=pm, valid=valid, labels=neg), "labels of frame 1 are negative"),
-        ("no labels", dict(pointmaps=pm, valid=valid, labels=np.zeros_like(labels)), "no pixel is both valid and labeled"),
-        ("both inputs", dict(pointmaps=pm, valid=valid, labels=labels, features=np.ones((*valid.shape, 2), np.float32)),
-         "exactly one of labels and features"),
-        ("features shape", dict(pointmaps=pm, valid=valid, features=np.ones((*valid.shape[:2], 2), np.float32)),
-         "features must be"),
+        (
+            "eps zero",
+            dict(pointmaps=pm, valid=valid, labels=labels, eps=0.0),
+            "eps must be a positive",
+        ),
+        (
+            "eps negative",
+            dict(pointmaps=pm, valid=valid, labels=labels, eps=-0.02),
+            "eps must be a positive",
+        ),
+        (
+            "eps nan",
+            dict(pointmaps=pm, valid=valid, labels=labels, eps=float("nan")),
+            "eps must be a positive",
+        ),
+        (
+            "nan point",
+            dict(pointmaps=nan_pm, valid=valid, labels=labels),
+            rf"frame {i} have non-finite points, e.g. pixel \(u={u}, v={v}\)",
+        ),
+        (
+            "negative label",
+            dict(pointmaps=pm, valid=valid, labels=neg),
+            "labels of frame 1 are negative",
+        ),
+        (
+            "no labels",
+            dict(pointmaps=pm, valid=valid, labels=np.zeros_like(labels)),
+            "no pixel is both valid and labeled",
+        ),
+        (
+            "both inputs",
+            dict(
+                pointmaps=pm,
+                valid=valid,
+                labels=labels,
+                features=np.ones((*valid.shape, 2), np.float32),
+            ),
+            "exactly one of labels and features",
+        ),
+        (
+            "features shape",
+            dict(pointmaps=pm, valid=valid, features=np.ones((*valid.shape[:2], 2), np.float32)),
+            "features must be",
+        ),
     ]
 
 
-@pytest.mark.parametrize("name,kwargs,match", _bad_input_cases(), ids=[c[0] for c in _bad_input_cases()])
+@pytest.mark.parametrize(
+    "name,kwargs,match", _bad_input_cases(), ids=[c[0] for c in _bad_input_cases()]
+)
 def test_bad_input_is_an_input_error_saying_what_is_wrong(name, kwargs, match):
     with pytest.raises(InputError, match=match):
         score(**kwargs)
@@ -390,11 +447,17 @@ def test_any_tiling_gives_the_one_tile_result_bit_for_bit(tmp_path, seed, max_po
 
     pointmaps, valid, labels = random_scene(seed, n_views=5, size=(9, 7), spread=12.0, n_labels=5)
     ref = score(pointmaps, valid, labels, eps=EPS, per_pixel=True)
-    out = _stream(pointmaps, valid, labels, eps=EPS, max_points=max_points, per_pixel=tmp_path / "h")
+    out = _stream(
+        pointmaps, valid, labels, eps=EPS, max_points=max_points, per_pixel=tmp_path / "h"
+    )
     assert_identical(out, ref)
     np.testing.assert_array_equal(read_h_frame(tmp_path / "h", 3), ref.per_pixel[3])
     # and one tile equals the brute-force reference (so every tiling does too)
-    assert_same_result(ref, consistency_score_reference(pointmaps, valid, labels, eps=EPS, per_pixel=True), rtol=1e-12)
+    assert_same_result(
+        ref,
+        consistency_score_reference(pointmaps, valid, labels, eps=EPS, per_pixel=True),
+        rtol=1e-12,
+    )
 
 
 def test_stream_counts_pairwise_in_passes_over_ranges_of_views(tmp_path, monkeypatch):
@@ -426,7 +489,9 @@ def test_stream_counts_pairwise_in_passes_over_ranges_of_views(tmp_path, monkeyp
     assert_identical(out, ref)
     assert max(len(p) for p in plans) > 1  # some tile took several passes
     for passes in plans:
-        assert all(a < b for a, b in passes) and all(p[1] <= q[0] for p, q in zip(passes, passes[1:]))
+        assert all(a < b for a, b in passes) and all(
+            p[1] <= q[0] for p, q in zip(passes, passes[1:])
+        )
     # H is counted in the first pass only
     assert {c[2] for c in calls} == {True, False}
 
@@ -447,7 +512,16 @@ def _spy_tiles(monkeypatch):
         own = int(((bc >= box[0]) & (bc < box[1])).all(axis=1).sum())
         loaded = len(pts)
         res = tile(pts, box, grid, groups, *args)
-        seen.append((int(np.prod(box[1] - box[0])), loaded, own, 0 if res is None else len(res[0]), box, grid))
+        seen.append(
+            (
+                int(np.prod(box[1] - box[0])),
+                loaded,
+                own,
+                0 if res is None else len(res[0]),
+                box,
+                grid,
+            )
+        )
         return res
 
     monkeypatch.setattr(score_module, "count_tile", spy)
@@ -471,19 +545,24 @@ def test_stream_tiles_bound_the_points_they_load_and_count_each_once(monkeypatch
     assert all(loaded <= max_points or n_blocks == 1 for n_blocks, loaded, _, _, _, _ in seen)
 
 
-@pytest.mark.parametrize("hist, max_points, expected", [
-    ([3, 0, 4, 9, 1, 1, 0, 0], 5, [0, 2, 3, 4, 8]),
-    ([0, 0, 0], 1, [0, 3]),
-    ([7], 1, [0, 1]),
-    ([1, 1, 1, 1], 2, [0, 2, 4]),
-])
+@pytest.mark.parametrize(
+    "hist, max_points, expected",
+    [
+        ([3, 0, 4, 9, 1, 1, 0, 0], 5, [0, 2, 3, 4, 8]),
+        ([0, 0, 0], 1, [0, 3]),
+        ([7], 1, [0, 1]),
+        ([1, 1, 1, 1], 2, [0, 2, 4]),
+    ],
+)
 def test_runs_are_whole_bins_of_at_most_max_points(hist, max_points, expected):
     from lift3d.consistency.metric.tiles import plan_runs
 
     assert plan_runs(np.array(hist), max_points).tolist() == expected
 
 
-def test_stream_with_one_block_tiles_and_pairs_at_exactly_eps_across_tile_edges(monkeypatch, tmp_path):
+def test_stream_with_one_block_tiles_and_pairs_at_exactly_eps_across_tile_edges(
+    monkeypatch, tmp_path
+):
     from lift3d.consistency.metric.tiles import block_coords
 
     # planes x = k * eps (k = 0, 1, 2, 7, 8): neighbours across each block edge at exactly eps
@@ -502,12 +581,18 @@ def test_stream_with_one_block_tiles_and_pairs_at_exactly_eps_across_tile_edges(
     out = _stream(pointmaps, valid, labels, eps=EPS, per_pixel=tmp_path, max_points=1)
     assert_identical(out, ref)
     lo, s, dp, perm, k, m = seen[0][5]
-    blocks = np.unique(np.stack(block_coords(pointmaps.reshape(-1, 3), lo, s, perm, m), axis=1), axis=0)
+    blocks = np.unique(
+        np.stack(block_coords(pointmaps.reshape(-1, 3), lo, s, perm, m), axis=1), axis=0
+    )
     assert len(seen) == len(blocks) and all(n_blocks == 1 for n_blocks, *_ in seen)
     # x is the longest axis (first block coordinate); cells are a hair over eps: x = 0 and
     # x = eps share layer 1; 2, 7 and 8 eps sit in layers 2, 7, 8
     assert np.unique([box[0][0] for *_, box, _ in seen]).tolist() == [1, 2, 7, 8]
-    assert_same_result(ref, consistency_score_reference(pointmaps, valid, labels, eps=EPS, per_pixel=True), rtol=1e-12)
+    assert_same_result(
+        ref,
+        consistency_score_reference(pointmaps, valid, labels, eps=EPS, per_pixel=True),
+        rtol=1e-12,
+    )
 
 
 def test_tiles_split_a_dense_wall_and_its_neighbours():
@@ -525,7 +610,10 @@ def test_tiles_split_a_dense_wall_and_its_neighbours():
     start, extra = halo_lists(blocks, tile_of, boxes, dp)
     for t, (lo, hi) in enumerate(boxes):
         own = tile_of == t
-        reads = own | np.isin(np.arange(len(blocks)), np.flatnonzero([t in extra[start[i]:start[i + 1]] for i in range(len(blocks))]))
+        reads = own | np.isin(
+            np.arange(len(blocks)),
+            np.flatnonzero([t in extra[start[i] : start[i + 1]] for i in range(len(blocks))]),
+        )
         assert n[reads].sum() <= 2_000 or (hi - lo == 1).all()
     assert plan_tiles(blocks, n, dp, max_points=10**9)[0].tolist() == [0] * len(blocks)  # one tile
 
@@ -552,16 +640,25 @@ def test_stream_bad_input_is_an_input_error_and_leaves_no_spill(tmp_path):
     with pytest.raises(InputError, match="all frames one size"):
         consistency_score(Frames(bad, valid[:2], labels[:2]), config=MetricConfig(work_dir=work))
     with pytest.raises(InputError, match="features of frame 1 must be float"):
-        run(lab=[np.ones((*valid.shape[1:], 2), np.float32)] + [np.ones((*valid.shape[1:], 3), np.float32)] * 3)
+        run(
+            lab=[np.ones((*valid.shape[1:], 2), np.float32)]
+            + [np.ones((*valid.shape[1:], 3), np.float32)] * 3
+        )
     assert not list(work.iterdir())
 
 
-@pytest.mark.parametrize("settings, match", [
-    (dict(workers=0), "workers must be a positive integer"),
-    (dict(max_points=2.5), "max_points must be a positive integer"),
-    (dict(pairwise_entries=0), "pairwise_entries must be a positive integer"),
-    (dict(cells_per_eps=2, cells_per_block=1), r"cells_per_block \(1\) must be at least cells_per_eps \(2\)"),
-])
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        (dict(workers=0), "workers must be a positive integer"),
+        (dict(max_points=2.5), "max_points must be a positive integer"),
+        (dict(pairwise_entries=0), "pairwise_entries must be a positive integer"),
+        (
+            dict(cells_per_eps=2, cells_per_block=1),
+            r"cells_per_block \(1\) must be at least cells_per_eps \(2\)",
+        ),
+    ],
+)
 def test_settings_out_of_range_are_input_errors(settings, match):
     pointmaps, valid, labels = random_scene(0)
     with pytest.raises(InputError, match=match):
@@ -576,8 +673,11 @@ def test_features_give_the_same_h_to_the_bit_in_any_tiling(tmp_path):
     pointmaps, valid, _ = random_scene(3, n_views=5, size=(9, 7), spread=12.0)
     features = np.random.default_rng(7).normal(size=(*valid.shape, 4)).astype(np.float32)
     one = score(pointmaps, valid, features=features, eps=EPS, per_pixel=True)
-    tiled = consistency_score(Frames(pointmaps, valid, features), config=MetricConfig(eps=EPS, max_points=23),
-                              per_pixel=tmp_path)
+    tiled = consistency_score(
+        Frames(pointmaps, valid, features),
+        config=MetricConfig(eps=EPS, max_points=23),
+        per_pixel=tmp_path,
+    )
     np.testing.assert_array_equal(np.asarray(tiled.per_pixel), one.per_pixel)
     assert tiled.pixels == one.pixels and tiled.pairwise is None
     assert tiled.H == pytest.approx(one.H, rel=1e-14)
@@ -606,7 +706,9 @@ def test_exact_frame_sums_do_not_depend_on_the_order():
 
 
 @pytest.mark.parametrize("max_entries", [1, 7, 10**9])
-def test_pairwise_reduced_in_groups_of_whole_views_equals_all_at_once(tmp_path, monkeypatch, max_entries):
+def test_pairwise_reduced_in_groups_of_whole_views_equals_all_at_once(
+    tmp_path, monkeypatch, max_entries
+):
     from lift3d.consistency.metric import pairwise as pw
 
     # random contingency entries over 9 views x 4 labels, keys repeated across "tiles"

@@ -116,7 +116,9 @@ def test_generate_may_find_nothing(checkpoints, image):
 def test_predict_batches_sets_of_equal_point_count(seg, image, monkeypatch):
     calls = []
     real = seg.model.mask_decoder.forward
-    monkeypatch.setattr(seg.model.mask_decoder, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        seg.model.mask_decoder, "forward", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     points = np.array([[[10, 10], [20, 30]], [[50, 40], [0, 0]], [[90, 60], [5, 5]]], float)
     labels = np.array([[1, 1], [1, -1], [1, 0]])
     out = seg.predict(image, points, labels)
@@ -153,7 +155,9 @@ def test_five_point_set_is_upstreams_single_mask(seg, image):
     np.testing.assert_array_equal(out.masks[0], mask)
     assert out.scores[0] == pytest.approx(score, abs=1e-6)
     # and not what the best of the 3 multimask candidates would have been
-    assert not np.array_equal(out.masks[0], _upstream(seg, image, points[0], labels[0], multimask=True)[0])
+    assert not np.array_equal(
+        out.masks[0], _upstream(seg, image, points[0], labels[0], multimask=True)[0]
+    )
 
 
 def test_a_sets_mask_does_not_depend_on_its_batch(seg, image):
@@ -168,7 +172,9 @@ def test_a_sets_mask_does_not_depend_on_its_batch(seg, image):
         np.testing.assert_array_equal(alone.masks[0], out.masks[b])
         assert alone.scores[0] == out.scores[b]
         keep = labels[b] >= 0
-        mask, score = _upstream(seg, image, points[b][keep], labels[b][keep], multimask=keep.sum() <= 1)
+        mask, score = _upstream(
+            seg, image, points[b][keep], labels[b][keep], multimask=keep.sum() <= 1
+        )
         np.testing.assert_array_equal(out.masks[b], mask)
         assert out.scores[b] == pytest.approx(score, abs=1e-6)
 
@@ -179,8 +185,12 @@ def test_padding_points_would_change_a_mask(seg, image):
     labels = np.ones((2, 5), int)
     labels[0, 1:] = -1
     seg.predictor.embed(image)
-    coords = torch.as_tensor(seg.predictor.transform.apply_coords(points, (72, 100)), dtype=torch.float32)
-    padded, _, _ = seg.predictor.predict_torch(coords, torch.as_tensor(labels), multimask_output=True)
+    coords = torch.as_tensor(
+        seg.predictor.transform.apply_coords(points, (72, 100)), dtype=torch.float32
+    )
+    padded, _, _ = seg.predictor.predict_torch(
+        coords, torch.as_tensor(labels), multimask_output=True
+    )
     alone = seg.predict(image, points[:1], labels[:1])
     assert all(not np.array_equal(padded[0, i].numpy(), alone.masks[0]) for i in range(3))
 
@@ -204,7 +214,9 @@ def test_sam1_runs_in_float32_unless_bf16_is_asked(checkpoints):
     assert seg.precision == "fp32" and not seg.autocast
     assert not sam_module._use_bf16("cuda", "fp32") and not sam_module._use_bf16("cuda:1", "fp32")
     assert sam_module._use_bf16("cuda:0", "bf16") and not sam_module._use_bf16("cpu", "bf16")
-    assert not SamSegmenter(checkpoints["tiny"], model=TINY, device="cpu", precision="bf16").autocast
+    assert not SamSegmenter(
+        checkpoints["tiny"], model=TINY, device="cpu", precision="bf16"
+    ).autocast
     with pytest.raises(InputError, match="precision must be fp32 or bf16"):
         SamSegmenter(checkpoints["tiny"], model=TINY, device="cpu", precision="fp16")
 
@@ -213,8 +225,12 @@ def test_predict_picks_the_best_multimask_output(seg, image):
     points, labels = np.array([[[40.0, 30.0]]]), np.array([[1]])
     out = seg.predict(image, points, labels)
     seg.predictor.embed(image)
-    coords = torch.as_tensor(seg.predictor.transform.apply_coords(points, (72, 100)), dtype=torch.float32)
-    masks, iou, _ = seg.predictor.predict_torch(coords, torch.as_tensor(labels), multimask_output=True)
+    coords = torch.as_tensor(
+        seg.predictor.transform.apply_coords(points, (72, 100)), dtype=torch.float32
+    )
+    masks, iou, _ = seg.predictor.predict_torch(
+        coords, torch.as_tensor(labels), multimask_output=True
+    )
     best = int(iou[0].argmax())
     assert out.scores[0] == pytest.approx(float(iou[0, best].clamp(0, 1)))
     np.testing.assert_array_equal(out.masks[0], masks[0, best].numpy())
@@ -230,7 +246,9 @@ def test_predict_without_real_points_is_empty(seg, image):
 def test_embedding_computed_once_per_frame(seg, image, monkeypatch):
     calls = []
     real = seg.model.image_encoder.forward
-    monkeypatch.setattr(seg.model.image_encoder, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        seg.model.image_encoder, "forward", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     pts, lab = np.array([[[30.0, 30.0]]]), np.array([[1]])
     seg.generate(image)
     seg.predict(image, pts, lab)
@@ -283,9 +301,18 @@ class _RunsCode:
         ("truncated 5000", "corrupt or truncated"),
         ("truncated half", "corrupt or truncated"),
         ("not a state dict", "not a state dict of tensors"),
-        ("numpy inside", "contains code or objects \\(numpy\\S*\\) that lift3d refuses to unpickle"),
-        ("code inside", "contains code or objects \\(posix.getcwd\\) that lift3d refuses to unpickle"),
-        ("pickled code", "contains code or objects \\(posix.getcwd\\) that lift3d refuses to unpickle"),
+        (
+            "numpy inside",
+            "contains code or objects \\(numpy\\S*\\) that lift3d refuses to unpickle",
+        ),
+        (
+            "code inside",
+            "contains code or objects \\(posix.getcwd\\) that lift3d refuses to unpickle",
+        ),
+        (
+            "pickled code",
+            "contains code or objects \\(posix.getcwd\\) that lift3d refuses to unpickle",
+        ),
         ("missing", "not found"),
     ],
 )
@@ -307,7 +334,9 @@ def test_bad_checkpoint_files(tmp_path, checkpoints, content, problem):
     with pytest.raises(CheckpointError, match=problem) as err:
         SamSegmenter(path, model=TINY, device="cpu")
     assert str(path) in str(err.value) and "expected a SAM" in str(err.value)
-    assert "weights_only" not in str(err.value) and err.value.__cause__ is None  # never torch's advice
+    assert (
+        "weights_only" not in str(err.value) and err.value.__cause__ is None
+    )  # never torch's advice
 
 
 def test_checkpoint_under_a_model_key_loads(tmp_path, checkpoints):
@@ -323,7 +352,9 @@ def test_sam_version():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_paths(checkpoints, image, precision):
-    seg = SamSegmenter(checkpoints["tiny"], model=TINY, device="auto", amg=LOOSE, precision=precision)
+    seg = SamSegmenter(
+        checkpoints["tiny"], model=TINY, device="auto", amg=LOOSE, precision=precision
+    )
     assert seg.device == "cuda" and seg.autocast == (precision == "bf16")
     assert seg.describe()["precision"] == precision
     out = seg.predict(image, np.array([[[30.0, 30.0]]]), np.array([[1]]))

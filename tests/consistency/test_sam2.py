@@ -95,7 +95,9 @@ def test_generate_and_predict_shapes(seg, image):
 def test_embedding_computed_once_per_frame(seg, image, monkeypatch):
     calls = []
     real = seg.model.image_encoder.forward
-    monkeypatch.setattr(seg.model.image_encoder, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        seg.model.image_encoder, "forward", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     pts, lab = np.array([[[30.0, 30.0]]]), np.array([[1]])
     seg.generate(image)
     seg.predict(image, pts, lab)
@@ -106,7 +108,9 @@ def test_embedding_computed_once_per_frame(seg, image, monkeypatch):
 
 
 def test_bad_checkpoints(tmp_path, checkpoints):
-    with pytest.raises(CheckpointError, match="Hiera width 16, 5 blocks.*Hiera width 24, 5 blocks") as err:
+    with pytest.raises(
+        CheckpointError, match="Hiera width 16, 5 blocks.*Hiera width 24, 5 blocks"
+    ) as err:
         load_sam2(checkpoints["other"], TINY)
     assert str(checkpoints["other"]) in str(err.value)
     junk = tmp_path / "junk.pt"
@@ -140,7 +144,9 @@ def test_prompt_sets_are_upstreams_masks_whatever_their_batch(seg, image):
     out = seg.predict(image, points, labels)
     for b in range(5):
         keep = labels[b] >= 0
-        mask, score = _upstream_predict(seg, image, points[b][keep], labels[b][keep], multimask=keep.sum() <= 1)
+        mask, score = _upstream_predict(
+            seg, image, points[b][keep], labels[b][keep], multimask=keep.sum() <= 1
+        )
         np.testing.assert_array_equal(out.masks[b], mask)
         assert out.scores[b] == pytest.approx(score, abs=1e-6)
         alone = seg.predict(image, points[b : b + 1], labels[b : b + 1])
@@ -170,7 +176,9 @@ def test_generator_keeps_its_hole_and_sprinkle_cleanup(checkpoints, image, monke
 
     # sam2 without its CUDA extension skips the clean-up with a warning: run it on CPU here
     monkeypatch.setattr(misc, "get_connected_components", _connected_components)
-    amg = Sam2AutoConfig(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, min_mask_region_area=40)
+    amg = Sam2AutoConfig(
+        points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, min_mask_region_area=40
+    )
     seg = Sam2Segmenter(checkpoints["tiny"], model=TINY, device="cpu", amg=amg)
     ours = seg.generate(image)
 
@@ -185,8 +193,13 @@ def test_generator_keeps_its_hole_and_sprinkle_cleanup(checkpoints, image, monke
     # the clean-up did something here (else this test could not fail), and predict does none
     raw = upstream()
     raw.predictor._transforms.max_hole_area = raw.predictor._transforms.max_sprinkle_area = 0
-    assert not np.array_equal(ours.masks, np.stack([r["segmentation"] for r in raw.generate(image)]))
-    assert seg.predictor._transforms.max_hole_area == 0 and seg.predictor._transforms.max_sprinkle_area == 0
+    assert not np.array_equal(
+        ours.masks, np.stack([r["segmentation"] for r in raw.generate(image)])
+    )
+    assert (
+        seg.predictor._transforms.max_hole_area == 0
+        and seg.predictor._transforms.max_sprinkle_area == 0
+    )
 
 
 class _RunsCode:
@@ -197,7 +210,9 @@ class _RunsCode:
 def test_checkpoint_with_code_is_refused_as_such(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": {"w": _RunsCode()}}, path)
-    with pytest.raises(CheckpointError, match="contains code or objects \\(posix.getcwd\\) that lift3d refuses") as err:
+    with pytest.raises(
+        CheckpointError, match="contains code or objects \\(posix.getcwd\\) that lift3d refuses"
+    ) as err:
         Sam2Segmenter(path, model=TINY, device="cpu")
     assert "weights_only" not in str(err.value) and "corrupt" not in str(err.value)
 
@@ -209,4 +224,6 @@ def test_sam2_version():
 def test_image_features_are_the_image_embedding(seg, image):
     f = seg.image_features(image)
     assert f.ndim == 3 and f.dtype == np.float32 and f.shape[0] == f.shape[1]
-    np.testing.assert_allclose(f, seg.predictor._features["image_embed"][0].permute(1, 2, 0).float().numpy())
+    np.testing.assert_allclose(
+        f, seg.predictor._features["image_embed"][0].permute(1, 2, 0).float().numpy()
+    )

@@ -59,7 +59,9 @@ def test_p_split_one_splits_every_object_with_two_or_more_segments(synthetic_sce
             pieces = len(np.unique(fine[on]))
             vis_segments = _visible_segments(seg, f, o)
             if vis_segments >= 2:
-                assert pieces >= 2 and visible >= 2, f"view {i}: object {o} with {vis_segments} visible segments not split"
+                assert pieces >= 2 and visible >= 2, (
+                    f"view {i}: object {o} with {vis_segments} visible segments not split"
+                )
                 split_seen += 1
             else:
                 assert pieces == 1
@@ -91,7 +93,10 @@ def test_same_seed_same_masks_other_seed_other_masks(synthetic_scene_dir):
     b = _sim(synthetic_scene_dir, noise=0.3, seed=1).generate(f.image, geometry=f.pointmap.copy())
     np.testing.assert_array_equal(a.masks, b.masks)
     np.testing.assert_array_equal(a.scores, b.scores)
-    outs = [_sim(synthetic_scene_dir, noise=0.3, seed=s).generate(f.image, geometry=f.pointmap) for s in range(2, 8)]
+    outs = [
+        _sim(synthetic_scene_dir, noise=0.3, seed=s).generate(f.image, geometry=f.pointmap)
+        for s in range(2, 8)
+    ]
     assert any(o.masks.shape != a.masks.shape or not (o.masks == a.masks).all() for o in outs)
 
 
@@ -120,7 +125,9 @@ def test_predict_with_points_on_one_object_returns_it(synthetic_scene_dir):
     # one point: SAM's ambiguity, the piece under it or the whole object, always containing it
     o = ids[0]
     v, u = np.nonzero(obj == o)
-    one = seg.predict(f.image, np.array([[[u[0], v[0]]]], np.float32), np.ones((1, 1)), geometry=f.pointmap)
+    one = seg.predict(
+        f.image, np.array([[[u[0], v[0]]]], np.float32), np.ones((1, 1)), geometry=f.pointmap
+    )
     assert one.masks[0, v[0], u[0]] and not (one.masks[0] & (obj != o)).any()
 
 

@@ -47,7 +47,9 @@ RECTS = {
 }
 
 
-def _planar_frame(index: int, shift_m: float, hidden: frozenset = frozenset()) -> tuple[Frame, np.ndarray]:
+def _planar_frame(
+    index: int, shift_m: float, hidden: frozenset = frozenset()
+) -> tuple[Frame, np.ndarray]:
     """A view of the plane from a camera at x = shift_m; returns the frame and its GT IDs."""
     K = np.array([[FX, 0, (W - 1) / 2], [0, FX, (H - 1) / 2], [0, 0, 1]], np.float32)
     u, v = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
@@ -78,7 +80,9 @@ def _planar_frame(index: int, shift_m: float, hidden: frozenset = frozenset()) -
     return frame, gt
 
 
-def _planar_scene(shifts: list[float], hidden: dict[int, set] | None = None) -> tuple[Scene, np.ndarray]:
+def _planar_scene(
+    shifts: list[float], hidden: dict[int, set] | None = None
+) -> tuple[Scene, np.ndarray]:
     hidden = hidden or {}
     made = [_planar_frame(i, s, frozenset(hidden.get(i, ()))) for i, s in enumerate(shifts)]
     frames = [f for f, _ in made]
@@ -128,7 +132,12 @@ class ColourRegionsTestDouble:
         out = np.zeros((len(points),) + image.shape[:2], bool)
         for b, (pts, lab) in enumerate(zip(points, point_labels)):
             for (u, v), lb in zip(np.rint(pts).astype(int), lab):
-                if lb == 1 and 0 <= u < image.shape[1] and 0 <= v < image.shape[0] and tuple(colours[inv[v, u]]) != BG:
+                if (
+                    lb == 1
+                    and 0 <= u < image.shape[1]
+                    and 0 <= v < image.shape[0]
+                    and tuple(colours[inv[v, u]]) != BG
+                ):
                     out[b] |= inv == inv[v, u]
         return Masks(out, np.full(len(points), 0.9, np.float32))
 
@@ -147,7 +156,9 @@ def test_ari_matches_sklearn_on_pooled_pixels(shape):
     rng = np.random.default_rng(sum(shape))
     gt = rng.integers(0, 4, shape)
     for pred in (rng.integers(0, 5, shape), gt * 3 + 1, np.where(rng.random(shape) < 0.2, 0, gt)):
-        assert cross_view_ari(gt, pred) == pytest.approx(rand_index._cross_view_ari_reference(gt, pred), abs=1e-12)
+        assert cross_view_ari(gt, pred) == pytest.approx(
+            rand_index._cross_view_ari_reference(gt, pred), abs=1e-12
+        )
 
 
 def test_ari_counts_id_drift_across_views():
@@ -192,14 +203,21 @@ def test_representatives_lie_inside_the_mask_away_from_its_border(use_3d):
     mask = _l_shape()
     u, v = np.meshgrid(np.arange(50), np.arange(40))
     pointmap = np.stack([u * 0.01, v * 0.01, np.sin(u / 7.0)], -1).astype(np.float32)
-    pts = select_representatives(mask, pointmap, np.ones_like(mask), k=5, use_3d=use_3d, margin=2, seed=3)
+    pts = select_representatives(
+        mask, pointmap, np.ones_like(mask), k=5, use_3d=use_3d, margin=2, seed=3
+    )
     assert pts.shape == (5, 2) and pts.dtype == np.int64
     assert mask[pts[:, 1], pts[:, 0]].all()
     assert (distance_transform_edt(mask)[pts[:, 1], pts[:, 0]] > 2).all()
     assert len(np.unique(pts, axis=0)) == 5
     # spread: the L's two arms both get points
     assert (pts[:, 1] < 25).any() and (pts[:, 0] > 15).any()
-    np.testing.assert_array_equal(pts, select_representatives(mask, pointmap, np.ones_like(mask), k=5, use_3d=use_3d, margin=2, seed=3))
+    np.testing.assert_array_equal(
+        pts,
+        select_representatives(
+            mask, pointmap, np.ones_like(mask), k=5, use_3d=use_3d, margin=2, seed=3
+        ),
+    )
 
 
 def test_representatives_of_tiny_and_empty_masks():
@@ -252,7 +270,9 @@ def test_a_hidden_point_borrows_a_match_of_its_own_mask_only():
     index = -np.ones((H, W), np.int32)
     index[10, 20] = 0  # another mask's pixel, right next to the point
     index[10, 26] = 1  # the point's own mask, farther away
-    table = MatchTable(index, np.array([[5.0, 5.0], [40.0, 30.0]], np.float32), np.ones(2, np.float32))
+    table = MatchTable(
+        index, np.array([[5.0, 5.0], [40.0, 30.0]], np.float32), np.ones(2, np.float32)
+    )
     mask = np.zeros((H, W), bool)
     mask[8:13, 22:30] = True
     uv, _ = track_points(np.array([[22, 10]]), mask, table, size=(W, H), radius=8)
@@ -273,18 +293,27 @@ def test_pairwise_intersections_match_reference():
     rng = np.random.default_rng(0)
     for K in (1, 4, 9):
         masks = rng.random((K, 12, 17)) < 0.4
-        np.testing.assert_array_equal(tracker._pairwise_intersections(masks), tracker._pairwise_intersections_reference(masks))
+        np.testing.assert_array_equal(
+            tracker._pairwise_intersections(masks), tracker._pairwise_intersections_reference(masks)
+        )
 
 
 def test_filter_overlaps_without_points_matches_reference_nms():
     rng = np.random.default_rng(1)
     for _ in range(5):
-        masks = np.stack([_rect(*sorted(rng.integers(0, 20, 2)), *sorted(rng.integers(0, 30, 2))) for _ in range(8)])
+        masks = np.stack(
+            [
+                _rect(*sorted(rng.integers(0, 20, 2)), *sorted(rng.integers(0, 30, 2)))
+                for _ in range(8)
+            ]
+        )
         masks[:, 0, 0] = True  # no empty masks
         scores = rng.random(8).astype(np.float32)
         ids = rng.permutation(8) + 1
         keep, out, _ = filter_overlaps(masks, scores, ids, iou=0.5)
-        np.testing.assert_array_equal(keep, tracker._filter_overlaps_reference(masks, scores, ids, iou=0.5))
+        np.testing.assert_array_equal(
+            keep, tracker._filter_overlaps_reference(masks, scores, ids, iou=0.5)
+        )
         assert out is masks
 
 
@@ -302,7 +331,11 @@ def test_a_mask_reached_through_a_stray_point_is_trimmed_not_dropped():
     pts_small = np.array([[3, 3], [5, 5], [6, 6]])
     pts_big = np.array([[4, 4], [12, 5], [20, 10], [25, 15], [15, 16]])
     keep, masks, ids = filter_overlaps(
-        np.stack([small, big]), np.array([0.5, 0.9]), np.array([1, 2]), iou=0.2, points=[pts_small, pts_big]
+        np.stack([small, big]),
+        np.array([0.5, 0.9]),
+        np.array([1, 2]),
+        iou=0.2,
+        points=[pts_small, pts_big],
     )
     assert keep.all() and ids.tolist() == [1, 2]
     assert (masks[0] == small).all() and (masks[1] == (big & ~small)).all()
@@ -350,11 +383,17 @@ def test_unmasked_init_adds_an_uncovered_object_not_a_covered_one():
     covered = _rect(0, 11, 0, 11)
     auto = Masks(np.stack([covered_obj, free_obj]), np.array([0.9, 0.8], np.float32))
     new = select_unmasked(auto, covered, min_new_area=0.01, min_new_fraction=0.7)
-    assert len(new) == 1 and (new.masks[0] == free_obj).all() and new.scores[0] == pytest.approx(0.8)
+    assert (
+        len(new) == 1 and (new.masks[0] == free_obj).all() and new.scores[0] == pytest.approx(0.8)
+    )
     half = _rect(0, 20, 0, 6)  # only 5/6 of it... and 55% of it is covered
-    new = select_unmasked(Masks(half[None], np.ones(1, np.float32)), covered, min_new_area=0.01, min_new_fraction=0.7)
+    new = select_unmasked(
+        Masks(half[None], np.ones(1, np.float32)), covered, min_new_area=0.01, min_new_fraction=0.7
+    )
     assert len(new) == 0
-    new = select_unmasked(Masks(half[None], np.ones(1, np.float32)), covered, min_new_area=0.01, min_new_fraction=0.4)
+    new = select_unmasked(
+        Masks(half[None], np.ones(1, np.float32)), covered, min_new_area=0.01, min_new_fraction=0.4
+    )
     assert len(new) == 1 and not (new.masks[0] & covered).any()
 
 
@@ -365,7 +404,9 @@ def test_reidentify_gives_the_old_id_back_from_3d_memory():
     memory = {3: np.unique(voxel_keys(chair, 0.05)), 8: np.unique(voxel_keys(table, 0.05))}
     seen_again = np.unique(voxel_keys(chair[:200] + 0.001, 0.05))
     assert reidentify(seen_again, memory, [3, 8], min_overlap=0.5) == 3
-    assert reidentify(seen_again, memory, [8], min_overlap=0.5) == 0  # 3 is present: not a candidate
+    assert (
+        reidentify(seen_again, memory, [8], min_overlap=0.5) == 0
+    )  # 3 is present: not a candidate
     elsewhere = np.unique(voxel_keys(chair + [5, 5, 0], 0.05))
     assert reidentify(elsewhere, memory, [3, 8], min_overlap=0.5) == 0
     assert reidentify(np.zeros(0, np.int64), memory, [3, 8]) == 0
@@ -383,7 +424,9 @@ def test_id_voxels_match_reference():
 
 
 def test_voxel_keys_are_distinct_per_voxel():
-    pts = np.array([[0.01, 0.01, 0.01], [0.04, 0.02, 0.03], [0.06, 0.0, 0.0], [-0.01, 0, 0], [0, 0, 100.0]])
+    pts = np.array(
+        [[0.01, 0.01, 0.01], [0.04, 0.02, 0.03], [0.06, 0.0, 0.0], [-0.01, 0, 0], [0, 0, 100.0]]
+    )
     k = voxel_keys(pts, 0.05)
     assert k[0] == k[1] and len(set(k.tolist())) == 4
 
@@ -500,13 +543,28 @@ def test_random_weight_sam_runs_the_tracker_end_to_end(tmp_path):
     pytest.importorskip("segment_anything")
     from lift3d.consistency.sam import SamArch, SamAutoConfig, SamSegmenter, build_sam
 
-    tiny = SamArch(64, 2, 2, (1,), image_size=256, prompt_embed_dim=32, decoder_mlp_dim=64, decoder_num_heads=2, iou_head_hidden_dim=32)
+    tiny = SamArch(
+        64,
+        2,
+        2,
+        (1,),
+        image_size=256,
+        prompt_embed_dim=32,
+        decoder_mlp_dim=64,
+        decoder_num_heads=2,
+        iou_head_hidden_dim=32,
+    )
     torch.manual_seed(0)
     torch.save(build_sam(tiny).state_dict(), tmp_path / "tiny.pth")
     amg = SamAutoConfig(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     seg = SamSegmenter(tmp_path / "tiny.pth", model=tiny, device="cpu", amg=amg)
     scene, _ = _planar_scene([0.0, 0.1, 0.2])
-    tr = MastSAM(seg, dataclasses.replace(TrackerConfig(), min_mask_area=1, min_new_area=0.0, min_new_fraction=0.0))
+    tr = MastSAM(
+        seg,
+        dataclasses.replace(
+            TrackerConfig(), min_mask_area=1, min_new_area=0.0, min_new_fraction=0.0
+        ),
+    )
     labels = [tr.step(scene[i], scene=scene) for i in range(3)]
     assert all(lab.shape == (H, W) and lab.dtype == np.int32 and lab.min() >= 0 for lab in labels)
     assert tr.num_ids >= int(max(lab.max() for lab in labels))
@@ -536,7 +594,9 @@ def test_mastsam_beats_frame_by_frame_on_the_synthetic_scene(classical_runs):
     assert ari >= base + 0.3, f"MastSAM {ari:.3f} vs frame by frame {base:.3f}"
 
 
-def test_both_ways_of_keeping_ids_carry_the_bar_and_neither_fails_it(synthetic_scene_dir, synthetic_gt):
+def test_both_ways_of_keeping_ids_carry_the_bar_and_neither_fails_it(
+    synthetic_scene_dir, synthetic_gt
+):
     """Points tracking alone passes; so does 3D re-identification alone (a static scene with exact
     depth); with both off every view starts over with new IDs and the bar is missed."""
     from lift3d.consistency.classical import ClassicalSegmenter
@@ -544,8 +604,14 @@ def test_both_ways_of_keeping_ids_carry_the_bar_and_neither_fails_it(synthetic_s
 
     scene = load_scene(synthetic_scene_dir)
     no_points = dict(min_match_conf=1.1)  # no correspondence is that confident
-    for kw, passes in ((dict(reidentify=False), True), (no_points, True), (dict(no_points, reidentify=False), False)):
-        pred = np.stack([lab for _, lab in track_scene(scene, ClassicalSegmenter(), TrackerConfig(**kw))])
+    for kw, passes in (
+        (dict(reidentify=False), True),
+        (no_points, True),
+        (dict(no_points, reidentify=False), False),
+    ):
+        pred = np.stack(
+            [lab for _, lab in track_scene(scene, ClassicalSegmenter(), TrackerConfig(**kw))]
+        )
         assert (cross_view_ari(synthetic_gt, pred) >= 0.8) == passes, kw
 
 

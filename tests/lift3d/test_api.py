@@ -28,11 +28,17 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
     from lift3d.recon.synthetic import make_synthetic_scene
 
     monkeypatch.chdir(tmp_path)
-    make_synthetic_scene(Path("outputs/demo/scene"), n_frames=4, size=(128, 96))  # what `make demo` writes, smaller
+    make_synthetic_scene(
+        Path("outputs/demo/scene"), n_frames=4, size=(128, 96)
+    )  # what `make demo` writes, smaller
     for block in _python_blocks():
         exec(compile(block, str(README), "exec"), {"__name__": "readme"})
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].startswith("H = 0.") and "outputs/api/points.ply" in printed[0] and "mesh.ply" in printed[0]
+    assert (
+        printed[0].startswith("H = 0.")
+        and "outputs/api/points.ply" in printed[0]
+        and "mesh.ply" in printed[0]
+    )
     n = int(printed[1].split()[0])
     assert n >= 5 and printed[1].endswith("vertices")
     for name in ("points.ply", "mesh.ply", "report.html", "metrics.json"):
@@ -42,8 +48,13 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
 def test_segment_returns_the_paths_and_metrics(synthetic_scene_dir, tmp_path):
     from lift3d.consistency.classical import ClassicalSegmenter
 
-    result = lift3d.segment(synthetic_scene_dir, out=tmp_path / "o", segmenter=ClassicalSegmenter(),
-                            max_frames=2, preview=False)
+    result = lift3d.segment(
+        synthetic_scene_dir,
+        out=tmp_path / "o",
+        segmenter=ClassicalSegmenter(),
+        max_frames=2,
+        preview=False,
+    )
     assert result.out == tmp_path / "o" and result.points.is_file() and result.mesh.is_file()
     assert result.report is None and result.splats is None and result.scannet.is_dir()
     assert 0 < result.H <= 1 and result.metrics["frames"] == 2

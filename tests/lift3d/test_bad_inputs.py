@@ -81,20 +81,38 @@ def test_smaller_rerun_removes_the_old_label_maps(full_run, synthetic_scene_dir,
     assert run["scene"]["frames"] == ["0", "7"] and run["fingerprint"]["frames"] == ["0", "7"]
 
 
-def test_resume_with_other_settings_is_refused_and_says_what_differs(full_run, synthetic_scene_dir, tmp_path, capsys):
+def test_resume_with_other_settings_is_refused_and_says_what_differs(
+    full_run, synthetic_scene_dir, tmp_path, capsys
+):
     out = _copy_run(full_run, tmp_path)
     before = {p.name: p.read_bytes() for p in (out / "masks").glob("*.png")}
-    rc = _segment(synthetic_scene_dir, out, "--max-frames", "4", "--resume", "--seed", "1",
-                  "--tracker.points-per-mask", "3")
+    rc = _segment(
+        synthetic_scene_dir,
+        out,
+        "--max-frames",
+        "4",
+        "--resume",
+        "--seed",
+        "1",
+        "--tracker.points-per-mask",
+        "3",
+    )
     assert rc == 2
     msg = _error(capsys)
-    assert str(out) in msg and "--resume" in msg and "seed: 0 -> 1" in msg and "tracker.points_per_mask: 5 -> 3" in msg
+    assert (
+        str(out) in msg
+        and "--resume" in msg
+        and "seed: 0 -> 1" in msg
+        and "tracker.points_per_mask: 5 -> 3" in msg
+    )
     # nothing was touched: the old run stays whole and says what it is
     assert {p.name: p.read_bytes() for p in (out / "masks").glob("*.png")} == before
     assert json.loads((out / "run.json").read_text())["seed"] == 0
 
 
-def test_resume_without_a_record_of_the_maps_is_refused(full_run, synthetic_scene_dir, tmp_path, capsys):
+def test_resume_without_a_record_of_the_maps_is_refused(
+    full_run, synthetic_scene_dir, tmp_path, capsys
+):
     out = tmp_path / "out"
     shutil.copytree(full_run / "masks", out / "masks")  # label maps of unknown origin
     assert _segment(synthetic_scene_dir, out, "--max-frames", "4", "--resume") == 2
@@ -108,10 +126,15 @@ def test_resume_with_the_same_settings_keeps_the_maps(full_run, synthetic_scene_
     (out / "masks" / "7.png").unlink()
     assert _segment(synthetic_scene_dir, out, "--max-frames", "4", "--resume") == 0
     assert len(_masks(out)) == 4
-    assert json.loads((out / "metrics.json").read_text())["H"] == json.loads((full_run / "metrics.json").read_text())["H"]
+    assert (
+        json.loads((out / "metrics.json").read_text())["H"]
+        == json.loads((full_run / "metrics.json").read_text())["H"]
+    )
 
 
-def test_failed_rerun_leaves_no_old_seal(full_run, synthetic_scene_dir, tmp_path, capsys, monkeypatch):
+def test_failed_rerun_leaves_no_old_seal(
+    full_run, synthetic_scene_dir, tmp_path, capsys, monkeypatch
+):
     import lift3d.points as points
     from lift3d.errors import InputError
 
@@ -130,8 +153,18 @@ def test_failed_rerun_leaves_no_old_seal(full_run, synthetic_scene_dir, tmp_path
 def test_batch_redoes_a_scene_made_with_other_options(synthetic_scene_dir, tmp_path, capsys):
     root = tmp_path / "scans"
     shutil.copytree(synthetic_scene_dir, root / synthetic_scene_dir.name)
-    argv = ["batch", "--scenes", str(root / "scene*"), "--out", str(tmp_path / "runs"), "--engine", "local",
-            "--segment.max-frames", "2", "--segment.no-preview"]
+    argv = [
+        "batch",
+        "--scenes",
+        str(root / "scene*"),
+        "--out",
+        str(tmp_path / "runs"),
+        "--engine",
+        "local",
+        "--segment.max-frames",
+        "2",
+        "--segment.no-preview",
+    ]
 
     def status(*extra) -> str:
         assert entrypoint(argv + list(extra)) == 0
@@ -182,8 +215,20 @@ def test_depth_without_colour_is_reported(scan, caplog):
 def test_output_files_get_the_umasks_mode(synthetic_scene_dir, tmp_path):
     old = os.umask(0o022)
     try:
-        assert entrypoint(["segment", "--scene", str(synthetic_scene_dir), "--out", str(tmp_path / "out"),
-                           "--max-frames", "2"]) == 0  # previews too: every writer
+        assert (
+            entrypoint(
+                [
+                    "segment",
+                    "--scene",
+                    str(synthetic_scene_dir),
+                    "--out",
+                    str(tmp_path / "out"),
+                    "--max-frames",
+                    "2",
+                ]
+            )
+            == 0
+        )  # previews too: every writer
     finally:
         os.umask(old)
     files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
@@ -220,11 +265,19 @@ def test_scene_name_that_cannot_name_an_export_file(scan, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("flag,value,named", [("--metric.eps", "nan", "--metric.eps"), ("--eps", "-1", "--metric.eps"),
-                                              ("--voxel-size", "inf", "--voxel-size"),
-                                              ("--metric-max-points", "0", "--metric.max-points"),
-                                              ("--metric.workers", "0", "--metric.workers")])
-def test_bad_numbers_fail_before_the_scene_is_read(synthetic_scene_dir, tmp_path, capsys, flag, value, named):
+@pytest.mark.parametrize(
+    "flag,value,named",
+    [
+        ("--metric.eps", "nan", "--metric.eps"),
+        ("--eps", "-1", "--metric.eps"),
+        ("--voxel-size", "inf", "--voxel-size"),
+        ("--metric-max-points", "0", "--metric.max-points"),
+        ("--metric.workers", "0", "--metric.workers"),
+    ],
+)
+def test_bad_numbers_fail_before_the_scene_is_read(
+    synthetic_scene_dir, tmp_path, capsys, flag, value, named
+):
     # the metric's settings are --metric.*; the spellings from before (--eps ...) still work
     assert _segment(synthetic_scene_dir, tmp_path / "out", flag, value) == 2
     assert named in _error(capsys)
@@ -244,7 +297,17 @@ def test_cuda_device_without_cuda(synthetic_scene_dir, tmp_path, capsys):
 
 def test_missing_checkpoint_names_the_flag(synthetic_scene_dir, tmp_path, capsys):
     ckpt = tmp_path / "sam_vit_b.pth"
-    assert _segment(synthetic_scene_dir, tmp_path / "out", "--segmenter", "sam", "--sam-checkpoint", str(ckpt)) == 2
+    assert (
+        _segment(
+            synthetic_scene_dir,
+            tmp_path / "out",
+            "--segmenter",
+            "sam",
+            "--sam-checkpoint",
+            str(ckpt),
+        )
+        == 2
+    )
     msg = _error(capsys)
     assert str(ckpt) in msg and "--segmenter.sam.checkpoint" in msg
     assert not (tmp_path / "out").exists()
@@ -313,8 +376,20 @@ def test_hidden_temporaries_are_cleaned_and_ignored(full_run, synthetic_scene_di
     leftover = out / "masks" / ".0.png.k3j2h1ab.tmp.png"
     leftover.write_bytes(b"")  # what a SIGKILL mid-write leaves
     # lift3d metric does not count it ...
-    assert entrypoint(["metric", "--scene", str(synthetic_scene_dir), "--masks", str(out / "masks"),
-                       "--out", str(tmp_path / "m.json")]) == 0
+    assert (
+        entrypoint(
+            [
+                "metric",
+                "--scene",
+                str(synthetic_scene_dir),
+                "--masks",
+                str(out / "masks"),
+                "--out",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "m.json").read_text())["frames"] == 4
     # ... and the next run into the folder removes it
     assert _segment(synthetic_scene_dir, out, "--max-frames", "4", "--resume") == 0
@@ -324,7 +399,9 @@ def test_hidden_temporaries_are_cleaned_and_ignored(full_run, synthetic_scene_di
 # -- 7. one run at a time per folder -----------------------------------------------------
 
 
-def test_two_concurrent_runs_one_succeeds_one_is_refused_at_once(synthetic_scene_dir, tmp_path, capsys, monkeypatch):
+def test_two_concurrent_runs_one_succeeds_one_is_refused_at_once(
+    synthetic_scene_dir, tmp_path, capsys, monkeypatch
+):
     import lift3d.pipeline as pipeline
 
     out = tmp_path / "out"
@@ -338,7 +415,9 @@ def test_two_concurrent_runs_one_succeeds_one_is_refused_at_once(synthetic_scene
 
     monkeypatch.setattr(pipeline, "run_tracking", tracking_that_waits)
     rc_first: list[int] = []
-    first = threading.Thread(target=lambda: rc_first.append(_segment(synthetic_scene_dir, out, "--max-frames", "2")))
+    first = threading.Thread(
+        target=lambda: rc_first.append(_segment(synthetic_scene_dir, out, "--max-frames", "2"))
+    )
     first.start()
     try:
         assert first_is_tracking.wait(120)
@@ -364,16 +443,33 @@ def test_batch_with_a_failed_scene_exits_non_zero(synthetic_scene_dir, tmp_path,
     for name in ("scene0001_00", "scene0002_00"):
         shutil.copytree(synthetic_scene_dir, root / name)
     shutil.rmtree(root / "scene0002_00" / "pose")
-    rc = entrypoint(["batch", "--scenes", str(root / "scene*"), "--out", str(tmp_path / "runs"), "--engine", "local",
-                     "--segment.max-frames", "2", "--segment.no-preview"])
+    rc = entrypoint(
+        [
+            "batch",
+            "--scenes",
+            str(root / "scene*"),
+            "--out",
+            str(tmp_path / "runs"),
+            "--engine",
+            "local",
+            "--segment.max-frames",
+            "2",
+            "--segment.no-preview",
+        ]
+    )
     assert rc == 2
     captured = capsys.readouterr()
     assert "done 1, failed 1" in captured.out  # the summary is still printed
-    assert "1 of 2 scenes failed (scene0002_00)" in captured.err and str(tmp_path / "runs" / "batch.json") in captured.err
+    assert (
+        "1 of 2 scenes failed (scene0002_00)" in captured.err
+        and str(tmp_path / "runs" / "batch.json") in captured.err
+    )
     assert not (tmp_path / "runs" / "scene0002_00" / "run.json").exists()
 
 
-def test_sigterm_during_a_ray_batch_ends_cleanly(synthetic_scene_dir, tmp_path, capsys, monkeypatch):
+def test_sigterm_during_a_ray_batch_ends_cleanly(
+    synthetic_scene_dir, tmp_path, capsys, monkeypatch
+):
     import signal
 
     import psutil
@@ -391,8 +487,20 @@ def test_sigterm_during_a_ray_batch_ends_cleanly(synthetic_scene_dir, tmp_path, 
 
     monkeypatch.setattr(ActorPool, "map_unordered", terminated_midway)
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    rc = entrypoint(["batch", "--scenes", str(root / "scene*"), "--out", str(tmp_path / "runs"),
-                     "--cpus-per-scene", "1", "--segment.max-frames", "2", "--segment.no-preview"])
+    rc = entrypoint(
+        [
+            "batch",
+            "--scenes",
+            str(root / "scene*"),
+            "--out",
+            str(tmp_path / "runs"),
+            "--cpus-per-scene",
+            "1",
+            "--segment.max-frames",
+            "2",
+            "--segment.no-preview",
+        ]
+    )
     assert rc == 143
     assert "interrupted" in capsys.readouterr().err
     left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
@@ -404,8 +512,20 @@ def test_sigterm_during_a_ray_batch_ends_cleanly(synthetic_scene_dir, tmp_path, 
 
 
 def test_metric_scores_a_subset_run_from_its_run_json(full_run, synthetic_scene_dir, tmp_path):
-    assert entrypoint(["metric", "--scene", str(synthetic_scene_dir), "--masks", str(full_run / "masks"),
-                       "--out", str(tmp_path / "m.json")]) == 0
+    assert (
+        entrypoint(
+            [
+                "metric",
+                "--scene",
+                str(synthetic_scene_dir),
+                "--masks",
+                str(full_run / "masks"),
+                "--out",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["frames"] == 4 and m["H"] == json.loads((full_run / "metrics.json").read_text())["H"]
 
@@ -413,16 +533,47 @@ def test_metric_scores_a_subset_run_from_its_run_json(full_run, synthetic_scene_
 def test_metric_takes_the_frame_selection_of_segment(full_run, synthetic_scene_dir, tmp_path):
     masks = tmp_path / "masks"  # a bare copy: no run.json beside it
     shutil.copytree(full_run / "masks", masks)
-    assert entrypoint(["metric", "--scene", str(synthetic_scene_dir), "--masks", str(masks), "--max-frames", "4",
-                       "--out", str(tmp_path / "m.json")]) == 0
-    assert json.loads((tmp_path / "m.json").read_text())["H"] == json.loads((full_run / "metrics.json").read_text())["H"]
+    assert (
+        entrypoint(
+            [
+                "metric",
+                "--scene",
+                str(synthetic_scene_dir),
+                "--masks",
+                str(masks),
+                "--max-frames",
+                "4",
+                "--out",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        json.loads((tmp_path / "m.json").read_text())["H"]
+        == json.loads((full_run / "metrics.json").read_text())["H"]
+    )
 
 
-def test_metric_of_a_subset_without_a_selection_says_how(full_run, synthetic_scene_dir, tmp_path, capsys):
+def test_metric_of_a_subset_without_a_selection_says_how(
+    full_run, synthetic_scene_dir, tmp_path, capsys
+):
     masks = tmp_path / "masks"
     shutil.copytree(full_run / "masks", masks)
-    assert entrypoint(["metric", "--scene", str(synthetic_scene_dir), "--masks", str(masks),
-                       "--out", str(tmp_path / "m.json")]) == 2
+    assert (
+        entrypoint(
+            [
+                "metric",
+                "--scene",
+                str(synthetic_scene_dir),
+                "--masks",
+                str(masks),
+                "--out",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 2
+    )
     msg = _error(capsys)
     assert str(masks) in msg and "no label map" in msg and "--max-frames" in msg
     assert not (tmp_path / "m.json").exists()
@@ -457,7 +608,18 @@ def test_a_folder_of_the_users_own_is_not_emptied(synthetic_scene_dir, tmp_path,
 def test_batch_checks_the_options_once_before_any_scene(synthetic_scene_dir, tmp_path, capsys):
     root = tmp_path / "scans"
     shutil.copytree(synthetic_scene_dir, root / synthetic_scene_dir.name)
-    rc = entrypoint(["batch", "--scenes", str(root / "scene*"), "--out", str(tmp_path / "runs"), "--engine", "local",
-                     "--segment.eps", "nan"])
+    rc = entrypoint(
+        [
+            "batch",
+            "--scenes",
+            str(root / "scene*"),
+            "--out",
+            str(tmp_path / "runs"),
+            "--engine",
+            "local",
+            "--segment.eps",
+            "nan",
+        ]
+    )
     assert rc == 2 and "--metric.eps" in _error(capsys)
     assert not (tmp_path / "runs" / synthetic_scene_dir.name).exists()

@@ -31,13 +31,17 @@ def _cmd(root: Path, out: Path, engine: str) -> Batch:
     return Batch(scenes=str(root / "scene*"), out=out, engine=engine, cpus_per_scene=1, segment=seg)
 
 
-def test_batch_reports_the_broken_scene_and_retries_only_it(three_scenes, synthetic_scene_dir, tmp_path):
+def test_batch_reports_the_broken_scene_and_retries_only_it(
+    three_scenes, synthetic_scene_dir, tmp_path
+):
     out = tmp_path / "ray_out"
     run_batch(_cmd(three_scenes, out, "ray"))
     rec = json.loads((out / "batch.json").read_text())["scenes"]
     assert rec["scene0001_00"]["status"] == "done" and rec["scene0003_00"]["status"] == "done"
     assert rec["scene0002_00"]["status"] == "failed"
-    assert "depth" in rec["scene0002_00"]["error"] and "scene0002_00" in rec["scene0002_00"]["error"]
+    assert (
+        "depth" in rec["scene0002_00"]["error"] and "scene0002_00" in rec["scene0002_00"]["error"]
+    )
 
     shutil.copytree(synthetic_scene_dir / "depth", three_scenes / "scene0002_00" / "depth")
     run_batch(_cmd(three_scenes, out, "ray"))

@@ -37,7 +37,9 @@ def _write_fake_davis(root: Path, seq: str = "square", n: int = 5) -> np.ndarray
         for sub, arr in (("JPEGImages", img), ("Annotations", mask.astype(np.uint8) * 255)):
             d = root / sub / "480p" / seq
             d.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(arr).save(d / f"{t:05d}.{'jpg' if sub == 'JPEGImages' else 'png'}", quality=100, subsampling=0)
+            Image.fromarray(arr).save(
+                d / f"{t:05d}.{'jpg' if sub == 'JPEGImages' else 'png'}", quality=100, subsampling=0
+            )
         masks.append(mask)
     return np.stack(masks)
 
@@ -87,7 +89,9 @@ def test_davis_scores_are_those_of_the_written_maps(davis_run):
 
     root, out, gt, results = davis_run
     maps = np.stack([read_label_map(f) for f in sorted((out / "mastsam" / "square").glob("*.png"))])
-    assert paper_protocol(maps, gt)["iou"] == pytest.approx(results["per_sequence"]["mastsam"]["square"]["paper"]["iou"])
+    assert paper_protocol(maps, gt)["iou"] == pytest.approx(
+        results["per_sequence"]["mastsam"]["square"]["paper"]["iou"]
+    )
 
 
 def test_davis_prediction_folder_bad_input(davis_run, tmp_path):
@@ -111,7 +115,9 @@ def test_davis_prediction_folder_bad_input(davis_run, tmp_path):
 
 def test_unknown_method_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="unknown method"):
-        run_davis_eval(EvalDavis(root=tmp_path, out=tmp_path / "o", methods=("sam4d",)), verbose=False)
+        run_davis_eval(
+            EvalDavis(root=tmp_path, out=tmp_path / "o", methods=("sam4d",)), verbose=False
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +152,11 @@ def test_sam3d_2d_merges_masks_through_correspondences():
     vs, us = np.mgrid[0:8, 0:12]
     uv = np.stack([us.ravel(), vs.ravel()], 1).astype(np.float32)
     still = (uv, uv, np.ones(len(uv), np.float32))
-    moved = (uv[uv[:, 0] < 11], uv[uv[:, 0] < 11] + [1, 0], np.ones(int((uv[:, 0] < 11).sum()), np.float32))
+    moved = (
+        uv[uv[:, 0] < 11],
+        uv[uv[:, 0] < 11] + [1, 0],
+        np.ones(int((uv[:, 0] < 11).sum()), np.float32),
+    )
     out = sam3d_merge_2d(np.stack([f0, f1, f2]), [still, moved], stride=1)
     assert out.shape == (3, 8, 12) and out.dtype == np.int32
     a, b = out[0, 0, 0], out[0, 0, 5]
@@ -173,7 +183,11 @@ def test_sam3d_bad_input():
     with pytest.raises(InputError, match="match sets"):
         sam3d_merge_2d(np.zeros((3, 4, 4), np.int32), [])
     with pytest.raises(InputError, match="must agree"):
-        sam3d_merge(np.zeros((2, 4, 4), np.int32), np.zeros((2, 4, 5, 3), np.float32), np.zeros((2, 4, 4), bool))
+        sam3d_merge(
+            np.zeros((2, 4, 4), np.int32),
+            np.zeros((2, 4, 5, 3), np.float32),
+            np.zeros((2, 4, 4), bool),
+        )
     with pytest.raises(InputError, match="integer"):
         sam3d_merge_2d(np.zeros((2, 4, 4), np.float32), [()])
 
@@ -189,7 +203,9 @@ def test_sam3d_merges_one_object_seen_in_two_views_into_one_id(synthetic_scene_d
     valid = np.stack([f.valid for f in frames])
     gt = synthetic_gt[:2]
     rng = np.random.default_rng(3)
-    shuffled = np.stack([np.where(g > 0, (rng.permutation(50) + 1)[g], 0) for g in gt]).astype(np.int32)
+    shuffled = np.stack([np.where(g > 0, (rng.permutation(50) + 1)[g], 0) for g in gt]).astype(
+        np.int32
+    )
     out = sam3d_merge(shuffled, pointmaps, valid)
     assert out.shape == gt.shape
     assert (out[gt == 0] == 0).all()
@@ -202,7 +218,9 @@ def test_sam3d_merges_one_object_seen_in_two_views_into_one_id(synthetic_scene_d
     assert len(both) >= 2  # the test would be empty otherwise
     assert len(set(ids.values())) == len(ids)
     # without merging, the shuffled IDs of the two views disagree on some shared object
-    assert any(np.unique(shuffled[0][gt[0] == g])[0] != np.unique(shuffled[1][gt[1] == g])[0] for g in both)
+    assert any(
+        np.unique(shuffled[0][gt[0] == g])[0] != np.unique(shuffled[1][gt[1] == g])[0] for g in both
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,7 +251,19 @@ def test_eval_davis_command_end_to_end(davis_run, tmp_path, capsys):
 
     root = davis_run[0]
     out = tmp_path / "cli"
-    argv = ["eval", "davis", "--root", str(root), "--methods", "framewise", "mastsam", "--max-frames", "3", "--out", str(out)]
+    argv = [
+        "eval",
+        "davis",
+        "--root",
+        str(root),
+        "--methods",
+        "framewise",
+        "mastsam",
+        "--max-frames",
+        "3",
+        "--out",
+        str(out),
+    ]
     assert entrypoint(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["methods"] == ["framewise", "mastsam"]
@@ -244,12 +274,25 @@ def test_eval_davis_command_end_to_end(davis_run, tmp_path, capsys):
     assert entrypoint(["eval", "davis", "--root", str(tmp_path / "none"), "--out", str(out)]) == 2
 
 
-def test_eval_scannet_command_runs_methods_or_scores_a_prediction(synthetic_scene_dir, tmp_path, capsys):
+def test_eval_scannet_command_runs_methods_or_scores_a_prediction(
+    synthetic_scene_dir, tmp_path, capsys
+):
     from lift3d.cli import entrypoint
 
     out = tmp_path / "eval"
-    argv = ["eval", "scannet", "--scene", str(synthetic_scene_dir), "--methods", "framewise", "mastsam",
-            "--frames", "::4", "--out", str(out)]
+    argv = [
+        "eval",
+        "scannet",
+        "--scene",
+        str(synthetic_scene_dir),
+        "--methods",
+        "framewise",
+        "mastsam",
+        "--frames",
+        "::4",
+        "--out",
+        str(out),
+    ]
     assert entrypoint(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert sorted(results["per_method"]) == ["framewise", "mastsam"]
@@ -257,19 +300,38 @@ def test_eval_scannet_command_runs_methods_or_scores_a_prediction(synthetic_scen
     assert len(list((out / "mastsam" / "masks").glob("*.png"))) == len(range(0, n, 4))
     capsys.readouterr()
     # a prediction folder is scored as it is, and gives the AP the run recorded
-    assert entrypoint(["eval", "scannet", "--scene", str(synthetic_scene_dir), "--pred", str(out / "mastsam" / "scannet")]) == 0
+    assert (
+        entrypoint(
+            [
+                "eval",
+                "scannet",
+                "--scene",
+                str(synthetic_scene_dir),
+                "--pred",
+                str(out / "mastsam" / "scannet"),
+            ]
+        )
+        == 0
+    )
     scored = json.loads(capsys.readouterr().out)
     assert scored["AP50"] == results["per_method"]["mastsam"]["AP50"]
-    assert entrypoint(["eval", "scannet", "--scene", str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert (
+        entrypoint(["eval", "scannet", "--scene", str(tmp_path / "none"), "--out", str(out)]) == 2
+    )
 
 
 def test_scannet_eval_with_the_geometric_default(synthetic_scene_dir, tmp_path):
     from lift3d.config import SegmenterConfig
     from lift3d.evaluation import run_scannet_eval
 
-    res = run_scannet_eval(synthetic_scene_dir, out=tmp_path, methods=("mastsam", "mastsam-merged"),
-                           segmenter=SegmenterConfig(name="geometric"),
-                           verbose=False, pairwise=False)
+    res = run_scannet_eval(
+        synthetic_scene_dir,
+        out=tmp_path,
+        methods=("mastsam", "mastsam-merged"),
+        segmenter=SegmenterConfig(name="geometric"),
+        verbose=False,
+        pairwise=False,
+    )
     assert res["backends"]["segmenter"] == "geometric"
     for m in ("mastsam", "mastsam-merged"):
         assert res["per_method"][m]["AP50"] > 0.9, (m, res["per_method"][m])

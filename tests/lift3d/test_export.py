@@ -27,8 +27,14 @@ def test_points_ply_round_trip_with_plyfile(tmp_path):
     assert ply.text is False
     v = ply["vertex"].data
     assert [(p.name, p.val_dtype) for p in ply["vertex"].properties] == [
-        ("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
-        ("label", "i4"), ("confidence", "f4"),
+        ("x", "f4"),
+        ("y", "f4"),
+        ("z", "f4"),
+        ("red", "u1"),
+        ("green", "u1"),
+        ("blue", "u1"),
+        ("label", "i4"),
+        ("confidence", "f4"),
     ]
     np.testing.assert_array_equal(np.stack([v["x"], v["y"], v["z"]], 1), xyz)
     np.testing.assert_array_equal(np.stack([v["red"], v["green"], v["blue"]], 1), rgb)
@@ -58,14 +64,21 @@ def test_scannet_instances_layout_and_round_trip(tmp_path):
     ids = write_scannet_instances(tmp_path, "scene0000_00", LABEL, CONF, min_points=2)
     assert ids == [2, 4]  # instance 9 holds one vertex
     index = (tmp_path / "scene0000_00.txt").read_text().splitlines()
-    assert index == ["pred_mask/scene0000_00_000.txt 1 0.400000", "pred_mask/scene0000_00_001.txt 1 0.800000"]
-    assert (tmp_path / "pred_mask/scene0000_00_000.txt").read_text() == "0\n0\n0\n1\n0\n1\n1\n0\n0\n"
+    assert index == [
+        "pred_mask/scene0000_00_000.txt 1 0.400000",
+        "pred_mask/scene0000_00_001.txt 1 0.800000",
+    ]
+    assert (
+        tmp_path / "pred_mask/scene0000_00_000.txt"
+    ).read_text() == "0\n0\n0\n1\n0\n1\n1\n0\n0\n"
     masks, conf = read_scannet_instances(tmp_path, "scene0000_00", len(LABEL))
     assert masks.dtype == bool and masks.shape == (2, 9) and conf.dtype == np.float32
     np.testing.assert_array_equal(masks, np.stack([LABEL == 2, LABEL == 4]))
     np.testing.assert_allclose(conf, [0.4, 0.8], rtol=1e-6)
     # the official evaluation reads masks with np.loadtxt
-    np.testing.assert_array_equal(np.loadtxt(tmp_path / "pred_mask/scene0000_00_001.txt"), LABEL == 4)
+    np.testing.assert_array_equal(
+        np.loadtxt(tmp_path / "pred_mask/scene0000_00_001.txt"), LABEL == 4
+    )
 
 
 def test_scannet_rewrite_removes_stale_masks_of_that_scene_only(tmp_path):
@@ -74,13 +87,20 @@ def test_scannet_rewrite_removes_stale_masks_of_that_scene_only(tmp_path):
     assert len(list((tmp_path / "pred_mask").iterdir())) == 6
     write_scannet_instances(tmp_path, "scene0000_00", np.where(LABEL == 4, 1, 0), CONF)
     names = sorted(p.name for p in (tmp_path / "pred_mask").iterdir())
-    assert names == ["scene0000_00_000.txt", "scene0001_00_000.txt", "scene0001_00_001.txt", "scene0001_00_002.txt"]
+    assert names == [
+        "scene0000_00_000.txt",
+        "scene0001_00_000.txt",
+        "scene0001_00_001.txt",
+        "scene0001_00_002.txt",
+    ]
     masks, _ = read_scannet_instances(tmp_path, "scene0000_00", len(LABEL))
     np.testing.assert_array_equal(masks, [LABEL == 4])
 
 
 def test_scannet_no_instances_writes_an_empty_index(tmp_path):
-    assert write_scannet_instances(tmp_path, "scene0002_00", np.zeros(5, np.int32), np.zeros(5)) == []
+    assert (
+        write_scannet_instances(tmp_path, "scene0002_00", np.zeros(5, np.int32), np.zeros(5)) == []
+    )
     masks, conf = read_scannet_instances(tmp_path, "scene0002_00", 5)
     assert masks.shape == (0, 5) and conf.shape == (0,)
 
@@ -146,14 +166,23 @@ def test_labeled_mesh_keeps_faces_and_colours_vertices_by_instance(tmp_path):
     xyz = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], np.float32)
     faces = np.array([[0, 1, 2], [1, 3, 2]])
     label = np.array([0, 4, 4, 7], np.int32)
-    write_labeled_mesh(tmp_path / "mesh.ply", xyz, faces, label, np.array([0, 0.5, 0.5, 1], np.float32))
+    write_labeled_mesh(
+        tmp_path / "mesh.ply", xyz, faces, label, np.array([0, 0.5, 0.5, 1], np.float32)
+    )
     ply = PlyData.read(str(tmp_path / "mesh.ply"))
     np.testing.assert_array_equal(np.vstack(ply["face"]["vertex_indices"]), faces)
     v = ply["vertex"]
-    np.testing.assert_array_equal(np.stack([v["red"], v["green"], v["blue"]], 1), label_colors(label, unlabeled=UNLABELED_GREY))
+    np.testing.assert_array_equal(
+        np.stack([v["red"], v["green"], v["blue"]], 1),
+        label_colors(label, unlabeled=UNLABELED_GREY),
+    )
     np.testing.assert_array_equal(v["label"], label)
     with pytest.raises(InputError, match=r"faces index vertices 0..3, found 0..4"):
-        write_labeled_mesh(tmp_path / "bad.ply", xyz, np.array([[0, 1, 4]]), label, np.zeros(4, np.float32))
+        write_labeled_mesh(
+            tmp_path / "bad.ply", xyz, np.array([[0, 1, 4]]), label, np.zeros(4, np.float32)
+        )
     with pytest.raises(InputError, match=r"faces must have shape \[F, 3\]"):
-        write_labeled_mesh(tmp_path / "bad.ply", xyz, np.array([0, 1, 2]), label, np.zeros(4, np.float32))
+        write_labeled_mesh(
+            tmp_path / "bad.ply", xyz, np.array([0, 1, 2]), label, np.zeros(4, np.float32)
+        )
     assert not (tmp_path / "bad.ply").exists()

@@ -12,14 +12,23 @@ from lift3d.errors import InputError
 from lift3d.instance_eval import _evaluate_reference, evaluate_instances, evaluate_scannet_export
 from lift3d.recon.scannet.gt import GroundTruth, load_scannet_gt
 
-SCENE0000 = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "scannet" / "scene0000_00"
+SCENE0000 = (
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "scannet" / "scene0000_00"
+)
 THRESHOLDS = ["0.25", "0.50", "0.55", "0.60", "0.65", "0.70", "0.75", "0.80", "0.85", "0.90"]
 
 
 def _gt(sizes: list[int], n_void: int) -> GroundTruth:
     """Instances 1..len(sizes) of the given vertex counts, laid out in order, then void vertices."""
-    instance = np.concatenate([np.full(s, i + 1) for i, s in enumerate(sizes)] + [np.zeros(n_void, int)])
-    return GroundTruth(instance=instance, void=instance == 0, num_vertices=len(instance), labels={i + 1: 3 for i in range(len(sizes))})
+    instance = np.concatenate(
+        [np.full(s, i + 1) for i, s in enumerate(sizes)] + [np.zeros(n_void, int)]
+    )
+    return GroundTruth(
+        instance=instance,
+        void=instance == 0,
+        num_vertices=len(instance),
+        labels={i + 1: 3 for i in range(len(sizes))},
+    )
 
 
 def _mask(gt: GroundTruth, *parts: tuple[int, int]) -> np.ndarray:
@@ -32,7 +41,11 @@ def _mask(gt: GroundTruth, *parts: tuple[int, int]) -> np.ndarray:
 
 def _all(result: dict, value: float) -> None:
     assert result["per_overlap"] == pytest.approx({t: value for t in THRESHOLDS})
-    assert result["AP"] == pytest.approx(value) and result["AP50"] == pytest.approx(value) and result["AP25"] == pytest.approx(value)
+    assert (
+        result["AP"] == pytest.approx(value)
+        and result["AP50"] == pytest.approx(value)
+        and result["AP25"] == pytest.approx(value)
+    )
 
 
 def test_perfect_prediction_scores_one_everywhere():
@@ -151,13 +164,19 @@ def test_bad_prediction_shapes():
 # ---------------------------------------------------------------- GT files and the export format
 
 
-def _write_scan(folder: Path, name: str, *, ply_labels: np.ndarray, seg: np.ndarray, groups: list[dict]) -> Path:
+def _write_scan(
+    folder: Path, name: str, *, ply_labels: np.ndarray, seg: np.ndarray, groups: list[dict]
+) -> Path:
     from lift3d.io import write_ply
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}_vh_clean_2.0.010000.segs.json").write_text(json.dumps({"segIndices": seg.tolist()}))
+    (folder / f"{name}_vh_clean_2.0.010000.segs.json").write_text(
+        json.dumps({"segIndices": seg.tolist()})
+    )
     (folder / f"{name}.aggregation.json").write_text(json.dumps({"segGroups": groups}))
-    vertex = np.zeros(len(ply_labels), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("label", "u2")])
+    vertex = np.zeros(
+        len(ply_labels), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("label", "u2")]
+    )
     vertex["label"] = ply_labels
     write_ply(folder / f"{name}_vh_clean_2.labels.ply", vertex)
     return folder
@@ -174,7 +193,9 @@ def _tiny_scan(tmp_path: Path, ply_labels_by_seg: dict[int, int]) -> Path:
         {"objectId": 3, "segments": [40], "label": "lamp"},
     ]
     ply = np.array([ply_labels_by_seg[s] for s in seg])
-    return _write_scan(tmp_path / "scene0001_00", "scene0001_00", ply_labels=ply, seg=seg, groups=groups)
+    return _write_scan(
+        tmp_path / "scene0001_00", "scene0001_00", ply_labels=ply, seg=seg, groups=groups
+    )
 
 
 def test_load_gt_from_nyu40_labels_ply(tmp_path):
@@ -189,7 +210,9 @@ def test_load_gt_from_aggregation_when_labels_ply_is_not_nyu40(tmp_path):
     # raw category ids as in ScanNet v1 files (values above 40): classes come from the aggregation
     scan = _tiny_scan(tmp_path, {10: 2, 20: 3, 30: 7, 40: 128})
     tsv = tmp_path / "labels.tsv"
-    tsv.write_text("id\traw_category\tcategory\tnyu40id\n2\tchair\tchair\t5\n3\tfloor\tfloor\t2\n7\tcabinet\tcabinet\t3\n9\tlamp\tlamp\t35\n")
+    tsv.write_text(
+        "id\traw_category\tcategory\tnyu40id\n2\tchair\tchair\t5\n3\tfloor\tfloor\t2\n7\tcabinet\tcabinet\t3\n9\tlamp\tlamp\t35\n"
+    )
     gt = load_scannet_gt(scan, label_map=tsv)
     assert gt.labels == {1: 5, 3: 3}
     with pytest.raises(InputError, match="not NYU40"):
@@ -204,9 +227,13 @@ def test_vertex_objects_keep_every_class_and_drop_excluded_labels(tmp_path):
     scan = _tiny_scan(tmp_path, {10: 5, 20: 2, 30: 3, 40: 35})
     # all four objects, the later lamp over segment 40; no class filter, no labels.ply read
     (scan / "scene0001_00_vh_clean_2.labels.ply").unlink()
-    np.testing.assert_array_equal(read_vertex_objects(scan), np.repeat([1, 2, 3, 4], [150, 120, 130, 100]))
-    np.testing.assert_array_equal(read_vertex_objects(scan, exclude=("floor", "lamp")),
-                                  np.repeat([1, 0, 3, 0], [150, 120, 130, 100]))
+    np.testing.assert_array_equal(
+        read_vertex_objects(scan), np.repeat([1, 2, 3, 4], [150, 120, 130, 100])
+    )
+    np.testing.assert_array_equal(
+        read_vertex_objects(scan, exclude=("floor", "lamp")),
+        np.repeat([1, 0, 3, 0], [150, 120, 130, 100]),
+    )
     (scan / "scene0001_00.aggregation.json").write_text('{"segGroups": [{"label": "x"}]}')
     with pytest.raises(InputError, match=r"segGroups\[0\] needs 'objectId'"):
         read_vertex_objects(scan)
@@ -217,7 +244,9 @@ def test_load_gt_bad_input(tmp_path):
     (scan / "scene0001_00.aggregation.json").unlink()
     with pytest.raises(InputError, match="aggregation.json"):
         load_scannet_gt(scan)
-    scan2 = _write_scan(tmp_path / "s2", "s2", ply_labels=np.ones(9), seg=np.zeros(10, int), groups=[])
+    scan2 = _write_scan(
+        tmp_path / "s2", "s2", ply_labels=np.ones(9), seg=np.zeros(10, int), groups=[]
+    )
     with pytest.raises(InputError, match="9 vertices"):
         load_scannet_gt(scan2)
 

@@ -18,7 +18,9 @@ from lift3d.recon.geometry import scene_pointmaps
 
 def score(pointmaps, valid, labels, *, per_pixel=False, **settings):
     """`consistency_score` of arrays in memory, its `MetricConfig` settings by name."""
-    return consistency_score(ArrayFrames(pointmaps, valid, labels), config=MetricConfig(**settings), per_pixel=per_pixel)
+    return consistency_score(
+        ArrayFrames(pointmaps, valid, labels), config=MetricConfig(**settings), per_pixel=per_pixel
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +41,14 @@ def write_masks(folder: Path, names: list[str], maps: np.ndarray) -> Path:
     return folder
 
 
-def test_run_metric_equals_consistency_score_on_the_scene(tmp_path, synthetic_scene_dir, scene_and_gt):
+def test_run_metric_equals_consistency_score_on_the_scene(
+    tmp_path, synthetic_scene_dir, scene_and_gt
+):
     scene, gt = scene_and_gt
     masks = write_masks(tmp_path / "masks", scene.frame_names, gt)
-    out = run_metric(synthetic_scene_dir, masks, config=MetricConfig(eps=0.03), out_json=tmp_path / "metric.json")
+    out = run_metric(
+        synthetic_scene_dir, masks, config=MetricConfig(eps=0.03), out_json=tmp_path / "metric.json"
+    )
     pointmaps, valid = scene_pointmaps(scene, scene.size)
     direct = score(pointmaps, valid, gt, eps=0.03)
     assert out["H"] == direct.H and out["pairwise"] == direct.pairwise
@@ -53,13 +59,17 @@ def test_run_metric_equals_consistency_score_on_the_scene(tmp_path, synthetic_sc
     assert 0.9 < out["H"] < 1 and 0.9 < out["pairwise"] < 1
 
 
-def test_run_metric_resamples_the_scene_to_the_masks_size(tmp_path, synthetic_scene_dir, scene_and_gt):
+def test_run_metric_resamples_the_scene_to_the_masks_size(
+    tmp_path, synthetic_scene_dir, scene_and_gt
+):
     scene, gt = scene_and_gt
     W, H = scene.size
     _, valid = scene_pointmaps(scene, scene.size)
     # label maps at twice the depth size: every label-map pixel takes its nearest depth pixel
     # (half-pixel convention: pixel u of the 2x map sits at u / 2 - 0.25, nearest u // 2)
-    one = write_masks(tmp_path / "one", scene.frame_names, np.ones((len(scene), 2 * H, 2 * W), np.int32))
+    one = write_masks(
+        tmp_path / "one", scene.frame_names, np.ones((len(scene), 2 * H, 2 * W), np.int32)
+    )
     out = run_metric(synthetic_scene_dir, one, config=MetricConfig(eps=0.03))
     assert out["size"] == [2 * W, 2 * H]
     assert out["pixels"] == 4 * int(valid.sum())
@@ -67,7 +77,11 @@ def test_run_metric_resamples_the_scene_to_the_masks_size(tmp_path, synthetic_sc
     up = write_masks(tmp_path / "up", scene.frame_names, gt.repeat(2, axis=1).repeat(2, axis=2))
     at_2x = run_metric(synthetic_scene_dir, up, config=MetricConfig(eps=0.03))
     assert at_2x["pixels"] == 4 * int((valid & (gt > 0)).sum())
-    at_1x = run_metric(synthetic_scene_dir, write_masks(tmp_path / "gt", scene.frame_names, gt), config=MetricConfig(eps=0.03))
+    at_1x = run_metric(
+        synthetic_scene_dir,
+        write_masks(tmp_path / "gt", scene.frame_names, gt),
+        config=MetricConfig(eps=0.03),
+    )
     # the same labels on the same surfaces, sampled 4x denser: about the same H
     assert at_2x["H"] == pytest.approx(at_1x["H"], abs=0.02)
 
@@ -79,8 +93,14 @@ def test_run_metric_on_features(tmp_path, synthetic_scene_dir, scene_and_gt):
     one_hot = np.eye(gt.max() + 1, dtype=np.float32)[gt][..., 1:]
     for name, f in zip(scene.frame_names, one_hot):
         np.save(folder / f"{name}.npy", f)
-    by_features = run_metric(synthetic_scene_dir, None, features_dir=folder, config=MetricConfig(eps=0.03))
-    by_labels = run_metric(synthetic_scene_dir, write_masks(tmp_path / "m", scene.frame_names, gt), config=MetricConfig(eps=0.03))
+    by_features = run_metric(
+        synthetic_scene_dir, None, features_dir=folder, config=MetricConfig(eps=0.03)
+    )
+    by_labels = run_metric(
+        synthetic_scene_dir,
+        write_masks(tmp_path / "m", scene.frame_names, gt),
+        config=MetricConfig(eps=0.03),
+    )
     assert by_features["input"] == "features" and by_features["pairwise"] is None
     assert by_features["pixels"] == by_labels["pixels"]
     assert by_features["H"] == pytest.approx(by_labels["H"], abs=1e-9)
@@ -93,7 +113,10 @@ def test_masks_folder_missing_a_frame(tmp_path, synthetic_scene_dir, scene_and_g
     scene, gt = scene_and_gt
     masks = write_masks(tmp_path / "masks", scene.frame_names, gt)
     (masks / f"{scene.frame_names[3]}.png").unlink()
-    with pytest.raises(InputError, match=rf"1 of {len(scene)} frames have no label map, e.g. {scene.frame_names[3]}\.png"):
+    with pytest.raises(
+        InputError,
+        match=rf"1 of {len(scene)} frames have no label map, e.g. {scene.frame_names[3]}\.png",
+    ):
         run_metric(synthetic_scene_dir, masks)
 
 
@@ -123,7 +146,12 @@ def test_cli_metric_prints_and_writes_json(tmp_path, capsys, synthetic_scene_dir
 
     scene, gt = scene_and_gt
     masks = write_masks(tmp_path / "run" / "masks", scene.frame_names, gt)
-    assert entrypoint(["metric", "--scene", str(synthetic_scene_dir), "--masks", str(masks), "--eps", "0.03"]) == 0
+    assert (
+        entrypoint(
+            ["metric", "--scene", str(synthetic_scene_dir), "--masks", str(masks), "--eps", "0.03"]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     out = json.loads((tmp_path / "run" / "metric.json").read_text())
     assert {"H", "pairwise", "eps", "pixels"} <= set(out)
@@ -133,14 +161,19 @@ def test_cli_metric_prints_and_writes_json(tmp_path, capsys, synthetic_scene_dir
     assert f"{scene.frame_names[0]}.png" in capsys.readouterr().err
 
 
-def test_stream_on_the_synthetic_scene_equals_the_in_memory_metric(tmp_path, synthetic_scene_dir, scene_and_gt):
+def test_stream_on_the_synthetic_scene_equals_the_in_memory_metric(
+    tmp_path, synthetic_scene_dir, scene_and_gt
+):
     scene, gt = scene_and_gt
     masks = write_masks(tmp_path / "masks", scene.frame_names, gt)
     pointmaps, valid = scene_pointmaps(scene, scene.size)
     ref = score(pointmaps, valid, gt, eps=0.03, per_pixel=True)
     frames = MaskFrames(scene, masks, scene.size)
-    out = consistency_score(frames, config=MetricConfig(eps=0.03, max_points=5_000, work_dir=tmp_path / "work"),
-                            per_pixel=tmp_path / "h")
+    out = consistency_score(
+        frames,
+        config=MetricConfig(eps=0.03, max_points=5_000, work_dir=tmp_path / "work"),
+        per_pixel=tmp_path / "h",
+    )
     assert out.pixels == ref.pixels and out.H == ref.H and out.pairwise == ref.pairwise
     np.testing.assert_array_equal(out.per_frame, ref.per_frame)
     np.testing.assert_array_equal(np.asarray(out.per_pixel), ref.per_pixel)

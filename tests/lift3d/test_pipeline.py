@@ -35,7 +35,14 @@ def test_segment_writes_every_output(demo_run, synthetic_scene_dir):
     assert sorted(p.stem for p in (out / "masks").glob("*.png")) == names
     lab = read_label_map(out / "masks" / "0.png")
     assert lab.shape == (96, 128) and lab.max() > 0
-    for f in ("points.ply", "metrics.json", "run.json", "cameras.json", "instances.json", "report.html"):
+    for f in (
+        "points.ply",
+        "metrics.json",
+        "run.json",
+        "cameras.json",
+        "instances.json",
+        "report.html",
+    ):
         assert (out / f).is_file(), f
     assert not (out / ".lift3d-tmp").exists()  # the metric's scratch folder is gone
     metrics = json.loads((out / "metrics.json").read_text())
@@ -43,7 +50,9 @@ def test_segment_writes_every_output(demo_run, synthetic_scene_dir):
         assert key in metrics
     assert 0 < metrics["H"] <= 1 and metrics["pixels"] > 0
     run = json.loads((out / "run.json").read_text())
-    assert run["backends"]["segmenter"] == "geometric" and run["backends"]["geometry"] == "depth+poses"
+    assert (
+        run["backends"]["segmenter"] == "geometric" and run["backends"]["geometry"] == "depth+poses"
+    )
     assert run["config"]["scene"] == str(synthetic_scene_dir)
     assert not list(out.rglob("*.tmp*")), "temporary files left behind"
 
@@ -51,7 +60,9 @@ def test_segment_writes_every_output(demo_run, synthetic_scene_dir):
 def test_points_ply_has_one_labeled_row_per_mesh_vertex(demo_run, synthetic_scene_dir):
     from plyfile import PlyData
 
-    mesh = PlyData.read(str(synthetic_scene_dir / f"{synthetic_scene_dir.name}_vh_clean_2.ply"))["vertex"]
+    mesh = PlyData.read(str(synthetic_scene_dir / f"{synthetic_scene_dir.name}_vh_clean_2.ply"))[
+        "vertex"
+    ]
     pts = PlyData.read(str(demo_run / "points.ply"))["vertex"]
     assert len(pts) == len(mesh)
     names = [p.name for p in pts.properties]
@@ -72,25 +83,42 @@ def test_lifted_instances_match_the_gt_objects(demo_run, synthetic_scene_dir):
     assert mean_matched_iou(gt, pred) >= 0.75
 
 
-def test_resume_skips_finished_frames_and_gives_the_same_result(demo_run, synthetic_scene_dir, tmp_path):
+def test_resume_skips_finished_frames_and_gives_the_same_result(
+    demo_run, synthetic_scene_dir, tmp_path
+):
     import shutil
 
     out = tmp_path / "out"
     shutil.copytree(demo_run / "masks", out / "masks")
     shutil.copy(demo_run / ".lift3d-fingerprint.json", out)  # the record of the run that made them
     (out / "masks" / "7.png").unlink()  # the run was interrupted before the last frame
-    run_segment(SegmentConfig.from_options(scene=synthetic_scene_dir, out=out, resume=True, preview=False))
+    run_segment(
+        SegmentConfig.from_options(scene=synthetic_scene_dir, out=out, resume=True, preview=False)
+    )
     m = json.loads((out / "metrics.json").read_text())
     for n in ("0", "3", "6"):
-        np.testing.assert_array_equal(read_label_map(out / "masks" / f"{n}.png"), read_label_map(demo_run / "masks" / f"{n}.png"))
-    np.testing.assert_array_equal(read_label_map(out / "masks" / "7.png"), read_label_map(demo_run / "masks" / "7.png"))
+        np.testing.assert_array_equal(
+            read_label_map(out / "masks" / f"{n}.png"),
+            read_label_map(demo_run / "masks" / f"{n}.png"),
+        )
+    np.testing.assert_array_equal(
+        read_label_map(out / "masks" / "7.png"), read_label_map(demo_run / "masks" / "7.png")
+    )
     assert m["H"] == pytest.approx(json.loads((demo_run / "metrics.json").read_text())["H"])
 
 
 def test_frame_selection(synthetic_scene_dir, tmp_path):
     out = tmp_path / "out"
-    run_segment(SegmentConfig.from_options(scene=synthetic_scene_dir, out=out, frames="1:8:2", max_frames=3, preview=False))
-    assert sorted(p.stem for p in (out / "masks").glob("*.png")) == ["1", "5", "7"]  # 1 3 5 7 -> first, middle, last
+    run_segment(
+        SegmentConfig.from_options(
+            scene=synthetic_scene_dir, out=out, frames="1:8:2", max_frames=3, preview=False
+        )
+    )
+    assert sorted(p.stem for p in (out / "masks").glob("*.png")) == [
+        "1",
+        "5",
+        "7",
+    ]  # 1 3 5 7 -> first, middle, last
 
 
 def test_interrupted_run_leaves_no_half_written_file(synthetic_scene_dir, tmp_path, monkeypatch):
@@ -102,12 +130,18 @@ def test_interrupted_run_leaves_no_half_written_file(synthetic_scene_dir, tmp_pa
     monkeypatch.setattr(export, "write_scannet_instances", boom)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        run_segment(SegmentConfig.from_options(scene=synthetic_scene_dir, out=out, max_frames=2, preview=False))
+        run_segment(
+            SegmentConfig.from_options(
+                scene=synthetic_scene_dir, out=out, max_frames=2, preview=False
+            )
+        )
     assert not list(out.rglob("*.tmp*"))
     assert not (out / "metrics.json").exists()
 
 
-def test_run_killed_in_the_metric_leaves_no_scratch_and_sigterm_unwinds(synthetic_scene_dir, tmp_path, monkeypatch):
+def test_run_killed_in_the_metric_leaves_no_scratch_and_sigterm_unwinds(
+    synthetic_scene_dir, tmp_path, monkeypatch
+):
     import os
     import signal
 
@@ -136,7 +170,18 @@ def test_run_killed_in_the_metric_leaves_no_scratch_and_sigterm_unwinds(syntheti
     monkeypatch.setattr(metric_run, "consistency_score", killed_midway)
     out = tmp_path / "out"
     old = signal.getsignal(signal.SIGTERM)
-    rc = entrypoint(["segment", "--scene", str(synthetic_scene_dir), "--out", str(out), "--max-frames", "3", "--no-preview"])
+    rc = entrypoint(
+        [
+            "segment",
+            "--scene",
+            str(synthetic_scene_dir),
+            "--out",
+            str(out),
+            "--max-frames",
+            "3",
+            "--no-preview",
+        ]
+    )
     assert rc == 143
     assert signal.getsignal(signal.SIGTERM) is old  # the handler is put back
     assert seen["scratch"]  # there was something to clean up
@@ -152,7 +197,9 @@ def test_scratch_of_a_dead_run_is_removed_and_a_live_runs_kept(tmp_path):
 
     from lift3d.io import scratch_dir
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     root = tmp_path / ".lift3d-tmp"
     stale = root / f"{int(dead.stdout)}-abc"
     live = root / f"{os.getppid()}-xyz"  # pytest's parent: alive
@@ -177,7 +224,11 @@ def test_the_metric_memory_bound_has_one_default():
     assert SegmentConfig.from_options(scene=Path(".")).metric.max_points == DEFAULT_MAX_POINTS
     assert Metric(scene=Path("."), masks=Path(".")).metric.max_points == DEFAULT_MAX_POINTS
     # one settings dataclass for the metric of `segment` and of `metric`
-    assert SegmentConfig.from_options(scene=Path(".")).metric == Metric(scene=Path("."), masks=Path(".")).metric == MetricConfig()
+    assert (
+        SegmentConfig.from_options(scene=Path(".")).metric
+        == Metric(scene=Path("."), masks=Path(".")).metric
+        == MetricConfig()
+    )
 
 
 def test_pairwise_can_be_switched_off_and_h_is_the_same(synthetic_scene_dir, tmp_path):
@@ -190,32 +241,59 @@ def test_pairwise_can_be_switched_off_and_h_is_the_same(synthetic_scene_dir, tmp
     m_on, m_off = (json.loads((d / "metrics.json").read_text()) for d in (on, off))
     assert m_on["pairwise"] is not None and m_off["pairwise"] is None
     assert m_on["H"] == m_off["H"]
-    assert entrypoint(["metric", "--scene", str(synthetic_scene_dir), "--masks", str(on / "masks"), "--no-pairwise",
-                       "--out", str(tmp_path / "m.json")]) == 0
+    assert (
+        entrypoint(
+            [
+                "metric",
+                "--scene",
+                str(synthetic_scene_dir),
+                "--masks",
+                str(on / "masks"),
+                "--no-pairwise",
+                "--out",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["pairwise"] is None and m["H"] == m_on["H"]
 
 
-def test_mesh_ply_opens_in_open3d_with_the_instances_as_vertex_colours(demo_run, synthetic_scene_dir):
+def test_mesh_ply_opens_in_open3d_with_the_instances_as_vertex_colours(
+    demo_run, synthetic_scene_dir
+):
     import open3d as o3d
     from plyfile import PlyData
 
     from lift3d.viewers.palette import UNLABELED_GREY, label_colors
 
-    scan = o3d.io.read_triangle_mesh(str(synthetic_scene_dir / f"{synthetic_scene_dir.name}_vh_clean_2.ply"))
-    mesh = o3d.io.read_triangle_mesh(str(demo_run / "mesh.ply"))  # the legacy reader plain tools use
-    assert len(mesh.vertices) == len(scan.vertices) and len(mesh.triangles) == len(scan.triangles) > 0
+    scan = o3d.io.read_triangle_mesh(
+        str(synthetic_scene_dir / f"{synthetic_scene_dir.name}_vh_clean_2.ply")
+    )
+    mesh = o3d.io.read_triangle_mesh(
+        str(demo_run / "mesh.ply")
+    )  # the legacy reader plain tools use
+    assert (
+        len(mesh.vertices) == len(scan.vertices) and len(mesh.triangles) == len(scan.triangles) > 0
+    )
     np.testing.assert_array_equal(np.asarray(mesh.triangles), np.asarray(scan.triangles))
     label = np.asarray(PlyData.read(str(demo_run / "points.ply"))["vertex"]["label"])
     colours = np.round(np.asarray(mesh.vertex_colors) * 255).astype(np.uint8)
     np.testing.assert_array_equal(colours, label_colors(label, unlabeled=UNLABELED_GREY))
     ids = np.unique(label[label > 0])
-    assert len(ids) >= 5 and len(np.unique(colours[label > 0], axis=0)) == len(ids)  # one colour per instance
+    assert len(ids) >= 5 and len(np.unique(colours[label > 0], axis=0)) == len(
+        ids
+    )  # one colour per instance
     by_instance = o3d.io.read_point_cloud(str(demo_run / "points_by_instance.ply"))
-    np.testing.assert_array_equal(np.round(np.asarray(by_instance.colors) * 255).astype(np.uint8), colours)
+    np.testing.assert_array_equal(
+        np.round(np.asarray(by_instance.colors) * 255).astype(np.uint8), colours
+    )
 
 
-def test_mesh_flag_supplies_the_mesh_and_the_scannet_export_needs_one(synthetic_scene_dir, tmp_path, caplog):
+def test_mesh_flag_supplies_the_mesh_and_the_scannet_export_needs_one(
+    synthetic_scene_dir, tmp_path, caplog
+):
     import logging
     import shutil
 
@@ -225,16 +303,31 @@ def test_mesh_flag_supplies_the_mesh_and_the_scannet_export_needs_one(synthetic_
     bare = tmp_path / synthetic_scene_dir.name
     shutil.copytree(synthetic_scene_dir, bare, ignore=shutil.ignore_patterns("*_vh_clean_2.ply"))
     with caplog.at_level(logging.WARNING):
-        fused = run_segment(SegmentConfig.from_options(scene=bare, out=tmp_path / "fused", max_frames=2, preview=False))
+        fused = run_segment(
+            SegmentConfig.from_options(
+                scene=bare, out=tmp_path / "fused", max_frames=2, preview=False
+            )
+        )
     assert not (fused / "scannet").exists() and not (fused / "mesh.ply").exists()
-    assert [r.getMessage() for r in caplog.records if "ScanNet export skipped" in r.getMessage()] == [
+    assert [
+        r.getMessage() for r in caplog.records if "ScanNet export skipped" in r.getMessage()
+    ] == [
         "ScanNet export skipped: the points are fused pointmaps, not a ScanNet mesh's vertices "
-        "(give the scan's *_vh_clean_2.ply with --mesh PATH)"]
-    given = run_segment(SegmentConfig.from_options(scene=bare, out=tmp_path / "given", max_frames=2, preview=False, mesh=mesh))
-    assert len(PlyData.read(str(given / "points.ply"))["vertex"]) == len(PlyData.read(str(mesh))["vertex"])
+        "(give the scan's *_vh_clean_2.ply with --mesh PATH)"
+    ]
+    given = run_segment(
+        SegmentConfig.from_options(
+            scene=bare, out=tmp_path / "given", max_frames=2, preview=False, mesh=mesh
+        )
+    )
+    assert len(PlyData.read(str(given / "points.ply"))["vertex"]) == len(
+        PlyData.read(str(mesh))["vertex"]
+    )
     assert (given / "mesh.ply").is_file() and (given / "scannet" / f"{bare.name}.txt").is_file()
     with pytest.raises(InputError, match="--mesh: mesh PLY not found"):
-        run_segment(SegmentConfig.from_options(scene=bare, out=tmp_path / "x", mesh=tmp_path / "none.ply"))
+        run_segment(
+            SegmentConfig.from_options(scene=bare, out=tmp_path / "x", mesh=tmp_path / "none.ply")
+        )
 
 
 def test_a_single_view_warns_that_nothing_is_merged(synthetic_scene_dir, tmp_path, caplog):
@@ -244,6 +337,13 @@ def test_a_single_view_warns_that_nothing_is_merged(synthetic_scene_dir, tmp_pat
     from lift3d.pipeline import run_segment
 
     with caplog.at_level(logging.WARNING):
-        out = run_segment(SegmentConfig.from_options(scene=synthetic_scene_dir, out=tmp_path / "one", max_frames=1, preview=False))
-    assert any("single view" in r.getMessage() and str(synthetic_scene_dir) in r.getMessage() for r in caplog.records)
+        out = run_segment(
+            SegmentConfig.from_options(
+                scene=synthetic_scene_dir, out=tmp_path / "one", max_frames=1, preview=False
+            )
+        )
+    assert any(
+        "single view" in r.getMessage() and str(synthetic_scene_dir) in r.getMessage()
+        for r in caplog.records
+    )
     assert (out / "points.ply").is_file() and (out / "run.json").is_file()

@@ -21,8 +21,14 @@ POINTS = np.array([[0, 0, 2], [0, 0, 4], [0.8, 0, 2], [5, 0, 2], [0, 0, -1]], np
 
 
 def _frame(T: np.ndarray, depth: float = 2.0, name: str = "f") -> Frame:
-    return Frame(name=name, index=0, image=np.zeros((5, 5, 3), np.uint8), K=K5, T_world_camera=T,
-                 depth=np.full((5, 5), depth, np.float32))
+    return Frame(
+        name=name,
+        index=0,
+        image=np.zeros((5, 5, 3), np.uint8),
+        K=K5,
+        T_world_camera=T,
+        depth=np.full((5, 5), depth, np.float32),
+    )
 
 
 def _labels(fill: int, **pixels: int) -> np.ndarray:
@@ -46,13 +52,23 @@ def test_occluded_point_gets_no_vote_from_the_view_hiding_it():
     assert out.label.tolist() == [1, 3, 2, 0, 0]
     assert out.votes.tolist() == [1, 1, 1, 0, 0]
     assert out.confidence.tolist() == [1, 1, 1, 0, 0]
-    assert out.label.dtype == np.int32 and out.confidence.dtype == np.float32 and out.votes.dtype == np.int32
+    assert (
+        out.label.dtype == np.int32
+        and out.confidence.dtype == np.float32
+        and out.votes.dtype == np.int32
+    )
 
 
 def test_shares_ties_and_unlabeled_pixels():
     frames = [_frame(T_A, name=str(i)) for i in range(5)]
     # p0 sits on pixel (2, 2): votes 1, 5, 5, and an unlabeled pixel that casts no vote
-    maps = [_labels(1), _labels(1, u2v2=5), _labels(1, u2v2=5), _labels(1, u2v2=0), _labels(9, u2v2=0)]
+    maps = [
+        _labels(1),
+        _labels(1, u2v2=5),
+        _labels(1, u2v2=5),
+        _labels(1, u2v2=0),
+        _labels(9, u2v2=0),
+    ]
     out = lift_to_points(POINTS[:1], frames, maps)
     assert out.label[0] == 5 and out.votes[0] == 3
     np.testing.assert_allclose(out.confidence[0], 2 / 3, rtol=1e-6)
@@ -65,8 +81,14 @@ def test_depth_tolerance_absolute_and_relative():
     # default tolerance at 2 m: 0.05 + 0.01 * 2 = 0.07 m
     near = np.array([[0, 0, 2.06], [0, 0, 2.09], [0, 0, 1.91]], np.float32)
     assert lift_to_points(near, [frame], [_labels(1)]).label.tolist() == [1, 0, 0]
-    assert lift_to_points(near, [frame], [_labels(1)], depth_tol_rel=0.03).label.tolist() == [1, 1, 1]
-    assert lift_to_points(near, [frame], [_labels(1)], depth_tol=0.0, depth_tol_rel=0.0).label.tolist() == [0, 0, 0]
+    assert lift_to_points(near, [frame], [_labels(1)], depth_tol_rel=0.03).label.tolist() == [
+        1,
+        1,
+        1,
+    ]
+    assert lift_to_points(
+        near, [frame], [_labels(1)], depth_tol=0.0, depth_tol_rel=0.0
+    ).label.tolist() == [0, 0, 0]
 
 
 def test_missing_depth_casts_no_vote_and_pointmap_stands_in_for_depth():
@@ -76,8 +98,15 @@ def test_missing_depth_casts_no_vote_and_pointmap_stands_in_for_depth():
     # a MASt3R-style frame: no depth, a pointmap instead
     depth = np.full((5, 5), 2.0, np.float32)
     pointmap, valid = backproject(depth, K5, T_B)
-    frame = Frame(name="m", index=0, image=np.zeros((5, 5, 3), np.uint8), K=K5, T_world_camera=T_B,
-                  pointmap=pointmap, valid=valid)
+    frame = Frame(
+        name="m",
+        index=0,
+        image=np.zeros((5, 5, 3), np.uint8),
+        K=K5,
+        T_world_camera=T_B,
+        pointmap=pointmap,
+        valid=valid,
+    )
     assert lift_to_points(POINTS[:2], [frame], [_labels(7)]).label.tolist() == [0, 7]
 
 
@@ -200,7 +229,9 @@ def test_fill_unseen_does_not_cross_gaps_between_parts():
     """Two triangles 1 cm apart but not connected: labels never jump across."""
     from lift3d.points import PointLabels, fill_unseen
 
-    xyz = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0.01], [1, 0, 0.01], [0, 1, 0.01]], np.float32)
+    xyz = np.array(
+        [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0.01], [1, 0, 0.01], [0, 1, 0.01]], np.float32
+    )
     faces = np.array([[0, 1, 2], [3, 4, 5]])
     label = np.array([7, 0, 0, 0, 0, 0], np.int32)
     res = PointLabels(label=label, confidence=np.zeros(6, np.float32), votes=np.zeros(6, np.int32))

@@ -23,7 +23,15 @@ def splat_run(splat_scene_dir, tmp_path_factory) -> Path:
     from lift3d.cli import entrypoint
 
     out = tmp_path_factory.mktemp("splat_run") / "out"
-    argv = ["segment", "--scene", str(splat_scene_dir), "--splats", str(splat_scene_dir / "point_cloud.ply"), "--out", str(out)]
+    argv = [
+        "segment",
+        "--scene",
+        str(splat_scene_dir),
+        "--splats",
+        str(splat_scene_dir / "point_cloud.ply"),
+        "--out",
+        str(out),
+    ]
     assert entrypoint(argv) == 0
     return out
 
@@ -52,12 +60,17 @@ def test_splat_run_keeps_every_field_and_writes_the_splat_centres(splat_run, spl
     # the centres take their superpoint's vote, the splats their own rasterized votes: one story
     assert (points["label"] == out.vertex["label"]).mean() > 0.8
     metrics = json.loads((splat_run / "metrics.json").read_text())
-    assert "rendered from" in metrics["backends"]["geometry"] and metrics["backends"]["matches"] == "reprojection"
+    assert (
+        "rendered from" in metrics["backends"]["geometry"]
+        and metrics["backends"]["matches"] == "reprojection"
+    )
     assert 0 < metrics["H"] <= 1 and metrics["lifting"]["points"].startswith("splat centres")
     assert len(list((splat_run / "masks").glob("*.png"))) == 8
 
 
-def test_splats_of_another_scene_are_refused_before_tracking(shared_data, tmp_path, monkeypatch, capsys):
+def test_splats_of_another_scene_are_refused_before_tracking(
+    shared_data, tmp_path, monkeypatch, capsys
+):
     """train-1000.ply is not the cake's 3DGS: an error naming the file and why, nothing tracked."""
     import lift3d.pipeline as pipeline
     from lift3d.cli import entrypoint
@@ -67,18 +80,35 @@ def test_splats_of_another_scene_are_refused_before_tracking(shared_data, tmp_pa
 
     monkeypatch.setattr(pipeline, "run_tracking", no_tracking)
     splats = shared_data / "splats" / "train-1000.ply"
-    cfg = SegmentConfig.from_options(scene=shared_data / "colmap" / "cake", splats=splats, out=tmp_path / "o")
+    cfg = SegmentConfig.from_options(
+        scene=shared_data / "colmap" / "cake", splats=splats, out=tmp_path / "o"
+    )
     with pytest.raises(InputError, match="not in one world frame") as err:
         run_segment(cfg)
     assert "train-1000.ply" in str(err.value) and "1000 splat centres" in str(err.value)
-    assert entrypoint(["segment", "--scene", str(cfg.input.scene), "--splats", str(splats), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        entrypoint(
+            [
+                "segment",
+                "--scene",
+                str(cfg.input.scene),
+                "--splats",
+                str(splats),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "not in one world frame" in lines[0]
 
 
 def test_posed_scene_without_depth_or_splats_says_what_is_possible(shared_data, tmp_path):
     with pytest.raises(InputError) as err:
-        run_segment(SegmentConfig.from_options(scene=shared_data / "colmap" / "cake", out=tmp_path / "o"))
+        run_segment(
+            SegmentConfig.from_options(scene=shared_data / "colmap" / "cake", out=tmp_path / "o")
+        )
     msg = str(err.value)
     assert "--splats" in msg and "MASt3R" in msg and "--matches flow" in msg
 
@@ -89,7 +119,11 @@ def test_splats_need_poses(tmp_path, shared_data):
     for p in sorted((shared_data / "davis/JPEGImages/480p/blackswan").glob("*.jpg"))[:2]:
         shutil.copy(p, frames / p.name)
     with pytest.raises(InputError, match="camera poses"):
-        run_segment(SegmentConfig.from_options(scene=frames, splats=shared_data / "splats" / "train-1000.ply", out=tmp_path / "o"))
+        run_segment(
+            SegmentConfig.from_options(
+                scene=frames, splats=shared_data / "splats" / "train-1000.ply", out=tmp_path / "o"
+            )
+        )
 
 
 def test_video_frames_without_geometry_are_tracked_through_flow(shared_data, tmp_path, caplog):

@@ -35,10 +35,16 @@ def test_read_standard_3dgs_ply(train_ply):
     np.testing.assert_allclose(np.linalg.norm(splats.quats, axis=1), 1, rtol=1e-5)
     assert (splats.scales > 0).all() and splats.scales.shape == (1000, 3)
     assert ((splats.opacities > 0) & (splats.opacities < 1)).all()
-    assert splats.colors.shape == (1000, 3) and 0 <= splats.colors.min() and splats.colors.max() <= 1
-    assert len(splats.vertex.dtype.names) == 62  # x y z, normals, 3 f_dc, 45 f_rest, opacity, 3 scales, 4 rots
+    assert (
+        splats.colors.shape == (1000, 3) and 0 <= splats.colors.min() and splats.colors.max() <= 1
+    )
+    assert (
+        len(splats.vertex.dtype.names) == 62
+    )  # x y z, normals, 3 f_dc, 45 f_rest, opacity, 3 scales, 4 rots
     np.testing.assert_allclose(splats.scales[:, 0], np.exp(splats.vertex["scale_0"]), rtol=1e-6)
-    np.testing.assert_allclose(splats.opacities, 1 / (1 + np.exp(-splats.vertex["opacity"].astype(np.float64))), rtol=1e-6)
+    np.testing.assert_allclose(
+        splats.opacities, 1 / (1 + np.exp(-splats.vertex["opacity"].astype(np.float64))), rtol=1e-6
+    )
 
 
 def test_round_trip_keeps_every_property_bit_exactly(train_ply, tmp_path):
@@ -75,7 +81,9 @@ def _write_ply(path, names, n=3):
 
 def test_read_splats_bad_files(tmp_path):
     _write_ply(tmp_path / "points.ply", ["x", "y", "z", "opacity"])
-    with pytest.raises(InputError, match="scale_0, scale_1, scale_2, rot_0, rot_1, rot_2, rot_3") as err:
+    with pytest.raises(
+        InputError, match="scale_0, scale_1, scale_2, rot_0, rot_1, rot_2, rot_3"
+    ) as err:
         read_splats(tmp_path / "points.ply")
     assert err.value.path == tmp_path / "points.ply"
     (tmp_path / "junk.ply").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
@@ -99,7 +107,9 @@ def test_minimal_splats_without_colours(tmp_path):
 
 # --- weights ---------------------------------------------------------------------------------------
 
-K = np.array([[20.0, 0, 11.5], [0, 20.0, 8.5], [0, 0, 1]], np.float32)  # 24x18, centre at (11.5, 8.5)
+K = np.array(
+    [[20.0, 0, 11.5], [0, 20.0, 8.5], [0, 0, 1]], np.float32
+)  # 24x18, centre at (11.5, 8.5)
 SIZE = (24, 18)
 
 
@@ -134,15 +144,26 @@ def test_reference_weights_by_hand_front_and_back():
     scales = np.array([[0.1] * 3, [0.2] * 3], np.float32)
     opac = np.array([0.6, 0.9], np.float32)
     quats = np.array([[1, 0, 0, 0]] * 2, np.float32)
-    W = _splat_label_weights_reference(means, quats, scales, opac, K, np.eye(4), SIZE, _per_pixel_labels(), SIZE[0] * SIZE[1])
+    W = _splat_label_weights_reference(
+        means, quats, scales, opac, K, np.eye(4), SIZE, _per_pixel_labels(), SIZE[0] * SIZE[1]
+    )
     v, u = np.mgrid[0 : SIZE[1], 0 : SIZE[0]].astype(np.float64)
     front = _ewa_alpha(means[0], 0.1, 0.6, u, v)
     back = _ewa_alpha(means[1], 0.2, 0.9, u, v) * (1 - front)
     np.testing.assert_allclose(W[0].numpy().reshape(SIZE[1], SIZE[0]), front, atol=1e-6)
     np.testing.assert_allclose(W[1].numpy().reshape(SIZE[1], SIZE[0]), back, atol=1e-6)
     # the splat listed first but lying behind still composites second
-    W_swapped = _splat_label_weights_reference(means[::-1].copy(), quats, scales[::-1].copy(), opac[::-1].copy(), K, np.eye(4),
-                                               SIZE, _per_pixel_labels(), SIZE[0] * SIZE[1])
+    W_swapped = _splat_label_weights_reference(
+        means[::-1].copy(),
+        quats,
+        scales[::-1].copy(),
+        opac[::-1].copy(),
+        K,
+        np.eye(4),
+        SIZE,
+        _per_pixel_labels(),
+        SIZE[0] * SIZE[1],
+    )
     np.testing.assert_allclose(W_swapped.numpy()[::-1], W.numpy(), atol=1e-12)
 
 
@@ -150,21 +171,36 @@ def test_reference_stops_where_transmittance_runs_out():
     means = np.array([[0, 0, 2.0], [0, 0, 3.0]], np.float32)
     quats = np.array([[1, 0, 0, 0]] * 2, np.float32)
     scales = np.full((2, 3), 5.0, np.float32)  # wide: nearly flat over the image
-    W = _splat_label_weights_reference(means, quats, scales, np.array([1.0, 0.95], np.float32), K, np.eye(4), SIZE,
-                                       _per_pixel_labels(), SIZE[0] * SIZE[1])
+    W = _splat_label_weights_reference(
+        means,
+        quats,
+        scales,
+        np.array([1.0, 0.95], np.float32),
+        K,
+        np.eye(4),
+        SIZE,
+        _per_pixel_labels(),
+        SIZE[0] * SIZE[1],
+    )
     centre = 8 * SIZE[0] + 11  # pixel (11, 8), next to the optical centre
     # front: alpha clamped to 0.999, T left 1e-3; back: would take T to 5e-5 <= 1e-4, so it is left out
     assert W[0, centre] == pytest.approx(0.999, abs=1e-4)
     assert W[1, centre] == 0
 
 
-@pytest.mark.parametrize(("n", "num_labels", "seed", "dense"), [(20, 3, 0, False), (20, 3, 1, False), (50, 5, 2, False),
-                                                                (1, 2, 3, False), (40, 3, 4, True)])
+@pytest.mark.parametrize(
+    ("n", "num_labels", "seed", "dense"),
+    [(20, 3, 0, False), (20, 3, 1, False), (50, 5, 2, False), (1, 2, 3, False), (40, 3, 4, True)],
+)
 def test_gradient_trick_equals_reference(n, num_labels, seed, dense):
     means, quats, scales, opacities, T = _random_scene(n, seed, dense=dense)
     labels = np.random.default_rng(seed).integers(0, num_labels, (SIZE[1], SIZE[0]))
-    ref = _splat_label_weights_reference(means, quats, scales, opacities, K, T, SIZE, labels, num_labels)
-    fast = splat_label_weights(means, quats, scales, opacities, K, T, SIZE, labels, num_labels, backend="torch")
+    ref = _splat_label_weights_reference(
+        means, quats, scales, opacities, K, T, SIZE, labels, num_labels
+    )
+    fast = splat_label_weights(
+        means, quats, scales, opacities, K, T, SIZE, labels, num_labels, backend="torch"
+    )
     assert fast.shape == (n, num_labels) and fast.dtype == torch.float32
     assert ref.sum() > 1.0  # the scene is in view
     torch.testing.assert_close(fast, ref.float(), rtol=1e-5, atol=1e-5)
@@ -172,7 +208,9 @@ def test_gradient_trick_equals_reference(n, num_labels, seed, dense):
 
 def test_weights_sum_to_the_rendered_alpha():
     means, quats, scales, opacities, T = _random_scene(30, 4)
-    W = _splat_label_weights_reference(means, quats, scales, opacities, K, T, SIZE, _per_pixel_labels(), SIZE[0] * SIZE[1])
+    W = _splat_label_weights_reference(
+        means, quats, scales, opacities, K, T, SIZE, _per_pixel_labels(), SIZE[0] * SIZE[1]
+    )
     coverage = W.sum(0)
     assert float(coverage.max()) <= 1 and float(coverage.max()) > 0.9
 
@@ -185,7 +223,9 @@ def test_gsplat_kernels_equal_reference(seed, dense):
     means, quats, scales, opacities, T = _random_scene(200, seed, dense=dense)
     labels = np.random.default_rng(seed).integers(0, 4, (SIZE[1], SIZE[0]))
     ref = _splat_label_weights_reference(means, quats, scales, opacities, K, T, SIZE, labels, 4)
-    fast = splat_label_weights(means, quats, scales, opacities, K, T, SIZE, labels, 4, backend="gsplat")
+    fast = splat_label_weights(
+        means, quats, scales, opacities, K, T, SIZE, labels, 4, backend="gsplat"
+    )
     torch.testing.assert_close(fast.cpu(), ref.float(), rtol=1e-3, atol=2e-3)
 
 
@@ -197,10 +237,14 @@ def test_weights_bad_inputs():
     with pytest.raises(InputError, match="outside"):
         splat_label_weights(means, quats, scales, opacities, K, T, SIZE, labels + 2, 2)
     with pytest.raises(InputError, match="backend"):
-        splat_label_weights(means, quats, scales, opacities, K, T, SIZE, labels, 2, backend="opengl")
+        splat_label_weights(
+            means, quats, scales, opacities, K, T, SIZE, labels, 2, backend="opengl"
+        )
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="CUDA"):
-            splat_label_weights(means, quats, scales, opacities, K, T, SIZE, labels, 2, backend="gsplat")
+            splat_label_weights(
+                means, quats, scales, opacities, K, T, SIZE, labels, 2, backend="gsplat"
+            )
 
 
 # --- voting onto splats ----------------------------------------------------------------------------
@@ -220,8 +264,14 @@ def _splats(means, quats, scales, opacities) -> Splats:
 
 
 def _view(T, depth: float = 3.0, name: str = "v"):
-    return Frame(name=name, index=0, image=np.zeros((SIZE[1], SIZE[0], 3), np.uint8), K=K, T_world_camera=T,
-                 depth=np.full((SIZE[1], SIZE[0]), depth, np.float32))
+    return Frame(
+        name=name,
+        index=0,
+        image=np.zeros((SIZE[1], SIZE[0], 3), np.uint8),
+        K=K,
+        T_world_camera=T,
+        depth=np.full((SIZE[1], SIZE[0]), depth, np.float32),
+    )
 
 
 def test_lift_to_splats_exact_weights_follow_the_reference():
@@ -229,22 +279,33 @@ def test_lift_to_splats_exact_weights_follow_the_reference():
     splats = _splats(means, quats, scales, opacities)
     rng = np.random.default_rng(5)
     maps = [rng.integers(0, 4, (SIZE[1], SIZE[0])) for _ in range(2)]
-    out = lift_to_splats(splats, [_view(T), _view(np.eye(4, dtype=np.float32))], maps, method="torch", device="cpu")
+    out = lift_to_splats(
+        splats, [_view(T), _view(np.eye(4, dtype=np.float32))], maps, method="torch", device="cpu"
+    )
     total = sum(
-        _splat_label_weights_reference(splats.means, splats.quats, splats.scales, splats.opacities, K, T_, SIZE, m, 4).numpy()
+        _splat_label_weights_reference(
+            splats.means, splats.quats, splats.scales, splats.opacities, K, T_, SIZE, m, 4
+        ).numpy()
         for T_, m in zip([T, np.eye(4)], maps)
     )[:, 1:]  # unlabeled pixels (column 0) cast no vote
     seen = total.sum(1) > 0
     assert seen.sum() > 10
     np.testing.assert_array_equal(out.label[seen], total[seen].argmax(1) + 1)
-    np.testing.assert_allclose(out.confidence[seen], total[seen].max(1) / total[seen].sum(1), rtol=1e-4)
+    np.testing.assert_allclose(
+        out.confidence[seen], total[seen].max(1) / total[seen].sum(1), rtol=1e-4
+    )
     assert (out.label[~seen] == 0).all() and out.votes.max() == 2
 
 
 def test_lift_to_splats_centers_on_cpu():
     # two splats on the optical axis: the front one on the depth surface, the one behind occluded
     means = np.array([[0, 0, 3.0], [0, 0, 5.0]], np.float32)
-    splats = _splats(means, np.array([[1, 0, 0, 0]] * 2, np.float32), np.full((2, 3), 0.1, np.float32), np.full(2, 0.5, np.float32))
+    splats = _splats(
+        means,
+        np.array([[1, 0, 0, 0]] * 2, np.float32),
+        np.full((2, 3), 0.1, np.float32),
+        np.full(2, 0.5, np.float32),
+    )
     labels = np.full((SIZE[1], SIZE[0]), 6)
     out = lift_to_splats(splats, [_view(np.eye(4, dtype=np.float32))], [labels], method="centers")
     assert out.label.tolist() == [6, 0] and out.votes.tolist() == [1, 0]
@@ -260,7 +321,9 @@ def test_lift_to_splats_bad_inputs():
     with pytest.raises(InputError, match="CUDA"):
         lift_to_splats(splats, [view], [np.zeros((18, 24), int)], method="gsplat", device="cpu")
     with pytest.raises(InputError, match="differ in number"):
-        lift_to_splats(splats, [view, view], [np.zeros((18, 24), int)], method="torch", device="cpu")
+        lift_to_splats(
+            splats, [view, view], [np.zeros((18, 24), int)], method="torch", device="cpu"
+        )
     with pytest.raises(InputError, match="must match"):
         lift_to_splats(splats, [view], [np.zeros((24, 18), int)], method="torch", device="cpu")
 

@@ -27,7 +27,9 @@ def _as_4x4(K: np.ndarray) -> np.ndarray:
 
 def write_sens(
     path: str | Path,
-    frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]],  # (image [H, W, 3] uint8, depth_mm [h, w] uint16, T_world_camera [4, 4])
+    frames: list[
+        tuple[np.ndarray, np.ndarray, np.ndarray]
+    ],  # (image [H, W, 3] uint8, depth_mm [h, w] uint16, T_world_camera [4, 4])
     K_color: np.ndarray,  # [3, 3] or [4, 4]
     K_depth: np.ndarray,  # [3, 3] or [4, 4]
     *,
@@ -54,9 +56,15 @@ def write_sens(
     dh, dw = frames[0][1].shape[:2]
     for k, (image, depth, T) in enumerate(frames):
         if image.dtype != np.uint8 or image.shape != (ch, cw, 3):
-            raise InputError(None, f"frame {k}: image must be [{ch}, {cw}, 3] uint8, got {image.shape} {image.dtype}")
+            raise InputError(
+                None,
+                f"frame {k}: image must be [{ch}, {cw}, 3] uint8, got {image.shape} {image.dtype}",
+            )
         if depth.dtype != np.uint16 or depth.shape != (dh, dw):
-            raise InputError(None, f"frame {k}: depth must be [{dh}, {dw}] uint16, got {depth.shape} {depth.dtype}")
+            raise InputError(
+                None,
+                f"frame {k}: depth must be [{dh}, {dw}] uint16, got {depth.shape} {depth.dtype}",
+            )
         if np.shape(T) != (4, 4):
             raise InputError(None, f"frame {k}: pose must be 4x4, got {np.shape(T)}")
     name = sensor_name.encode("utf-8")

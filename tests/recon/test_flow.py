@@ -26,13 +26,22 @@ def _shift(image: np.ndarray, du: float, dv: float) -> np.ndarray:
     import cv2
 
     M = np.float32([[1, 0, du], [0, 1, dv]])
-    return cv2.warpAffine(image, M, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return cv2.warpAffine(
+        image,
+        M,
+        (image.shape[1], image.shape[0]),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT,
+    )
 
 
 def test_known_translation_is_recovered_within_half_a_pixel():
     image = _texture()
     uv_i, uv_j, conf = flow_matches(image, _shift(image, 3.3, -1.6))
-    assert uv_i.shape == uv_j.shape == (len(conf), 2) and uv_i.dtype == uv_j.dtype == conf.dtype == np.float32
+    assert (
+        uv_i.shape == uv_j.shape == (len(conf), 2)
+        and uv_i.dtype == uv_j.dtype == conf.dtype == np.float32
+    )
     assert len(conf) > 0.8 * (120 // 4) * (160 // 4)
     # stride-4 grid of integer pixel centres in image i
     assert np.all(uv_i % 4 == 0)
@@ -66,13 +75,18 @@ def test_davis_consecutive_frames():
     from lift3d.recon.files import read_image
 
     seq = DAVIS / "JPEGImages" / "480p" / "blackswan"
-    a, b = (cv2.resize(read_image(seq / f"{i:05d}.jpg"), (214, 120), interpolation=cv2.INTER_AREA) for i in (0, 1))
+    a, b = (
+        cv2.resize(read_image(seq / f"{i:05d}.jpg"), (214, 120), interpolation=cv2.INTER_AREA)
+        for i in (0, 1)
+    )
     uv_i, uv_j, conf = flow_matches(a, b)
     assert len(uv_i) > 0.7 * (120 // 4) * (214 // 4)
     gray_a = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float32)
     gray_b = cv2.cvtColor(b, cv2.COLOR_RGB2GRAY).astype(np.float32)
     ui, vi = uv_i[:, 0].astype(int), uv_i[:, 1].astype(int)
-    warped = _bilinear(gray_b[..., None], uv_j[:, 0].astype(np.float64), uv_j[:, 1].astype(np.float64))[:, 0]
+    warped = _bilinear(
+        gray_b[..., None], uv_j[:, 0].astype(np.float64), uv_j[:, 1].astype(np.float64)
+    )[:, 0]
     # matched pixels look alike; the same pixel positions (no motion) much less so
     matched_err = np.abs(gray_a[vi, ui] - warped).mean()
     static_err = np.abs(gray_a[vi, ui] - gray_b[vi, ui]).mean()
@@ -86,7 +100,18 @@ def test_bilinear_matches_opencv_remap():
     field = rng.random((10, 12, 2)).astype(np.float32)
     u = rng.uniform(0, 11, 50)
     v = rng.uniform(0, 9, 50)
-    ref = np.stack([cv2.remap(field[..., c], u.astype(np.float32)[:, None], v.astype(np.float32)[:, None], cv2.INTER_LINEAR)[:, 0] for c in range(2)], -1)
+    ref = np.stack(
+        [
+            cv2.remap(
+                field[..., c],
+                u.astype(np.float32)[:, None],
+                v.astype(np.float32)[:, None],
+                cv2.INTER_LINEAR,
+            )[:, 0]
+            for c in range(2)
+        ],
+        -1,
+    )
     np.testing.assert_allclose(_bilinear(field.astype(np.float64), u, v), ref, atol=1e-3)
 
 
@@ -128,7 +153,10 @@ def test_cached_flow_matches_computes_each_pair_once(monkeypatch):
     monkeypatch.setattr(flow, "flow_matches", counted)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
-    frames = [Frame(name=str(i), index=i, image=np.roll(image, i, axis=1), K=np.eye(3, dtype=np.float32)) for i in range(3)]
+    frames = [
+        Frame(name=str(i), index=i, image=np.roll(image, i, axis=1), K=np.eye(3, dtype=np.float32))
+        for i in range(3)
+    ]
     provider = flow.CachedFlowMatches(stride=2)
     first = provider(frames[0], frames[1])
     again = provider(frames[0], frames[1])

@@ -71,7 +71,9 @@ def test_keyframe_graph():
     pairs = _undirected(make_pair_graph(25, kind="keyframe", k=10))
     assert {(i, i + 1) for i in range(24)} <= pairs, "successive frames"
     assert {(0, 10), (0, 20), (10, 20)} <= pairs, "keyframes among themselves"
-    assert (13, 10) in {(j, i) for i, j in pairs} and (13, 20) in pairs, "a frame to both neighbouring keyframes"
+    assert (13, 10) in {(j, i) for i, j in pairs} and (13, 20) in pairs, (
+        "a frame to both neighbouring keyframes"
+    )
     assert (3, 13) not in pairs
     assert len(make_pair_graph(2000, kind="keyframe", k=10)) <= 2 * 4 * 2000
 
@@ -92,14 +94,24 @@ def test_pair_graph_small_and_bad_input():
 
 def test_mast3r_crop_matches_load_images_rules():
     # portrait and landscape photos of the shared set, at the released network size
-    assert mast3r_crop((1000, 1334)) == Mast3rCrop(resized=(384, 512), offset=(0, 0), size=(384, 512))
-    assert mast3r_crop((1334, 1000)) == Mast3rCrop(resized=(512, 384), offset=(0, 0), size=(512, 384))
+    assert mast3r_crop((1000, 1334)) == Mast3rCrop(
+        resized=(384, 512), offset=(0, 0), size=(384, 512)
+    )
+    assert mast3r_crop((1334, 1000)) == Mast3rCrop(
+        resized=(512, 384), offset=(0, 0), size=(512, 384)
+    )
     # 120 is not a multiple of 16: the centre 112 columns are kept
-    assert mast3r_crop((120, 160), size=160) == Mast3rCrop(resized=(120, 160), offset=(4, 0), size=(112, 160))
+    assert mast3r_crop((120, 160), size=160) == Mast3rCrop(
+        resized=(120, 160), offset=(4, 0), size=(112, 160)
+    )
     # a square image is cropped to 4:3
-    assert mast3r_crop((100, 100), size=64) == Mast3rCrop(resized=(64, 64), offset=(0, 8), size=(64, 48))
+    assert mast3r_crop((100, 100), size=64) == Mast3rCrop(
+        resized=(64, 64), offset=(0, 8), size=(64, 48)
+    )
     # size 224: short side to 224, then a centred square
-    assert mast3r_crop((640, 480), size=224) == Mast3rCrop(resized=(299, 224), offset=(37, 0), size=(224, 224))
+    assert mast3r_crop((640, 480), size=224) == Mast3rCrop(
+        resized=(299, 224), offset=(37, 0), size=(224, 224)
+    )
     with pytest.raises(InputError, match="positive"):
         mast3r_crop((0, 10))
 
@@ -108,7 +120,9 @@ def test_coordinates_round_trip_and_crop_offset():
     crop = mast3r_crop((40, 30), size=32)  # resized 32x24, crop rows 4..19
     assert crop == Mast3rCrop(resized=(32, 24), offset=(0, 4), size=(32, 16))
     uv = np.array([[0.0, 0.0], [39.0, 29.0], [12.3, 7.7]])
-    np.testing.assert_allclose(mast3r_to_working(working_to_mast3r(uv, crop, (40, 30)), crop, (40, 30)), uv, atol=1e-5)
+    np.testing.assert_allclose(
+        mast3r_to_working(working_to_mast3r(uv, crop, (40, 30)), crop, (40, 30)), uv, atol=1e-5
+    )
     # the network's top-left pixel centre is the resized image's (0, 4): working (0.125, 5.125)
     np.testing.assert_allclose(mast3r_to_working([[0, 0]], crop, (40, 30)), [[0.125, 5.125]])
     assert Mast3rCrop.from_array(crop.as_array()) == crop
@@ -134,7 +148,9 @@ def _backproject_grid(depth, K, T):
 
 def test_scene_from_alignment_fronto_parallel_plane_through_a_crop():
     W, H = 40, 30
-    crop = mast3r_crop((W, H), size=32)  # network input 32x16 taken from rows 4..19 of a 32x24 resize
+    crop = mast3r_crop(
+        (W, H), size=32
+    )  # network input 32x16 taken from rows 4..19 of a 32x24 resize
     f, pp = 20.0, (15.5, 7.5)
     K_net = np.array([[f, 0, pp[0]], [0, f, pp[1]], [0, 0, 1]])
     T = _pose(0.3, [0.5, -0.2, 1.0])
@@ -142,11 +158,22 @@ def test_scene_from_alignment_fronto_parallel_plane_through_a_crop():
     pts3d = _backproject_grid(depth_net, K_net, T).reshape(-1, 3)
     conf = np.full((16, 32), 3.0)
     image = np.zeros((H, W, 3), np.uint8)
-    scene = scene_from_alignment([image], [f], [pp], [T], [pts3d], [conf], crops=[crop], names=["a"])
-    assert scene.size == (W, H) and len(scene) == 1 and scene.has_geometry and scene.frame_names == ["a"]
+    scene = scene_from_alignment(
+        [image], [f], [pp], [T], [pts3d], [conf], crops=[crop], names=["a"]
+    )
+    assert (
+        scene.size == (W, H)
+        and len(scene) == 1
+        and scene.has_geometry
+        and scene.frame_names == ["a"]
+    )
     frame = scene[0]
     # scale 40/32 = 30/24 = 1.25 both ways; the principal point moves by the crop offset, then scales
-    K_expected = [[25.0, 0, (15.5 + 0.5) * 1.25 - 0.5], [0, 25.0, (7.5 + 4 + 0.5) * 1.25 - 0.5], [0, 0, 1]]
+    K_expected = [
+        [25.0, 0, (15.5 + 0.5) * 1.25 - 0.5],
+        [0, 25.0, (7.5 + 4 + 0.5) * 1.25 - 0.5],
+        [0, 0, 1],
+    ]
     np.testing.assert_allclose(frame.K, K_expected, atol=1e-5)
     np.testing.assert_allclose(frame.T_world_camera, T, atol=1e-6)
     # rows 5..24 of the working image map inside the 16 network rows (16 / 0.8 = 20 rows)
@@ -163,7 +190,9 @@ def test_scene_from_alignment_fronto_parallel_plane_through_a_crop():
 
 def test_scene_from_alignment_tilted_plane_is_exact_and_reprojects_onto_itself():
     W, H = 24, 18
-    crop = Mast3rCrop(resized=(W, H), offset=(0, 0), size=(W, H))  # the network saw the working image
+    crop = Mast3rCrop(
+        resized=(W, H), offset=(0, 0), size=(W, H)
+    )  # the network saw the working image
     f, pp = 30.0, (11.0, 8.5)
     K = np.array([[f, 0, pp[0]], [0, f, pp[1]], [0, 0, 1]])
     T = _pose(-0.4, [1.0, 0.5, -2.0])
@@ -174,7 +203,9 @@ def test_scene_from_alignment_tilted_plane_is_exact_and_reprojects_onto_itself()
     conf[1, :3] = 0.0  # removed by clean_depth: invalid
     depth[2, 0] = -1.0  # behind the camera: invalid
     pts3d = _backproject_grid(depth, K, T)
-    frame = scene_from_alignment([np.zeros((H, W, 3), np.uint8)], [f], [pp], [T], [pts3d], [conf], crops=[crop])[0]
+    frame = scene_from_alignment(
+        [np.zeros((H, W, 3), np.uint8)], [f], [pp], [T], [pts3d], [conf], crops=[crop]
+    )[0]
     expected_valid = np.ones((H, W), bool)
     expected_valid[0, :] = False
     expected_valid[1, :3] = False
@@ -197,8 +228,12 @@ def test_scene_from_alignment_anisotropic_working_size():
     assert crop.offset == (0, 0)
     image = np.zeros((64, 48, 3), np.uint8)  # working W=48, H=64
     T = np.eye(4)
-    pts = _backproject_grid(np.full((48, 64), 3.0), np.array([[50.0, 0, 31.5], [0, 50, 23.5], [0, 0, 1]]), T)
-    frame = scene_from_alignment([image], [50.0], [(31.5, 23.5)], [T], [pts], [np.full((48, 64), 5.0)], crops=[crop])[0]
+    pts = _backproject_grid(
+        np.full((48, 64), 3.0), np.array([[50.0, 0, 31.5], [0, 50, 23.5], [0, 0, 1]]), T
+    )
+    frame = scene_from_alignment(
+        [image], [50.0], [(31.5, 23.5)], [T], [pts], [np.full((48, 64), 5.0)], crops=[crop]
+    )[0]
     np.testing.assert_allclose(frame.K[0, 0], 50 * 48 / 64, rtol=1e-6)
     np.testing.assert_allclose(frame.K[1, 1], 50 * 64 / 48, rtol=1e-6)
     assert frame.valid.all()
@@ -213,12 +248,21 @@ def test_scene_from_alignment_bad_input():
     pts = np.ones((48, 3))
     conf = np.full((6, 8), 2.0)
     with pytest.raises(InputError, match="2 images but 1 focals"):
-        scene_from_alignment([img, img], [10.0], [(4, 3)] * 2, [T] * 2, [pts] * 2, [conf] * 2, crops=[crop] * 2)
+        scene_from_alignment(
+            [img, img], [10.0], [(4, 3)] * 2, [T] * 2, [pts] * 2, [conf] * 2, crops=[crop] * 2
+        )
     with pytest.raises(InputError, match="does not fit the network input"):
         scene_from_alignment([img], [10.0], [(4, 3)], [T], [np.ones((47, 3))], [conf], crops=[crop])
     with pytest.raises(InputError, match="one working size"):
-        scene_from_alignment([img, np.zeros((7, 8, 3), np.uint8)], [10.0] * 2, [(4, 3)] * 2, [T] * 2, [pts] * 2,
-                             [conf] * 2, crops=[crop] * 2)
+        scene_from_alignment(
+            [img, np.zeros((7, 8, 3), np.uint8)],
+            [10.0] * 2,
+            [(4, 3)] * 2,
+            [T] * 2,
+            [pts] * 2,
+            [conf] * 2,
+            crops=[crop] * 2,
+        )
     with pytest.raises(InputError, match="no frames"):
         scene_from_alignment([], [], [], [], [], [], crops=[])
     bad_T = np.full((4, 4), np.nan)
@@ -235,7 +279,9 @@ def test_filter_matches_exact():
     uv_j = np.array([[3, 3], [3, 3], [9, 3], [3, 3], [3, 3], [8, 6]], np.float64)
     conf_i = np.array([4.0, 4.0, 4.0, 0.5, 4.0, 9.0])
     conf_j = np.array([1.0, 4.0, 4.0, 4.0, 4.0, 1.0])
-    a, b, c = filter_matches(uv_i, uv_j, conf_i, conf_j, min_conf=1.0, size_i=(10, 8), size_j=(10, 8), border=1)
+    a, b, c = filter_matches(
+        uv_i, uv_j, conf_i, conf_j, min_conf=1.0, size_i=(10, 8), size_j=(10, 8), border=1
+    )
     # kept: 0 and 5; 1 touches i's border, 2 touches j's border, 3 has low conf_i, 4 is on i's border
     np.testing.assert_array_equal(a, uv_i[[0, 5]])
     np.testing.assert_array_equal(b, uv_j[[0, 5]])
@@ -257,25 +303,50 @@ def test_match_confidence_is_0_at_the_providers_threshold_as_for_every_provider(
     np.testing.assert_allclose(conf, (raw - m) / (1 + raw), rtol=1e-6)
     assert conf[0] == 0 and conf[-1] == pytest.approx(1, abs=1e-5) and np.all(np.diff(conf) > 0)
     # with no threshold, the scale is the plain sigmoid c / (1 + c)
-    np.testing.assert_allclose(filter_matches(uv, uv, raw, raw, min_conf=0, size_i=(12, 4), size_j=(12, 4))[2],
-                               raw / (1 + raw), rtol=1e-6)
+    np.testing.assert_allclose(
+        filter_matches(uv, uv, raw, raw, min_conf=0, size_i=(12, 4), size_j=(12, 4))[2],
+        raw / (1 + raw),
+        rtol=1e-6,
+    )
     # the tracker's default threshold drops the matches just above MASt3R's own cut (1.2, 1.8:
     # c / (1 + c) would have been 0.55 and 0.64) and keeps those well above it
     table = MatchTable.build(a, b, conf, (12, 4))
     mask = np.ones((4, 12), bool)
-    kept, _ = track_points(uv.astype(int), mask, table, size=(12, 4), min_conf=TrackerConfig().min_match_conf, radius=0)
+    kept, _ = track_points(
+        uv.astype(int), mask, table, size=(12, 4), min_conf=TrackerConfig().min_match_conf, radius=0
+    )
     np.testing.assert_array_equal(kept, uv[[3, 4]])
 
 
 def test_filter_matches_shapes_and_bad_input():
-    a, b, c = filter_matches(np.zeros((0, 2)), np.zeros((0, 2)), [], [], min_conf=1.0, size_i=(4, 4), size_j=(4, 4))
+    a, b, c = filter_matches(
+        np.zeros((0, 2)), np.zeros((0, 2)), [], [], min_conf=1.0, size_i=(4, 4), size_j=(4, 4)
+    )
     assert a.shape == (0, 2) and b.shape == (0, 2) and c.shape == (0,)
     with pytest.raises(InputError, match="confidences"):
-        filter_matches(np.zeros((2, 2)), np.zeros((2, 2)), [1.0], [1.0, 1.0], min_conf=1.0, size_i=(4, 4), size_j=(4, 4))
+        filter_matches(
+            np.zeros((2, 2)),
+            np.zeros((2, 2)),
+            [1.0],
+            [1.0, 1.0],
+            min_conf=1.0,
+            size_i=(4, 4),
+            size_j=(4, 4),
+        )
     with pytest.raises(InputError, match=r"\[M, 2\]"):
-        filter_matches(np.zeros((2, 3)), np.zeros((2, 3)), [1, 1], [1, 1], min_conf=1.0, size_i=(4, 4), size_j=(4, 4))
+        filter_matches(
+            np.zeros((2, 3)),
+            np.zeros((2, 3)),
+            [1, 1],
+            [1, 1],
+            min_conf=1.0,
+            size_i=(4, 4),
+            size_j=(4, 4),
+        )
     with pytest.raises(InputError, match="min_conf"):
-        filter_matches(np.zeros((1, 2)), np.zeros((1, 2)), [1], [1], min_conf=-1, size_i=(4, 4), size_j=(4, 4))
+        filter_matches(
+            np.zeros((1, 2)), np.zeros((1, 2)), [1], [1], min_conf=-1, size_i=(4, 4), size_j=(4, 4)
+        )
 
 
 # ---------------------------------------------------------------- the alignment call
@@ -313,7 +384,10 @@ def test_dense_depth_is_asked_on_the_alignments_grid(monkeypatch, tmp_path, subs
     pytest.importorskip("torch")
     from lift3d.recon import mast3r as m
 
-    sources = [m._Source(name=f"f{i}", path=tmp_path / f"f{i}.png", identity=f"id{i}", size=(40, 30)) for i in range(2)]
+    sources = [
+        m._Source(name=f"f{i}", path=tmp_path / f"f{i}.png", identity=f"id{i}", size=(40, 30))
+        for i in range(2)
+    ]
     crops = [m.mast3r_crop(s.size, size=32) for s in sources]
     spy = _AlignmentSpy([c.size for c in crops])
     seen = {}
@@ -323,19 +397,31 @@ def test_dense_depth_is_asked_on_the_alignments_grid(monkeypatch, tmp_path, subs
         return spy
 
     fakes = {
-        "dust3r.utils.image": {"load_images": lambda paths, size, verbose: [
-            {"true_shape": np.array([[c.size[1], c.size[0]]])} for c in crops]},
+        "dust3r.utils.image": {
+            "load_images": lambda paths, size, verbose: [
+                {"true_shape": np.array([[c.size[1], c.size[0]]])} for c in crops
+            ]
+        },
         "mast3r.cloud_opt.sparse_ga": {"sparse_global_alignment": sparse_global_alignment},
     }
     for name, attrs in fakes.items():
         parts = name.split(".")
         for k in range(1, len(parts) + 1):
-            monkeypatch.setitem(sys.modules, ".".join(parts[:k]), types.ModuleType(".".join(parts[:k])))
+            monkeypatch.setitem(
+                sys.modules, ".".join(parts[:k]), types.ModuleType(".".join(parts[:k]))
+            )
         for key, value in attrs.items():
             setattr(sys.modules[name], key, value)
     opts = m.Mast3rOptions(size=32, subsample=subsample)
-    m._run_alignment(sources, [(0, 1), (1, 0)], model=None, ga_dir=tmp_path / "ga", result_dir=tmp_path / "res",
-                     opts=opts, device="cpu")
+    m._run_alignment(
+        sources,
+        [(0, 1), (1, 0)],
+        model=None,
+        ga_dir=tmp_path / "ga",
+        result_dir=tmp_path / "res",
+        opts=opts,
+        device="cpu",
+    )
     assert seen["subsample"] == subsample
     assert spy.calls == [{"clean_depth": True, "subsample": subsample}]
     assert (tmp_path / "res" / "cameras.npz").is_file()
@@ -371,7 +457,14 @@ def test_mast3r_scene_fails_before_any_work(monkeypatch, tmp_path):
 
     from lift3d.recon.scene import Scene
 
-    scene = Scene(name="s", root=tmp_path, frame_names=["a", "b"], size=(8, 6), load_frame=load_frame, kind="images")
+    scene = Scene(
+        name="s",
+        root=tmp_path,
+        frame_names=["a", "b"],
+        size=(8, 6),
+        load_frame=load_frame,
+        kind="images",
+    )
     with pytest.raises(CheckpointError, match="not found"):
         mast3r_scene(scene, checkpoint=tmp_path / "missing.pth", cache_dir=tmp_path / "cache")
     ckpt = tmp_path / "model.pth"
@@ -407,7 +500,10 @@ def test_load_mast3r_bad_checkpoints(monkeypatch, tmp_path):
     with pytest.raises(CheckpointError, match="'model' state dict"):
         mast3r_model.load_mast3r(wrong)
     dust3r = tmp_path / "dust3r.pth"
-    torch.save({"model": {}, "args": argparse.Namespace(model="AsymmetricCroCo3DStereo(enc_depth=24)")}, dust3r)
+    torch.save(
+        {"model": {}, "args": argparse.Namespace(model="AsymmetricCroCo3DStereo(enc_depth=24)")},
+        dust3r,
+    )
     with pytest.raises(CheckpointError, match="not an AsymmetricMASt3R"):
         mast3r_model.load_mast3r(dust3r)
 
@@ -423,19 +519,31 @@ def test_checkpoint_with_code_is_refused_as_such(monkeypatch, tmp_path):
     from lift3d.recon import mast3r_model
 
     monkeypatch.setattr(mast3r_model, "require_mast3r", lambda: None)
-    for name, obj in (("code", {"model": {}, "args": _RunsCode()}), ("object", {"model": {"w": np.zeros(2)}})):
+    for name, obj in (
+        ("code", {"model": {}, "args": _RunsCode()}),
+        ("object", {"model": {"w": np.zeros(2)}}),
+    ):
         path = tmp_path / f"{name}.pth"
         torch.save(obj, path)
         with pytest.raises(CheckpointError, match="that lift3d refuses to unpickle") as err:
             mast3r_model.load_mast3r(path)
         msg = str(err.value)
-        assert str(path) in msg and "weights_only" not in msg and "truncated" not in msg and err.value.__cause__ is None
-    assert "(posix.getcwd)" in str(pytest.raises(CheckpointError, mast3r_model.load_mast3r, tmp_path / "code.pth").value)
+        assert (
+            str(path) in msg
+            and "weights_only" not in msg
+            and "truncated" not in msg
+            and err.value.__cause__ is None
+        )
+    assert "(posix.getcwd)" in str(
+        pytest.raises(CheckpointError, mast3r_model.load_mast3r, tmp_path / "code.pth").value
+    )
 
 
 def test_only_known_class_names_reach_mast3r():
-    for key, known, value in (("patch_embed_cls", "ManyAR_PatchEmbed", "__import__('os').getcwd()"),
-                              ("head_type", "catmlp+dpt", "catconv:x=__import__('os')")):
+    for key, known, value in (
+        ("patch_embed_cls", "ManyAR_PatchEmbed", "__import__('os').getcwd()"),
+        ("head_type", "catmlp+dpt", "catconv:x=__import__('os')"),
+    ):
         text = RELEASED_MODEL_STRING.replace(f"{key}={known!r}", f"{key}={value!r}")
         assert text != RELEASED_MODEL_STRING
         with pytest.raises(ValueError, match=f"{key}=.*lift3d builds only"):
@@ -482,14 +590,24 @@ def test_crafted_checkpoint_runs_no_code_under_python_O(tmp_path):
     marker = tmp_path / "marker"
     payload = f"__import__('pathlib').Path({str(marker)!r}).touch() or 'PatchEmbedDust3R'"
     crafted = RELEASED_MODEL_STRING.replace("'ManyAR_PatchEmbed'", repr(payload))
-    assert parse_model_string(crafted)[1]["patch_embed_cls"] == payload  # a plain string literal to the parser
+    assert (
+        parse_model_string(crafted)[1]["patch_embed_cls"] == payload
+    )  # a plain string literal to the parser
     path = tmp_path / "crafted.pth"
     torch.save({"model": {}, "args": argparse.Namespace(model=crafted)}, path)
-    out = subprocess.run([sys.executable, "-O", "-c", _UNDER_O, str(marker), str(path)], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-O", "-c", _UNDER_O, str(marker), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "no code ran" in out.stdout and not marker.exists(), out.stdout
-    assert "refused:" in out.stdout and "patch_embed_cls=" in out.stdout and "lift3d builds only" in out.stdout
+    assert (
+        "refused:" in out.stdout
+        and "patch_embed_cls=" in out.stdout
+        and "lift3d builds only" in out.stdout
+    )
 
 
 RELEASED_MODEL_STRING = (
@@ -505,8 +623,13 @@ def test_model_string_is_parsed_without_evaluating_it():
     assert name == "AsymmetricMASt3R" and kwargs == VIT_LARGE_512_CONFIG
     assert model_config(argparse.Namespace(model=RELEASED_MODEL_STRING)) == VIT_LARGE_512_CONFIG
     assert model_config(None) == VIT_LARGE_512_CONFIG  # a bare state dict: the released config
-    for evil in ("__import__('os').system('true')", "AsymmetricMASt3R(x=open('f'))", "AsymmetricMASt3R(**k)",
-                 "AsymmetricMASt3R(1)", "AsymmetricMASt3R(x=-'a')"):
+    for evil in (
+        "__import__('os').system('true')",
+        "AsymmetricMASt3R(x=open('f'))",
+        "AsymmetricMASt3R(**k)",
+        "AsymmetricMASt3R(1)",
+        "AsymmetricMASt3R(x=-'a')",
+    ):
         with pytest.raises(ValueError):
             parse_model_string(evil)
     # an unparsable string falls back to the released configuration
@@ -514,8 +637,10 @@ def test_model_string_is_parsed_without_evaluating_it():
 
 
 def test_import_is_light():
-    code = ("import sys, lift3d.recon.mast3r, lift3d.recon.mast3r_geometry, lift3d.recon.mast3r_pairs\n"
-            "print(' '.join(m for m in ('torch', 'mast3r', 'dust3r', 'cv2') if m in sys.modules))")
+    code = (
+        "import sys, lift3d.recon.mast3r, lift3d.recon.mast3r_geometry, lift3d.recon.mast3r_pairs\n"
+        "print(' '.join(m for m in ('torch', 'mast3r', 'dust3r', 'cv2') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == []
 
@@ -554,7 +679,9 @@ def tiny_checkpoint(tmp_path_factory):
             last.bias[2] = 1.0
             last.bias[3] = 1.0
     path = tmp_path_factory.mktemp("mast3r") / "tiny_mast3r.pth"
-    torch.save({"model": net.state_dict(), "args": argparse.Namespace(model=TINY_MODEL_STRING)}, path)
+    torch.save(
+        {"model": net.state_dict(), "args": argparse.Namespace(model=TINY_MODEL_STRING)}, path
+    )
     return path
 
 
@@ -568,14 +695,23 @@ def test_adapter_end_to_end_on_three_photos(tiny_checkpoint, shared_data, tmp_pa
     model = m.load_mast3r(tiny_checkpoint, device="cpu")
     assert type(model).__name__ == "AsymmetricMASt3R" and not model.training
     t0 = time.perf_counter()
-    scene = m.reconstruct_mast3r(photos, checkpoint=tiny_checkpoint, cache_dir=tmp_path / "cache", size=160,
-                                 niter1=30, niter2=30, working_size=(120, 160))
+    scene = m.reconstruct_mast3r(
+        photos,
+        checkpoint=tiny_checkpoint,
+        cache_dir=tmp_path / "cache",
+        size=160,
+        niter1=30,
+        niter2=30,
+        working_size=(120, 160),
+    )
     t_align = time.perf_counter() - t0
     frames = list(scene)
     assert len(frames) == 3 and scene.size == (120, 160) and scene.has_geometry
     for f in frames:
         assert f.image.shape == (160, 120, 3) and f.pointmap.shape == (160, 120, 3)
-        assert f.valid.mean() > 0.3 and np.all(f.depth[f.valid] > 0) and np.all(f.depth[~f.valid] == 0)
+        assert (
+            f.valid.mean() > 0.3 and np.all(f.depth[f.valid] > 0) and np.all(f.depth[~f.valid] == 0)
+        )
         assert np.all(np.isfinite(f.K)) and f.K[0, 0] > 0 and f.K[1, 1] > 0
         R = f.T_world_camera[:3, :3].astype(np.float64)
         np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-4)
@@ -584,8 +720,15 @@ def test_adapter_end_to_end_on_three_photos(tiny_checkpoint, shared_data, tmp_pa
         np.testing.assert_allclose(uv, np.stack([us, vs], axis=-1), atol=1e-2)
         np.testing.assert_allclose(z, f.depth[f.valid], rtol=1e-4)
     uv_i, uv_j, conf = scene.matches(0, 1)  # from MASt3R's cache of the alignment's pairs
-    assert uv_i.shape == uv_j.shape and uv_i.shape[1] == 2 and conf.shape == (len(uv_i),) and len(uv_i) > 0
-    assert np.all((conf >= 0) & (conf < 1)) and np.all(uv_j[:, 0] <= 119) and np.all(uv_j[:, 1] <= 159)
+    assert (
+        uv_i.shape == uv_j.shape
+        and uv_i.shape[1] == 2
+        and conf.shape == (len(uv_i),)
+        and len(uv_i) > 0
+    )
+    assert (
+        np.all((conf >= 0) & (conf < 1)) and np.all(uv_j[:, 0] <= 119) and np.all(uv_j[:, 1] <= 159)
+    )
 
     # a rerun reads the cached result and loads no model
     def no_model(*a, **k):
@@ -593,20 +736,31 @@ def test_adapter_end_to_end_on_three_photos(tiny_checkpoint, shared_data, tmp_pa
 
     monkeypatch.setattr(m, "load_mast3r", no_model)
     t0 = time.perf_counter()
-    again = m.reconstruct_mast3r(photos, checkpoint=tiny_checkpoint, cache_dir=tmp_path / "cache", size=160,
-                                 niter1=30, niter2=30, working_size=(120, 160))
+    again = m.reconstruct_mast3r(
+        photos,
+        checkpoint=tiny_checkpoint,
+        cache_dir=tmp_path / "cache",
+        size=160,
+        niter1=30,
+        niter2=30,
+        working_size=(120, 160),
+    )
     np.testing.assert_array_equal(again[2].pointmap, frames[2].pointmap)
     uv2 = again.matches(0, 1)[0]
     t_rerun = time.perf_counter() - t0
     np.testing.assert_array_equal(uv2, uv_i)
-    print(f"\n[mast3r tiny] 3 photos: align {t_align:.2f} s, cached rerun {t_rerun:.2f} s; "
-          f"frames {frames[0].image.shape}, valid {[round(float(f.valid.mean()), 3) for f in frames]}, "
-          f"focals {[round(float(f.K[0, 0]), 1) for f in frames]}, matches(0, 1) {len(uv_i)}")
+    print(
+        f"\n[mast3r tiny] 3 photos: align {t_align:.2f} s, cached rerun {t_rerun:.2f} s; "
+        f"frames {frames[0].image.shape}, valid {[round(float(f.valid.mean()), 3) for f in frames]}, "
+        f"focals {[round(float(f.K[0, 0]), 1) for f in frames]}, matches(0, 1) {len(uv_i)}"
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("subsample", [4, 8, 16])
-def test_dense_depth_is_upstreams_at_any_subsample(tiny_checkpoint, shared_data, tmp_path, monkeypatch, subsample):
+def test_dense_depth_is_upstreams_at_any_subsample(
+    tiny_checkpoint, shared_data, tmp_path, monkeypatch, subsample
+):
     """Our frames' depth is MASt3R's `get_dense_pts3d(subsample=...)` on the alignment's own grid
     (before the fix: 16 crashed with an IndexError, 4 read depth at the wrong pixels)."""
     from mast3r.cloud_opt import sparse_ga
@@ -618,21 +772,34 @@ def test_dense_depth_is_upstreams_at_any_subsample(tiny_checkpoint, shared_data,
         pytest.skip("photos/nle_tower not found")
     kept = []
     real = sparse_ga.sparse_global_alignment
-    monkeypatch.setattr(sparse_ga, "sparse_global_alignment", lambda *a, **k: kept.append(real(*a, **k)) or kept[-1])
-    scene = m.reconstruct_mast3r(photos, checkpoint=tiny_checkpoint, cache_dir=tmp_path / "cache", size=160,
-                                 niter1=10, niter2=10, working_size=(120, 160),
-                                 options=m.Mast3rOptions(subsample=subsample))
+    monkeypatch.setattr(
+        sparse_ga, "sparse_global_alignment", lambda *a, **k: kept.append(real(*a, **k)) or kept[-1]
+    )
+    scene = m.reconstruct_mast3r(
+        photos,
+        checkpoint=tiny_checkpoint,
+        cache_dir=tmp_path / "cache",
+        size=160,
+        niter1=10,
+        niter2=10,
+        working_size=(120, 160),
+        options=m.Mast3rOptions(subsample=subsample),
+    )
     assert len(list(scene)) == 2 and len(kept) == 1
     _, depthmaps, _ = kept[0].get_dense_pts3d(clean_depth=True, subsample=subsample)
     files = sorted((tmp_path / "cache").rglob("frames/*.npz"))
     assert len(files) == 2
     for f, d in zip(files, depthmaps, strict=True):
         with np.load(f) as data:
-            np.testing.assert_array_equal(data["depth"].ravel(), d.detach().cpu().numpy().astype(np.float32))
+            np.testing.assert_array_equal(
+                data["depth"].ravel(), d.detach().cpu().numpy().astype(np.float32)
+            )
 
 
 @pytest.mark.slow
-def test_matches_prepare_images_like_load_images_and_run_the_model(tiny_checkpoint, shared_data, tmp_path):
+def test_matches_prepare_images_like_load_images_and_run_the_model(
+    tiny_checkpoint, shared_data, tmp_path
+):
     from dust3r.utils.image import load_images
 
     from lift3d.recon import mast3r as m
@@ -665,8 +832,13 @@ def test_checkpoint_of_another_size_is_refused(tiny_checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match="do not fit AsymmetricMASt3R"):
         load_mast3r(path)
     partial = tmp_path / "partial.pth"
-    torch.save({"model": {k: v for k, v in state.items() if "head" not in k},
-                "args": argparse.Namespace(model=TINY_MODEL_STRING)}, partial)
+    torch.save(
+        {
+            "model": {k: v for k, v in state.items() if "head" not in k},
+            "args": argparse.Namespace(model=TINY_MODEL_STRING),
+        },
+        partial,
+    )
     with pytest.raises(CheckpointError, match="missing"):
         load_mast3r(partial)
 
@@ -684,13 +856,19 @@ def test_mast3r_reads_original_photos_and_pngs_of_the_rest(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated: load_images would turn it, lift3d's reader does not
     Image.fromarray(rng.integers(0, 255, (30, 40, 3), np.uint8)).save(folder / "b.jpg", exif=exif)
-    Image.fromarray(rng.integers(0, 255, (30, 40, 3), np.uint8)).save(folder / "c.bmp")  # not read by load_images
+    Image.fromarray(rng.integers(0, 255, (30, 40, 3), np.uint8)).save(
+        folder / "c.bmp"
+    )  # not read by load_images
     scene = read_image_folder(folder)
     sources = _frame_sources(scene, tmp_path / "cache")
     assert [s.name for s in sources] == ["a", "b", "c"]
     assert sources[0].path == folder / "a.jpg" and sources[0].size == (40, 30)
     for s in sources[1:]:
         assert s.path.parent.parent.parent == tmp_path / "cache" and s.path.suffix == ".png"
-        np.testing.assert_array_equal(np.asarray(Image.open(s.path)), scene[scene.frame_names.index(s.name)].image)
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(s.path)), scene[scene.frame_names.index(s.name)].image
+        )
     assert len({s.identity for s in sources}) == 3
-    assert [s.identity for s in _frame_sources(scene, tmp_path / "cache")] == [s.identity for s in sources]
+    assert [s.identity for s in _frame_sources(scene, tmp_path / "cache")] == [
+        s.identity for s in sources
+    ]

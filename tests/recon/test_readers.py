@@ -23,7 +23,11 @@ from lift3d.recon.geometry import project, scale_intrinsics
 
 
 def _warnings(caplog, text: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and text in r.getMessage()]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and text in r.getMessage()
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -42,7 +46,12 @@ def scene0707(shared_data):
         )
         for i in range(3)
     ]
-    return root, frames, read_matrix(root / "intrinsic/intrinsic_color.txt"), read_matrix(root / "intrinsic/intrinsic_depth.txt")
+    return (
+        root,
+        frames,
+        read_matrix(root / "intrinsic/intrinsic_color.txt"),
+        read_matrix(root / "intrinsic/intrinsic_depth.txt"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +59,9 @@ def sens_file(scene0707, tmp_path_factory) -> Path:
     from tests.recon.sens_writer import write_sens
 
     _, frames, K_color, K_depth = scene0707
-    return write_sens(tmp_path_factory.mktemp("sens") / "scene0707_00.sens", frames, K_color, K_depth)
+    return write_sens(
+        tmp_path_factory.mktemp("sens") / "scene0707_00.sens", frames, K_color, K_depth
+    )
 
 
 def test_sens_round_trip_keeps_poses_depth_and_intrinsics_exactly(scene0707, sens_file):
@@ -59,7 +70,11 @@ def test_sens_round_trip_keeps_poses_depth_and_intrinsics_exactly(scene0707, sen
     _, frames, K_color, K_depth = scene0707
     sens = SensFile.open(sens_file)
     assert sens.sensor_name == "lift3d" and len(sens.frames) == 3
-    assert sens.color_size == (1296, 968) and sens.depth_size == (640, 480) and sens.depth_shift == 1000.0
+    assert (
+        sens.color_size == (1296, 968)
+        and sens.depth_size == (640, 480)
+        and sens.depth_shift == 1000.0
+    )
     np.testing.assert_array_equal(sens.K_color, K_color.astype(np.float32))
     np.testing.assert_array_equal(sens.K_depth, K_depth.astype(np.float32))
     for i, (image, depth_mm, pose) in enumerate(frames):
@@ -100,7 +115,9 @@ def test_truncated_sens_gives_a_clear_error(sens_file, tmp_path):
     data = sens_file.read_bytes()
     cut = tmp_path / "cut.sens"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(InputError, match=r"cut\.sens.*truncated.*announces 3 frames, it holds [0-2] complete"):
+    with pytest.raises(
+        InputError, match=r"cut\.sens.*truncated.*announces 3 frames, it holds [0-2] complete"
+    ):
         load_scene(cut)
     cut.write_bytes(data[:100])
     with pytest.raises(InputError, match=r"cut\.sens.*truncated.*header"):
@@ -121,7 +138,9 @@ def test_sens_frames_with_non_finite_pose_are_dropped_with_one_warning(tmp_path,
         T[0, 3] = 0.1 * i
         if i in (1, 2):
             T[:] = -np.inf
-        frames.append((rng.integers(0, 255, (48, 64, 3), np.uint8), np.full((48, 64), 1500, np.uint16), T))
+        frames.append(
+            (rng.integers(0, 255, (48, 64, 3), np.uint8), np.full((48, 64), 1500, np.uint16), T)
+        )
     path = write_sens(tmp_path / "a.sens", frames, K, K)
     scene = load_scene(path)
     assert scene.frame_names == ["0", "3"]
@@ -129,7 +148,9 @@ def test_sens_frames_with_non_finite_pose_are_dropped_with_one_warning(tmp_path,
     assert len(msgs) == 1 and "1, 2" in msgs[0]
     f = scene[1]
     np.testing.assert_allclose(f.depth, 1.5)
-    np.testing.assert_allclose(f.pointmap[23, 31], [0.3 + 1.5 * (31 - 31.5) / 60, 1.5 * (23 - 23.5) / 60, 1.5], atol=1e-6)
+    np.testing.assert_allclose(
+        f.pointmap[23, 31], [0.3 + 1.5 * (31 - 31.5) / 60, 1.5 * (23 - 23.5) / 60, 1.5], atol=1e-6
+    )
 
 
 def test_write_sens_rejects_inconsistent_frames(tmp_path):
@@ -138,7 +159,9 @@ def test_write_sens_rejects_inconsistent_frames(tmp_path):
     K = np.eye(3) * 50
     good = (np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint16), np.eye(4))
     with pytest.raises(InputError, match="frame 1: depth must be"):
-        write_sens(tmp_path / "b.sens", [good, (good[0], np.zeros((8, 8), np.float32), np.eye(4))], K, K)
+        write_sens(
+            tmp_path / "b.sens", [good, (good[0], np.zeros((8, 8), np.float32), np.eye(4))], K, K
+        )
     assert not (tmp_path / "b.sens").exists()
     path = write_sens(tmp_path / "zeros.sens", [good], np.zeros((3, 3)), K)
     with pytest.raises(InputError, match=r"zeros\.sens.*focal"):
@@ -195,7 +218,9 @@ def test_unreadable_image_in_a_folder_is_named(tmp_path):
     noise = np.random.default_rng(0).integers(0, 255, (12, 16, 3), np.uint8)
     for i in range(2):
         Image.fromarray(noise).save(tmp_path / f"{i}.png")
-    (tmp_path / "2.png").write_bytes((tmp_path / "1.png").read_bytes()[:300])  # header, half the pixels
+    (tmp_path / "2.png").write_bytes(
+        (tmp_path / "1.png").read_bytes()[:300]
+    )  # header, half the pixels
     scene = load_scene(tmp_path)
     scene[1]
     with pytest.raises(InputError, match=r"2\.png.*cannot decode"):
@@ -311,7 +336,12 @@ def test_colmap_points_are_read(shared_data):
     from lift3d.recon.colmap import read_colmap_points
 
     xyz, rgb = read_colmap_points(shared_data / "colmap" / "cake")
-    assert xyz.shape == (4535, 3) and xyz.dtype == np.float32 and rgb.shape == (4535, 3) and rgb.dtype == np.uint8
+    assert (
+        xyz.shape == (4535, 3)
+        and xyz.dtype == np.float32
+        and rgb.shape == (4535, 3)
+        and rgb.dtype == np.uint8
+    )
     assert np.isfinite(xyz).all()
 
 
@@ -320,7 +350,9 @@ def test_inconsistent_colmap_model_is_named(shared_data):
         load_scene(shared_data / "colmap" / "cake" / "sparse_raw", format="colmap")
 
 
-def _write_text_model(root: Path, poses: list[np.ndarray], *, model="PINHOLE", params=(50.0, 52.0, 32.0, 24.0)):
+def _write_text_model(
+    root: Path, poses: list[np.ndarray], *, model="PINHOLE", params=(50.0, 52.0, 32.0, 24.0)
+):
     """A COLMAP text model of 64x48 images `<i>.png` with the given cam2world poses."""
     from scipy.spatial.transform import Rotation
 
@@ -357,7 +389,9 @@ def test_colmap_text_model_round_trips_poses_and_intrinsics(tmp_path):
     poses = _poses(3)
     _write_text_model(tmp_path, poses)
     scene = load_scene(tmp_path)
-    assert scene.kind == "colmap" and scene.frame_names == ["0", "1", "2"] and scene.size == (64, 48)
+    assert (
+        scene.kind == "colmap" and scene.frame_names == ["0", "1", "2"] and scene.size == (64, 48)
+    )
     for i, T in enumerate(poses):
         f = scene[i]
         np.testing.assert_allclose(f.T_world_camera, T, atol=1e-6)
@@ -391,7 +425,9 @@ def test_colmap_folder_without_model_is_named(tmp_path):
 # nerfstudio / instant-ngp transforms.json
 
 
-def _transforms_from(scene_dir: Path, out: Path, *, depth: bool, angle: bool = False) -> tuple[list, np.ndarray]:
+def _transforms_from(
+    scene_dir: Path, out: Path, *, depth: bool, angle: bool = False
+) -> tuple[list, np.ndarray]:
     """transforms.json in `out` for the synthetic scan's colour frames (OpenGL poses)."""
     K = read_matrix(scene_dir / "intrinsic" / "intrinsic_color.txt")[:3, :3]
     W, H = Image.open(scene_dir / "color" / "0.jpg").size
@@ -409,7 +445,14 @@ def _transforms_from(scene_dir: Path, out: Path, *, depth: bool, angle: bool = F
     if angle:  # Blender / original NeRF style: horizontal field of view, centred principal point
         meta = {"camera_angle_x": 2 * math.atan(W / (2 * K[0, 0]))}
     else:  # nerfstudio puts the upper-left pixel centre at (0.5, 0.5)
-        meta = {"fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2] + 0.5, "cy": K[1, 2] + 0.5, "w": W, "h": H}
+        meta = {
+            "fl_x": K[0, 0],
+            "fl_y": K[1, 1],
+            "cx": K[0, 2] + 0.5,
+            "cy": K[1, 2] + 0.5,
+            "w": W,
+            "h": H,
+        }
     meta["frames"] = frames[::-1]  # out of order: the reader sorts by name
     out.mkdir(parents=True, exist_ok=True)
     (out / "transforms.json").write_text(json.dumps(meta))
@@ -442,11 +485,15 @@ def test_transforms_json_camera_angle_x_and_no_depth(synthetic_scene_dir, tmp_pa
     poses, K = _transforms_from(synthetic_scene_dir, tmp_path / "ngp", depth=False, angle=True)
     scene = load_scene(tmp_path / "ngp" / "transforms.json")
     W, H = Image.open(synthetic_scene_dir / "color" / "0.jpg").size
-    assert scene.size == (W, H) and scene.has_poses and not scene.has_depth and scene.match_fn is None
+    assert (
+        scene.size == (W, H) and scene.has_poses and not scene.has_depth and scene.match_fn is None
+    )
     f = scene[2]
     assert f.pointmap is None
     np.testing.assert_allclose(f.T_world_camera, poses[2], atol=1e-6)
-    np.testing.assert_allclose(f.K, [[K[0, 0], 0, (W - 1) / 2], [0, K[0, 0], (H - 1) / 2], [0, 0, 1]], rtol=1e-5)
+    np.testing.assert_allclose(
+        f.K, [[K[0, 0], 0, (W - 1) / 2], [0, K[0, 0], (H - 1) / 2], [0, 0, 1]], rtol=1e-5
+    )
 
 
 def test_transforms_json_bad_input_is_named(synthetic_scene_dir, tmp_path, caplog):
@@ -468,7 +515,9 @@ def test_transforms_json_bad_input_is_named(synthetic_scene_dir, tmp_path, caplo
     bad = json.loads(json.dumps(meta))
     del bad["frames"][0]["depth_file_path"]
     path.write_text(json.dumps(bad))
-    with pytest.raises(InputError, match="depth_file_path is given for some frames only; missing for 3"):
+    with pytest.raises(
+        InputError, match="depth_file_path is given for some frames only; missing for 3"
+    ):
         load_scene(out)
 
     bad = json.loads(json.dumps(meta))
@@ -498,7 +547,12 @@ def test_transforms_json_bad_input_is_named(synthetic_scene_dir, tmp_path, caplo
 
 def test_icl_livingroom_reprojects_between_consecutive_frames(shared_data):
     scene = load_scene(shared_data / "icl_livingroom1")
-    assert scene.kind == "redwood" and len(scene) == 211 and scene.size == (640, 480) and scene.has_geometry
+    assert (
+        scene.kind == "redwood"
+        and len(scene) == 211
+        and scene.size == (640, 480)
+        and scene.has_geometry
+    )
     assert scene.meta["trajectory"].endswith("test_scene/trajectory.log")
     f0, f1 = scene[0], scene[1]
     np.testing.assert_allclose(f0.K, [[525, 0, 319.5], [0, 525, 239.5], [0, 0, 1]])
@@ -517,7 +571,9 @@ def mini_redwood(shared_data, tmp_path) -> Path:
     (root / "image").mkdir(parents=True)
     (root / "depth").mkdir()
     for i in range(4):
-        Image.open(src / "image" / f"{i:05d}.jpg").resize((160, 120)).save(root / "image" / f"{i:05d}.jpg")
+        Image.open(src / "image" / f"{i:05d}.jpg").resize((160, 120)).save(
+            root / "image" / f"{i:05d}.jpg"
+        )
         d = np.asarray(Image.open(src / "depth" / f"{i:05d}.png"))[::4, ::4]
         Image.fromarray(d).save(root / "depth" / f"{i:05d}.png")
     log = (src / "test_scene" / "trajectory.log").read_text().splitlines()
@@ -530,9 +586,16 @@ def test_redwood_pose_image_mismatch_and_intrinsics_json(mini_redwood, caplog):
     assert scene.frame_names == ["00000", "00001", "00002"] and scene.size == (160, 120)
     msgs = _warnings(caplog, "with no pose in traj.log")
     assert len(msgs) == 1 and "00003" in msgs[0]
-    np.testing.assert_allclose(scene[0].K, scale_intrinsics(np.array([[525, 0, 319.5], [0, 525, 239.5], [0, 0, 1]]), (640, 480), (160, 120)))
+    np.testing.assert_allclose(
+        scene[0].K,
+        scale_intrinsics(
+            np.array([[525, 0, 319.5], [0, 525, 239.5], [0, 0, 1]]), (640, 480), (160, 120)
+        ),
+    )
     (mini_redwood / "camera_intrinsic.json").write_text(
-        json.dumps({"width": 160, "height": 120, "intrinsic_matrix": [130, 0, 0, 0, 131, 0, 79.5, 59.5, 1]})
+        json.dumps(
+            {"width": 160, "height": 120, "intrinsic_matrix": [130, 0, 0, 0, 131, 0, 79.5, 59.5, 1]}
+        )
     )
     f = load_scene(mini_redwood)[1]
     np.testing.assert_allclose(f.K, [[130, 0, 79.5], [0, 131, 59.5], [0, 0, 1]])
@@ -584,7 +647,9 @@ def test_every_reader_names_a_missing_path(module, function, tmp_path):
 # format detection
 
 
-def test_every_format_is_detected_from_the_folder(shared_data, sens_file, video_file, synthetic_scene_dir, tmp_path):
+def test_every_format_is_detected_from_the_folder(
+    shared_data, sens_file, video_file, synthetic_scene_dir, tmp_path
+):
     from lift3d.recon.detect import detect_format
 
     _transforms_from(synthetic_scene_dir, tmp_path / "ns", depth=False)

@@ -43,7 +43,10 @@ def test_scene0707_colour_and_depth_sizes_differ(shared_data):
 
 def test_scannet_scene_number_resolves_to_the_only_scan(tmp_path):
     (tmp_path / "scannet" / "scene0000_00").mkdir(parents=True)
-    assert resolve_scene_path(tmp_path / "scannet" / "scene0000") == tmp_path / "scannet" / "scene0000_00"
+    assert (
+        resolve_scene_path(tmp_path / "scannet" / "scene0000")
+        == tmp_path / "scannet" / "scene0000_00"
+    )
     (tmp_path / "scannet" / "scene0000_01").mkdir()
     with pytest.raises(InputError, match="scene0000_00, scene0000_01"):
         resolve_scene_path(tmp_path / "scannet" / "scene0000")

@@ -26,15 +26,26 @@ def _write_vertex_ply(path, fields: dict[str, tuple[str, np.ndarray]]):
 def test_read_mesh_vertices_with_and_without_colours(tmp_path):
     xyz = np.arange(12, dtype=np.float32).reshape(4, 3)
     rgb = np.arange(12, dtype=np.uint8).reshape(4, 3) * 20
-    _write_vertex_ply(tmp_path / "m.ply", {
-        "x": ("<f4", xyz[:, 0]), "y": ("<f4", xyz[:, 1]), "z": ("<f4", xyz[:, 2]),
-        "red": ("u1", rgb[:, 0]), "green": ("u1", rgb[:, 1]), "blue": ("u1", rgb[:, 2]), "alpha": ("u1", rgb[:, 0]),
-    })
+    _write_vertex_ply(
+        tmp_path / "m.ply",
+        {
+            "x": ("<f4", xyz[:, 0]),
+            "y": ("<f4", xyz[:, 1]),
+            "z": ("<f4", xyz[:, 2]),
+            "red": ("u1", rgb[:, 0]),
+            "green": ("u1", rgb[:, 1]),
+            "blue": ("u1", rgb[:, 2]),
+            "alpha": ("u1", rgb[:, 0]),
+        },
+    )
     got_xyz, got_rgb = read_mesh_vertices(tmp_path / "m.ply")
     np.testing.assert_array_equal(got_xyz, xyz)
     np.testing.assert_array_equal(got_rgb, rgb)
     assert got_xyz.dtype == np.float32 and got_rgb.dtype == np.uint8
-    _write_vertex_ply(tmp_path / "plain.ply", {"x": ("<f8", xyz[:, 0]), "y": ("<f8", xyz[:, 1]), "z": ("<f8", xyz[:, 2])})
+    _write_vertex_ply(
+        tmp_path / "plain.ply",
+        {"x": ("<f8", xyz[:, 0]), "y": ("<f8", xyz[:, 1]), "z": ("<f8", xyz[:, 2])},
+    )
     got_xyz, got_rgb = read_mesh_vertices(tmp_path / "plain.ply")
     assert got_xyz.dtype == np.float32 and (got_rgb == 128).all() and got_rgb.shape == (4, 3)
 
@@ -70,8 +81,18 @@ def _pointmap_frames(n: int, seed: int = 0) -> list[Frame]:
         depth[rng.random((6, 8)) < 0.2] = 0
         K = np.array([[6.0, 0, 3.5], [0, 6.0, 2.5], [0, 0, 1]], np.float32)
         pointmap, valid = backproject(depth, K, T)
-        frames.append(Frame(name=str(i), index=i, image=rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), K=K,
-                            T_world_camera=T, depth=depth, pointmap=pointmap, valid=valid))
+        frames.append(
+            Frame(
+                name=str(i),
+                index=i,
+                image=rng.integers(0, 256, (6, 8, 3), dtype=np.uint8),
+                K=K,
+                T_world_camera=T,
+                depth=depth,
+                pointmap=pointmap,
+                valid=valid,
+            )
+        )
     return frames
 
 

@@ -33,7 +33,9 @@ def _look_at(eye, target=(0, 0, 3.0)):
     return look_at(eye, target, up=(0, -1.0, 0))
 
 
-@pytest.mark.parametrize(("n", "size", "seed"), [(1, (16, 16), 0), (40, (48, 32), 1), (120, (37, 29), 2)])
+@pytest.mark.parametrize(
+    ("n", "size", "seed"), [(1, (16, 16), 0), (40, (48, 32), 1), (120, (37, 29), 2)]
+)
 def test_cpu_renderer_equals_the_reference(n, size, seed):
     """The tiled numba compositor and the one-splat-at-a-time float64 definition, bit for bit."""
     means, quats, scales, opac = _random_splats(n, seed)
@@ -49,8 +51,12 @@ def test_cpu_renderer_equals_the_reference(n, size, seed):
 
 
 def test_one_opaque_disc_facing_the_camera_has_its_depth():
-    depth, alpha = render_depth([[0, 0, 2.0]], [[1, 0, 0, 0]], [[0.2, 0.2, 0.001]], [0.99], K16, np.eye(4), (16, 16))
-    assert depth[8, 8] == pytest.approx(2.0, abs=1e-6) and alpha[8, 8] == pytest.approx(0.99, abs=0.01)
+    depth, alpha = render_depth(
+        [[0, 0, 2.0]], [[1, 0, 0, 0]], [[0.2, 0.2, 0.001]], [0.99], K16, np.eye(4), (16, 16)
+    )
+    assert depth[8, 8] == pytest.approx(2.0, abs=1e-6) and alpha[8, 8] == pytest.approx(
+        0.99, abs=0.01
+    )
     assert depth.dtype == np.float32 and depth.shape == (16, 16)
 
 
@@ -75,8 +81,14 @@ def test_faint_pixels_have_no_depth_below_min_alpha():
 
 
 def test_splats_behind_the_camera_or_off_image_draw_nothing():
-    means = [[0, 0, -2.0], [50, 0, 2.0], [0, 0, 0.005]]  # behind, far off to the side, inside the near plane
-    depth, alpha = render_depth(means, [[1, 0, 0, 0]] * 3, [[0.2, 0.2, 0.2]] * 3, [0.9] * 3, K16, np.eye(4), (16, 16))
+    means = [
+        [0, 0, -2.0],
+        [50, 0, 2.0],
+        [0, 0, 0.005],
+    ]  # behind, far off to the side, inside the near plane
+    depth, alpha = render_depth(
+        means, [[1, 0, 0, 0]] * 3, [[0.2, 0.2, 0.2]] * 3, [0.9] * 3, K16, np.eye(4), (16, 16)
+    )
     assert (alpha == 0).all() and (depth == 0).all()
 
 
@@ -84,12 +96,39 @@ def test_bad_input_is_an_input_error():
     with pytest.raises(InputError, match="quats"):
         render_depth([[0, 0, 2.0]], [[1, 0, 0]], [[0.2, 0.2, 0.2]], [0.9], K16, np.eye(4), (16, 16))
     with pytest.raises(InputError, match="min_alpha"):
-        render_depth([[0, 0, 2.0]], [[1, 0, 0, 0]], [[0.2, 0.2, 0.2]], [0.9], K16, np.eye(4), (16, 16), min_alpha=2)
+        render_depth(
+            [[0, 0, 2.0]],
+            [[1, 0, 0, 0]],
+            [[0.2, 0.2, 0.2]],
+            [0.9],
+            K16,
+            np.eye(4),
+            (16, 16),
+            min_alpha=2,
+        )
     with pytest.raises(InputError, match="backend"):
-        render_depth([[0, 0, 2.0]], [[1, 0, 0, 0]], [[0.2, 0.2, 0.2]], [0.9], K16, np.eye(4), (16, 16), backend="opengl")
+        render_depth(
+            [[0, 0, 2.0]],
+            [[1, 0, 0, 0]],
+            [[0.2, 0.2, 0.2]],
+            [0.9],
+            K16,
+            np.eye(4),
+            (16, 16),
+            backend="opengl",
+        )
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="CUDA"):
-            render_depth([[0, 0, 2.0]], [[1, 0, 0, 0]], [[0.2, 0.2, 0.2]], [0.9], K16, np.eye(4), (16, 16), backend="gsplat")
+            render_depth(
+                [[0, 0, 2.0]],
+                [[1, 0, 0, 0]],
+                [[0.2, 0.2, 0.2]],
+                [0.9],
+                K16,
+                np.eye(4),
+                (16, 16),
+                backend="gsplat",
+            )
 
 
 def _scan_views(splat_scene_dir):
@@ -98,10 +137,16 @@ def _scan_views(splat_scene_dir):
 
     from lift3d.recon.synthetic import make_synthetic_scene
 
-    scan = make_synthetic_scene(splat_scene_dir.parent / "scan" / "scene0999_00", n_frames=8, size=(128, 96))
+    scan = make_synthetic_scene(
+        splat_scene_dir.parent / "scan" / "scene0999_00", n_frames=8, size=(128, 96)
+    )
     K = np.loadtxt(scan / "intrinsic" / "intrinsic_depth.txt")[:3, :3]
     for i in range(8):
-        yield K, np.loadtxt(scan / "pose" / f"{i}.txt"), np.asarray(Image.open(scan / "depth" / f"{i}.png")) / 1000.0
+        yield (
+            K,
+            np.loadtxt(scan / "pose" / f"{i}.txt"),
+            np.asarray(Image.open(scan / "depth" / f"{i}.png")) / 1000.0,
+        )
 
 
 def test_depth_of_the_synthetic_splats_follows_the_ray_cast_surface(splat_scene_dir):
@@ -113,7 +158,9 @@ def test_depth_of_the_synthetic_splats_follows_the_ray_cast_surface(splat_scene_
     sp = read_splats(splat_scene_dir / "point_cloud.ply")
     rel, extra = [], []
     for K, T, gt in _scan_views(splat_scene_dir):
-        depth, _ = render_depth(sp.means, sp.quats, sp.scales, sp.opacities, K, T, (128, 96), backend="numba")
+        depth, _ = render_depth(
+            sp.means, sp.quats, sp.scales, sp.opacities, K, T, (128, 96), backend="numba"
+        )
         both = (depth > 0) & (gt > 0)
         assert both.sum() > 0.8 * (gt > 0).sum()
         rel.append(np.abs(depth[both] - gt[both]) / gt[both])
@@ -129,7 +176,9 @@ def test_frame_fit_accepts_own_splats_and_rejects_another_scenes(splat_scene_dir
     own = load_scene(splat_scene_dir)
     assert splat_frame_fit(read_splats(splat_scene_dir / "point_cloud.ply").means, own) > 0.99
     cake = load_scene(shared_data / "colmap" / "cake")
-    assert splat_frame_fit(read_splats(shared_data / "splats" / "train-1000.ply").means, cake) < 0.25
+    assert (
+        splat_frame_fit(read_splats(shared_data / "splats" / "train-1000.ply").means, cake) < 0.25
+    )
 
 
 def test_attached_depth_gives_pointmaps_and_reprojection(splat_scene_dir):
@@ -156,8 +205,12 @@ def test_gsplat_depth_agrees_with_the_cpu_renderer(splat_scene_dir):
     sp = read_splats(splat_scene_dir / "point_cloud.ply")
     errs = []
     for K, T, _ in _scan_views(splat_scene_dir):
-        d_cpu, a_cpu = render_depth(sp.means, sp.quats, sp.scales, sp.opacities, K, T, (128, 96), backend="numba")
-        d_gpu, a_gpu = render_depth(sp.means, sp.quats, sp.scales, sp.opacities, K, T, (128, 96), backend="gsplat")
+        d_cpu, a_cpu = render_depth(
+            sp.means, sp.quats, sp.scales, sp.opacities, K, T, (128, 96), backend="numba"
+        )
+        d_gpu, a_gpu = render_depth(
+            sp.means, sp.quats, sp.scales, sp.opacities, K, T, (128, 96), backend="gsplat"
+        )
         both = (d_cpu > 0) & (d_gpu > 0)
         assert both.sum() > 0.95 * max((d_cpu > 0).sum(), 1)
         errs.append(np.abs(d_cpu - d_gpu)[both])
@@ -169,4 +222,6 @@ def test_gsplat_depth_agrees_with_the_cpu_renderer(splat_scene_dir):
     t = time.perf_counter()
     for _ in range(5):
         render_depth(means, quats, scales, opac, K, np.eye(4), (640, 480), backend="gsplat")
-    print(f"gsplat ED depth, 640x480, 200k splats: {(time.perf_counter() - t) / 5 * 1e3:.1f} ms per view (incl. transfers)")
+    print(
+        f"gsplat ED depth, 640x480, 200k splats: {(time.perf_counter() - t) / 5 * 1e3:.1f} ms per view (incl. transfers)"
+    )

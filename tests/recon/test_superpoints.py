@@ -44,7 +44,9 @@ def test_segment_graph_matches_reference(n, min_size):
     weights = rng.random(3 * n).round(2)  # ties too
     size = rng.uniform(0.5, 2.0, n)
     fast = segment_graph(n, edges, weights, threshold=0.7, min_size=min_size, node_size=size)
-    ref = _segment_graph_reference(n, edges, weights, threshold=0.7, min_size=min_size, node_size=size)
+    ref = _segment_graph_reference(
+        n, edges, weights, threshold=0.7, min_size=min_size, node_size=size
+    )
     np.testing.assert_array_equal(fast, ref)
 
 
@@ -57,7 +59,9 @@ def test_segment_graph_joins_cheap_edges_only():
 
 def test_mesh_superpoints_never_straddle_objects(synthetic_scene_dir):
     _, xyz, rgb, faces = _mesh(synthetic_scene_dir)
-    gt = _gt_segments(synthetic_scene_dir, len(xyz))  # the synthetic scan's segments are its objects and walls
+    gt = _gt_segments(
+        synthetic_scene_dir, len(xyz)
+    )  # the synthetic scan's segments are its objects and walls
     sp = compute_superpoints(xyz, faces=faces, colors=rgb)
     assert sp.count >= gt.max() + 1
     for s in range(sp.count):
@@ -66,7 +70,12 @@ def test_mesh_superpoints_never_straddle_objects(synthetic_scene_dir):
 
 def test_superpoint_sizes_follow_threshold(synthetic_scene_dir):
     _, xyz, rgb, faces = _mesh(synthetic_scene_dir)
-    counts = [compute_superpoints(xyz, faces=faces, config=SuperpointConfig(threshold=t, min_points=1)).count for t in (1e-4, 1e-2, 1.0)]
+    counts = [
+        compute_superpoints(
+            xyz, faces=faces, config=SuperpointConfig(threshold=t, min_points=1)
+        ).count
+        for t in (1e-4, 1e-2, 1.0)
+    ]
     assert counts[0] > counts[1] > counts[2]
     sp = compute_superpoints(xyz, faces=faces, config=SuperpointConfig(min_points=50))
     assert sp.sizes().min() >= 50
@@ -85,7 +94,9 @@ def test_scene_superpoints_prefers_segs_json(synthetic_scene_dir):
     path, xyz, rgb, faces = _mesh(synthetic_scene_dir)
     assert find_segments_file(path) is not None
     assert scene_superpoints(xyz, faces=faces, mesh_path=path).source.endswith(".segs.json")
-    computed = scene_superpoints(xyz, faces=faces, mesh_path=path, config=SuperpointConfig(source="compute"))
+    computed = scene_superpoints(
+        xyz, faces=faces, mesh_path=path, config=SuperpointConfig(source="compute")
+    )
     assert computed.source == "mesh graph"
 
 
@@ -102,7 +113,9 @@ def test_segs_json_of_another_mesh_is_refused(tmp_path):
 
 def test_segs_required_but_missing(tmp_path):
     with pytest.raises(InputError, match="no \\*.segs.json"):
-        scene_superpoints(np.zeros((3, 3)), mesh_path=tmp_path / "m.ply", config=SuperpointConfig(source="segs"))
+        scene_superpoints(
+            np.zeros((3, 3)), mesh_path=tmp_path / "m.ply", config=SuperpointConfig(source="segs")
+        )
 
 
 def test_bad_faces_are_refused():
@@ -113,5 +126,12 @@ def test_bad_faces_are_refused():
 def test_connected_components_are_numbered_by_first_node():
     from lift3d.recon.superpoints import connected_components
 
-    assert connected_components(6, np.array([[4, 5], [1, 3], [3, 0]])).tolist() == [0, 0, 1, 0, 2, 2]
+    assert connected_components(6, np.array([[4, 5], [1, 3], [3, 0]])).tolist() == [
+        0,
+        0,
+        1,
+        0,
+        2,
+        2,
+    ]
     assert connected_components(3, np.zeros((0, 2), np.int64)).tolist() == [0, 1, 2]

@@ -16,7 +16,12 @@ def test_synthetic_scene_loads_as_scannet(synthetic_scene_dir):
     f = scene[0]
     assert f.image.shape == (96, 128, 3) and f.valid.mean() > 0.8
     name = synthetic_scene_dir.name
-    for suffix in ("_vh_clean_2.ply", "_vh_clean_2.labels.ply", "_vh_clean_2.0.010000.segs.json", ".aggregation.json"):
+    for suffix in (
+        "_vh_clean_2.ply",
+        "_vh_clean_2.labels.ply",
+        "_vh_clean_2.0.010000.segs.json",
+        ".aggregation.json",
+    ):
         assert (synthetic_scene_dir / f"{name}{suffix}").is_file()
     agg = json.loads((synthetic_scene_dir / f"{name}.aggregation.json").read_text())
     segs = json.loads((synthetic_scene_dir / f"{name}_vh_clean_2.0.010000.segs.json").read_text())

@@ -137,7 +137,9 @@ def _event_lines(events: list[dict]) -> tuple[list[str], list[str]]:
     for e in events:
         method, params = e.get("method"), e.get("params", {})
         if method == "Runtime.consoleAPICalled":
-            text = " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+            text = " ".join(
+                str(a.get("value", a.get("description", ""))) for a in params.get("args", [])
+            )
             messages.append(f"console.{params.get('type')}: {text}")
             if params.get("type") in ("error", "assert"):
                 errors.append(f"console.{params.get('type')}: {text}")
@@ -154,15 +156,30 @@ def _event_lines(events: list[dict]) -> tuple[list[str], list[str]]:
     return errors, messages
 
 
-async def _capture(ws_url: str, url: str, size, timeout_s, ready, poll_s, dismiss_notifications,
-                   expression=None, ready_value=None) -> PageCapture:
+async def _capture(
+    ws_url: str,
+    url: str,
+    size,
+    timeout_s,
+    ready,
+    poll_s,
+    dismiss_notifications,
+    expression=None,
+    ready_value=None,
+) -> PageCapture:
     import websockets
 
     async with websockets.connect(ws_url, max_size=64 * 1024 * 1024) as ws:
         dt = _DevTools(ws)
         for domain in ("Runtime", "Log", "Page"):
             await dt.call(f"{domain}.enable")
-        await dt.call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1], deviceScaleFactor=1, mobile=False)
+        await dt.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=size[0],
+            height=size[1],
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         t0 = time.monotonic()
         await dt.call("Page.navigate", url=url)
         # screenshots before the new document is attached fail with "Not attached to an active page"
@@ -174,7 +191,9 @@ async def _capture(ws_url: str, url: str, size, timeout_s, ready, poll_s, dismis
                     await dt.call("Runtime.evaluate", expression=_DISMISS_NOTIFICATIONS)
                 shot = _decode_png((await dt.call("Page.captureScreenshot", format="png"))["data"])
                 if expression is not None:
-                    result = await dt.call("Runtime.evaluate", expression=expression, returnByValue=True)
+                    result = await dt.call(
+                        "Runtime.evaluate", expression=expression, returnByValue=True
+                    )
                     value = result.get("result", {}).get("value")
             except Lift3dError:
                 if time.monotonic() - t0 > timeout_s:
@@ -227,12 +246,22 @@ def capture_page(
     if chromium is None:
         raise NotInstalledError("headless screenshots need Chromium: apt-get install chromium")
     # Chromium's helper processes may still flush the profile while it is removed
-    with tempfile.TemporaryDirectory(prefix="lift3d-chromium-", ignore_cleanup_errors=True) as profile:
+    with tempfile.TemporaryDirectory(
+        prefix="lift3d-chromium-", ignore_cleanup_errors=True
+    ) as profile:
         log = open(Path(profile) / "chromium.log", "w+")
         proc = subprocess.Popen(
-            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-             f"--window-size={size[0]},{size[1]}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+            [
+                chromium,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                f"--window-size={size[0]},{size[1]}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
         )
         try:
             # Chromium writes its DevTools port to this file once it listens (port 0: any free)
@@ -241,15 +270,26 @@ def capture_page(
             while not (port_file.is_file() and port_file.read_text().strip()):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
-                    raise Lift3dError(f"Chromium did not start (exit {proc.poll()}): {log.read()[-500:]}")
+                    raise Lift3dError(
+                        f"Chromium did not start (exit {proc.poll()}): {log.read()[-500:]}"
+                    )
                 time.sleep(0.05)
             port = int(port_file.read_text().split()[0])
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=10) as r:
                 targets = json.load(r)
             page = next(t for t in targets if t.get("type") == "page")
             return asyncio.run(
-                _capture(page["webSocketDebuggerUrl"], url, size, timeout_s, ready, poll_s, dismiss_notifications,
-                         expression, ready_value)
+                _capture(
+                    page["webSocketDebuggerUrl"],
+                    url,
+                    size,
+                    timeout_s,
+                    ready,
+                    poll_s,
+                    dismiss_notifications,
+                    expression,
+                    ready_value,
+                )
             )
         finally:
             _stop_process_group(proc)
@@ -269,7 +309,9 @@ def _stop_process_group(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def colour_pixels(image: np.ndarray, colours: np.ndarray, *, tol: int = 12) -> np.ndarray:  # [K] int
+def colour_pixels(
+    image: np.ndarray, colours: np.ndarray, *, tol: int = 12
+) -> np.ndarray:  # [K] int
     """How many pixels of `image` lie within `tol` (per channel) of each of `colours` [K, 3]."""
     img = image.reshape(-1, 1, 3).astype(np.int16)
     close = np.all(np.abs(img - np.asarray(colours, np.int16)[None]) <= tol, axis=2)
@@ -322,10 +364,17 @@ def screenshot_viewer(
 
         def ready(image: np.ndarray) -> bool:
             # half of them: some instances may hide behind others from the initial viewpoint
-            return bool(len(colours)) and 2 * int((colour_pixels(image, colours) >= min_pixels).sum()) >= len(colours)
+            return bool(len(colours)) and 2 * int(
+                (colour_pixels(image, colours) >= min_pixels).sum()
+            ) >= len(colours)
 
-        capture = capture_page(f"http://127.0.0.1:{port}", size=size, timeout_s=timeout_s, ready=ready,
-                               dismiss_notifications=True)
+        capture = capture_page(
+            f"http://127.0.0.1:{port}",
+            size=size,
+            timeout_s=timeout_s,
+            ready=ready,
+            dismiss_notifications=True,
+        )
     finally:
         server.stop()
     if path is not None:
@@ -337,16 +386,22 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m tests.viewers.browser OUT PNG [--select ID]`: a screenshot of `lift3d view OUT`."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m tests.viewers.browser", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.viewers.browser", description=main.__doc__
+    )
     parser.add_argument("out", type=Path, help="output folder of `lift3d segment`")
     parser.add_argument("png", type=Path, help="screenshot to write")
-    parser.add_argument("--select", type=int, default=None, help="instance to inspect in the screenshot")
+    parser.add_argument(
+        "--select", type=int, default=None, help="instance to inspect in the screenshot"
+    )
     parser.add_argument("--size", type=int, nargs=2, default=(1280, 800), metavar=("W", "H"))
     args = parser.parse_args(argv)
     capture = screenshot_viewer(args.out, args.png, size=tuple(args.size), select=args.select)
     for line in capture.errors:
         logger.warning("console: %s", line)
-    print(f"{args.png}: ready={capture.ready} after {capture.seconds:.1f} s, {len(capture.errors)} console errors")
+    print(
+        f"{args.png}: ready={capture.ready} after {capture.seconds:.1f} s, {len(capture.errors)} console errors"
+    )
     return 0 if capture.ready else 1
 
 

@@ -17,7 +17,11 @@ from lift3d.recon.geometry import look_at
 
 SIZE = (96, 72)  # (W, H) of the fake frames
 #: instance ID -> (centre of its box, RGB of its points)
-BOXES = {1: ((-0.5, 0.0, 0.15), (200, 40, 40)), 2: ((0.0, 0.35, 0.15), (40, 160, 60)), 3: ((0.5, 0.0, 0.15), (50, 70, 210))}
+BOXES = {
+    1: ((-0.5, 0.0, 0.15), (200, 40, 40)),
+    2: ((0.0, 0.35, 0.15), (40, 160, 60)),
+    3: ((0.5, 0.0, 0.15), (50, 70, 210)),
+}
 
 
 def make_fake_points(seed: int = 0, per_box: int = 150, floor: int = 200):
@@ -35,7 +39,12 @@ def make_fake_points(seed: int = 0, per_box: int = 150, floor: int = 200):
     label.append(np.zeros(floor, int))
     xyz, rgb, label = np.concatenate(xyz), np.concatenate(rgb), np.concatenate(label)
     confidence = np.where(label > 0, rng.uniform(0.5, 1.0, len(label)), 0.0)
-    return xyz.astype(np.float32), rgb.astype(np.uint8), label.astype(np.int32), confidence.astype(np.float32)
+    return (
+        xyz.astype(np.float32),
+        rgb.astype(np.uint8),
+        label.astype(np.int32),
+        confidence.astype(np.float32),
+    )
 
 
 def make_fake_output(out: Path, *, with_splats: bool = False) -> Path:
@@ -55,26 +64,50 @@ def make_fake_output(out: Path, *, with_splats: bool = False) -> Path:
         image = render_points(xyz, rgb, K, T, SIZE, point_radius_px=2, background=(235, 235, 235))
         (out / "images").mkdir(exist_ok=True)
         Image.fromarray(image).save(out / "images" / f"{name}.png")
-        ids = np.stack([label & 255, np.zeros_like(label), np.zeros_like(label)], 1).astype(np.uint8)
-        labels = render_points(xyz, ids, K, T, SIZE, point_radius_px=2, background=(0, 0, 0))[..., 0]
+        ids = np.stack([label & 255, np.zeros_like(label), np.zeros_like(label)], 1).astype(
+            np.uint8
+        )
+        labels = render_points(xyz, ids, K, T, SIZE, point_radius_px=2, background=(0, 0, 0))[
+            ..., 0
+        ]
         write_label_map(out / "masks" / f"{name}.png", labels)
         for k in np.unique(labels[labels > 0]).tolist():
             seen.setdefault(int(k), []).append(name)
-        frames.append({"name": name, "K": K.tolist(), "T_world_camera": T.tolist(), "image": f"images/{name}.png"})
+        frames.append(
+            {
+                "name": name,
+                "K": K.tolist(),
+                "T_world_camera": T.tolist(),
+                "image": f"images/{name}.png",
+            }
+        )
     (out / "cameras.json").write_text(json.dumps({"size": list(SIZE), "frames": frames}))
     instances = [
-        {"id": k, "points": int((label == k).sum()), "confidence": float(confidence[label == k].mean()), "frames": seen.get(k, [])}
+        {
+            "id": k,
+            "points": int((label == k).sum()),
+            "confidence": float(confidence[label == k].mean()),
+            "frames": seen.get(k, []),
+        }
         for k in BOXES
     ]
     (out / "instances.json").write_text(json.dumps({"instances": instances}))
     metrics = {
-        "H": 0.8731, "pairwise": 0.9412, "eps": 0.02, "pixels": 7421, "masks_per_frame": [3, 3],
-        "timings": {"tracking": 1.25, "metric": 0.5, "total": 2.0}, "lifting": {"num_points": len(xyz)},
+        "H": 0.8731,
+        "pairwise": 0.9412,
+        "eps": 0.02,
+        "pixels": 7421,
+        "masks_per_frame": [3, 3],
+        "timings": {"tracking": 1.25, "metric": 0.5, "total": 2.0},
+        "lifting": {"num_points": len(xyz)},
     }
     (out / "metrics.json").write_text(json.dumps(metrics))
     run = {
-        "command": "lift3d segment --scene fake --out out", "config": {"eps": 0.02, "segmenter": "classical", "seed": 0},
-        "backends": {"geometry": "depth+poses", "segmenter": "classical"}, "versions": {"python": "3.11"}, "seed": 0,
+        "command": "lift3d segment --scene fake --out out",
+        "config": {"eps": 0.02, "segmenter": "classical", "seed": 0},
+        "backends": {"geometry": "depth+poses", "segmenter": "classical"},
+        "versions": {"python": "3.11"},
+        "seed": 0,
     }
     (out / "run.json").write_text(json.dumps(run))
     if with_splats:
@@ -87,9 +120,28 @@ def write_fake_splats(path: Path, xyz, rgb, label, confidence) -> None:
     from lift3d.io import write_ply
 
     n = len(xyz)
-    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
-             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-    vertex = np.zeros(n, dtype=[(f, "<f4") for f in names] + [("label", "<i4"), ("confidence", "<f4")])
+    names = [
+        "x",
+        "y",
+        "z",
+        "nx",
+        "ny",
+        "nz",
+        "f_dc_0",
+        "f_dc_1",
+        "f_dc_2",
+        "opacity",
+        "scale_0",
+        "scale_1",
+        "scale_2",
+        "rot_0",
+        "rot_1",
+        "rot_2",
+        "rot_3",
+    ]
+    vertex = np.zeros(
+        n, dtype=[(f, "<f4") for f in names] + [("label", "<i4"), ("confidence", "<f4")]
+    )
     for i, a in enumerate("xyz"):
         vertex[a] = xyz[:, i]
     for i in range(3):

@@ -34,7 +34,13 @@ def test_frame_count_mismatch_is_an_error(tmp_path):
 
 def test_the_scale_is_red_yellow_green_and_fixed():
     rgb = heatmap_rgb(np.array([-0.5, 0.0, 0.5, 1.0, 2.0]))
-    assert [tuple(c) for c in rgb] == [(165, 0, 38), (165, 0, 38), (255, 255, 191), (0, 104, 55), (0, 104, 55)]
+    assert [tuple(c) for c in rgb] == [
+        (165, 0, 38),
+        (165, 0, 38),
+        (255, 255, 191),
+        (0, 104, 55),
+        (0, 104, 55),
+    ]
     # another range moves the scale, never a frame's own min and max
     assert tuple(heatmap_rgb(np.array([0.0]), vmin=-1.0)[0]) == (255, 255, 191)
     ramp = heatmap_rgb(np.linspace(0, 1, 101)).astype(int)
@@ -48,7 +54,9 @@ def test_heatmaps_read_back_exactly_and_overwrite(tmp_path):
     write_heatmaps(tmp_path, np.zeros_like(per_pixel), ["f0", "f1"])
     paths = write_heatmaps(tmp_path, per_pixel, ["f0", "f1"])
     for i, p in enumerate(paths):
-        np.testing.assert_array_equal(np.asarray(Image.open(p).convert("RGB")), heatmap_rgb(per_pixel[i]))
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(p).convert("RGB")), heatmap_rgb(per_pixel[i])
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f0.png", "f1.png"]
 
 
@@ -59,11 +67,15 @@ def test_heatmaps_of_the_metric(tmp_path):
     pointmaps = rng.random((2, 5, 6, 3)).astype(np.float32)
     valid = rng.random((2, 5, 6)) < 0.8
     labels = rng.integers(0, 3, (2, 5, 6))
-    result = consistency_score(ArrayFrames(pointmaps, valid, labels), config=MetricConfig(eps=0.3), per_pixel=True)
+    result = consistency_score(
+        ArrayFrames(pointmaps, valid, labels), config=MetricConfig(eps=0.3), per_pixel=True
+    )
     paths = write_heatmaps(tmp_path, result.per_pixel, ["a", "b"])
     img = np.asarray(Image.open(paths[0]))
     left_out = ~valid[0] | (labels[0] == 0)
-    assert (img[left_out] == EXCLUDED_RGB).all() and not (img[~left_out] == EXCLUDED_RGB).all(-1).any()
+    assert (img[left_out] == EXCLUDED_RGB).all() and not (img[~left_out] == EXCLUDED_RGB).all(
+        -1
+    ).any()
 
 
 def test_contact_sheet_has_the_frames_and_the_legend(tmp_path):
@@ -72,7 +84,9 @@ def test_contact_sheet_has_the_frames_and_the_legend(tmp_path):
     per_pixel = np.zeros((20, 30, 40), np.float32)
     per_pixel[:, :, 20:] = 1.0
     per_pixel[3] = np.nan  # a frame without pixels
-    path = write_heatmap_sheet(tmp_path / "sheet.png", per_pixel, [f"{i:06d}" for i in range(20)], max_frames=6)
+    path = write_heatmap_sheet(
+        tmp_path / "sheet.png", per_pixel, [f"{i:06d}" for i in range(20)], max_frames=6
+    )
     img = np.asarray(Image.open(path).convert("RGB"))
     colours = {tuple(c) for c in img.reshape(-1, 3)}
     assert {(165, 0, 38), (0, 104, 55), EXCLUDED_RGB} <= colours
@@ -82,12 +96,15 @@ def test_contact_sheet_has_the_frames_and_the_legend(tmp_path):
     assert not list(tmp_path.glob(".*"))
 
 
-@pytest.mark.parametrize("per_pixel,names,match", [
-    (np.zeros((2, 4), np.float32), ["a", "b"], r"float \[N, H, W\]"),
-    (np.zeros((2, 4, 5), np.int32), ["a", "b"], r"float \[N, H, W\]"),
-    (np.zeros((2, 4, 5), np.float32), ["a", "a"], "distinct"),
-    (None, [], "per_pixel=True"),
-])
+@pytest.mark.parametrize(
+    "per_pixel,names,match",
+    [
+        (np.zeros((2, 4), np.float32), ["a", "b"], r"float \[N, H, W\]"),
+        (np.zeros((2, 4, 5), np.int32), ["a", "b"], r"float \[N, H, W\]"),
+        (np.zeros((2, 4, 5), np.float32), ["a", "a"], "distinct"),
+        (None, [], "per_pixel=True"),
+    ],
+)
 def test_bad_maps_are_errors(tmp_path, per_pixel, names, match):
     with pytest.raises(ValueError, match=match):
         write_heatmaps(tmp_path, per_pixel, names)

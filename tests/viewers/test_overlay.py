@@ -94,7 +94,9 @@ def test_overlay_draws_white_edges_and_ids():
     plain = overlay(image, labels, edges=False)
     changed = np.any(with_ids != plain, axis=2)
     vs, us = np.nonzero(changed)
-    assert changed.any() and 12 <= us.mean() <= 28 and 12 <= vs.mean() <= 28  # the number sits inside
+    assert (
+        changed.any() and 12 <= us.mean() <= 28 and 12 <= vs.mean() <= 28
+    )  # the number sits inside
 
 
 @pytest.mark.parametrize(
@@ -118,7 +120,9 @@ def test_contact_sheet_layout():
     assert (sheet[4, 4 + 24] == 40).all() and (sheet[4 + 14, 4] == 80).all()  # row-major order
     captioned = contact_sheet(ims, cols=5, labels=[f"f{i}" for i in range(5)], pad=2)
     assert captioned.shape[0] > 2 + 10 + 2 and captioned.shape[1] == 2 + 5 * 22
-    mixed = contact_sheet([np.zeros((10, 20, 3), np.uint8), np.zeros((30, 8, 3), np.uint8)], cols=2, pad=0)
+    mixed = contact_sheet(
+        [np.zeros((10, 20, 3), np.uint8), np.zeros((30, 8, 3), np.uint8)], cols=2, pad=0
+    )
     assert mixed.shape == (30, 40, 3)
 
 
@@ -161,21 +165,32 @@ def synthetic_masks(synthetic_scene_dir, tmp_path):
     scene = load_scene(synthetic_scene_dir)
     out = tmp_path / "out"
     for i, name in enumerate(scene.frame_names):
-        gt = np.asarray(Image.open(synthetic_scene_dir / "instance" / f"{name}.png")).astype(np.int32)
+        gt = np.asarray(Image.open(synthetic_scene_dir / "instance" / f"{name}.png")).astype(
+            np.int32
+        )
         write_label_map(out / "masks" / f"{name}.png", gt)
-        write_label_map(out / "baseline" / "masks" / f"{name}.png", np.where(gt > 0, (gt + i) % 7 + 1, 0))
+        write_label_map(
+            out / "baseline" / "masks" / f"{name}.png", np.where(gt > 0, (gt + i) % 7 + 1, 0)
+        )
     return scene, out
 
 
 def test_write_previews_writes_overlays_sheet_and_strip(synthetic_masks):
     scene, out = synthetic_masks
-    written = write_previews(out, scene, out / "masks", baseline_dir=out / "baseline" / "masks", max_sheet=4, max_strip=3)
+    written = write_previews(
+        out, scene, out / "masks", baseline_dir=out / "baseline" / "masks", max_sheet=4, max_strip=3
+    )
     preview = out / "preview"
     assert sorted(p.stem for p in (preview / "overlays").iterdir()) == sorted(scene.frame_names)
     with Image.open(preview / "overlays" / f"{scene.frame_names[0]}.jpg") as im:
         assert im.size == scene.size
-    assert (preview / "contact_sheet.png") in written and (preview / "baseline_vs_mastsam.png") in written
-    with Image.open(preview / "contact_sheet.png") as sheet, Image.open(preview / "baseline_vs_mastsam.png") as strip:
+    assert (preview / "contact_sheet.png") in written and (
+        preview / "baseline_vs_mastsam.png"
+    ) in written
+    with (
+        Image.open(preview / "contact_sheet.png") as sheet,
+        Image.open(preview / "baseline_vs_mastsam.png") as strip,
+    ):
         w, h = scene.size
         assert sheet.width == 4 + 4 * (w + 4)  # 4 frames in one row
         assert strip.width == 4 + 2 * (w + 4) and strip.height > 3 * h

@@ -38,7 +38,14 @@ def test_render_points_nearest_wins_and_pose_is_cam2world():
     T[2, 3] = -1.0
     xyz = np.array([[0, 0, 2.0], [0, 0, 1.0], [0, 0, -1.5]])
     colors = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
-    image = render_points(xyz, colors, np.array([[10.0, 0, 5], [0, 10.0, 5], [0, 0, 1]]), T, (11, 11), point_radius_px=0)
+    image = render_points(
+        xyz,
+        colors,
+        np.array([[10.0, 0, 5], [0, 10.0, 5], [0, 0, 1]]),
+        T,
+        (11, 11),
+        point_radius_px=0,
+    )
     assert image[5, 5].tolist() == [0, 255, 0]
     assert (np.all(image == 255, axis=2)).sum() == 11 * 11 - 1  # the point behind is not drawn
 
@@ -87,14 +94,18 @@ def test_birdseye_camera_sees_every_point():
 
 def test_write_point_renders(fake_output):
     out = fake_output / "preview" / "renders"
-    written = write_point_renders(out, fake_output / "points.ply", fake_output / "cameras.json", n_views=4)
+    written = write_point_renders(
+        out, fake_output / "points.ply", fake_output / "cameras.json", n_views=4
+    )
     assert [p.name for p in written] == ["view_0.png", "view_1.png", "birdseye.png"]
     colours = label_colors(np.array([1, 2, 3]))
     for p in written:
         with Image.open(p) as im:
             assert im.size == (96, 72)
             image = np.asarray(im.convert("RGB"))
-        assert (colour_pixels(image, colours, tol=0) > 10).all(), p.name  # every instance, in its colour
+        assert (colour_pixels(image, colours, tol=0) > 10).all(), (
+            p.name
+        )  # every instance, in its colour
 
 
 def test_write_point_renders_bad_input(fake_output, tmp_path):

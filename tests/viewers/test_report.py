@@ -31,9 +31,15 @@ def test_report_shows_metrics_instances_and_settings(fake_output):
 def test_report_links_the_previews_relatively_and_fetches_nothing(fake_output):
     from lift3d.viewers.render import write_point_renders
 
-    write_point_renders(fake_output / "preview" / "renders", fake_output / "points.ply", fake_output / "cameras.json")
+    write_point_renders(
+        fake_output / "preview" / "renders",
+        fake_output / "points.ply",
+        fake_output / "cameras.json",
+    )
     (fake_output / "preview" / "heatmaps").mkdir(parents=True)
-    (fake_output / "preview" / "heatmaps" / "frame 0.png").write_bytes((fake_output / "images" / "0.png").read_bytes())
+    (fake_output / "preview" / "heatmaps" / "frame 0.png").write_bytes(
+        (fake_output / "images" / "0.png").read_bytes()
+    )
     page = write_report(fake_output).read_text()
     sources = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert "preview/renders/birdseye.png" in sources and "preview/heatmaps/frame%200.png" in sources
@@ -72,8 +78,17 @@ def test_report_bad_input(tmp_path, fake_output):
 
 @pytest.mark.parametrize(
     "value, text",
-    [(7421, "7,421"), (0.87314, "0.8731"), (3.2, "3.2"), (5.0, "5"), (1e-5, "1e-05"), (None, "-"), (True, "true"),
-     ([1, 2], "[1, 2]"), (list(range(20)), "20 values: min 0, mean 9.5, max 19")],
+    [
+        (7421, "7,421"),
+        (0.87314, "0.8731"),
+        (3.2, "3.2"),
+        (5.0, "5"),
+        (1e-5, "1e-05"),
+        (None, "-"),
+        (True, "true"),
+        ([1, 2], "[1, 2]"),
+        (list(range(20)), "20 values: min 0, mean 9.5, max 19"),
+    ],
 )
 def test_format_value(value, text):
     assert format_value(value) == text

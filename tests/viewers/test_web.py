@@ -70,7 +70,9 @@ def test_splats_are_read_with_covariances_colours_and_opacity(fake_output_with_s
     pts = load_output(fake_output_with_splats).points
     n = len(pts["xyz"])
     assert sp["covariances"].shape == (n, 3, 3) and sp["opacity"].shape == (n,)
-    np.testing.assert_allclose(sp["covariances"][0], np.eye(3) * 0.02**2, rtol=1e-5)  # isotropic, 2 cm
+    np.testing.assert_allclose(
+        sp["covariances"][0], np.eye(3) * 0.02**2, rtol=1e-5
+    )  # isotropic, 2 cm
     np.testing.assert_allclose(sp["opacity"], 1 / (1 + np.exp(-3.0)), rtol=1e-6)
     assert np.abs(sp["rgb"].astype(int) - pts["rgb"]).max() <= 1  # degree-0 SH back to RGB
     np.testing.assert_array_equal(sp["label"], pts["label"])
@@ -93,7 +95,9 @@ def test_pick_point_matches_reference_and_takes_the_nearest():
     xyz = rng.uniform(-1, 1, (400, 3))
     for _ in range(20):
         o, d = rng.normal(size=3) * 3, rng.normal(size=3)
-        assert pick_point(o, d, xyz, tolerance=0.1) == _pick_point_reference(o, d, xyz, tolerance=0.1)
+        assert pick_point(o, d, xyz, tolerance=0.1) == _pick_point_reference(
+            o, d, xyz, tolerance=0.1
+        )
     line = np.array([[0, 0, 3.0], [0, 0, 1.0], [0.5, 0, 0.5], [0, 0, -1.0]])
     assert pick_point(np.zeros(3), np.array([0, 0, 2.0]), line, tolerance=0.01) == 1
     assert pick_point(np.zeros(3), np.array([1.0, 0, 0]), line, tolerance=0.01) is None
@@ -107,19 +111,29 @@ def test_initial_view_frames_the_whole_scene():
         up, side = rng.normal(size=3), rng.normal(size=3)
         position, look_at = initial_view(xyz, up, side, fov=fov)
         lo, hi = np.percentile(xyz, [2, 98], axis=0)
-        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+        corners = np.array(
+            [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+        )
         axis = (look_at - position) / np.linalg.norm(look_at - position)
         rays = (corners - position) / np.linalg.norm(corners - position, axis=1, keepdims=True)
-        assert np.all(np.arccos(np.clip(rays @ axis, -1, 1)) <= fov / 2 + 1e-9)  # every corner in view
+        assert np.all(
+            np.arccos(np.clip(rays @ axis, -1, 1)) <= fov / 2 + 1e-9
+        )  # every corner in view
         elevation = np.arcsin(-axis @ (up / np.linalg.norm(up)))
         assert elevation == pytest.approx(np.pi / 4)  # looking down at 45 degrees
 
 
 def test_ray_segment_closest_approach():
     o, d = np.zeros(3), np.array([1.0, 0, 0])
-    assert _ray_segment(o, d, np.array([2.0, 1, 0]), np.array([2.0, 3, 0])) == pytest.approx((2.0, 1.0))
-    assert _ray_segment(o, d, np.array([3.0, -1, 0]), np.array([3.0, 1, 0])) == pytest.approx((3.0, 0.0))
-    assert _ray_segment(o, d, np.array([1.0, 2, 0]), np.array([5.0, 2, 0])) == pytest.approx((1.0, 2.0), abs=1e-9)
+    assert _ray_segment(o, d, np.array([2.0, 1, 0]), np.array([2.0, 3, 0])) == pytest.approx(
+        (2.0, 1.0)
+    )
+    assert _ray_segment(o, d, np.array([3.0, -1, 0]), np.array([3.0, 1, 0])) == pytest.approx(
+        (3.0, 0.0)
+    )
+    assert _ray_segment(o, d, np.array([1.0, 2, 0]), np.array([5.0, 2, 0])) == pytest.approx(
+        (1.0, 2.0), abs=1e-9
+    )
 
 
 def test_point_spacing_of_a_grid():
@@ -164,18 +178,27 @@ def test_viewer_scene_and_selection(running):
     viewer = server.lift3d_viewer
     assert set(viewer.point_nodes) == {0, 1, 2, 3}  # one node per instance, unlabeled apart
     assert set(viewer.frustums) == {"0", "1"}
-    np.testing.assert_array_equal(viewer.point_nodes[2].colors, np.tile(INSTANCE_COLOURS[1], (150, 1)))
+    np.testing.assert_array_equal(
+        viewer.point_nodes[2].colors, np.tile(INSTANCE_COLOURS[1], (150, 1))
+    )
 
     seen = set(viewer.instance_by_id[2]["frames"])
     viewer.select(2)
     assert viewer.inspect.value == "2"
     for name, frustum in viewer.frustums.items():
-        assert tuple(frustum.color) == (tuple(INSTANCE_COLOURS[1].tolist()) if name in seen else _FRUSTUM_IDLE)
-    assert "instance 2" in viewer.info.content and f"seen in {len(seen)} of 2 views" in viewer.info.content
+        assert tuple(frustum.color) == (
+            tuple(INSTANCE_COLOURS[1].tolist()) if name in seen else _FRUSTUM_IDLE
+        )
+    assert (
+        "instance 2" in viewer.info.content
+        and f"seen in {len(seen)} of 2 views" in viewer.info.content
+    )
     viewer.select(None)
     assert all(tuple(f.color) == _FRUSTUM_IDLE for f in viewer.frustums.values())
     viewer.show_view("1")
-    assert "view 1 saw 3 instances" in viewer.view_info.content.replace("</b>", "").replace("<b>", "")
+    assert "view 1 saw 3 instances" in viewer.view_info.content.replace("</b>", "").replace(
+        "<b>", ""
+    )
     with pytest.raises(InputError, match="no instance 9"):
         viewer.select(9)
 
@@ -204,7 +227,9 @@ def test_a_click_on_a_camera_does_not_select_the_point_behind_it(running):
     direction = target - camera
     origin = camera - 0.5 * direction  # behind the camera, through its frustum, onto instance 1
     assert viewer.pick(origin, direction) == 1  # the point is there ...
-    assert viewer.click(origin, direction) is None and viewer.state.selected is None  # ... the camera is in front
+    assert (
+        viewer.click(origin, direction) is None and viewer.state.selected is None
+    )  # ... the camera is in front
     viewer.cameras_root.visible = False
     assert viewer.click(origin, direction) == 1 and viewer.state.selected == 1
     viewer.cameras_root.visible = True
@@ -222,7 +247,11 @@ def test_instances_without_points_are_counted_apart(fake_output):
     server = serve(fake_output, port=free_port(), block=False)
     try:
         viewer = server.lift3d_viewer
-        assert viewer.ids == [1, 2, 3] and set(viewer.checkboxes) == {1, 2, 3} and viewer.no_points == 1
+        assert (
+            viewer.ids == [1, 2, 3]
+            and set(viewer.checkboxes) == {1, 2, 3}
+            and viewer.no_points == 1
+        )
         assert 9 not in viewer.views_by_frame["0"]
         with pytest.raises(InputError, match="no instance 9"):
             viewer.select(9)
@@ -241,8 +270,12 @@ def test_camera_thumbnails_can_show_the_label_maps(running):
 
     lab = read_label_map(viewer.data.out_dir / "masks" / "0.png")  # the frames' size here
     assert set(np.unique(lab)) == {0, 1, 2, 3}
-    np.testing.assert_array_equal(labelled[lab == 0], rgb[lab == 0])  # unlabeled pixels as they were
-    tint = np.round(0.4 * rgb[lab > 0] + 0.6 * label_colors(lab[lab > 0]))  # each instance's colour at 0.6
+    np.testing.assert_array_equal(
+        labelled[lab == 0], rgb[lab == 0]
+    )  # unlabeled pixels as they were
+    tint = np.round(
+        0.4 * rgb[lab > 0] + 0.6 * label_colors(lab[lab > 0])
+    )  # each instance's colour at 0.6
     assert np.abs(labelled[lab > 0].astype(int) - tint).max() <= 1
     viewer.set_camera_images("RGB")
     np.testing.assert_array_equal(viewer.frustums["0"].image, rgb)
@@ -281,15 +314,21 @@ def test_viewer_with_splats(fake_output_with_splats):
 
 
 def test_view_command_prints_one_line_on_bad_input(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "lift3d.viewers.web", str(tmp_path), "--port", str(free_port())],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "lift3d.viewers.web", str(tmp_path), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "not a lift3d output: points.ply, cameras.json missing" in out.stderr
 
 
 # a real browser ------------------------------------------------------------------------------
 
-chromium = pytest.mark.skipif(find_chromium() is None, reason="Chromium not installed (apt-get install chromium)")
+chromium = pytest.mark.skipif(
+    find_chromium() is None, reason="Chromium not installed (apt-get install chromium)"
+)
 
 
 def _instances_drawn(image: np.ndarray) -> bool:
@@ -299,8 +338,12 @@ def _instances_drawn(image: np.ndarray) -> bool:
 @chromium
 def test_browser_shows_the_instances_without_console_errors(running):
     _, port = running
-    capture = capture_page(f"http://127.0.0.1:{port}", size=(960, 640), timeout_s=30, ready=_instances_drawn)
-    assert capture.ready, f"instance colours not drawn after {capture.seconds:.1f} s: {colour_pixels(capture.screenshot, INSTANCE_COLOURS)}"
+    capture = capture_page(
+        f"http://127.0.0.1:{port}", size=(960, 640), timeout_s=30, ready=_instances_drawn
+    )
+    assert capture.ready, (
+        f"instance colours not drawn after {capture.seconds:.1f} s: {colour_pixels(capture.screenshot, INSTANCE_COLOURS)}"
+    )
     assert capture.errors == []
     assert capture.screenshot.shape == (640, 960, 3)
     assert not any("WebGL unavailable" in m for m in capture.messages)
@@ -314,8 +357,12 @@ def test_browser_shows_labeled_splats(fake_output_with_splats):
     try:
         assert set(server.lift3d_viewer.splat_nodes) == {0, 1, 2, 3}
         # splats blend towards their edges: their colours come close to the palette, not onto it
-        capture = capture_page(f"http://127.0.0.1:{port}", size=(960, 640), timeout_s=30,
-                               ready=lambda im: bool((colour_pixels(im, INSTANCE_COLOURS, tol=40) >= 30).all()))
+        capture = capture_page(
+            f"http://127.0.0.1:{port}",
+            size=(960, 640),
+            timeout_s=30,
+            ready=lambda im: bool((colour_pixels(im, INSTANCE_COLOURS, tol=40) >= 30).all()),
+        )
     finally:
         server.stop()
     assert capture.ready
@@ -329,8 +376,15 @@ def demo_output(synthetic_scene_dir, tmp_path_factory):
     from lift3d.config import SegmentConfig
     from lift3d.pipeline import run_segment
 
-    return run_segment(SegmentConfig.from_options(scene=synthetic_scene_dir, out=tmp_path_factory.mktemp("demo") / "result",
-                                     max_frames=4, preview=False, segmenter="classical-2d"))
+    return run_segment(
+        SegmentConfig.from_options(
+            scene=synthetic_scene_dir,
+            out=tmp_path_factory.mktemp("demo") / "result",
+            max_frames=4,
+            preview=False,
+            segmenter="classical-2d",
+        )
+    )
 
 
 @chromium
@@ -347,9 +401,13 @@ def test_browser_counts_the_instances_of_points_ply(demo_output):
     port = free_port()
     server = serve(demo_output, port=port, block=False)
     try:
-        capture = capture_page(f"http://127.0.0.1:{port}", size=(960, 800), timeout_s=40,
-                               expression="document.body.innerText",
-                               ready_value=lambda text: isinstance(text, str) and "Instances (" in text)
+        capture = capture_page(
+            f"http://127.0.0.1:{port}",
+            size=(960, 800),
+            timeout_s=40,
+            expression="document.body.innerText",
+            ready_value=lambda text: isinstance(text, str) and "Instances (" in text,
+        )
     finally:
         server.stop()
     assert capture.ready, capture.value
