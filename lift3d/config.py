@@ -1,8 +1,8 @@
 """The configuration of a `lift3d segment` run: dataclasses all the way down, from which the CLI is derived.
 
 `SegmentConfig` holds one group per stage, as `lift3d segment --help` shows them: input,
-segmenter, tracker, lifting (with superpoints and merging), output; the metric's options are
-still top-level fields. The segmenter is a
+segmenter, tracker, lifting (with superpoints and merging), metric (`--metric.*`, the
+`MetricConfig` that `lift3d metric` takes too), output. The segmenter is a
 `SegmenterConfig`: `--segmenter NAME` picks one, each backend keeps its own settings
 (`--segmenter.classical.merge-threshold 15`, `--segmenter.sam.checkpoint PATH`), and `setup()`
 builds it, as nerfstudio's `InstantiateConfig.setup()` builds what a config describes.
