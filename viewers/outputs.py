@@ -23,9 +23,6 @@ from lift3d.io import read_json
 
 logger = logging.getLogger(__name__)
 
-#: SH degree-0 basis constant: colour = 0.5 + C0 * f_dc (the 3DGS convention)
-_SH_C0 = 0.28209479177387814
-
 
 def check_output(out_dir: str | Path, required: tuple[str, ...]) -> Path:
     """The folder, after checking it exists and holds the `required` files of a lift3d output.
@@ -144,25 +141,10 @@ def read_labeled_splats(path: str | Path) -> dict[str, np.ndarray]:
         InputError: missing or unreadable PLY, or a 3DGS field or `label` missing.
     """
     from lift3d.io import ply_vertex_fields, read_ply
+    from lift3d.recon.splats import REQUIRED_FIELDS, SH_C0
 
     path = Path(path)
-    fields = (
-        "x",
-        "y",
-        "z",
-        "f_dc_0",
-        "f_dc_1",
-        "f_dc_2",
-        "opacity",
-        "scale_0",
-        "scale_1",
-        "scale_2",
-        "rot_0",
-        "rot_1",
-        "rot_2",
-        "rot_3",
-        "label",
-    )
+    fields = (*REQUIRED_FIELDS[:3], "f_dc_0", "f_dc_1", "f_dc_2", *REQUIRED_FIELDS[3:], "label")
     v = ply_vertex_fields(read_ply(path), path, fields, "labeled 3D Gaussian splats")
     n = len(v)
     R = quaternion_to_matrix(np.stack([v[f"rot_{i}"] for i in range(4)], 1))
@@ -172,7 +154,7 @@ def read_labeled_splats(path: str | Path) -> dict[str, np.ndarray]:
     return {
         "centers": np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float32),
         "covariances": cov.astype(np.float32),
-        "rgb": np.round(np.clip(0.5 + _SH_C0 * dc, 0, 1) * 255).astype(np.uint8),
+        "rgb": np.round(np.clip(0.5 + SH_C0 * dc, 0, 1) * 255).astype(np.uint8),
         "opacity": (1 / (1 + np.exp(-np.asarray(v["opacity"], np.float64)))).astype(np.float32),
         "label": np.asarray(v["label"], np.int32),
         "confidence": np.asarray(v["confidence"], np.float32)
