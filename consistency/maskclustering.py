@@ -35,6 +35,8 @@ is left out.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from lift3d.errors import InputError
@@ -55,42 +57,60 @@ def observer_thresholds(observers: np.ndarray) -> list[float]:  # observers: pos
     return out
 
 
-def _memberships(labels, pointmaps, valid, voxel):
+def _view_pairs(pointmap, valid, labels, voxel):  # -> [E, 4] int64 (voxel x, y, z, local ID)
+    """One view's distinct (voxel, local ID) pairs."""
+    ok = valid & (labels > 0) & np.isfinite(pointmap).all(axis=-1)
+    keys = np.floor(pointmap[ok] / voxel).astype(np.int64)
+    lab = labels[ok].astype(np.int64)
+    packed = _pack(keys)
+    if packed is None:  # beyond 2^20 voxels from the origin: the plain row-wise unique
+        return np.unique(np.concatenate([keys, lab[:, None]], axis=1), axis=0)
+    order = np.lexsort((lab, packed))  # the order of np.unique(axis=0): x, y, z, then label
+    packed, lab, keys = packed[order], lab[order], keys[order]
+    first = np.r_[True, (packed[1:] != packed[:-1]) | (lab[1:] != lab[:-1])]
+    return np.concatenate([keys[first], lab[first][:, None]], axis=1)
+
+
+_BITS = 21  # per coordinate: three fit in an int64, in the order of their significance
+
+
+def _pack(keys):  # [n, 3] int64 -> [n] int64 ordered as the rows lexicographically, or None
+    """Voxel coordinates as one int64 whose order is the rows' lexicographic order (x, y, z)."""
+    off = 1 << (_BITS - 1)
+    if len(keys) and (keys.min() < -off or keys.max() >= off):
+        return None
+    k = keys + off
+    return (k[:, 0] << (2 * _BITS)) | (k[:, 1] << _BITS) | k[:, 2]
+
+
+def _memberships(per_view):
     """(mask frame [M], mask local ID [M], pairs (mask, point) [E, 2] without boundary points,
-    and the mask index of every (frame, local ID))."""
-    N = len(labels)
+    number of points) from each view's distinct (voxel, local ID) pairs."""
     frame_of, local_of, rows = [], [], []
-    per_view = []
-    for f in range(N):
-        lab = labels[f]
-        ok = valid[f] & (lab > 0) & np.isfinite(pointmaps[f]).all(axis=-1)
-        keys = np.floor(pointmaps[f][ok] / voxel).astype(np.int64)
-        pairs = np.unique(np.concatenate([keys, lab[ok].astype(np.int64)[:, None]], axis=1), axis=0)
-        per_view.append(pairs)
     all_keys = (
         np.concatenate([p[:, :3] for p in per_view]) if per_view else np.zeros((0, 3), np.int64)
     )
-    _, point_id = np.unique(all_keys, axis=0, return_inverse=True)
+    packed = _pack(all_keys)
+    _, point_id = (
+        np.unique(all_keys, axis=0, return_inverse=True)
+        if packed is None
+        else np.unique(packed, return_inverse=True)
+    )
     point_id = point_id.ravel()
+    del all_keys
     boundary = np.zeros(int(point_id.max(initial=-1)) + 1, bool)
     start = 0
-    mask_index = {}
-    pid_per_view = []
     for f, pairs in enumerate(per_view):
         pid = point_id[start : start + len(pairs)]
         start += len(pairs)
         u, c = np.unique(pid, return_counts=True)
         boundary[u[c > 1]] = True  # pixels of two masks of this view in one voxel
-        pid_per_view.append(pid)
-        for k in np.unique(labels[f][labels[f] > 0]):
-            mask_index[(f, int(k))] = len(frame_of)
-            frame_of.append(f)
-            local_of.append(int(k))
-    for f, (pairs, pid) in enumerate(zip(per_view, pid_per_view)):
-        if not len(pairs):
-            continue
-        m = np.array([mask_index[(f, int(k))] for k in pairs[:, 3]], np.int64)
-        rows.append(np.stack([m, pid], axis=1))
+        ids, mask_of_pair = np.unique(pairs[:, 3], return_inverse=True)
+        first = len(frame_of)
+        frame_of.extend([f] * len(ids))
+        local_of.extend(ids.tolist())
+        if len(pairs):
+            rows.append(np.stack([first + mask_of_pair.ravel(), pid], axis=1))
     pairs = np.concatenate(rows) if rows else np.zeros((0, 2), np.int64)
     pairs = pairs[~boundary[pairs[:, 1]]] if len(pairs) else pairs
     return np.asarray(frame_of, np.int64), np.asarray(local_of, np.int64), pairs, int(len(boundary))
@@ -123,9 +143,6 @@ def maskclustering_merge(
     Raises:
         InputError: arrays of mismatched shapes, or a non-positive voxel.
     """
-    from scipy import sparse
-    from scipy.sparse.csgraph import connected_components
-
     labels = np.asarray(labels)
     if labels.ndim != 3 or labels.dtype.kind not in "iu":
         raise InputError(
@@ -139,10 +156,59 @@ def maskclustering_merge(
     if voxel <= 0:
         raise InputError(None, f"voxel must be positive, got {voxel}")
     N = len(labels)
-    frame_of, local_of, pairs, P = _memberships(labels, pointmaps, valid, voxel)
+    views = ((pointmaps[f], valid[f], labels[f]) for f in range(N))
+    frame_of, local_of, ids = cluster_view_masks(
+        views,
+        voxel=voxel,
+        visible_threshold=visible_threshold,
+        contained_threshold=contained_threshold,
+        undersegment_threshold=undersegment_threshold,
+        consensus=consensus,
+    )
+    out = np.zeros(labels.shape, np.int32)
+    for f in range(N):
+        sel = frame_of == f
+        if not sel.any():
+            continue
+        lut = np.zeros(int(labels[f].max()) + 1, np.int32)
+        lut[local_of[sel]] = ids[sel]
+        out[f] = lut[labels[f]]
+    return out
+
+
+def cluster_view_masks(
+    views: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    voxel: float = 0.05,
+    visible_threshold: float = 0.3,
+    contained_threshold: float = 0.8,
+    undersegment_threshold: float = 0.3,
+    consensus: float = 0.9,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MaskClustering's view consensus over the masks of views read one at a time.
+
+    Args:
+        views: per view (pointmap [H, W, 3] float world metres, valid [H, W] bool, labels
+            [H, W] int, 0 = unlabeled); only each view's distinct (voxel, ID) pairs are kept.
+        voxel, visible_threshold, contained_threshold, undersegment_threshold, consensus: as
+            for `maskclustering_merge`.
+
+    Returns:
+        (frame [M], local ID [M], cluster ID [M]) of every mask (view, ID) with a valid point:
+        cluster IDs 1..K shared by all views, 0 for masks found under-segmented.
+    """
+    from scipy import sparse
+    from scipy.sparse.csgraph import connected_components
+
+    if voxel <= 0:
+        raise InputError(None, f"voxel must be positive, got {voxel}")
+    per_view = [_view_pairs(pm, ok, lab, voxel) for pm, ok, lab in views]
+    N = len(per_view)
+    frame_of, local_of, pairs, P = _memberships(per_view)
+    del per_view
     M = len(frame_of)
     if M == 0:
-        return np.zeros(labels.shape, np.int32)
+        return frame_of, local_of, np.zeros(0, np.int64)
     A = sparse.csr_matrix(
         (np.ones(len(pairs), np.float64), (pairs[:, 0], pairs[:, 1])), shape=(M, max(P, 1))
     )
@@ -207,12 +273,4 @@ def maskclustering_merge(
     _, first_idx, inv = np.unique(member[alive], return_index=True, return_inverse=True)
     rank = np.argsort(np.argsort(first_idx))
     ids[alive] = rank[inv.ravel()] + 1
-    out = np.zeros(labels.shape, np.int32)
-    for f in range(N):
-        sel = frame_of == f
-        if not sel.any():
-            continue
-        lut = np.zeros(int(labels[f].max()) + 1, np.int32)
-        lut[local_of[sel]] = ids[sel]
-        out[f] = lut[labels[f]]
-    return out
+    return frame_of, local_of, ids

@@ -17,6 +17,11 @@ here to the tracked IDs on the superpoint graph instead of to per-frame masks:
   re-counting after each round of merges, so that the clearest merges happen first and inform the
   later ones (MaskClustering's iterative clustering with a falling threshold).
 
+Before that, `cluster_views` (`MergeConfig.view_clustering`) clusters every view's tracked
+masks as MaskClustering clusters per-frame masks (`lift3d.consistency.maskclustering`): a node
+is one (view, ID) mask, so an ID that the tracker handed to another object in some views splits
+there, which no global mapping of IDs can do.
+
 The input is the (view, superpoint, label, points) table of `lift3d.points.superpoint_view_table`,
 so the views are read once; the output maps every old ID to its merged ID (the smallest ID of
 its group), which rewrites the label maps and the 3D vote alike.
@@ -25,6 +30,7 @@ its group), which rewrites the label maps and the 3D vote alike.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +46,12 @@ class MergeConfig:
 
     enabled: bool = True
     """Merge IDs into 3D instances (False: MastSAM's IDs as tracked, the paper's method alone)."""
+    view_clustering: bool = True
+    """First cluster the tracked masks of all views by MaskClustering's view consensus (each (view, ID) a node), so a track that drifted onto another object splits where it drifted; then merge the clusters over the superpoints (30 frames ::10 of scene0000_00: AP50 at simulated noise 0.15 0.705 -> 0.743; cross-view ARI, walls and floor included, 0.61 -> 0.85 with the geometric default)."""
+    voxel: float = 0.05
+    """Edge of the voxels (metres) that stand for scene points in the view clustering."""
+    keep_dropped: bool = True
+    """Masks the view clustering finds under-segmented keep their tracked ID (shifted past the clusters) instead of being unlabeled, as MaskClustering leaves them."""
     start: float = 0.9
     """Consensus threshold of the first round."""
     stop: float = 0.5
@@ -54,6 +66,59 @@ class MergeConfig:
     """A view holds a group inside one mask when one ID covers at least this share of what it sees of it."""
     min_views: int = 2
     """Pairs observed together by fewer views never merge (no evidence)."""
+
+
+@dataclass
+class ViewClusters:
+    """The view clustering's result: luts[v] maps view v's tracked IDs to cluster IDs (0: the
+    mask was dropped, under-segmented or without a valid 3D point); sources: cluster ID -> the
+    tracked IDs of its masks."""
+
+    luts: list[np.ndarray]
+    sources: dict[int, list[int]]
+
+    def apply(self, view: int, labels: np.ndarray) -> np.ndarray:  # [H, W] int -> int32
+        """View `view`'s label map with cluster IDs."""
+        lut = self.luts[view] if view < len(self.luts) else np.zeros(1, np.int64)
+        labels = np.asarray(labels)
+        big = int(labels.max(initial=0)) + 1
+        if big > len(lut):  # IDs the clustering never saw (no valid point): dropped
+            lut = np.concatenate([lut, np.zeros(big - len(lut), lut.dtype)])
+        return lut[labels].astype(np.int32)
+
+
+def cluster_views(
+    views: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    config: MergeConfig | None = None,
+) -> ViewClusters:
+    """MaskClustering's view consensus over the tracked masks of every view (`MergeConfig.view_clustering`).
+
+    Args:
+        views: per view (pointmap [H, W, 3] float world metres, valid [H, W] bool, tracked
+            labels [H, W] int), read once each.
+
+    Returns:
+        Per-view lookup tables from tracked to cluster IDs, and each cluster's tracked IDs.
+    """
+    from lift3d.consistency.maskclustering import cluster_view_masks
+
+    config = MergeConfig() if config is None else config
+    frame_of, local_of, ids = cluster_view_masks(views, voxel=config.voxel)
+    if config.keep_dropped:  # masks the clustering leaves out keep their tracked ID, shifted
+        ids = np.where(ids > 0, ids, int(ids.max(initial=0)) + local_of)
+    n_views = int(frame_of.max(initial=-1)) + 1
+    luts = []
+    for v in range(n_views):
+        sel = frame_of == v
+        lut = np.zeros(int(local_of[sel].max(initial=0)) + 1, np.int64)
+        lut[local_of[sel]] = ids[sel]
+        luts.append(lut)
+    sources: dict[int, set[int]] = {}
+    for k, c in zip(local_of.tolist(), ids.tolist()):
+        if c > 0:
+            sources.setdefault(int(c), set()).add(int(k))
+    return ViewClusters(luts, {c: sorted(v) for c, v in sorted(sources.items())})
 
 
 @dataclass

@@ -633,6 +633,7 @@ def run_scannet_eval(
         mdir = out / method
         for name, lab in zip(sc.frame_names, labels):
             write_label_map(mdir / "masks" / f"{name}.png", lab)
+        t_lift = time.perf_counter()
         lifted = _lift_superpoints(sc, points, labels)  # the same lifting as `lift3d segment`
         written = write_scannet_instances(
             mdir / "scannet", sc.name, lifted.label, lifted.confidence
@@ -642,9 +643,12 @@ def run_scannet_eval(
         res = {k: ap[k] for k in ("AP", "AP50", "AP25", "num_gt", "num_pred")}
         res["instances_written"] = len(written)
         res["H"] = res["pairwise"] = None
+        t_metric = time.perf_counter()
+        res["lift_seconds"] = round(t_metric - t_lift, 2)
         if score_fn is not None:
             metric = score_fn(pointmaps, valid, labels, eps=eps, pairwise=pairwise)
             res["H"], res["pairwise"], res["pixels"] = metric.H, metric.pairwise, metric.pixels
+        res["metric_seconds"] = round(time.perf_counter() - t_metric, 2)
         res["ARI"] = None if gt_views is None else cross_view_ari(gt_views, labels)
         res["ids"] = int(len(np.unique(labels[labels > 0])))
         res["masks_per_frame"] = float(np.mean([len(np.unique(lab[lab > 0])) for lab in labels]))
@@ -736,10 +740,15 @@ def _merging_hook(sc, points):
     consensus over the scan's superpoints, as `lift3d segment` merges (its default)."""
     if not merging_available():
         return None
-    from lift3d.consistency.merging import merge_instances
+    from lift3d.consistency.merging import MergeConfig, cluster_views, merge_instances
     from lift3d.points import superpoint_view_table
 
     def merge(labels: np.ndarray) -> np.ndarray:
+        if MergeConfig().view_clustering and len(sc) >= 2:
+            clusters = cluster_views(
+                (sc[i].pointmap, sc[i].valid, labels[i]) for i in range(len(sc))
+            )
+            labels = np.stack([clusters.apply(i, lab) for i, lab in enumerate(labels)])
         table = superpoint_view_table(
             points.xyz, points.superpoints.index, (sc[i] for i in range(len(sc))), iter(labels)
         )

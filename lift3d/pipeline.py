@@ -182,6 +182,10 @@ def _lift(
     xyz, rgb = points.xyz, points.rgb
     info: dict = {"points": points.source, "vote": cfg.lifting.vote}
     merged: dict[int, list[int]] = {}
+    sources = None  # cluster ID -> tracked IDs, when the view clustering ran
+    if cfg.merge.enabled and cfg.merge.view_clustering and len(scene) >= 2:
+        sources = _cluster_views(scene, masks_dir, cfg)
+        info["view_clusters"] = len(sources)
     if cfg.lifting.vote == "superpoints" or cfg.merge.enabled:
         sp = points.superpoints
         frames = (scene[i] for i in range(len(scene)))
@@ -205,6 +209,12 @@ def _lift(
                 mapping = result.mapping
                 _rewrite_label_maps(scene, masks_dir, result)
             info["merged_ids"] = int(sum(len(v) - 1 for v in merged.values()))
+            if sources is not None:  # say which tracked IDs each final ID holds
+                final: dict[int, set[int]] = {}
+                for c, tracked in sources.items():
+                    k = int(result.mapping[c]) if c < len(result.mapping) else c
+                    final.setdefault(k, set()).update(tracked)
+                merged = {k: sorted(v) for k, v in sorted(final.items())}
         if cfg.lifting.vote == "superpoints":
             votes = vote_superpoints(table, sp.count, mapping=mapping)
             lifted = lift_to_superpoints(
@@ -264,6 +274,28 @@ def _lift(
     info["_confidence"] = lifted.confidence
     info["_merged"] = merged
     return info
+
+
+def _cluster_views(scene: Scene, masks_dir: Path, cfg: SegmentConfig) -> dict[int, list[int]]:
+    """MaskClustering's view consensus over the tracked masks (`MergeConfig.view_clustering`):
+    rewrites every label map with cluster IDs; returns cluster ID -> the tracked IDs it holds."""
+    from lift3d.consistency.merging import cluster_views
+
+    def views():
+        for i in range(len(scene)):
+            f = scene[i]
+            yield f.pointmap, f.valid, read_label_map(masks_dir / f"{f.name}.png")
+
+    clusters = cluster_views(
+        _progress(views(), total=len(scene), desc="view clustering"), config=cfg.merge
+    )
+    for i, n in enumerate(scene.frame_names):
+        path = masks_dir / f"{n}.png"
+        lab = read_label_map(path)
+        new = clusters.apply(i, lab)
+        if not np.array_equal(new, lab):
+            write_label_map(path, new)
+    return clusters.sources
 
 
 def _rewrite_label_maps(scene: Scene, masks_dir: Path, merge) -> None:

@@ -82,3 +82,18 @@ def test_oracle_gives_each_mask_the_gt_object_covering_most_of_it():
     ).all()  # a mask on no GT object keeps an ID of its own
     with pytest.raises(InputError, match="gt must be"):
         oracle_association(labels, gt[:1])
+
+
+def test_view_pairs_packed_equal_the_plain_row_unique():
+    from lift3d.consistency.maskclustering import _view_pairs
+
+    rng = np.random.default_rng(3)
+    for scale in (2.0, 1e6):  # 1e6 m: beyond the packed range, the plain path
+        pm = (rng.normal(size=(30, 40, 3)) * scale).astype(np.float32)
+        pm[0, :5] = np.nan
+        valid = rng.random((30, 40)) > 0.1
+        lab = rng.integers(0, 5, (30, 40))
+        ok = valid & (lab > 0) & np.isfinite(pm).all(axis=-1)
+        keys = np.floor(pm[ok] / 0.05).astype(np.int64)
+        ref = np.unique(np.concatenate([keys, lab[ok][:, None]], axis=1), axis=0)
+        np.testing.assert_array_equal(_view_pairs(pm, valid, lab, 0.05), ref)

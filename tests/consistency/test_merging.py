@@ -48,3 +48,43 @@ def test_apply_rewrites_label_maps_with_merged_ids():
     r = merge_instances(_table(views), SIZES, ADJ, config=MergeConfig(stop=0.4))
     maps = np.array([[[0, 1, 2], [3, 2, 7]]])  # 7: an ID the table never saw keeps its value
     np.testing.assert_array_equal(r.apply(maps), [[[0, 1, 1], [3, 1, 7]]])
+
+
+def _two_objects_views(tracked):
+    """Views of a flat strip: columns 0-19 see object A, 20-39 object B (the same points in
+    every view); tracked[v] = (ID on A, ID on B) in view v."""
+    H, W = 4, 40
+    u, v = np.meshgrid(np.arange(W), np.arange(H))
+    pm = np.stack([u * 0.025, v * 0.025, np.zeros_like(u, float)], axis=-1).astype(np.float32)
+    out = []
+    for a, b in tracked:
+        lab = np.where(u < 20, a, b).astype(np.int32)
+        out.append((pm, np.ones((H, W), bool), lab))
+    return out
+
+
+def test_view_clustering_splits_a_track_that_drifted_onto_another_object():
+    from lift3d.consistency.merging import cluster_views
+
+    # ID 1 follows A in views 0-2, then drifts onto B (and ID 2 onto A) in views 3-5: no global
+    # ID mapping can repair this, the (view, ID) masks must be clustered
+    views = _two_objects_views([(1, 2)] * 3 + [(2, 1)] * 3)
+    clusters = cluster_views(views)
+    maps = [clusters.apply(i, lab) for i, (_, _, lab) in enumerate(views)]
+    a = {int(m[0, 0]) for m in maps}
+    b = {int(m[0, 39]) for m in maps}
+    assert len(a) == 1 and len(b) == 1 and a != b and 0 not in a | b
+    assert clusters.sources[a.pop()] == [1, 2] and clusters.sources[b.pop()] == [1, 2]
+
+
+def test_view_clustering_keeps_consistent_tracks_and_drops_unseen_ids():
+    from lift3d.consistency.merging import cluster_views
+
+    views = _two_objects_views([(1, 2)] * 4)
+    clusters = cluster_views(views)
+    maps = np.stack([clusters.apply(i, lab) for i, (_, _, lab) in enumerate(views)])
+    assert len(np.unique(maps[:, :, :20])) == 1 and len(np.unique(maps[:, :, 20:])) == 1
+    assert maps[0, 0, 0] != maps[0, 0, 39]
+    # an ID the clustering never saw (no valid point) is unlabeled, as is a view past the end
+    assert clusters.apply(0, np.full((2, 2), 9)).max() == 0
+    assert clusters.apply(7, views[0][2]).max() == 0
