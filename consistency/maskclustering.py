@@ -153,8 +153,6 @@ def maskclustering_merge(
             None,
             f"pointmaps {list(pointmaps.shape)} / valid {list(valid.shape)} do not fit labels {list(labels.shape)}",
         )
-    if voxel <= 0:
-        raise InputError(None, f"voxel must be positive, got {voxel}")
     N = len(labels)
     views = ((pointmaps[f], valid[f], labels[f]) for f in range(N))
     frame_of, local_of, ids = cluster_view_masks(
@@ -165,15 +163,31 @@ def maskclustering_merge(
         undersegment_threshold=undersegment_threshold,
         consensus=consensus,
     )
+    luts = view_luts(frame_of, local_of, ids)
     out = np.zeros(labels.shape, np.int32)
-    for f in range(N):
-        sel = frame_of == f
-        if not sel.any():
-            continue
-        lut = np.zeros(int(labels[f].max()) + 1, np.int32)
-        lut[local_of[sel]] = ids[sel]
-        out[f] = lut[labels[f]]
+    for f in range(min(N, len(luts))):
+        out[f] = relabel(luts[f], labels[f])
     return out
+
+
+def view_luts(frame_of, local_of, ids) -> list[np.ndarray]:
+    """Per view v (up to the last with a mask), [L] int64 local ID -> cluster ID (0 elsewhere)."""
+    luts = []
+    for v in range(int(frame_of.max(initial=-1)) + 1):
+        sel = frame_of == v
+        lut = np.zeros(int(local_of[sel].max(initial=0)) + 1, np.int64)
+        lut[local_of[sel]] = ids[sel]
+        luts.append(lut)
+    return luts
+
+
+def relabel(lut: np.ndarray, labels: np.ndarray) -> np.ndarray:  # [H, W] int -> int32
+    """A label map through a lookup table; IDs past its end become 0."""
+    labels = np.asarray(labels)
+    big = int(labels.max(initial=0)) + 1
+    if big > len(lut):
+        lut = np.concatenate([lut, np.zeros(big - len(lut), lut.dtype)])
+    return lut[labels].astype(np.int32)
 
 
 def cluster_view_masks(

@@ -79,12 +79,10 @@ class ViewClusters:
 
     def apply(self, view: int, labels: np.ndarray) -> np.ndarray:  # [H, W] int -> int32
         """View `view`'s label map with cluster IDs."""
-        lut = self.luts[view] if view < len(self.luts) else np.zeros(1, np.int64)
-        labels = np.asarray(labels)
-        big = int(labels.max(initial=0)) + 1
-        if big > len(lut):  # IDs the clustering never saw (no valid point): dropped
-            lut = np.concatenate([lut, np.zeros(big - len(lut), lut.dtype)])
-        return lut[labels].astype(np.int32)
+        from lift3d.consistency.maskclustering import relabel
+
+        # IDs the clustering never saw (no valid point), and views past the last: dropped
+        return relabel(self.luts[view] if view < len(self.luts) else np.zeros(1, np.int64), labels)
 
 
 def cluster_views(
@@ -101,19 +99,13 @@ def cluster_views(
     Returns:
         Per-view lookup tables from tracked to cluster IDs, and each cluster's tracked IDs.
     """
-    from lift3d.consistency.maskclustering import cluster_view_masks
+    from lift3d.consistency.maskclustering import cluster_view_masks, view_luts
 
     config = MergeConfig() if config is None else config
     frame_of, local_of, ids = cluster_view_masks(views, voxel=config.voxel)
     if config.keep_dropped:  # masks the clustering leaves out keep their tracked ID, shifted
         ids = np.where(ids > 0, ids, int(ids.max(initial=0)) + local_of)
-    n_views = int(frame_of.max(initial=-1)) + 1
-    luts = []
-    for v in range(n_views):
-        sel = frame_of == v
-        lut = np.zeros(int(local_of[sel].max(initial=0)) + 1, np.int64)
-        lut[local_of[sel]] = ids[sel]
-        luts.append(lut)
+    luts = view_luts(frame_of, local_of, ids)
     sources: dict[int, set[int]] = {}
     for k, c in zip(local_of.tolist(), ids.tolist()):
         if c > 0:

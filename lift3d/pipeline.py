@@ -207,12 +207,12 @@ def _lift(
             merged = result.groups
             if merged:
                 mapping = result.mapping
-                _rewrite_label_maps(scene, masks_dir, result)
+                _rewrite_label_maps(scene, masks_dir, lambda i, lab: result.apply(lab))
             info["merged_ids"] = int(sum(len(v) - 1 for v in merged.values()))
             if sources is not None:  # say which tracked IDs each final ID holds
                 final: dict[int, set[int]] = {}
-                for c, tracked in sources.items():
-                    k = int(result.mapping[c]) if c < len(result.mapping) else c
+                finals = result.apply(np.fromiter(sources, np.int64)).tolist()
+                for k, tracked in zip(finals, sources.values()):
                     final.setdefault(k, set()).update(tracked)
                 merged = {k: sorted(v) for k, v in sorted(final.items())}
         if cfg.lifting.vote == "superpoints":
@@ -289,21 +289,17 @@ def _cluster_views(scene: Scene, masks_dir: Path, cfg: SegmentConfig) -> dict[in
     clusters = cluster_views(
         _progress(views(), total=len(scene), desc="view clustering"), config=cfg.merge
     )
-    for i, n in enumerate(scene.frame_names):
-        path = masks_dir / f"{n}.png"
-        lab = read_label_map(path)
-        new = clusters.apply(i, lab)
-        if not np.array_equal(new, lab):
-            write_label_map(path, new)
+    _rewrite_label_maps(scene, masks_dir, clusters.apply)
     return clusters.sources
 
 
-def _rewrite_label_maps(scene: Scene, masks_dir: Path, merge) -> None:
-    """Apply the merged IDs (a `MergeResult`) to every label map, rewriting only those that change."""
-    for n in scene.frame_names:
+def _rewrite_label_maps(scene: Scene, masks_dir: Path, relabel) -> None:
+    """`relabel(view index, labels) -> labels` applied to every label map, rewriting only those
+    that change."""
+    for i, n in enumerate(scene.frame_names):
         path = masks_dir / f"{n}.png"
         lab = read_label_map(path)
-        new = merge.apply(lab)
+        new = relabel(i, lab)
         if not np.array_equal(new, lab):
             write_label_map(path, new)
 
