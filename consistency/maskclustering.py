@@ -36,6 +36,7 @@ is left out.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -190,6 +191,14 @@ def relabel(lut: np.ndarray, labels: np.ndarray) -> np.ndarray:  # [H, W] int ->
     return lut[labels].astype(np.int32)
 
 
+class MaskClusters(NamedTuple):
+    """`cluster_view_masks`' result, one entry per mask (view, ID) with a valid point."""
+
+    frame: np.ndarray  # [M] int64 view of the mask
+    local: np.ndarray  # [M] int64 its ID in that view
+    cluster: np.ndarray  # [M] int64 cluster 1..K, 0 = found under-segmented
+
+
 def cluster_view_masks(
     views: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
     *,
@@ -208,8 +217,9 @@ def cluster_view_masks(
             for `maskclustering_merge`.
 
     Returns:
-        (frame [M], local ID [M], cluster ID [M]) of every mask (view, ID) with a valid point:
-        cluster IDs 1..K shared by all views, 0 for masks found under-segmented.
+        `MaskClusters`: frame [M], local ID [M], cluster ID [M] of every mask (view, ID) with a
+        valid point: cluster IDs 1..K shared by all views, 0 for masks found under-segmented (a
+        mask no other view observes is a cluster of its own).
     """
     from scipy import sparse
     from scipy.sparse.csgraph import connected_components
@@ -222,7 +232,7 @@ def cluster_view_masks(
     del per_view
     M = len(frame_of)
     if M == 0:
-        return frame_of, local_of, np.zeros(0, np.int64)
+        return MaskClusters(frame_of, local_of, np.zeros(0, np.int64))
     A = sparse.csr_matrix(
         (np.ones(len(pairs), np.float64), (pairs[:, 0], pairs[:, 1])), shape=(M, max(P, 1))
     )
@@ -287,4 +297,4 @@ def cluster_view_masks(
     _, first_idx, inv = np.unique(member[alive], return_index=True, return_inverse=True)
     rank = np.argsort(np.argsort(first_idx))
     ids[alive] = rank[inv.ravel()] + 1
-    return frame_of, local_of, ids
+    return MaskClusters(frame_of, local_of, ids)

@@ -608,6 +608,9 @@ def run_scannet_eval(
     valid = np.zeros((len(sc), H, W), bool)
     for i, f in enumerate(sc):
         pointmaps[i], valid[i] = np.nan_to_num(f.pointmap), f.valid
+    from lift3d.points import view_visibility
+
+    vis = view_visibility(xyz, (sc[i] for i in range(len(sc))))  # read once, for every method
     score_fn, h_note = _consistency_fn()
     gt_views = _gt_views(sc, scene_dir, segm) if has_instance_gt(scene_dir, sc.name) else None
 
@@ -624,7 +627,7 @@ def run_scannet_eval(
             seed=seed,
             merge=partial(sam3d_merge, pointmaps=pointmaps, valid=valid, voxel=voxel),
             cluster=partial(maskclustering_merge, pointmaps=pointmaps, valid=valid, voxel=voxel),
-            merge_views=_merging_hook(sc, points),
+            merge_views=_merging_hook(points, vis, pointmaps, valid, getattr(segm, "name", None)),
             gt_views=gt_views,
         )
         if method in ("framewise", "mastsam"):
@@ -634,7 +637,7 @@ def run_scannet_eval(
         for name, lab in zip(sc.frame_names, labels):
             write_label_map(mdir / "masks" / f"{name}.png", lab)
         t_lift = time.perf_counter()
-        lifted = _lift_superpoints(sc, points, labels)  # the same lifting as `lift3d segment`
+        lifted = _lift_superpoints(points, vis, labels)  # the same lifting as `lift3d segment`
         lift_seconds = time.perf_counter() - t_lift
         written = write_scannet_instances(
             mdir / "scannet", sc.name, lifted.label, lifted.confidence
@@ -715,9 +718,10 @@ def _gt_views(scene, scene_dir: Path, segmenter) -> np.ndarray:  # [N, H, W] int
     )
 
 
-def _lift_superpoints(sc, points, labels: np.ndarray):
+def _lift_superpoints(points, vis, labels: np.ndarray):
     """Votes of [N, H, W] label maps pooled per superpoint, unseen vertices filled along the mesh,
-    as `lift3d segment` lifts (its default `--vote superpoints`)."""
+    as `lift3d segment` lifts (its default `--vote superpoints`); `vis` is the views'
+    `view_visibility`, computed once for every method."""
     from lift3d.points import (
         fill_unseen,
         lift_to_superpoints,
@@ -726,7 +730,7 @@ def _lift_superpoints(sc, points, labels: np.ndarray):
     )
 
     table = superpoint_view_table(
-        points.xyz, points.superpoints.index, (sc[i] for i in range(len(sc))), iter(labels)
+        points.xyz, points.superpoints.index, None, iter(labels), visibility=vis
     )
     lifted = lift_to_superpoints(
         points.superpoints.index, vote_superpoints(table, points.superpoints.count)
@@ -736,7 +740,7 @@ def _lift_superpoints(sc, points, labels: np.ndarray):
     return lifted
 
 
-def _merging_hook(sc, points):
+def _merging_hook(points, vis, pointmaps: np.ndarray, valid: np.ndarray, segmenter_name):
     """`labels [N, H, W] -> labels` for `mastsam-merged`: `lift3d.consistency.merging`'s view
     consensus over the scan's superpoints, as `lift3d segment` merges (its default)."""
     if not merging_available():
@@ -744,16 +748,18 @@ def _merging_hook(sc, points):
     from lift3d.consistency.merging import MergeConfig, cluster_views, merge_instances
     from lift3d.points import superpoint_view_table
 
+    config = MergeConfig().resolve(segmenter_name)  # as `lift3d segment` resolves it
+
     def merge(labels: np.ndarray) -> np.ndarray:
-        if MergeConfig().view_clustering and len(sc) >= 2:
-            clusters = cluster_views(
-                (sc[i].pointmap, sc[i].valid, labels[i]) for i in range(len(sc))
-            )
+        if config.view_clustering and len(labels) >= 2:
+            clusters = cluster_views(zip(pointmaps, valid, labels), config=config)
             labels = np.stack([clusters.apply(i, lab) for i, lab in enumerate(labels)])
         table = superpoint_view_table(
-            points.xyz, points.superpoints.index, (sc[i] for i in range(len(sc))), iter(labels)
+            points.xyz, points.superpoints.index, None, iter(labels), visibility=vis
         )
-        return merge_instances(table, points.superpoints.sizes(), points.adjacency).apply(labels)
+        return merge_instances(
+            table, points.superpoints.sizes(), points.adjacency, config=config
+        ).apply(labels)
 
     return merge
 

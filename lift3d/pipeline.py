@@ -14,6 +14,7 @@ import platform
 import sys
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -446,6 +447,8 @@ def _run_segment(cfg: SegmentConfig, segmenter, from_config: bool, hold: ExitSta
         seg_record, sam_checkpoint = seg_cfg.settings(), seg_cfg.checkpoint
     else:
         seg_record, sam_checkpoint = {"name": "given", "type": type(segmenter).__name__}, None
+    # which masks the view clustering may unlabel depends on what kind of masks they are
+    cfg = replace(cfg, merge=cfg.merge.resolve(getattr(segmenter, "name", None)))
     describe = getattr(segmenter, "describe", None)
     backends.update(
         describe()

@@ -375,16 +375,15 @@ def _fill_unseen_reference(
 # votes onto superpoints
 
 
-def _view_visibility(
+def _visible_pixels(
     points_world: np.ndarray,
     finite: np.ndarray,
     frame: Frame,
     depth: np.ndarray,
-    labels: np.ndarray,
     depth_tol: float,
     depth_tol_rel: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(point index [M], label [M] incl. 0) of every point the view sees, labeled pixel or not."""
+    """(point index [M], flat pixel v * W + u [M]) of every point the view sees."""
     H, W = depth.shape
     uv, z = project(points_world, frame.K, frame.T_world_camera)
     with np.errstate(invalid="ignore"):
@@ -395,23 +394,114 @@ def _view_visibility(
     pix = v[idx].astype(np.int64) * W + u[idx].astype(np.int64)
     d = depth.reshape(-1)[pix]
     seen = (d > 0) & (np.abs(z[idx] - d) <= depth_tol + depth_tol_rel * d)
-    return idx[seen], labels.reshape(-1)[pix[seen]]
+    return idx[seen], pix[seen]
+
+
+def _view_visibility(
+    points_world: np.ndarray,
+    finite: np.ndarray,
+    frame: Frame,
+    depth: np.ndarray,
+    labels: np.ndarray,
+    depth_tol: float,
+    depth_tol_rel: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(point index [M], label [M] incl. 0) of every point the view sees, labeled pixel or not."""
+    idx, pix = _visible_pixels(points_world, finite, frame, depth, depth_tol, depth_tol_rel)
+    return idx, labels.reshape(-1)[pix]
+
+
+@dataclass(frozen=True)
+class ViewVisibility:
+    """Which points each view sees, and on which pixel: geometry alone, no labels.
+
+    One pass over the views (`view_visibility`) then serves the label maps of any number of
+    methods on the same views (`superpoint_view_table(..., visibility=...)`), without reading
+    a frame again: what an evaluation of many methods on one scan needs. It holds every view's
+    visible points (16 bytes each), so the streaming pipeline does not keep one.
+    """
+
+    point: list[np.ndarray]
+    """Per view, [M_i] int64 index of each point it sees."""
+    pixel: list[np.ndarray]
+    """Per view, [M_i] int64 flat pixel (v * W + u) where it sees it."""
+    shape: list[tuple[int, int]]
+    """Per view, the (H, W) its label maps must have."""
+
+    def __len__(self) -> int:
+        return len(self.point)
+
+    def labeled(self, label_maps: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(point index [M], label [M] incl. 0) per view, as `_view_visibility` gives them.
+
+        Raises:
+            InputError: more or fewer label maps than views, or one of another size, not
+                integer or outside 0..2^31-1.
+        """
+        n = 0
+        for n, label_map in enumerate(label_maps, 1):
+            if n > len(self):
+                raise InputError(
+                    None, f"more label maps than the {len(self)} views whose visibility is known"
+                )
+            lab = np.asarray(label_map)
+            if lab.shape != self.shape[n - 1]:
+                raise InputError(
+                    None,
+                    f"label map {n - 1} is {list(lab.shape)} (H, W), its view {list(self.shape[n - 1])}",
+                )
+            if lab.dtype.kind not in "iu":
+                raise InputError(None, f"label map {n - 1} must be integer, got {lab.dtype}")
+            if lab.size and (lab.min() < 0 or lab.max() >= 1 << _LABEL_BITS):
+                raise InputError(None, f"label map {n - 1} holds IDs outside 0..2^31-1")
+            yield self.point[n - 1], lab.reshape(-1)[self.pixel[n - 1]].astype(np.int64)
+        if n != len(self):
+            raise InputError(None, f"{n} label maps for {len(self)} views")
+
+
+def view_visibility(
+    points_world: np.ndarray,  # [P, 3] float32 metres, world frame
+    frames: Iterable[Frame],
+    *,
+    depth_tol: float = 0.05,
+    depth_tol_rel: float = 0.01,
+) -> ViewVisibility:
+    """Which of the points every view sees, and where (the test of the module docstring)."""
+    points_world = _check_points(points_world)
+    finite = np.isfinite(points_world).all(axis=1)
+    point, pixel, shape = [], [], []
+    for frame in frames:
+        if frame.T_world_camera is None:
+            raise InputError(
+                None, f"frame {frame.name} has no camera pose: points cannot be projected into it"
+            )
+        depth = _frame_depth(frame)
+        idx, pix = _visible_pixels(points_world, finite, frame, depth, depth_tol, depth_tol_rel)
+        point.append(idx)
+        pixel.append(pix)
+        shape.append(tuple(depth.shape))
+    return ViewVisibility(point=point, pixel=pixel, shape=shape)
 
 
 def superpoint_view_table(
     points_world: np.ndarray,  # [P, 3] float32 metres, world frame
     superpoint: np.ndarray,  # [P] int superpoint of each point, 0..S-1
-    frames: Iterable[Frame],
+    frames: Iterable[Frame] | None,
     label_maps: Iterable[np.ndarray],  # each [H, W] int, 0 = unlabeled
     *,
     depth_tol: float = 0.05,
     depth_tol_rel: float = 0.01,
+    visibility: ViewVisibility | None = None,
 ) -> dict[str, np.ndarray]:
     """What every view sees of every superpoint: rows (view, superpoint, label, points).
 
     One row per (view, superpoint, label) with the number of the superpoint's points the view
     sees on pixels of that label; label 0 rows count the points it sees unlabeled. This table is
     all that superpoint voting and multi-view merging need, so views are read once.
+
+    Args:
+        visibility: `view_visibility(points_world, frames)` computed before: the frames are
+            then not read (pass None) and the table is the same.
 
     Returns:
         {"view", "superpoint", "label", "count"}: [M] int64 arrays.
@@ -423,13 +513,19 @@ def superpoint_view_table(
             None,
             f"superpoint ids must be [P] = [{len(points_world)}], got {list(superpoint.shape)}",
         )
-    finite = np.isfinite(points_world).all(axis=1)
     S = int(superpoint.max(initial=-1)) + 1
-    rows: list[tuple[np.ndarray, ...]] = []
-    for n, (frame, depth, labels) in enumerate(labeled_views(frames, label_maps)):
-        idx, lab = _view_visibility(
-            points_world, finite, frame, depth, labels, depth_tol, depth_tol_rel
+    if visibility is not None:
+        views = visibility.labeled(label_maps)
+    else:
+        if frames is None:
+            raise InputError(None, "superpoint_view_table needs the frames or their visibility")
+        finite = np.isfinite(points_world).all(axis=1)
+        views = (
+            _view_visibility(points_world, finite, frame, depth, labels, depth_tol, depth_tol_rel)
+            for frame, depth, labels in labeled_views(frames, label_maps)
         )
+    rows: list[tuple[np.ndarray, ...]] = []
+    for n, (idx, lab) in enumerate(views):
         key, cnt = np.unique(lab * S + superpoint[idx], return_counts=True)
         rows.append(
             (

@@ -88,3 +88,27 @@ def test_view_clustering_keeps_consistent_tracks_and_drops_unseen_ids():
     # an ID the clustering never saw (no valid point) is unlabeled, as is a view past the end
     assert clusters.apply(0, np.full((2, 2), 9)).max() == 0
     assert clusters.apply(7, views[0][2]).max() == 0
+
+
+def test_under_segmented_masks_follow_the_keep_dropped_rule():
+    """A mask of A and B as one, where four views split them, is under-segmented: `unlabel`
+    leaves it out, `keep` gives it its tracked ID; a mask no other view observes (C, seen once)
+    is a cluster of its own either way."""
+    from lift3d.consistency.merging import cluster_views
+
+    views = _two_objects_views([(1, 2)] * 4 + [(3, 3)])
+    pm, ok, _ = views[0]
+    views.append((pm + np.float32(10.0), ok, np.full(ok.shape, 5, np.int32)))  # C, far away
+    got = {}
+    for rule in ("unlabel", "keep"):
+        clusters = cluster_views(views, config=MergeConfig(keep_dropped=rule))
+        maps = [clusters.apply(i, lab) for i, (_, _, lab) in enumerate(views)]
+        got[rule] = (int(maps[4].max()), int(maps[5].max()), {int(m[0, 0]) for m in maps[:4]})
+    assert got["unlabel"][0] == 0 and got["keep"][0] > 0
+    assert got["unlabel"][1] > 0 and got["keep"][1] > 0
+    for rule in got:  # the under-segmented mask is not A's cluster, whatever the rule
+        assert len(got[rule][2]) == 1 and got[rule][0] not in got[rule][2]
+    # auto: the per-image classical segmenter's fragments keep their ID, object-level masks not
+    assert MergeConfig().resolve("classical").keep_dropped == "keep"
+    assert MergeConfig().resolve("sam").keep_dropped == "unlabel"
+    assert MergeConfig(keep_dropped="unlabel").resolve("classical").keep_dropped == "unlabel"

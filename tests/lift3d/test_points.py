@@ -238,3 +238,36 @@ def test_fill_unseen_does_not_cross_gaps_between_parts():
     filled, n = fill_unseen(res, xyz, faces, radius=5.0)
     assert filled.label.tolist() == [7, 7, 7, 0, 0, 0] and n == 2
     assert fill_unseen(res, xyz, faces, radius=0.0)[0] is res
+
+
+def test_visibility_computed_once_gives_the_same_superpoint_table():
+    """`view_visibility` then `superpoint_view_table(visibility=...)` (what the evaluation does
+    for its many methods) gives the very table of reading the frames, for any label maps."""
+    from lift3d.points import superpoint_view_table, view_visibility
+
+    rng = np.random.default_rng(7)
+    points = rng.uniform([-1, -1, 1], [1, 1, 4], (300, 3)).astype(np.float32)
+    points[:3] = np.nan
+    superpoint = rng.integers(0, 20, 300)
+    frames = []
+    for i in range(5):
+        T = np.eye(4, dtype=np.float32)
+        T[:3, 3] = rng.uniform(-0.2, 0.2, 3)
+        frames.append(_frame(T, name=str(i)))
+        frames[-1].depth = rng.uniform(1.5, 3.5, (5, 5)).astype(np.float32)
+    vis = view_visibility(points, frames, depth_tol=0.4, depth_tol_rel=0.1)
+    assert sum(len(p) for p in vis.point) > 30  # the case sees points, and hides others
+    for seed in range(3):  # several methods' label maps on the same visibility
+        maps = [np.random.default_rng(seed + i).integers(0, 4, (5, 5)) for i in range(5)]
+        ref = superpoint_view_table(
+            points, superpoint, frames, maps, depth_tol=0.4, depth_tol_rel=0.1
+        )
+        got = superpoint_view_table(points, superpoint, None, maps, visibility=vis)
+        for k in ref:
+            np.testing.assert_array_equal(got[k], ref[k])
+    with pytest.raises(InputError, match="label maps for 5 views"):
+        superpoint_view_table(points, superpoint, None, maps[:4], visibility=vis)
+    with pytest.raises(InputError, match="label map 1 is"):
+        superpoint_view_table(
+            points, superpoint, None, [maps[0], np.zeros((4, 5), int)] + maps[2:], visibility=vis
+        )
