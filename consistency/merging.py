@@ -113,7 +113,7 @@ def cluster_views(
 
     config = MergeConfig() if config is None else config
     frame_of, local_of, ids = cluster_view_masks(views, voxel=config.voxel)
-    rule = "unlabel" if config.keep_dropped == "auto" else config.keep_dropped
+    rule = config.resolve(None).keep_dropped  # `auto` without a segmenter: object-level masks
     if rule not in ("keep", "unlabel"):
         raise InputError(
             None, f"merge.keep_dropped must be auto, keep or unlabel, got {config.keep_dropped!r}"

@@ -70,25 +70,32 @@ def _check_view(
     frame: Frame, label_map: np.ndarray, *, need_depth: bool = True
 ) -> tuple[np.ndarray | None, np.ndarray]:
     """(depth [H, W] or None, label map [H, W] int64) of one view, checked against each other."""
+    _check_pose(frame)
+    depth = _frame_depth(frame) if need_depth else None
+    expected = depth.shape if depth is not None else (frame.size[1], frame.size[0])
+    return depth, _check_label_map(label_map, expected, f"frame {frame.name}")
+
+
+def _check_pose(frame: Frame) -> None:
     if frame.T_world_camera is None:
         raise InputError(
             None, f"frame {frame.name} has no camera pose: points cannot be projected into it"
         )
-    depth = _frame_depth(frame) if need_depth else None
-    expected = depth.shape if depth is not None else (frame.size[1], frame.size[0])
+
+
+def _check_label_map(label_map: np.ndarray, expected: tuple[int, int], view: str) -> np.ndarray:
+    """The label map of `view` as int64, checked: shape (H, W) = expected, integer, 0..2^31-1."""
     label_map = np.asarray(label_map)
-    if label_map.shape != expected:
+    if label_map.shape != tuple(expected):
         raise InputError(
             None,
-            f"label map of frame {frame.name} is {list(label_map.shape)} (H, W), the frame is {list(expected)}: they must match",
+            f"label map of {view} is {list(label_map.shape)} (H, W), the frame is {list(expected)}: they must match",
         )
     if label_map.dtype.kind not in "iu":
-        raise InputError(
-            None, f"label map of frame {frame.name} must be integer, got {label_map.dtype}"
-        )
+        raise InputError(None, f"label map of {view} must be integer, got {label_map.dtype}")
     if label_map.size and (label_map.min() < 0 or label_map.max() >= 1 << _LABEL_BITS):
-        raise InputError(None, f"label map of frame {frame.name} holds IDs outside 0..2^31-1")
-    return depth, label_map.astype(np.int64, copy=False)
+        raise InputError(None, f"label map of {view} holds IDs outside 0..2^31-1")
+    return label_map.astype(np.int64, copy=False)
 
 
 def labeled_views(
@@ -444,17 +451,8 @@ class ViewVisibility:
                 raise InputError(
                     None, f"more label maps than the {len(self)} views whose visibility is known"
                 )
-            lab = np.asarray(label_map)
-            if lab.shape != self.shape[n - 1]:
-                raise InputError(
-                    None,
-                    f"label map {n - 1} is {list(lab.shape)} (H, W), its view {list(self.shape[n - 1])}",
-                )
-            if lab.dtype.kind not in "iu":
-                raise InputError(None, f"label map {n - 1} must be integer, got {lab.dtype}")
-            if lab.size and (lab.min() < 0 or lab.max() >= 1 << _LABEL_BITS):
-                raise InputError(None, f"label map {n - 1} holds IDs outside 0..2^31-1")
-            yield self.point[n - 1], lab.reshape(-1)[self.pixel[n - 1]].astype(np.int64)
+            lab = _check_label_map(label_map, self.shape[n - 1], f"view {n - 1}")
+            yield self.point[n - 1], lab.reshape(-1)[self.pixel[n - 1]]
         if n != len(self):
             raise InputError(None, f"{n} label maps for {len(self)} views")
 
@@ -471,10 +469,7 @@ def view_visibility(
     finite = np.isfinite(points_world).all(axis=1)
     point, pixel, shape = [], [], []
     for frame in frames:
-        if frame.T_world_camera is None:
-            raise InputError(
-                None, f"frame {frame.name} has no camera pose: points cannot be projected into it"
-            )
+        _check_pose(frame)
         depth = _frame_depth(frame)
         idx, pix = _visible_pixels(points_world, finite, frame, depth, depth_tol, depth_tol_rel)
         point.append(idx)

@@ -405,7 +405,7 @@ def scannet_section(
         if tuple(st["size"]) == (320, 240) and slug != "synthetic"
         else ""
     )
-    skipped = [m for m in ("mastsam-no-unmasked",) if m not in methods]
+    skipped = [m for m in SCANNET_SKIP if m not in methods]
     skipped_note = (
         f"Not run on this scan: {', '.join(f'`{m}`' for m in skipped)} (the unmasked-init "
         "ablation; DAVIS has it, and on a scan it would cost a second tracking per setting).\n"

@@ -267,7 +267,7 @@ def test_visibility_computed_once_gives_the_same_superpoint_table():
             np.testing.assert_array_equal(got[k], ref[k])
     with pytest.raises(InputError, match="label maps for 5 views"):
         superpoint_view_table(points, superpoint, None, maps[:4], visibility=vis)
-    with pytest.raises(InputError, match="label map 1 is"):
+    with pytest.raises(InputError, match="label map of view 1 is"):
         superpoint_view_table(
             points, superpoint, None, [maps[0], np.zeros((4, 5), int)] + maps[2:], visibility=vis
         )
