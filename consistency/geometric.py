@@ -335,6 +335,25 @@ def object_candidates(
     return ObjectCandidates(label=label, structure=is_struct, superpoint_label=sp_label)
 
 
+def scene_candidates(
+    points, segmenter=None, *, config: GeometricConfig = GeometricConfig()
+) -> ObjectCandidates:
+    """The object candidates of a scene's points (`lift3d.recon.scene_points.ScenePoints`): the
+    geometric segmenter's own when `segmenter` is one, else made with `config` (its `up`
+    resolved by the caller)."""
+    cand = getattr(segmenter, "candidates", None)
+    if cand is not None:
+        return cand
+    return object_candidates(
+        points.xyz,
+        points.rgb,
+        points.superpoints,
+        faces=points.faces,
+        adjacency=points.adjacency,
+        config=config,
+    )
+
+
 class GeometricSegmenter:
     """A `Segmenter` whose masks are the 3D object candidates each view sees.
 

@@ -193,7 +193,7 @@ class InputConfig:
     size: tuple[int, int] | None = None
     """Working resolution W H; default: the depth size for RGB-D scans, else the image size capped at 640."""
     frames: str | None = None
-    """Frame subset as START:STOP:STEP (Python slice over the scene's frames)."""
+    """Frame subset as START:STOP:STEP (Python slice over the scene's frames), or one index I."""
     max_frames: int | None = None
     """Keep at most this many frames (evenly spaced) after --frames."""
     recon: Literal["auto", "depth", "mast3r", "splats"] = "auto"
@@ -218,12 +218,16 @@ class LiftingConfig:
 
     vote: Literal["superpoints", "points"] = "superpoints"
     """Lifting: each superpoint takes the majority of its points' votes and every point of it (unseen ones included) its label; `points`: every point votes alone."""
+    unlabeled_share: float = 0.7
+    """A superpoint stays unlabeled when more than this share of its seen points fell on unlabeled pixels (a mask spilling over its edge in a few views does not paint it; 1 disables). 30 frames of scene0000_00, masks simulated from GT at noise 0.15: AP50 / AP25 0.694 / 0.819 at 1, 0.810 / 0.857 at 0.7."""
     voxel_size: float = 0.02
     """Voxel size (metres) of the fused point cloud when the scene has no mesh."""
     fill_radius: float = 0.1
     """Mesh vertices no view saw take the label of the nearest labeled vertex along the mesh surface, up to this many metres (0 disables); they keep confidence 0."""
     min_instance_points: int = 0
     """Drop lifted instances with fewer points than this (0 keeps all)."""
+    unseen_objects: bool = True
+    """3D object candidates (the geometric segmenter's, convexity + colour) that no view labeled, fill included, become instances of their own with confidence 0 (a frame subset leaves whole objects unseen); instances.json lists them with no frames."""
 
 
 @dataclass

@@ -25,6 +25,7 @@ metric H on the views' pointmaps when `lift3d.consistency.metric` is available.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -611,6 +612,13 @@ def run_scannet_eval(
     from lift3d.points import view_visibility
 
     vis = view_visibility(xyz, (sc[i] for i in range(len(sc))))  # read once, for every method
+    from lift3d.consistency.geometric import scene_candidates
+
+    candidates = functools.cache(
+        lambda: scene_candidates(
+            points, segm, config=replace(segmenter, name="geometric").resolve(sc).geometric
+        )
+    )
     score_fn, h_note = _consistency_fn()
     gt_views = _gt_views(sc, scene_dir, segm) if has_instance_gt(scene_dir, sc.name) else None
 
@@ -637,7 +645,7 @@ def run_scannet_eval(
         for name, lab in zip(sc.frame_names, labels):
             write_label_map(mdir / "masks" / f"{name}.png", lab)
         t_lift = time.perf_counter()
-        lifted = _lift_superpoints(points, vis, labels)  # the same lifting as `lift3d segment`
+        lifted = _lift_superpoints(points, vis, labels, candidates)  # as `lift3d segment` lifts
         lift_seconds = time.perf_counter() - t_lift
         written = write_scannet_instances(
             mdir / "scannet", sc.name, lifted.label, lifted.confidence
@@ -718,25 +726,34 @@ def _gt_views(scene, scene_dir: Path, segmenter) -> np.ndarray:  # [N, H, W] int
     )
 
 
-def _lift_superpoints(points, vis, labels: np.ndarray):
+def _lift_superpoints(points, vis, labels: np.ndarray, candidates):
     """Votes of [N, H, W] label maps pooled per superpoint, unseen vertices filled along the mesh,
-    as `lift3d segment` lifts (its default `--vote superpoints`); `vis` is the views'
-    `view_visibility`, computed once for every method."""
+    unseen object candidates added, as `lift3d segment` lifts with its defaults (`--vote
+    superpoints`); `vis` is the views' `view_visibility` and `candidates` the scan's object
+    candidates (a callable), both made once for every method."""
+    from lift3d.config import LiftingConfig
     from lift3d.points import (
-        fill_unseen,
+        complete_labels,
         lift_to_superpoints,
         superpoint_view_table,
         vote_superpoints,
     )
 
+    config = LiftingConfig()
     table = superpoint_view_table(
         points.xyz, points.superpoints.index, None, iter(labels), visibility=vis
     )
-    lifted = lift_to_superpoints(
-        points.superpoints.index, vote_superpoints(table, points.superpoints.count)
+    votes = vote_superpoints(
+        table, points.superpoints.count, max_unlabeled_share=config.unlabeled_share
     )
-    if points.faces is not None:
-        lifted, _ = fill_unseen(lifted, points.xyz, points.faces, radius=0.1)
+    lifted = lift_to_superpoints(points.superpoints.index, votes)
+    lifted, _ = complete_labels(
+        lifted,
+        points.xyz,
+        points.faces,
+        fill_radius=config.fill_radius,
+        candidates=candidates if config.unseen_objects else None,
+    )
     return lifted
 
 

@@ -156,7 +156,12 @@ def run_baseline(scene: Scene, segmenter: Segmenter, cfg: SegmentConfig, masks_d
 
 
 def _lift(
-    scene: Scene, masks_dir: Path, cfg: SegmentConfig, out: Path, points: ScenePoints
+    scene: Scene,
+    masks_dir: Path,
+    cfg: SegmentConfig,
+    out: Path,
+    points: ScenePoints,
+    segmenter: Segmenter | None = None,
 ) -> dict:
     """Merge the IDs into 3D instances, vote them onto the scene's points (via superpoints, or
     point by point) and optional splats, export."""
@@ -217,7 +222,12 @@ def _lift(
                     final.setdefault(k, set()).update(tracked)
                 merged = {k: sorted(v) for k, v in sorted(final.items())}
         if cfg.lifting.vote == "superpoints":
-            votes = vote_superpoints(table, sp.count, mapping=mapping)
+            votes = vote_superpoints(
+                table,
+                sp.count,
+                mapping=mapping,
+                max_unlabeled_share=cfg.lifting.unlabeled_share,
+            )
             lifted = lift_to_superpoints(
                 sp.index, votes, min_instance_points=cfg.lifting.min_instance_points
             )
@@ -231,12 +241,25 @@ def _lift(
             label_maps,
             min_instance_points=cfg.lifting.min_instance_points,
         )
-    if points.faces is not None and cfg.lifting.fill_radius > 0:
-        from lift3d.points import fill_unseen
+    from lift3d.points import complete_labels
 
-        lifted, info["filled_unseen_points"] = fill_unseen(
-            lifted, xyz, points.faces, radius=cfg.lifting.fill_radius
+    candidates = first_id = None
+    if cfg.lifting.unseen_objects:
+        candidates = lambda: _object_candidates(scene, points, segmenter, cfg)  # noqa: E731
+        # above every ID of the label maps, also those the vote left without points
+        first_id = 1 + max(
+            (int(read_label_map(masks_dir / f"{n}.png").max()) for n in scene.frame_names),
+            default=0,
         )
+    lifted, done = complete_labels(
+        lifted,
+        xyz,
+        points.faces,
+        fill_radius=cfg.lifting.fill_radius,
+        candidates=candidates,
+        first_id=first_id,
+    )
+    info.update(done)
     write_points_ply(
         out / "points.ply",
         xyz,
@@ -275,6 +298,15 @@ def _lift(
     info["_confidence"] = lifted.confidence
     info["_merged"] = merged
     return info
+
+
+def _object_candidates(scene: Scene, points: ScenePoints, segmenter, cfg: SegmentConfig):
+    """The scene's 3D object candidates: the geometric segmenter's own, else made with its
+    settings (`up` resolved on the scene)."""
+    from lift3d.consistency.geometric import scene_candidates
+
+    geometric = replace(cfg.segmenter, name="geometric").resolve(scene).geometric
+    return scene_candidates(points, segmenter, config=geometric)
 
 
 def _cluster_views(scene: Scene, masks_dir: Path, cfg: SegmentConfig) -> dict[int, list[int]]:
@@ -469,7 +501,7 @@ def _run_segment(cfg: SegmentConfig, segmenter, from_config: bool, hold: ExitSta
     if cfg.output.baseline:
         run_baseline(scene, segmenter, cfg, out / "baseline" / "masks")
         t = lap("baseline", t)
-    lifted = _lift(scene, masks_dir, cfg, out, points)
+    lifted = _lift(scene, masks_dir, cfg, out, points, segmenter)
     point_labels, point_conf, merged = (
         lifted.pop("_labels"),
         lifted.pop("_confidence"),

@@ -69,6 +69,8 @@ _NOT_FINGERPRINTED = {
     "metric",
     "voxel_size",
     "fill_radius",
+    "unlabeled_share",
+    "unseen_objects",
     "min_instance_points",
     "splats",
     "device",
@@ -93,6 +95,10 @@ def check_options(cfg) -> None:
     cfg.metric.check(prefix="--metric.")
     check_positive_finite(lifting.voxel_size, "--voxel-size", unit="metres")
     check_positive_finite(lifting.fill_radius, "--fill-radius", unit="metres", allow_zero=True)
+    if not 0.0 < lifting.unlabeled_share <= 1.0:
+        raise InputError(
+            None, f"--unlabeled-share must be in (0, 1], got {lifting.unlabeled_share}"
+        )
     if lifting.min_instance_points < 0:
         raise InputError(
             None, f"--min-instance-points must be >= 0, got {lifting.min_instance_points}"

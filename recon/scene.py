@@ -180,7 +180,8 @@ class Scene:
 
 
 def parse_frame_range(spec: str, n: int) -> list[int]:
-    """Frame indices from a `START:STOP:STEP` slice spec (any part may be empty)."""
+    """Frame indices from a `START:STOP:STEP` slice spec (any part may be empty), or one frame
+    from a single index `I` (Python indexing: -1 is the last)."""
     parts = spec.split(":")
     if len(parts) > 3 or not spec:
         raise InputError(None, f"--frames {spec!r}: expected START:STOP:STEP, e.g. 0:300:10")
@@ -190,6 +191,10 @@ def parse_frame_range(spec: str, n: int) -> list[int]:
         raise InputError(
             None, f"--frames {spec!r}: START, STOP and STEP must be integers"
         ) from None
+    if len(vals) == 1:  # one index, not a slice from it
+        if vals[0] is None or not -n <= vals[0] < n:
+            raise InputError(None, f"--frames {spec!r}: the scene has frames 0..{n - 1}")
+        return [range(n)[vals[0]]]
     vals += [None] * (3 - len(vals))
     if vals[2] is not None and vals[2] <= 0:
         raise InputError(None, f"--frames {spec!r}: STEP must be positive")

@@ -347,3 +347,73 @@ def test_a_single_view_warns_that_nothing_is_merged(synthetic_scene_dir, tmp_pat
         for r in caplog.records
     )
     assert (out / "points.ply").is_file() and (out / "run.json").is_file()
+
+
+class _LeftHalf:
+    """A segmenter that only ever masks the left half of the image: what lies right of it in
+    every view is never labeled by a view."""
+
+    name = "left-half"
+
+    def __init__(self):
+        from lift3d.consistency.classical import ClassicalSegmenter
+
+        self.inner = ClassicalSegmenter()
+
+    def _cut(self, m):
+        from lift3d.consistency.segmenter import Masks
+
+        masks = m.masks.copy()
+        masks[:, :, masks.shape[2] // 2 :] = False
+        keep = masks.reshape(len(masks), -1).any(1)
+        return Masks(masks[keep], m.scores[keep]) if len(m) else m
+
+    def generate(self, image, *, geometry=None):
+        return self._cut(self.inner.generate(image, geometry=geometry))
+
+    def predict(self, image, points, point_labels, *, geometry=None):
+        m = self.inner.predict(image, points, point_labels, geometry=geometry)
+        masks = m.masks.copy()
+        masks[:, :, masks.shape[2] // 2 :] = False
+        return type(m)(masks, m.scores)
+
+
+def test_objects_no_view_saw_become_instances_unless_switched_off(synthetic_scene_dir, tmp_path):
+    """Views that label only their left halves miss objects; the scene's 3D candidates complete
+    them (confidence 0, no frames in instances.json); `unseen_objects=False` leaves them
+    unlabeled."""
+    from plyfile import PlyData
+
+    gt = _gt_vertex_instances(synthetic_scene_dir)
+    runs = {}
+    for unseen in (True, False):
+        out = run_segment(
+            SegmentConfig.from_options(
+                scene=synthetic_scene_dir,
+                out=tmp_path / str(unseen),
+                frames="0",
+                preview=False,
+                fill_radius=0.0,
+                unseen_objects=unseen,
+            ),
+            segmenter=_LeftHalf(),
+        )
+        pts = PlyData.read(str(out / "points.ply"))["vertex"]
+        lifting = json.loads((out / "metrics.json").read_text())["lifting"]
+        instances = json.loads((out / "instances.json").read_text())["instances"]
+        runs[unseen] = (np.asarray(pts["label"]), np.asarray(pts["confidence"]), lifting, instances)
+    label, conf, lifting, instances = runs[True]
+    off_label, _, off_lifting, _ = runs[False]
+    assert lifting["unseen_objects"] > 0 and off_lifting["unseen_objects"] == 0
+    new = [i for i in instances if not i["frames"]]
+    assert len(new) == lifting["unseen_objects"] and all(i["confidence"] == 0.0 for i in new)
+    # every GT object the one view missed entirely is now an instance of its own
+    missed = [k for k in np.unique(gt[gt > 0]) if not (off_label[gt == k] > 0).any()]
+    assert missed
+    for k in missed:
+        got = label[gt == k]
+        top = np.bincount(got).argmax()
+        assert top > 0 and (got == top).mean() > 0.8 and (conf[gt == k] == 0).all()
+    # what the view labeled is unchanged
+    seen = off_label > 0
+    np.testing.assert_array_equal(label[seen], off_label[seen])

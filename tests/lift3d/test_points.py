@@ -271,3 +271,52 @@ def test_visibility_computed_once_gives_the_same_superpoint_table():
         superpoint_view_table(
             points, superpoint, None, [maps[0], np.zeros((4, 5), int)] + maps[2:], visibility=vis
         )
+
+
+def test_unseen_candidates_become_instances_with_confidence_zero():
+    """A candidate no view labeled gets a new ID on its unlabeled points; one mostly labeled,
+    structure, and one too small are left alone; labeled points never change."""
+    from lift3d.points import PointLabels, add_unseen_candidates
+
+    cand = np.repeat([1, 2, 3, 4, 5], [200, 200, 200, 50, 200])
+    label = np.zeros(850, np.int32)
+    label[:200] = 7  # candidate 1 seen whole
+    label[200:230] = 3  # candidate 2: 15% labeled -> its other 170 points a new instance
+    label[400:500] = 3  # candidate 3: half labeled -> left alone
+    conf = (label > 0).astype(np.float32) * 0.9
+    res = PointLabels(label=label, confidence=conf, votes=(label > 0).astype(np.int32))
+    structure = np.array([False, False, False, False, False, True])  # candidate 5: a wall
+    out, new = add_unseen_candidates(res, cand, structure, min_points=100)
+    assert new == [8]
+    assert (out.label[200:230] == 3).all() and (out.label[230:400] == 8).all()
+    assert (out.label[500:600] == 0).all(), "a half-seen candidate is the views' business"
+    assert (out.label[600:] == 0).all(), "too small (50 points) and structure stay unlabeled"
+    assert (out.label[label > 0] == label[label > 0]).all()
+    assert (out.confidence == conf).all() and (out.votes == res.votes).all()
+    # without structure flags the wall is an object too; a stricter share leaves candidate 2
+    assert add_unseen_candidates(res, cand, None, min_points=100)[1] == [8, 9]
+    assert add_unseen_candidates(res, cand, structure, max_labeled_share=0.1)[1] == []
+    with pytest.raises(InputError):
+        add_unseen_candidates(res, cand[:-1], structure)
+
+
+def test_superpoint_mostly_on_unlabeled_pixels_stays_unlabeled():
+    """`max_unlabeled_share`: superpoint 0 is labeled in 2 of 10 views' points (a mask spilling
+    over), superpoint 1 in 8 of 10: at 0.7 the first stays unlabeled, the second keeps its ID;
+    at 1 (the default) any labeled vote wins."""
+    from lift3d.points import vote_superpoints
+
+    table = {
+        "view": np.array([0, 1, 0, 1, 2], np.int64),
+        "superpoint": np.array([0, 0, 1, 1, 1], np.int64),
+        "label": np.array([4, 0, 6, 0, 6], np.int64),
+        "count": np.array([20, 80, 50, 20, 30], np.int64),
+    }
+    loose = vote_superpoints(table, 3)
+    assert loose.label.tolist() == [4, 6, 0] and loose.share[0] == 1.0
+    strict = vote_superpoints(table, 3, max_unlabeled_share=0.7)
+    assert strict.label.tolist() == [0, 6, 0]
+    assert strict.share[0] == 0.0 and strict.share[1] == loose.share[1]
+    assert strict.views.tolist() == [2, 3, 0], "views that saw it count either way"
+    edge = vote_superpoints(table, 3, max_unlabeled_share=0.8)  # 80 of 100: not more than 0.8
+    assert edge.label.tolist() == [4, 6, 0]

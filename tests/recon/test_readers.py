@@ -675,3 +675,16 @@ def test_colmap_model_folder_is_detected_directly(shared_data):
     assert detect_format(model) == "colmap"
     scene = load_scene(model)
     assert scene.kind == "colmap" and len(scene) == 8
+
+
+def test_frame_range_is_a_slice_or_one_index():
+    from lift3d.errors import InputError
+    from lift3d.recon.scene import parse_frame_range
+
+    assert parse_frame_range("1:8:2", 10) == [1, 3, 5, 7]
+    assert parse_frame_range("::4", 10) == [0, 4, 8]
+    assert parse_frame_range("3", 10) == [3]  # one frame, not frames 3..9
+    assert parse_frame_range("-1", 10) == [9]
+    for bad, why in (("10", "0..9"), ("a", "integers"), ("1:2:0", "positive"), ("1:2:3:4", "e.g.")):
+        with pytest.raises(InputError, match=why):
+            parse_frame_range(bad, 10)
