@@ -363,9 +363,12 @@ def complete_labels(
     first_id: int | None = None,
 ) -> tuple[PointLabels, dict]:
     """What every lifting does after the vote: mesh vertices no view saw filled along the surface
-    (`fill_unseen`, up to `fill_radius`), then unseen object candidates made instances
-    (`add_unseen_candidates`; `candidates`: a callable returning the scene's `ObjectCandidates`,
-    called only when enough points are still unlabeled; None: skipped). `first_id`: the first ID
+    (`fill_unseen`, up to `fill_radius`), then unseen object candidates made instances of what
+    is still unlabeled (`add_unseen_candidates`, judging how much of a candidate the views saw
+    by the vote's labels, before the fill).
+
+    `candidates`: a callable returning the scene's `ObjectCandidates`, called only when enough
+    points are unlabeled (None: that step is skipped). `first_id`: the first ID
     the new instances may take (above every ID of the label maps, so an ID the views hold but the
     vote left without points is never reused; default: above the points' labels).
 
@@ -374,19 +377,21 @@ def complete_labels(
         that step is off).
     """
     info: dict = {"filled_unseen_points": 0, "unseen_objects": 0}
+    seen = result.label
     if faces is not None and fill_radius > 0:
         result, info["filled_unseen_points"] = fill_unseen(result, xyz, faces, radius=fill_radius)
-    if candidates is not None:
-        new: list[int] = []
-        if (result.label == 0).sum() >= UNSEEN_MIN_POINTS:
-            cand = candidates()
-            result, new = add_unseen_candidates(
-                result,
-                cand.label,
-                cand.structure,
-                min_points=UNSEEN_MIN_POINTS,
-                first_id=first_id,
-            )
+    if candidates is not None and (result.label == 0).sum() >= UNSEEN_MIN_POINTS:
+        cand = candidates()
+        # the share of a candidate the views labeled counts their votes only: the fill creeps
+        # into an unseen object from its labeled neighbours (a window from its wall)
+        result, new = add_unseen_candidates(
+            result,
+            cand.label,
+            cand.structure,
+            min_points=UNSEEN_MIN_POINTS,
+            first_id=first_id,
+            seen_label=seen,
+        )
         info["unseen_objects"] = len(new)
     return result, info
 
@@ -399,6 +404,7 @@ def add_unseen_candidates(
     max_labeled_share: float = 0.2,
     min_points: int = UNSEEN_MIN_POINTS,
     first_id: int | None = None,
+    seen_label: np.ndarray | None = None,  # [P] the labels the views voted (default: result's)
 ) -> tuple[PointLabels, list[int]]:
     """Give the scene's 3D object candidates that no view labeled instances of their own.
 
@@ -409,7 +415,9 @@ def add_unseen_candidates(
     out) of which at most `max_labeled_share` of the points are labeled gives its unlabeled points
     a new ID, when they are at least `min_points`. They keep confidence 0 and votes 0 (no view
     saw them), so they rank after every instance a view saw, and can be told apart. New IDs count
-    up from `first_id` (default: one above the largest label; never below it).
+    up from `first_id` (default: one above the largest label; never below it). The labeled share
+    is measured on `seen_label` when given (the vote before the surface fill), and the new IDs
+    take only points that `result` leaves unlabeled.
 
     Returns:
         The labels with the new instances, and the new IDs (in candidate order).
@@ -423,9 +431,11 @@ def add_unseen_candidates(
     K = int(candidates.max(initial=0))
     if K == 0:
         return result, []
+    seen_label = result.label if seen_label is None else np.asarray(seen_label)
     total = np.bincount(candidates, minlength=K + 1)
+    unseen = np.bincount(candidates[seen_label == 0], minlength=K + 1)
     unlabeled = np.bincount(candidates[result.label == 0], minlength=K + 1)
-    share = 1.0 - unlabeled / np.maximum(total, 1)
+    share = 1.0 - unseen / np.maximum(total, 1)
     pick = (share <= max_labeled_share) & (unlabeled >= min_points)
     pick[0] = False
     if structure is not None:

@@ -300,6 +300,24 @@ def test_unseen_candidates_become_instances_with_confidence_zero():
         add_unseen_candidates(res, cand[:-1], structure)
 
 
+def test_unseen_candidates_judge_what_the_views_saw_not_the_fill():
+    """A candidate the surface fill crept into (a window from its wall) is still unseen: its share
+    is measured on the vote's labels, and the new ID takes only what the fill left; new IDs start
+    at `first_id` when that is above the points' labels."""
+    from lift3d.points import PointLabels, add_unseen_candidates
+
+    cand = np.repeat([1, 2], [200, 300])
+    seen = np.zeros(500, np.int32)
+    seen[:200] = 4  # the wall, seen
+    filled = seen.copy()
+    filled[200:290] = 4  # the fill painted 30% of the window
+    res = PointLabels(label=filled, confidence=(seen > 0) * 0.8, votes=(seen > 0).astype(int))
+    assert add_unseen_candidates(res, cand, None, min_points=100)[1] == []  # fill counted as seen
+    out, new = add_unseen_candidates(res, cand, None, min_points=100, seen_label=seen, first_id=9)
+    assert new == [9] and (out.label[290:] == 9).all() and (out.label[:290] == 4).all()
+    assert add_unseen_candidates(res, cand, None, seen_label=seen, first_id=2)[1] == [5]
+
+
 def test_superpoint_mostly_on_unlabeled_pixels_stays_unlabeled():
     """`max_unlabeled_share`: superpoint 0 is labeled in 2 of 10 views' points (a mask spilling
     over), superpoint 1 in 8 of 10: at 0.7 the first stays unlabeled, the second keeps its ID;
