@@ -753,6 +753,7 @@ def _lift_superpoints(points, vis, labels: np.ndarray, candidates):
         points.faces,
         fill_radius=config.fill_radius,
         candidates=candidates if config.unseen_objects else None,
+        first_id=1 + max((int(lab.max()) for lab in labels), default=0),
     )
     return lifted
 
