@@ -645,7 +645,8 @@ def run_scannet_eval(
         for name, lab in zip(sc.frame_names, labels):
             write_label_map(mdir / "masks" / f"{name}.png", lab)
         t_lift = time.perf_counter()
-        lifted = _lift_superpoints(points, vis, labels, candidates)  # as `lift3d segment` lifts
+        # as `lift3d segment` lifts
+        lifted = _lift_superpoints(points, vis, labels, candidates, getattr(segm, "name", None))
         lift_seconds = time.perf_counter() - t_lift
         written = write_scannet_instances(
             mdir / "scannet", sc.name, lifted.label, lifted.confidence
@@ -726,7 +727,7 @@ def _gt_views(scene, scene_dir: Path, segmenter) -> np.ndarray:  # [N, H, W] int
     )
 
 
-def _lift_superpoints(points, vis, labels: np.ndarray, candidates):
+def _lift_superpoints(points, vis, labels: np.ndarray, candidates, segmenter_name: str | None):
     """Votes of [N, H, W] label maps pooled per superpoint, unseen vertices filled along the mesh,
     unseen object candidates added, as `lift3d segment` lifts with its defaults (`--vote
     superpoints`); `vis` is the views' `view_visibility` and `candidates` the scan's object
@@ -739,12 +740,15 @@ def _lift_superpoints(points, vis, labels: np.ndarray, candidates):
         vote_superpoints,
     )
 
-    config = LiftingConfig()
+    config = LiftingConfig().resolve(segmenter_name)
     table = superpoint_view_table(
         points.xyz, points.superpoints.index, None, iter(labels), visibility=vis
     )
     votes = vote_superpoints(
-        table, points.superpoints.count, max_unlabeled_share=config.unlabeled_share
+        table,
+        points.superpoints.count,
+        max_unlabeled_share=config.unlabeled_share,
+        mask_size_weight=config.mask_size_weight,
     )
     lifted = lift_to_superpoints(points.superpoints.index, votes)
     lifted, _ = complete_labels(

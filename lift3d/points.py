@@ -664,6 +664,7 @@ def vote_superpoints(
     *,
     mapping: np.ndarray | None = None,
     max_unlabeled_share: float = 1.0,
+    mask_size_weight: float = 0.0,
 ) -> SuperpointLabels:
     """Per superpoint: the ID with the most point votes over all views (ties: the smallest).
 
@@ -675,6 +676,10 @@ def vote_superpoints(
             on unlabeled pixels stays unlabeled (share 0), so that a mask spilling over its
             boundary in a few views does not paint what most views leave unmasked; 1 (the
             default here) lets any labeled vote win.
+        mask_size_weight: each view's votes for an ID are divided by (the points that view sees
+            of that ID's mask) ** this, so that where two masks of different granularity cover
+            a superpoint (an object alone in one view, merged with its wall in another) the
+            more specific one wins; 0 (the default here) counts every point alike.
     """
     sp, lab, cnt = table["superpoint"], table["label"], table["count"]
     if mapping is not None:
@@ -683,8 +688,12 @@ def vote_superpoints(
     vs = np.unique(table["view"] * num_superpoints + sp)
     np.add.at(views, vs % num_superpoints, 1)
     on = lab > 0
+    weight = cnt.astype(np.float64)
+    if mask_size_weight > 0:
+        _, mask = np.unique(table["view"] * (1 << _LABEL_BITS) + lab, return_inverse=True)
+        weight /= np.bincount(mask, weights=weight)[mask] ** mask_size_weight
     key, inv = np.unique(sp[on] * (1 << _LABEL_BITS) + lab[on], return_inverse=True)
-    tot = np.bincount(inv, weights=cnt[on]).astype(np.int64)
+    tot = np.bincount(inv, weights=weight[on])
     result = _decide(num_superpoints, key, tot)
     label, share = result.label, result.confidence
     if max_unlabeled_share < 1.0:

@@ -70,6 +70,7 @@ _NOT_FINGERPRINTED = {
     "voxel_size",
     "fill_radius",
     "unlabeled_share",
+    "mask_size_weight",
     "unseen_objects",
     "min_instance_points",
     "splats",
@@ -99,6 +100,8 @@ def check_options(cfg) -> None:
         raise InputError(
             None, f"--unlabeled-share must be in (0, 1], got {lifting.unlabeled_share}"
         )
+    if lifting.mask_size_weight is not None:
+        check_positive_finite(lifting.mask_size_weight, "--mask-size-weight", allow_zero=True)
     if lifting.min_instance_points < 0:
         raise InputError(
             None, f"--min-instance-points must be >= 0, got {lifting.min_instance_points}"

@@ -338,3 +338,31 @@ def test_superpoint_mostly_on_unlabeled_pixels_stays_unlabeled():
     assert strict.views.tolist() == [2, 3, 0], "views that saw it count either way"
     edge = vote_superpoints(table, 3, max_unlabeled_share=0.8)  # 80 of 100: not more than 0.8
     assert edge.label.tolist() == [4, 6, 0]
+
+
+def test_the_more_specific_mask_wins_a_superpoint_with_mask_size_weight():
+    """Superpoint 0 (a cabinet) is ID 5 alone in view 0 (40 points) and inside ID 6, merged with
+    its wall (superpoint 1, 900 points), in view 1 (60 points): counted alike 6 wins it; weighed
+    by mask size 5 does, and the wall stays 6."""
+    from lift3d.points import vote_superpoints
+
+    table = {
+        "view": np.array([0, 1, 1]),
+        "superpoint": np.array([0, 0, 1]),
+        "label": np.array([5, 6, 6]),
+        "count": np.array([40, 60, 900]),
+    }
+    assert vote_superpoints(table, 2).label.tolist() == [6, 6]
+    weighed = vote_superpoints(table, 2, mask_size_weight=0.5)
+    assert weighed.label.tolist() == [5, 6]
+    # shares stay vote shares: 40 / sqrt(40) against 60 / sqrt(960)
+    a, b = 40 / np.sqrt(40), 60 / np.sqrt(960)
+    np.testing.assert_allclose(weighed.share, [a / (a + b), 1.0], rtol=1e-6)
+
+
+def test_mask_size_weight_is_decided_by_the_kind_of_masks():
+    from lift3d.config import LiftingConfig
+
+    for name, w in (("geometric", 0.0), ("classical-2d", 0.0), ("sam", 0.5), ("simulated", 0.5)):
+        assert LiftingConfig().resolve(name).mask_size_weight == w
+    assert LiftingConfig(mask_size_weight=0.2).resolve("sam").mask_size_weight == 0.2
