@@ -645,8 +645,7 @@ def run_scannet_eval(
         for name, lab in zip(sc.frame_names, labels):
             write_label_map(mdir / "masks" / f"{name}.png", lab)
         t_lift = time.perf_counter()
-        # as `lift3d segment` lifts
-        lifted = _lift_superpoints(points, vis, labels, candidates, getattr(segm, "name", None))
+        lifted = _lift_superpoints(points, vis, labels, candidates)  # as `lift3d segment` lifts
         lift_seconds = time.perf_counter() - t_lift
         written = write_scannet_instances(
             mdir / "scannet", sc.name, lifted.label, lifted.confidence
@@ -727,7 +726,7 @@ def _gt_views(scene, scene_dir: Path, segmenter) -> np.ndarray:  # [N, H, W] int
     )
 
 
-def _lift_superpoints(points, vis, labels: np.ndarray, candidates, segmenter_name: str | None):
+def _lift_superpoints(points, vis, labels: np.ndarray, candidates):
     """Votes of [N, H, W] label maps pooled per superpoint, unseen vertices filled along the mesh,
     unseen object candidates added, as `lift3d segment` lifts with its defaults (`--vote
     superpoints`); `vis` is the views' `view_visibility` and `candidates` the scan's object
@@ -740,7 +739,7 @@ def _lift_superpoints(points, vis, labels: np.ndarray, candidates, segmenter_nam
         vote_superpoints,
     )
 
-    config = LiftingConfig().resolve(segmenter_name)
+    config = LiftingConfig()
     table = superpoint_view_table(
         points.xyz, points.superpoints.index, None, iter(labels), visibility=vis
     )

@@ -227,7 +227,7 @@ def _lift(
                 sp.count,
                 mapping=mapping,
                 max_unlabeled_share=cfg.lifting.unlabeled_share,
-                mask_size_weight=cfg.lifting.resolve(None).mask_size_weight,
+                mask_size_weight=cfg.lifting.mask_size_weight,
             )
             lifted = lift_to_superpoints(
                 sp.index, votes, min_instance_points=cfg.lifting.min_instance_points
@@ -480,10 +480,8 @@ def _run_segment(cfg: SegmentConfig, segmenter, from_config: bool, hold: ExitSta
         seg_record, sam_checkpoint = seg_cfg.settings(), seg_cfg.checkpoint
     else:
         seg_record, sam_checkpoint = {"name": "given", "type": type(segmenter).__name__}, None
-    # which masks the view clustering may unlabel, and how the votes weigh a mask, depend on
-    # what kind of masks they are
-    name = getattr(segmenter, "name", None)
-    cfg = replace(cfg, merge=cfg.merge.resolve(name), lifting=cfg.lifting.resolve(name))
+    # which masks the view clustering may unlabel depends on what kind of masks they are
+    cfg = replace(cfg, merge=cfg.merge.resolve(getattr(segmenter, "name", None)))
     describe = getattr(segmenter, "describe", None)
     backends.update(
         describe()

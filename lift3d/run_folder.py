@@ -100,8 +100,7 @@ def check_options(cfg) -> None:
         raise InputError(
             None, f"--unlabeled-share must be in (0, 1], got {lifting.unlabeled_share}"
         )
-    if lifting.mask_size_weight is not None:
-        check_positive_finite(lifting.mask_size_weight, "--mask-size-weight", allow_zero=True)
+    check_positive_finite(lifting.mask_size_weight, "--mask-size-weight", allow_zero=True)
     if lifting.min_instance_points < 0:
         raise InputError(
             None, f"--min-instance-points must be >= 0, got {lifting.min_instance_points}"

@@ -358,11 +358,3 @@ def test_the_more_specific_mask_wins_a_superpoint_with_mask_size_weight():
     # shares stay vote shares: 40 / sqrt(40) against 60 / sqrt(960)
     a, b = 40 / np.sqrt(40), 60 / np.sqrt(960)
     np.testing.assert_allclose(weighed.share, [a / (a + b), 1.0], rtol=1e-6)
-
-
-def test_mask_size_weight_is_decided_by_the_kind_of_masks():
-    from lift3d.config import LiftingConfig
-
-    for name, w in (("geometric", 0.0), ("classical-2d", 0.0), ("sam", 0.5), ("simulated", 0.5)):
-        assert LiftingConfig().resolve(name).mask_size_weight == w
-    assert LiftingConfig(mask_size_weight=0.2).resolve("sam").mask_size_weight == 0.2
