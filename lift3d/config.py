@@ -169,6 +169,15 @@ class SegmenterConfig:
             return cfg.classical.setup()
         return cfg.selected.setup(device=device)
 
+    def object_candidates(self, scene: Scene, points: ScenePoints, segmenter=None):
+        """The scene's 3D object candidates (`ObjectCandidates`): the geometric segmenter's own
+        when `segmenter` is one, else made with this config's geometric settings (`up` resolved
+        on `scene`). What the lifting completes unseen objects with, whatever the segmenter."""
+        from lift3d.consistency.geometric import scene_candidates
+
+        geometric = replace(self, name="geometric").resolve(scene).geometric
+        return scene_candidates(points, segmenter, config=geometric)
+
     def settings(self) -> dict:
         """The name and, as JSON values, the settings that can make the masks: the named
         segmenter's (both candidates' for an unresolved `auto`). What run.json records of a

@@ -612,13 +612,7 @@ def run_scannet_eval(
     from lift3d.points import view_visibility
 
     vis = view_visibility(xyz, (sc[i] for i in range(len(sc))))  # read once, for every method
-    from lift3d.consistency.geometric import scene_candidates
-
-    candidates = functools.cache(
-        lambda: scene_candidates(
-            points, segm, config=replace(segmenter, name="geometric").resolve(sc).geometric
-        )
-    )
+    candidates = functools.cache(lambda: segmenter.object_candidates(sc, points, segm))
     score_fn, h_note = _consistency_fn()
     gt_views = _gt_views(sc, scene_dir, segm) if has_instance_gt(scene_dir, sc.name) else None
 
@@ -756,7 +750,7 @@ def _lift_superpoints(points, vis, labels: np.ndarray, candidates):
         points.faces,
         fill_radius=config.fill_radius,
         candidates=candidates if config.unseen_objects else None,
-        first_id=1 + max((int(lab.max()) for lab in labels), default=0),
+        first_id=1 + int(np.max(labels, initial=0)),
     )
     return lifted
 

@@ -167,6 +167,7 @@ def _lift(
     point by point) and optional splats, export."""
     from lift3d.export import write_instance_points_ply, write_mesh_outputs, write_points_ply
     from lift3d.points import (
+        complete_labels,
         lift_to_points,
         lift_to_superpoints,
         superpoint_view_table,
@@ -242,11 +243,9 @@ def _lift(
             label_maps,
             min_instance_points=cfg.lifting.min_instance_points,
         )
-    from lift3d.points import complete_labels
-
     candidates = first_id = None
     if cfg.lifting.unseen_objects:
-        candidates = lambda: _object_candidates(scene, points, segmenter, cfg)  # noqa: E731
+        candidates = lambda: cfg.segmenter.object_candidates(scene, points, segmenter)  # noqa: E731
         # above every ID of the label maps, also those the vote left without points
         first_id = 1 + max(
             (int(read_label_map(masks_dir / f"{n}.png").max()) for n in scene.frame_names),
@@ -299,15 +298,6 @@ def _lift(
     info["_confidence"] = lifted.confidence
     info["_merged"] = merged
     return info
-
-
-def _object_candidates(scene: Scene, points: ScenePoints, segmenter, cfg: SegmentConfig):
-    """The scene's 3D object candidates: the geometric segmenter's own, else made with its
-    settings (`up` resolved on the scene)."""
-    from lift3d.consistency.geometric import scene_candidates
-
-    geometric = replace(cfg.segmenter, name="geometric").resolve(scene).geometric
-    return scene_candidates(points, segmenter, config=geometric)
 
 
 def _cluster_views(scene: Scene, masks_dir: Path, cfg: SegmentConfig) -> dict[int, list[int]]:
