@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -85,6 +85,15 @@ class TrackerConfig:
     """Voxel size (metres) of the per-ID 3D memory used for re-identification."""
     min_mask_area: int = 32
     """Masks smaller than this (pixels) are dropped."""
+    snap_iou: float | None = None
+    """A re-prompted mask takes the shape of the view's own automatic mask that matches it best (one each) when their IoU reaches this, so a merge that multi-point prompts carried over from the previous view (the prompted mask covers two objects the view's automatic masks show apart) stops there, and the released object is seeded as new; 0 keeps the prompted shapes (the paper's tracker). None: 0.5 after object-level segmenters (SAM, SAM 2, simulated; the geometric one's prompted masks are its automatic masks already), 0 after the per-image classical one, whose automatic masks are fragments (snapping to them drops the colmap splat scene's matched IoU 0.75+ to 0.69)."""
+
+    def resolve(self, segmenter_name: str | None) -> TrackerConfig:
+        """This config with `snap_iou` decided for the segmenter named (None's rule)."""
+        if self.snap_iou is not None:
+            return self
+        snap = 0.0 if segmenter_name in ("classical", "classical-2d") else 0.5
+        return replace(self, snap_iou=snap)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,6 +462,48 @@ def disjoint_masks(
 # unmasked region initialization, re-identification
 
 
+def snap_to_auto(
+    labels: np.ndarray,  # [H, W] int, tracked IDs (0 = none)
+    auto: Masks,
+    *,
+    min_iou: float = 0.5,
+) -> np.ndarray:  # [H, W] int32
+    """Each tracked mask replaced by the automatic mask that matches it best, one to one.
+
+    Pairs (ID, automatic mask) are taken by IoU, highest first, while it is at least `min_iou`;
+    an automatic mask or ID already taken is skipped. Snapped masks are painted in that order
+    onto pixels not yet painted, then the IDs left unmatched keep their own free pixels. Pixels
+    a snapped ID gave up stay unlabeled (the tracker seeds new masks there).
+    """
+    labels = np.asarray(labels)
+    out = np.zeros(labels.shape, np.int32)
+    if len(auto) == 0 or not labels.any():
+        return labels.astype(np.int32)
+    L = int(labels.max()) + 1
+    area = np.bincount(labels.ravel(), minlength=L)
+    J = len(auto)
+    inter = np.zeros((J, L), np.int64)
+    for j in range(J):
+        inter[j] = np.bincount(labels[auto.masks[j]], minlength=L)[:L]
+    inter[:, 0] = 0
+    a_area = auto.masks.reshape(J, -1).sum(axis=1)
+    iou = inter / np.maximum(a_area[:, None] + area[None, :] - inter, 1)
+    jj, ii = np.nonzero(iou >= min_iou)
+    order = np.lexsort((ii, jj, -iou[jj, ii]))
+    used_j, used_i = set(), set()
+    for k in order:
+        j, i = int(jj[k]), int(ii[k])
+        if j in used_j or i in used_i:
+            continue
+        used_j.add(j)
+        used_i.add(i)
+        free = auto.masks[j] & (out == 0)
+        out[free] = i
+    rest = (out == 0) & (labels > 0) & ~np.isin(labels, list(used_i))
+    out[rest] = labels[rest]
+    return out
+
+
 def select_unmasked(
     auto: Masks,
     covered: np.ndarray,  # [H, W] bool, pixels already holding an ID
@@ -568,7 +619,7 @@ class MastSAM:
         self, segmenter: Segmenter, config: TrackerConfig = TrackerConfig(), *, seed: int = 0
     ):
         self.segmenter = segmenter
-        self.config = config
+        self.config = config.resolve(getattr(segmenter, "name", None))
         self.seed = int(seed)
         self._prev: Frame | None = None
         self._labels: np.ndarray | None = None  # [H, W] int32 of the previous view
@@ -601,6 +652,10 @@ class MastSAM:
             ids, masks = reprompt(self.segmenter, frame.image, prompts, geometry=frame.pointmap)
         labels = self._compose(ids, masks, prompts)
         new = Masks.empty((W, H))
+        auto = None
+        if self._prev is not None and cfg.snap_iou > 0 and labels.any():
+            auto = self._generate(frame)
+            labels = drop_small(snap_to_auto(labels, auto, min_iou=cfg.snap_iou), cfg.min_mask_area)
         if self._prev is None:
             new = disjoint_masks(
                 self._generate(frame),
@@ -610,7 +665,7 @@ class MastSAM:
             )
         elif cfg.unmasked_init:
             new = select_unmasked(
-                self._generate(frame),
+                self._generate(frame) if auto is None else auto,
                 labels > 0,
                 min_new_area=cfg.min_new_area,
                 min_new_fraction=cfg.min_new_fraction,

@@ -470,8 +470,10 @@ def _run_segment(cfg: SegmentConfig, segmenter, from_config: bool, hold: ExitSta
         seg_record, sam_checkpoint = seg_cfg.settings(), seg_cfg.checkpoint
     else:
         seg_record, sam_checkpoint = {"name": "given", "type": type(segmenter).__name__}, None
-    # which masks the view clustering may unlabel depends on what kind of masks they are
-    cfg = replace(cfg, merge=cfg.merge.resolve(getattr(segmenter, "name", None)))
+    # which masks the view clustering may unlabel, and whether re-prompted masks snap to the
+    # automatic ones, depend on what kind of masks they are
+    name = getattr(segmenter, "name", None)
+    cfg = replace(cfg, merge=cfg.merge.resolve(name), tracker=cfg.tracker.resolve(name))
     describe = getattr(segmenter, "describe", None)
     backends.update(
         describe()

@@ -29,6 +29,7 @@ from lift3d.consistency.tracker import (
     segment_framewise,
     select_representatives,
     select_unmasked,
+    snap_to_auto,
     track_points,
     track_scene,
     voxel_keys,
@@ -397,6 +398,59 @@ def test_unmasked_init_adds_an_uncovered_object_not_a_covered_one():
     assert len(new) == 1 and not (new.masks[0] & covered).any()
 
 
+def test_snap_to_auto_takes_the_best_automatic_mask_one_to_one():
+    labels = np.zeros((20, 30), np.int32)
+    labels[2:10, 2:20] = 4  # objects A (cols 2-9) and B (cols 10-19) under one tracked ID
+    labels[12:18, 2:8] = 7  # an object the automatic masks missed
+    a, b = _rect(2, 10, 2, 10), _rect(2, 10, 10, 21)  # B one column wider than tracked
+    auto = Masks(np.stack([a, b, a | b | _rect(0, 2, 0, 30)]), np.full(3, 0.9, np.float32))
+    out = snap_to_auto(labels, auto, min_iou=0.5)
+    # IoU with B 80/152, with A 64/144 < 0.5, with the big mask 144/212: the big one wins
+    assert (out[auto.masks[2]] == 4).all() and out[12:18, 2:8].min() == 7
+    out = snap_to_auto(labels, Masks(np.stack([a, b]), np.full(2, 0.9, np.float32)), min_iou=0.5)
+    assert (out[b] == 4).all() and (out[a] == 0).all()  # B keeps the ID, A is released
+    assert (out[12:18, 2:8] == 7).all() and out.sum() == 4 * b.sum() + 7 * 36
+    same = snap_to_auto(labels, Masks(np.stack([a, b]), np.full(2, 0.9, np.float32)), min_iou=0.6)
+    np.testing.assert_array_equal(same, labels)  # no pair reaches 0.6
+
+
+class MergesFirstViewTestDouble(ColourRegionsTestDouble):
+    """TEST DOUBLE, not a model: the colour regions, except that the first view's automatic
+    masks hold objects 2 and 3 as one mask, as SAM's generator merges neighbours in some views."""
+
+    name = "merges-first-view-test-double"
+
+    def generate(self, image, *, geometry=None):
+        out = super().generate(image, geometry=geometry)
+        if self.generate_calls > 1:
+            return out
+        both = [
+            k for k, m in enumerate(out.masks) if tuple(image[m][0]) in (RECTS[2][1], RECTS[3][1])
+        ]
+        rest = [k for k in range(len(out)) if k not in both]
+        masks = np.concatenate([out.masks[rest], out.masks[both].any(axis=0)[None]])
+        return Masks(masks, np.full(len(masks), 0.9, np.float32))
+
+
+def test_snapping_stops_a_merge_the_prompts_would_carry_on():
+    """The first view merges objects 2 and 3; the prompts of that mask fall on both in the next
+    views, where the prompted mask is their union again. Snapped to those views' own masks, the
+    ID keeps object 2 (the larger) and object 3 gets an ID of its own; unsnapped, the merge
+    stays in every view."""
+    scene, gt = _planar_scene([0.0, 0.1, 0.2])
+    on = _run(scene, TrackerConfig(), MergesFirstViewTestDouble())
+    off = _run(
+        scene, dataclasses.replace(TrackerConfig(), snap_iou=0.0), MergesFirstViewTestDouble()
+    )
+    for labels in (on, off):
+        assert len(np.unique(labels[0][(gt[0] == 2) | (gt[0] == 3)])) == 1  # the first view's merge
+    first = on[0][gt[0] == 2][0]
+    for v in (1, 2):
+        i2, i3 = np.unique(on[v][gt[v] == 2]), np.unique(on[v][gt[v] == 3])
+        assert len(i2) == 1 and len(i3) == 1 and i2[0] == first and 0 != i3[0] != first
+        assert len(np.unique(off[v][(gt[v] == 2) | (gt[v] == 3)])) == 1
+
+
 def test_reidentify_gives_the_old_id_back_from_3d_memory():
     rng = np.random.default_rng(0)
     chair = rng.uniform([0, 0, 0], [0.5, 0.5, 0.8], (500, 3))
@@ -460,7 +514,9 @@ def test_unmasked_init_flag_is_the_tables_ablation():
     on = _run(scene)
     assert (on[1][gt[1] == 3] > 0).all() and len(np.unique(on[1][gt[1] == 3])) == 1
     seg = ColourRegionsTestDouble()
-    off = _run(scene, dataclasses.replace(TrackerConfig(), unmasked_init=False), seg)
+    # the paper's tracker without seeding: no automatic masks after the first view (snapping,
+    # our addition, would ask for them)
+    off = _run(scene, dataclasses.replace(TrackerConfig(), unmasked_init=False, snap_iou=0.0), seg)
     assert (off[1][gt[1] == 3] == 0).all() and (off[2][gt[2] == 3] == 0).all()
     assert seg.generate_calls == 1  # the first view only
     assert cross_view_ari(np.where(gt == 3, 0, gt), off) == 1.0  # the others are still tracked
