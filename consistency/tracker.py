@@ -14,10 +14,16 @@ its own below, with its parameters in `TrackerConfig`; `MastSAM.step` strings th
 5. `filter_overlaps` + `paint_masks`: duplicates (IoU or containment) keep the better mask, a
    mask that reached another through a stray prompt point is trimmed, the rest is painted so
    that each pixel belongs to at most one ID;
-6. `select_unmasked`: automatic masks that mostly cover unmasked pixels become new IDs, so the
+6. `snap_to_auto` (our addition, `snap_iou`): each re-prompted mask takes the shape of the view's
+   own automatic mask that matches it best (one to one, IoU >= 0.5). Prompt points spread over
+   a mask that merged two objects fall on both in the next view, and the prompted mask is their
+   union again, so without it one view's merge rides along the whole track; the view's own
+   automatic masks carry that view's errors only. The object a snapped mask gives up is seeded
+   in the next step;
+7. `select_unmasked`: automatic masks that mostly cover unmasked pixels become new IDs, so the
    mask count stays in equilibrium instead of collapsing into a few growing masks (switched off
    by `unmasked_init=False`, the paper's Table II ablation);
-7. `reidentify`: before a new mask gets a new ID, its 3D points are tested against the 3D memory
+8. `reidentify`: before a new mask gets a new ID, its 3D points are tested against the 3D memory
    (voxel sets) of the IDs absent from the view: an object that reappears gets its old ID back.
 
 `segment_framewise` is the baseline: the same segmenter frame by frame, IDs independent per frame.
