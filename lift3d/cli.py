@@ -187,6 +187,8 @@ class EvalScannet:
     """The segmenter of the methods, as for `lift3d segment` (default: classical); geometric: the object candidates of its default on scans with depth; simulated: masks simulated from the scan's ground truth with SAM-like granularity changes (not SAM; --segmenter.simulated.noise 0 / 0.15 / 0.3 ...)."""
     frames: str | None = None
     """Frame subset START:STOP:STEP of the methods' runs (default: every frame)."""
+    max_frames: int | None = None
+    """At most this many frames, evenly spaced over the subset, first and last kept (as `lift3d segment --max-frames`)."""
     out: Path = Path("outputs/eval_scannet")
     """Folder for each method's masks/, scannet/ and results.json (without --pred)."""
 
@@ -204,7 +206,12 @@ class EvalScannet:
         from lift3d.evaluation import run_scannet_eval
 
         run_scannet_eval(
-            scene, out=self.out, methods=self.methods, segmenter=self.segmenter, frames=self.frames
+            scene,
+            out=self.out,
+            methods=self.methods,
+            segmenter=self.segmenter,
+            frames=self.frames,
+            max_frames=self.max_frames,
         )
 
 

@@ -532,6 +532,7 @@ def run_scannet_eval(
     methods: Sequence[str] | None = None,
     segmenter: SegmenterConfig | None = None,
     frames: str | None = None,
+    max_frames: int | None = None,
     size: tuple[int, int] | None = None,
     eps: float = 0.02,
     voxel: float = 0.05,
@@ -549,6 +550,7 @@ def run_scannet_eval(
             `SegmenterConfig(name="simulated")` simulates masks from the scan's ground truth
             (not SAM), `geometric` gives the object candidates of its default.
         frames: the frame subset as START:STOP:STEP (default: every frame).
+        max_frames: at most this many frames, evenly spaced over the subset (`select_frames`).
         size: working resolution (W, H); default: the depth size.
         eps: the metric H's radius (metres).
         voxel: SAM3D's voxel (metres).
@@ -584,7 +586,7 @@ def run_scannet_eval(
     scene_dir = resolve_scene_path(scene)
     sc = load_scene(scene_dir, size=size)
     n_all = len(sc)
-    sc = select_frames(sc, frames=frames, max_frames=None)
+    sc = select_frames(sc, frames=frames, max_frames=max_frames)
     if not sc.has_geometry:
         raise InputError(scene_dir, "the 3D evaluation needs a scan with depth + poses")
     if sc.mesh_path is None:
@@ -677,6 +679,7 @@ def run_scannet_eval(
         "methods": methods,
         "settings": {
             "frames": frames,
+            "max_frames": max_frames,
             "frames_used": len(sc),
             "frames_in_scan": n_all,
             "size": list(sc.size),

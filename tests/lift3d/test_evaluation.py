@@ -335,3 +335,24 @@ def test_scannet_eval_with_the_geometric_default(synthetic_scene_dir, tmp_path):
     assert res["backends"]["segmenter"] == "geometric"
     for m in ("mastsam", "mastsam-merged"):
         assert res["per_method"][m]["AP50"] > 0.9, (m, res["per_method"][m])
+
+
+def test_scannet_eval_max_frames_spreads_the_views_as_segment_does(synthetic_scene_dir, tmp_path):
+    from lift3d.evaluation import run_scannet_eval
+    from lift3d.recon import load_scene
+    from lift3d.recon.scene import select_frames
+
+    res = run_scannet_eval(
+        synthetic_scene_dir,
+        out=tmp_path,
+        methods=("framewise",),
+        frames="1:",
+        max_frames=3,
+        verbose=False,
+        pairwise=False,
+    )
+    expected = select_frames(load_scene(synthetic_scene_dir), frames="1:", max_frames=3)
+    assert res["settings"]["frame_names"] == expected.frame_names
+    assert res["settings"]["frames_used"] == 3 and res["settings"]["max_frames"] == 3
+    names = load_scene(synthetic_scene_dir).frame_names
+    assert expected.frame_names[0] == names[1] and expected.frame_names[-1] == names[-1]
