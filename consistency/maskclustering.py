@@ -207,6 +207,7 @@ def cluster_view_masks(
     contained_threshold: float = 0.8,
     undersegment_threshold: float = 0.3,
     consensus: float = 0.9,
+    swallow_share: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MaskClustering's view consensus over the masks of views read one at a time.
 
@@ -251,6 +252,10 @@ def cluster_view_masks(
     top_f = f2[first]
     seen = total / np.maximum(size[top_m], 1) >= visible_threshold
     contained = seen & (top_c / np.maximum(total, 1) > contained_threshold)
+    if swallow_share > 0:
+        # m holds most of a whole mask of f2 besides its top one: a union of two masks there
+        other = ~first & (f2 != frame_of[m]) & (c >= swallow_share * size[m2])
+        contained &= np.bincount(grp[other], minlength=len(top_m)) == 0
     visible_num = np.bincount(top_m[seen], minlength=M)
     split_num = np.bincount(top_m[seen & ~contained], minlength=M)
     under = (visible_num == 0) | (split_num > undersegment_threshold * visible_num)

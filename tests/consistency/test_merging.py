@@ -112,3 +112,39 @@ def test_under_segmented_masks_follow_the_keep_dropped_rule():
     assert MergeConfig().resolve("classical").keep_dropped == "keep"
     assert MergeConfig().resolve("sam").keep_dropped == "unlabel"
     assert MergeConfig(keep_dropped="unlabel").resolve("classical").keep_dropped == "unlabel"
+
+
+def test_a_mask_holding_a_small_object_besides_its_wall_counts_as_split():
+    """A strip: a wall (columns 0-35) and a small object (36-39, a tenth of it). View 0 shows
+    both apart; view 1 merges them into one mask; view 2 sees only the wall, view 3 only the
+    object. MaskClustering's rule finds the merged mask 90% inside view 0's wall, so it is not
+    split there and becomes the wall's, painting the object with the wall's ID in view 1.
+    Holding all of view 0's object mask besides the wall, it is split there: under-segmented."""
+    from lift3d.consistency.merging import cluster_views
+
+    H, W = 4, 40
+    u, v = np.meshgrid(np.arange(W), np.arange(H))
+    pm = np.stack([u * 0.05 + 0.025, v * 0.05 + 0.025, np.zeros_like(u, float)], -1).astype(
+        np.float32
+    )
+    obj = u >= 36
+
+    def view(o, w, sees_o=True, sees_w=True):
+        ok = np.where(obj, sees_o, sees_w)
+        return pm, ok, np.where(ok, np.where(obj, o, w), 0).astype(np.int32)
+
+    views = [view(1, 2), view(3, 3), view(0, 5, sees_o=False), view(6, 0, sees_w=False)]
+    old = cluster_views(views, config=MergeConfig(swallow_share=0.0))
+    new = cluster_views(views, config=MergeConfig())
+    maps = {
+        name: [c.apply(i, lab) for i, (_, _, lab) in enumerate(views)]
+        for name, c in (("old", old), ("new", new))
+    }
+    wall, thing = int(maps["new"][0][0, 0]), int(maps["new"][0][0, 39])
+    assert 0 < wall != thing > 0 and int(maps["new"][3][0, 39]) == thing
+    assert (maps["new"][1] == 0).all()  # the merged mask: under-segmented, unlabeled
+    assert (maps["old"][1] == int(maps["old"][0][0, 0])).all()  # the wall's, object included
+    # None: on after object-level segmenters, off after the per-image classical one's fragments
+    assert MergeConfig().resolve("sam").swallow_share == 0.5
+    assert MergeConfig().resolve("classical-2d").swallow_share == 0.0
+    assert MergeConfig(swallow_share=0.2).resolve("classical").swallow_share == 0.2
