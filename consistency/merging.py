@@ -36,6 +36,7 @@ from typing import Literal
 
 import numpy as np
 
+from lift3d.consistency.segmenter import makes_fragments
 from lift3d.errors import InputError
 from lift3d.recon.superpoints import connected_components
 
@@ -74,13 +75,13 @@ class MergeConfig:
 
     def resolve(self, segmenter_name: str | None) -> MergeConfig:
         """This config with `keep_dropped` and `swallow_share` decided for the segmenter named."""
-        classical = segmenter_name in ("classical", "classical-2d")
+        fragments = makes_fragments(segmenter_name)
         out = self
         if self.swallow_share is None:
-            out = replace(out, swallow_share=0.0 if classical else 0.5)
+            out = replace(out, swallow_share=0.0 if fragments else 0.5)
         if self.keep_dropped != "auto":
             return out
-        rule = "keep" if classical else "unlabel"
+        rule = "keep" if fragments else "unlabel"
         return replace(out, keep_dropped=rule)
 
 

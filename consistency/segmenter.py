@@ -16,6 +16,16 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+#: segmenters (their `name`, or the config's name) whose masks are per-image fragments, not
+#: objects: the rules that read a mask as one object (the tracker's snapping to automatic masks,
+#: the view clustering's under-segmentation) are decided off for them
+FRAGMENT_SEGMENTERS = frozenset({"classical", "classical-2d"})
+
+
+def makes_fragments(segmenter_name: str | None) -> bool:
+    """Whether the segmenter named makes per-image fragments (`FRAGMENT_SEGMENTERS`)."""
+    return segmenter_name in FRAGMENT_SEGMENTERS
+
 
 @dataclass
 class Masks:

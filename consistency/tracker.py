@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lift3d.consistency.segmenter import Masks
+from lift3d.consistency.segmenter import Masks, makes_fragments
 from lift3d.errors import InputError
 from lift3d.recon.scene import Frame, Scene
 
@@ -98,7 +98,7 @@ class TrackerConfig:
         """This config with `snap_iou` decided for the segmenter named (None's rule)."""
         if self.snap_iou is not None:
             return self
-        snap = 0.0 if segmenter_name in ("classical", "classical-2d") else 0.5
+        snap = 0.0 if makes_fragments(segmenter_name) else 0.5
         return replace(self, snap_iou=snap)
 
 
