@@ -14,6 +14,7 @@ from lift3d.recon.superpoints import (
     compute_superpoints,
     find_segments_file,
     read_segments,
+    scannet_mesh_graph,
     scene_superpoints,
     segment_graph,
 )
@@ -135,3 +136,57 @@ def test_connected_components_are_numbered_by_first_node():
         2,
     ]
     assert connected_components(3, np.zeros((0, 2), np.int64)).tolist() == [0, 1, 2]
+
+
+def _fold(height):
+    """Two triangles sharing the edge (0, 1) along y; the far vertices at +-x lifted by `height`
+    (height < 0: a ridge, convex; > 0: a valley, concave). Faces wound so normals point up (+z)."""
+    xyz = np.array([[0, 0, 0], [0, 1, 0], [1, 0.5, height], [-1, 0.5, height]], np.float32)
+    faces = np.array([[0, 2, 1], [0, 1, 3]])
+    return xyz, faces
+
+
+def test_scannet_graph_squares_convex_edges_only():
+    # the segmentator's rule: 1 - n_a.n_b over the mean (not renormalised) face normals, squared
+    # where the edge runs along the end vertex's normal
+    for height, convex in ((-0.5, True), (0.5, False)):
+        xyz, faces = _fold(height)
+        edges, w = scannet_mesh_graph(xyz, faces)
+        assert len(edges) == 3 * len(faces)  # three directed edges per face, duplicates kept
+        fn = np.cross(xyz[faces[:, 1]] - xyz[faces[:, 0]], xyz[faces[:, 2]] - xyz[faces[:, 0]])
+        fn /= np.linalg.norm(fn, axis=1, keepdims=True)
+        vn = np.stack([fn.mean(0), fn.mean(0), fn[0], fn[1]])  # 0, 1 lie on both faces
+        for (a, b), wi in zip(edges, w):
+            d = xyz[b] - xyz[a]
+            raw = 1.0 - float(vn[a] @ vn[b])
+            expect = raw * raw if float(vn[b] @ d) > 0 else raw
+            assert wi == pytest.approx(expect, abs=1e-6)
+        # the shared vertices' normals are shorter than 1: their edge to a far vertex weighs more
+        # than the fold alone would on a ridge, and a valley edge is never squared
+        shared_to_far = [wi for (a, b), wi in zip(edges, w) if {int(a), int(b)} == {0, 2}]
+        assert shared_to_far and all(x > 0 for x in shared_to_far)
+        squared = [wi < 1.0 - float(vn[a] @ vn[b]) - 1e-9 for (a, b), wi in zip(edges, w)]
+        assert any(squared) == convex
+
+
+def test_scannet_graph_skips_degenerate_faces():
+    xyz, faces = _fold(-0.5)
+    faces = np.concatenate([faces, [[0, 0, 1], [2, 2, 2]]])  # a repeated vertex, a point
+    edges, w = scannet_mesh_graph(xyz, faces)
+    assert (edges[:, 0] != edges[:, 1]).all() and np.isfinite(w).all()
+    clean_edges, clean_w = scannet_mesh_graph(*_fold(-0.5))
+    # the degenerate faces add edges but leave the proper faces' normals as they were: the
+    # vertices 0 and 1 average in a zero normal, so only their length changes, not direction
+    assert len(edges) == len(clean_edges) + 2
+
+
+def test_computed_superpoints_reproduce_scannet_segmentator(shared_data):
+    """On a real scan, computing the superpoints gives what ScanNet ships (its segs.json)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    root = shared_data / "scannet" / "scene0000_00"
+    path, xyz, rgb, faces = _mesh(root)
+    shipped = read_segments(root / "scene0000_00_vh_clean_2.0.010000.segs.json", len(xyz))
+    ours = compute_superpoints(xyz, faces=faces, config=SuperpointConfig(source="compute"))
+    assert abs(ours.count - shipped.count) <= 0.02 * shipped.count
+    assert adjusted_rand_score(shipped.index, ours.index) > 0.99
