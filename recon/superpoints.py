@@ -128,7 +128,7 @@ def scannet_mesh_graph(
     """The weighted graph ScanNet's segmentator segments (ScanNet/Segmentator, `segment()`).
 
     Reproduced to its details, because each one shows in the pieces (scene0000_00's mesh,
-    threshold 0.01, 20 points: ARI 0.9975 against the shipped `segs.json`, 669 pieces for its
+    threshold 0.01, 20 points: ARI 0.9975 against the shipped `segs.json`, 667 pieces for its
     668; the area-weighted unit normals and the symmetric convexity test it replaced gave ARI
     0.67 and 840 pieces, and 3.5% of the points in a piece of another object):
 

@@ -8,7 +8,10 @@ and prints each cell's mean AP / AP50 / AP25 per method.
 
     python scripts/eval_simulated_seeds.py --scene ../shared/data/scannet/scene0000_00
 
-About 2 minutes per run (three methods) on 2 cores; the defaults make 12 runs.
+About 2 minutes per run (three methods) on 2 cores; the defaults make 12 runs. `--frames`
+also takes any START:STOP:STEP slice (`1::10`, `2::10`, ...): the ten offsets of `::10` are
+ten different 30-view subsets of one scan, whose mean says more than one lucky or unlucky
+choice (`--frames offsets` runs all ten; 30 runs per noise level).
 """
 
 from __future__ import annotations
@@ -20,6 +23,18 @@ from pathlib import Path
 import numpy as np
 
 FRAME_CHOICES = {"::10": {"frames": "::10"}, "max-frames 30": {"max_frames": 30}}
+OFFSETS = [f"{k}::10" for k in range(10)]
+
+
+def frame_choice(choice: str) -> dict:
+    """`run_scannet_eval`'s frame arguments for a named choice or a START:STOP:STEP slice."""
+    if choice in FRAME_CHOICES:
+        return FRAME_CHOICES[choice]
+    if choice.count(":") != 2:
+        raise SystemExit(
+            f"--frames: {choice!r} is neither {list(FRAME_CHOICES)} nor START:STOP:STEP"
+        )
+    return {"frames": choice}
 
 
 def main() -> None:
@@ -32,9 +47,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("outputs/eval_simulated_seeds"))
     ap.add_argument("--noise", type=float, nargs="+", default=[0.15, 0.3])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--frames", nargs="+", default=list(FRAME_CHOICES), choices=list(FRAME_CHOICES))
+    ap.add_argument(
+        "--frames",
+        nargs="+",
+        default=list(FRAME_CHOICES),
+        help=f"{list(FRAME_CHOICES)}, START:STOP:STEP slices, or `offsets` ({OFFSETS[0]} .. {OFFSETS[-1]})",
+    )
     ap.add_argument("--methods", nargs="+", default=["maskclustering", "mastsam-merged", "oracle"])
     args = ap.parse_args()
+    args.frames = [c for f in args.frames for c in (OFFSETS if f == "offsets" else [f])]
+    for choice in args.frames:
+        frame_choice(choice)  # a bad choice fails before the first run
 
     rows = []
     for choice in args.frames:
@@ -51,7 +74,7 @@ def main() -> None:
                     segmenter=seg,
                     pairwise=False,
                     verbose=False,
-                    **FRAME_CHOICES[choice],
+                    **frame_choice(choice),
                 )
                 for m in args.methods:
                     r = res["per_method"][m]
@@ -78,6 +101,21 @@ def main() -> None:
                     f"{m} {v[:, 0].mean():.3f} / {v[:, 1].mean():.3f} / {v[:, 2].mean():.3f}"
                 )
             print(f"{choice}, noise {noise}: " + "; ".join(cells))
+    if len(args.frames) > 1:
+        for noise in args.noise:
+            cells = []
+            for m in args.methods:
+                v = np.array(
+                    [
+                        [r["AP"], r["AP50"], r["AP25"]]
+                        for r in rows
+                        if r["noise"] == noise and r["method"] == m
+                    ]
+                )
+                cells.append(
+                    f"{m} {v[:, 0].mean():.3f} / {v[:, 1].mean():.3f} / {v[:, 2].mean():.3f}"
+                )
+            print(f"all {len(args.frames)} frame choices, noise {noise}: " + "; ".join(cells))
 
 
 if __name__ == "__main__":
