@@ -199,6 +199,14 @@ class MaskClusters(NamedTuple):
     cluster: np.ndarray  # [M] int64 cluster 1..K, 0 = found under-segmented
 
 
+def _bridged_frames(container, inner, frame_of, N):  # -> [K] int64 keys container * N + frame
+    """(container mask, frame) keys where the container contains two or more masks of that
+    frame, another frame than its own."""
+    key, n = np.unique(container * N + frame_of[inner], return_counts=True)
+    key = key[n >= 2]
+    return key[key % N != frame_of[key // N]]
+
+
 def cluster_view_masks(
     views: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
     *,
@@ -216,6 +224,11 @@ def cluster_view_masks(
             [H, W] int, 0 = unlabeled); only each view's distinct (voxel, ID) pairs are kept.
         voxel, visible_threshold, contained_threshold, undersegment_threshold, consensus: as
             for `maskclustering_merge`.
+        swallow_share: > 0 adds two tests of under-segmentation to MaskClustering's (0: its
+            rule alone, as `maskclustering_merge` runs it): mask m is also split in frame f
+            when it holds at least this share of a whole mask of f besides the one it lies in,
+            and when it contains two or more masks of f (each over `contained_threshold` inside
+            m as m's frame sees it) while f sees less than `visible_threshold` of m.
 
     Returns:
         `MaskClusters`: frame [M], local ID [M], cluster ID [M] of every mask (view, ID) with a
@@ -258,6 +271,13 @@ def cluster_view_masks(
         contained &= np.bincount(grp[other], minlength=len(top_m)) == 0
     visible_num = np.bincount(top_m[seen], minlength=M)
     split_num = np.bincount(top_m[seen & ~contained], minlength=M)
+    if swallow_share > 0:
+        # m contains two or more masks of another frame f that sees under visible_threshold of
+        # m (a wall mask's far end): f keeps apart what m joins, so m is split there too
+        bridged = _bridged_frames(top_mask[contained], top_m[contained], frame_of, N)
+        bridged = bridged[~np.isin(bridged, top_m[seen] * N + top_f[seen])]
+        extra = np.bincount(bridged // N, minlength=M)
+        visible_num, split_num = visible_num + extra, split_num + extra
     under = (visible_num == 0) | (split_num > undersegment_threshold * visible_num)
 
     vis_r, vis_c = top_m[contained], top_f[contained]

@@ -148,3 +148,51 @@ def test_a_mask_holding_a_small_object_besides_its_wall_counts_as_split():
     assert MergeConfig().resolve("sam").swallow_share == 0.5
     assert MergeConfig().resolve("classical-2d").swallow_share == 0.0
     assert MergeConfig(swallow_share=0.2).resolve("classical").swallow_share == 0.2
+
+
+def test_a_mask_joining_two_masks_of_a_view_that_sees_little_of_it_counts_as_split():
+    """A strip: a wall (columns 0-35) and a small object (36-39). View 0 merges them into one
+    mask; view 1 sees only the object and the wall's near end (32-35), as two masks: a fifth of
+    view 0's mask, under MaskClustering's 30%, so view 1 does not count as seeing it; view 2
+    sees the wall alone; ten more views see one far object each, once (so that MaskClustering's
+    observer thresholds fall to one view, as on a scan where most objects are seen once). By
+    MaskClustering's rule alone the merged mask is observed by view 2 only, as the wall, and
+    joins the wall's cluster: view 0 paints the object with the wall's ID. Containing two masks
+    of view 1, it is split there: under-segmented, unlabeled, and view 1's two masks stay two."""
+    from lift3d.consistency.merging import cluster_views
+
+    H, W = 4, 40
+    u, v = np.meshgrid(np.arange(W), np.arange(H))
+    pm = np.stack([u * 0.05 + 0.025, v * 0.05 + 0.025, np.zeros_like(u, float)], -1).astype(
+        np.float32
+    )
+    obj = u >= 36
+    everything = np.ones((H, W), bool)
+    near = u >= 32
+    views = [
+        (pm, everything, np.ones((H, W), np.int32)),  # object + wall, one mask
+        (pm, near, np.where(near, np.where(obj, 1, 2), 0).astype(np.int32)),
+        (pm, ~obj, np.where(~obj, 1, 0).astype(np.int32)),  # the wall alone
+    ]
+    views += [(pm + np.float32(100 + 10 * k), everything, views[0][2]) for k in range(10)]
+    maps = {
+        name: [c.apply(i, lab) for i, (_, _, lab) in enumerate(views)]
+        for name, c in (
+            ("old", cluster_views(views, config=MergeConfig(swallow_share=0.0))),
+            ("new", cluster_views(views, config=MergeConfig())),
+        )
+    }
+    old, new = maps["old"], maps["new"]
+    thing, wall = int(old[1][0, 39]), int(old[2][0, 0])
+    assert 0 < thing != wall > 0 and int(old[1][0, 33]) == wall
+    assert (old[0] == wall).all()  # the merged mask is the wall's, object included
+    assert (new[0] == 0).all()  # the merged mask: under-segmented, unlabeled
+    thing, piece, wall = int(new[1][0, 39]), int(new[1][0, 33]), int(new[2][0, 0])
+    assert thing > 0 and piece == wall > 0 and thing != wall
+    # MaskClustering's own association (the baseline) keeps its rule alone
+    from lift3d.consistency.maskclustering import maskclustering_merge
+
+    labels = np.stack([lab for _, _, lab in views])
+    pms = np.stack([p for p, _, _ in views])
+    oks = np.stack([o for _, o, _ in views])
+    assert (maskclustering_merge(labels, pms, oks)[0] > 0).all()
