@@ -88,34 +88,31 @@ def main() -> None:
     print(f"\nmeans over seeds {args.seeds} (masks simulated from GT, not SAM): AP / AP50 / AP25")
     for choice in args.frames:
         for noise in args.noise:
-            cells = []
-            for m in args.methods:
-                v = np.array(
-                    [
-                        [r["AP"], r["AP50"], r["AP25"]]
-                        for r in rows
-                        if r["frames"] == choice and r["noise"] == noise and r["method"] == m
-                    ]
-                )
-                cells.append(
-                    f"{m} {v[:, 0].mean():.3f} / {v[:, 1].mean():.3f} / {v[:, 2].mean():.3f}"
-                )
-            print(f"{choice}, noise {noise}: " + "; ".join(cells))
+            print(
+                f"{choice}, noise {noise}: "
+                + _means(rows, args.methods, frames=choice, noise=noise)
+            )
     if len(args.frames) > 1:
         for noise in args.noise:
-            cells = []
-            for m in args.methods:
-                v = np.array(
-                    [
-                        [r["AP"], r["AP50"], r["AP25"]]
-                        for r in rows
-                        if r["noise"] == noise and r["method"] == m
-                    ]
-                )
-                cells.append(
-                    f"{m} {v[:, 0].mean():.3f} / {v[:, 1].mean():.3f} / {v[:, 2].mean():.3f}"
-                )
-            print(f"all {len(args.frames)} frame choices, noise {noise}: " + "; ".join(cells))
+            print(
+                f"all {len(args.frames)} frame choices, noise {noise}: "
+                + _means(rows, args.methods, noise=noise)
+            )
+
+
+def _means(rows: list[dict], methods: list[str], **match) -> str:
+    """Per method, the mean AP / AP50 / AP25 of the rows whose fields equal `match`."""
+    cells = []
+    for m in methods:
+        v = np.array(
+            [
+                [r["AP"], r["AP50"], r["AP25"]]
+                for r in rows
+                if r["method"] == m and all(r[k] == x for k, x in match.items())
+            ]
+        )
+        cells.append(f"{m} {v[:, 0].mean():.3f} / {v[:, 1].mean():.3f} / {v[:, 2].mean():.3f}")
+    return "; ".join(cells)
 
 
 if __name__ == "__main__":
