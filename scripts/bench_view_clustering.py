@@ -3,7 +3,8 @@
 Times `cluster_views` over every view of a scan with the label maps of a finished run (its
 `masks/`), twice in the same process: with the packed int64 (voxel, ID) keys (the code's path)
 and with the plain row-wise `np.unique(axis=0)` it replaced (the reference), and checks that
-both give the same clusters.
+both give the same clusters; and a third time without the bridging test of under-segmentation
+(`_bridged_frames`, a mask containing two masks of another view), to give that rule's cost.
 
     .venv/bin/python scripts/bench_view_clustering.py --masks OUT/masks \
         [--scene ../shared/data/scannet/scene0000_00]
@@ -52,6 +53,14 @@ def main() -> None:
         t_plain = time.perf_counter() - t
     finally:
         mc._pack = packed
+    bridged = mc._bridged_frames
+    mc._bridged_frames = lambda container, *_: np.zeros(0, np.int64)  # the rule off
+    try:
+        t = time.perf_counter()
+        unbridged = cluster_views(views())
+        t_unbridged = time.perf_counter() - t
+    finally:
+        mc._bridged_frames = bridged
     same = fast.sources == plain.sources and all(
         np.array_equal(a, b) for a, b in zip(fast.luts, plain.luts)
     )
@@ -60,6 +69,10 @@ def main() -> None:
         f"{len(sc)} frames: packed keys {t_fast:.1f} s, row-wise unique {t_plain:.1f} s "
         f"({t_plain / t_fast:.2f}x), identical {same}, {len(fast.sources)} clusters, "
         f"peak RSS {peak:.2f} GiB"
+    )
+    print(
+        f"without the bridging rule {t_unbridged:.1f} s (with it {t_fast / t_unbridged:.2f}x the "
+        f"time), {len(unbridged.sources)} clusters"
     )
 
 
